@@ -1,0 +1,221 @@
+//! The enforcement pause ledger of one tenant: the arithmetic of its yearly budget.
+//!
+//! A tenant may pause enforcement for at most `budget` days per calendar year (UTC), in
+//! any number of pauses. A request for N days starts a pause now or extends the active
+//! one; it is granted whole or refused, naming the days that remain. Days are charged to
+//! the year of the request. Ending early gives the whole unused days back to the years
+//! they were charged to, newest charge first. A request id makes a retry harmless: the
+//! same id gets the same answer and is charged once.
+
+use std::collections::BTreeMap;
+
+use chrono::{Datelike, Duration};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{Interval, Timestamp};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PauseLedger {
+    /// Every pause, oldest first. Only the last one can be active.
+    pauses: Vec<Pause>,
+    /// Days charged per calendar year, net of refunds.
+    charged: BTreeMap<i32, u32>,
+    /// The grant each request id received, so that a retry is answered the same way.
+    grants: BTreeMap<String, PauseGrant>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub ended_early: bool,
+    /// What each request that made up this pause was charged, in request order.
+    charges: Vec<Charge>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Charge {
+    year: i32,
+    days: u32,
+}
+
+/// The answer to a granted pause request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseGrant {
+    pub days: u32,
+    pub paused_from: Timestamp,
+    pub paused_until: Timestamp,
+    pub year: i32,
+    pub remaining_days: u32,
+}
+
+/// The answer to ending a pause early.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PauseEnd {
+    pub ended_at: Timestamp,
+    pub refunded_days: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PauseError {
+    #[error("days must be at least 1")]
+    NoDays,
+    #[error("pause of {requested} days refused: only {remaining} pause days remain for {year}")]
+    OverBudget { requested: u32, remaining: u32, year: i32 },
+    #[error("tenant is not paused")]
+    NotPaused,
+}
+
+impl Pause {
+    pub fn interval(&self) -> Interval {
+        Interval::new(self.start, self.end)
+    }
+
+    pub fn days_charged(&self) -> u32 {
+        self.charges.iter().map(|c| c.days).sum()
+    }
+}
+
+impl PauseLedger {
+    pub fn pauses(&self) -> &[Pause] {
+        &self.pauses
+    }
+
+    /// The paused intervals, for subtracting from servers' ages.
+    pub fn intervals(&self) -> Vec<Interval> {
+        self.pauses.iter().map(Pause::interval).collect()
+    }
+
+    /// The end of the pause in force at `at`, if any.
+    pub fn paused_until(&self, at: Timestamp) -> Option<Timestamp> {
+        self.pauses.last().filter(|p| p.interval().contains(at)).map(|p| p.end)
+    }
+
+    pub fn remaining_days(&self, budget: u32, at: Timestamp) -> u32 {
+        budget.saturating_sub(self.charged.get(&at.year()).copied().unwrap_or(0))
+    }
+
+    /// Starts a pause of `days` at `at`, or extends the active one by `days`.
+    pub fn request(&mut self, budget: u32, days: u32, request_id: Option<&str>, at: Timestamp) -> Result<PauseGrant, PauseError> {
+        if let Some(grant) = request_id.and_then(|id| self.grants.get(id)) {
+            return Ok(grant.clone());
+        }
+        if days == 0 {
+            return Err(PauseError::NoDays);
+        }
+        let year = at.year();
+        let remaining = self.remaining_days(budget, at);
+        if days > remaining {
+            return Err(PauseError::OverBudget { requested: days, remaining, year });
+        }
+        let length = Duration::days(i64::from(days));
+        let charge = Charge { year, days };
+        let pause = match self.pauses.last_mut().filter(|p| p.interval().contains(at)) {
+            Some(active) => {
+                active.end += length;
+                active.charges.push(charge);
+                active
+            }
+            None => {
+                self.pauses.push(Pause { start: at, end: at + length, ended_early: false, charges: vec![charge] });
+                self.pauses.last_mut().expect("just pushed")
+            }
+        };
+        *self.charged.entry(year).or_default() += days;
+        let grant = PauseGrant { days, paused_from: pause.start, paused_until: pause.end, year, remaining_days: remaining - days };
+        if let Some(id) = request_id {
+            self.grants.insert(id.to_owned(), grant.clone());
+        }
+        Ok(grant)
+    }
+
+    /// Ends the active pause at `at` and gives back its whole unused days.
+    pub fn end(&mut self, at: Timestamp) -> Result<PauseEnd, PauseError> {
+        let active = self.pauses.last_mut().filter(|p| p.interval().contains(at)).ok_or(PauseError::NotPaused)?;
+        let mut unused_days = u32::try_from((active.end - at).num_days()).unwrap_or(u32::MAX);
+        let refunded_days = unused_days.min(active.days_charged());
+        active.end = at;
+        active.ended_early = true;
+        for charge in active.charges.iter_mut().rev() {
+            let refund = unused_days.min(charge.days);
+            charge.days -= refund;
+            unused_days -= refund;
+            let year_total = self.charged.entry(charge.year).or_default();
+            *year_total = year_total.saturating_sub(refund);
+        }
+        Ok(PauseEnd { ended_at: at, refunded_days })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn at(y: i32, m: u32, d: u32) -> Timestamp {
+        Utc.with_ymd_and_hms(y, m, d, 12, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn requests_start_then_extend_a_pause() {
+        let mut ledger = PauseLedger::default();
+        let first = ledger.request(90, 10, None, at(2026, 3, 1)).unwrap();
+        assert_eq!((first.paused_until, first.remaining_days), (at(2026, 3, 11), 80));
+        let extended = ledger.request(90, 5, None, at(2026, 3, 4)).unwrap();
+        assert_eq!((extended.paused_from, extended.paused_until, extended.remaining_days), (at(2026, 3, 1), at(2026, 3, 16), 75));
+        assert_eq!(ledger.pauses().len(), 1);
+        assert_eq!(ledger.paused_until(at(2026, 3, 15)), Some(at(2026, 3, 16)));
+        assert_eq!(ledger.paused_until(at(2026, 3, 16)), None);
+    }
+
+    #[test]
+    fn over_budget_is_refused_whole_naming_what_remains() {
+        let mut ledger = PauseLedger::default();
+        ledger.request(90, 85, None, at(2026, 1, 1)).unwrap();
+        let refused = ledger.request(90, 6, None, at(2026, 5, 1)).unwrap_err();
+        assert_eq!(refused, PauseError::OverBudget { requested: 6, remaining: 5, year: 2026 });
+        assert!(refused.to_string().contains("only 5 pause days remain"));
+        assert_eq!(ledger.remaining_days(90, at(2026, 5, 1)), 5);
+        assert_eq!(ledger.pauses().len(), 1, "a refusal changes nothing");
+        ledger.request(90, 5, None, at(2026, 5, 1)).unwrap();
+        assert_eq!(ledger.remaining_days(90, at(2026, 6, 1)), 0);
+    }
+
+    #[test]
+    fn the_budget_is_per_calendar_year_of_the_request() {
+        let mut ledger = PauseLedger::default();
+        ledger.request(90, 90, None, at(2026, 12, 20)).unwrap();
+        assert_eq!(ledger.remaining_days(90, at(2026, 12, 31)), 0);
+        // Still paused in January, but January's request is charged to the new year.
+        let grant = ledger.request(90, 10, None, at(2027, 1, 5)).unwrap();
+        assert_eq!((grant.year, grant.remaining_days), (2027, 80));
+    }
+
+    #[test]
+    fn ending_early_refunds_whole_unused_days_newest_charge_first() {
+        let mut ledger = PauseLedger::default();
+        ledger.request(90, 20, None, at(2026, 12, 25)).unwrap();
+        ledger.request(90, 10, None, at(2027, 1, 2)).unwrap();
+        // Paused until 2027-01-24 12:00; ending on 01-10 18:00 leaves 13.75 days: 13 whole.
+        let ended = ledger.end(at(2027, 1, 10) + Duration::hours(6)).unwrap();
+        assert_eq!(ended.refunded_days, 13);
+        assert_eq!(ledger.remaining_days(90, at(2027, 2, 1)), 90, "the 2027 charge of 10 came back whole");
+        assert_eq!(ledger.remaining_days(90, at(2026, 12, 31)), 73, "3 of 2026's 20 days came back");
+        assert_eq!(ledger.paused_until(at(2027, 1, 11)), None);
+        assert_eq!(ledger.end(at(2027, 1, 11)), Err(PauseError::NotPaused));
+    }
+
+    #[test]
+    fn a_retried_request_id_is_charged_once() {
+        let mut ledger = PauseLedger::default();
+        let first = ledger.request(90, 7, Some("req-1"), at(2026, 3, 1)).unwrap();
+        let retry = ledger.request(90, 7, Some("req-1"), at(2026, 3, 2)).unwrap();
+        assert_eq!(first, retry);
+        assert_eq!(ledger.remaining_days(90, at(2026, 3, 2)), 83);
+    }
+
+    #[test]
+    fn zero_days_is_refused() {
+        assert_eq!(PauseLedger::default().request(90, 0, None, at(2026, 1, 1)), Err(PauseError::NoDays));
+    }
+}
