@@ -1,1 +1,29 @@
+//! The decision service: one decider node, its gRPC APIs, and Raft networking over tonic.
+//!
+//! - `node`: starts a node: identity, storage, Raft, servers, and founding the cluster.
+//! - `identity`: the node id, persisted in the data directory for life.
+//! - `network` and `raft_service`: openraft's RPCs carried over gRPC, both directions.
+//! - `proposer`: writes from any node, forwarded to the leader; linearizable reads.
+//! - `decision`, `admin`, `cluster`: the public gRPC services.
+//! - `counters`: per-node aggregation of message counts, flushed to the log in batches.
+//! - `report`: the tenant report, one schema for gRPC, HTTP and the CLI.
+//! - `http`: health, readiness, metrics and the report API.
+//! - `clock`: the one place a decider reads the time.
 
+pub mod admin;
+pub mod clock;
+pub mod cluster;
+pub mod config;
+pub mod counters;
+pub mod decision;
+pub mod http;
+pub mod identity;
+pub mod network;
+pub mod node;
+pub mod proposer;
+pub mod raft_service;
+pub mod report;
+pub mod status;
+
+pub use config::DeciderConfig;
+pub use node::{Decider, DeciderOptions};

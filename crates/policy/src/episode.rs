@@ -44,7 +44,11 @@ pub enum SightingEffect {
 
 impl Episode {
     pub fn starting(first_seen: Timestamp) -> Self {
-        Episode { first_seen, remediated_gaps: Vec::new(), remediated_at: None }
+        Episode {
+            first_seen,
+            remediated_gaps: Vec::new(),
+            remediated_at: None,
+        }
     }
 
     pub fn is_open(&self) -> bool {

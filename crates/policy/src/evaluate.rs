@@ -91,7 +91,8 @@ pub fn evaluate(policy: &Policy, facts: ServerFacts<'_>, at: Timestamp) -> Evalu
         stopped.extend_from_slice(facts.pauses);
     }
     let date_at_age = |from_days: u32| instant_when_counted(episode.first_seen, days(f64::from(from_days)), &stopped);
-    let first_stage_where = |enforces: fn(&Stage) -> bool| policy.stages.iter().find(|s| enforces(s)).and_then(|s| date_at_age(s.from_days));
+    let first_stage_where =
+        |enforces: fn(&Stage) -> bool| policy.stages.iter().find(|s| enforces(s)).and_then(|s| date_at_age(s.from_days));
 
     let age = counted_time(episode.first_seen, at, &stopped).max(Duration::zero());
     let current = stage_for_age(&policy.stages, as_days(age));
@@ -109,7 +110,12 @@ pub fn evaluate(policy: &Policy, facts: ServerFacts<'_>, at: Timestamp) -> Evalu
 
     let enforced = class.status == BuildStatus::OutOfDate && episode.is_open() && !paused;
     if enforced {
-        let window = window_at(window_offset_min, current.stage.throttle_min, current.stage.block_min, minute_of_hour(at));
+        let window = window_at(
+            window_offset_min,
+            current.stage.throttle_min,
+            current.stage.block_min,
+            minute_of_hour(at),
+        );
         evaluation.verdict = match window {
             Window::Accept => Verdict::Accept,
             Window::Throttle => Verdict::Throttle,

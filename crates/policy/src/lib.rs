@@ -8,6 +8,7 @@
 //! `shared/spec/enforcement.md`; each module here implements one part of that text.
 
 pub mod clock;
+pub mod connectors;
 pub mod episode;
 pub mod evaluate;
 pub mod pause;
@@ -20,9 +21,9 @@ pub mod window;
 
 pub use clock::{Interval, Timestamp};
 pub use episode::{Episode, Sighting, SightingEffect};
-pub use report::{server_report, ServerRecord, ServerReport};
 pub use evaluate::{evaluate, Evaluation, ServerFacts, Verdict};
 pub use pause::{PauseError, PauseGrant, PauseLedger};
 pub use policy::{Policy, PolicyError};
 pub use products::{BuildStatus, Classification};
+pub use report::{server_report, ServerRecord, ServerReport};
 pub use version::BuildVersion;

@@ -106,7 +106,11 @@ impl PauseLedger {
         let year = at.year();
         let remaining = self.remaining_days(budget, at);
         if days > remaining {
-            return Err(PauseError::OverBudget { requested: days, remaining, year });
+            return Err(PauseError::OverBudget {
+                requested: days,
+                remaining,
+                year,
+            });
         }
         let length = Duration::days(i64::from(days));
         let charge = Charge { year, days };
@@ -117,12 +121,23 @@ impl PauseLedger {
                 active
             }
             None => {
-                self.pauses.push(Pause { start: at, end: at + length, ended_early: false, charges: vec![charge] });
+                self.pauses.push(Pause {
+                    start: at,
+                    end: at + length,
+                    ended_early: false,
+                    charges: vec![charge],
+                });
                 self.pauses.last_mut().expect("just pushed")
             }
         };
         *self.charged.entry(year).or_default() += days;
-        let grant = PauseGrant { days, paused_from: pause.start, paused_until: pause.end, year, remaining_days: remaining - days };
+        let grant = PauseGrant {
+            days,
+            paused_from: pause.start,
+            paused_until: pause.end,
+            year,
+            remaining_days: remaining - days,
+        };
         if let Some(id) = request_id {
             self.grants.insert(id.to_owned(), grant.clone());
         }
@@ -131,7 +146,11 @@ impl PauseLedger {
 
     /// Ends the active pause at `at` and gives back its whole unused days.
     pub fn end(&mut self, at: Timestamp) -> Result<PauseEnd, PauseError> {
-        let active = self.pauses.last_mut().filter(|p| p.interval().contains(at)).ok_or(PauseError::NotPaused)?;
+        let active = self
+            .pauses
+            .last_mut()
+            .filter(|p| p.interval().contains(at))
+            .ok_or(PauseError::NotPaused)?;
         let mut unused_days = u32::try_from((active.end - at).num_days()).unwrap_or(u32::MAX);
         let refunded_days = unused_days.min(active.days_charged());
         active.end = at;
@@ -143,7 +162,10 @@ impl PauseLedger {
             let year_total = self.charged.entry(charge.year).or_default();
             *year_total = year_total.saturating_sub(refund);
         }
-        Ok(PauseEnd { ended_at: at, refunded_days })
+        Ok(PauseEnd {
+            ended_at: at,
+            refunded_days,
+        })
     }
 }
 
@@ -162,7 +184,10 @@ mod tests {
         let first = ledger.request(90, 10, None, at(2026, 3, 1)).unwrap();
         assert_eq!((first.paused_until, first.remaining_days), (at(2026, 3, 11), 80));
         let extended = ledger.request(90, 5, None, at(2026, 3, 4)).unwrap();
-        assert_eq!((extended.paused_from, extended.paused_until, extended.remaining_days), (at(2026, 3, 1), at(2026, 3, 16), 75));
+        assert_eq!(
+            (extended.paused_from, extended.paused_until, extended.remaining_days),
+            (at(2026, 3, 1), at(2026, 3, 16), 75)
+        );
         assert_eq!(ledger.pauses().len(), 1);
         assert_eq!(ledger.paused_until(at(2026, 3, 15)), Some(at(2026, 3, 16)));
         assert_eq!(ledger.paused_until(at(2026, 3, 16)), None);
@@ -173,7 +198,14 @@ mod tests {
         let mut ledger = PauseLedger::default();
         ledger.request(90, 85, None, at(2026, 1, 1)).unwrap();
         let refused = ledger.request(90, 6, None, at(2026, 5, 1)).unwrap_err();
-        assert_eq!(refused, PauseError::OverBudget { requested: 6, remaining: 5, year: 2026 });
+        assert_eq!(
+            refused,
+            PauseError::OverBudget {
+                requested: 6,
+                remaining: 5,
+                year: 2026
+            }
+        );
         assert!(refused.to_string().contains("only 5 pause days remain"));
         assert_eq!(ledger.remaining_days(90, at(2026, 5, 1)), 5);
         assert_eq!(ledger.pauses().len(), 1, "a refusal changes nothing");
@@ -199,7 +231,11 @@ mod tests {
         // Paused until 2027-01-24 12:00; ending on 01-10 18:00 leaves 13.75 days: 13 whole.
         let ended = ledger.end(at(2027, 1, 10) + Duration::hours(6)).unwrap();
         assert_eq!(ended.refunded_days, 13);
-        assert_eq!(ledger.remaining_days(90, at(2027, 2, 1)), 90, "the 2027 charge of 10 came back whole");
+        assert_eq!(
+            ledger.remaining_days(90, at(2027, 2, 1)),
+            90,
+            "the 2027 charge of 10 came back whole"
+        );
         assert_eq!(ledger.remaining_days(90, at(2026, 12, 31)), 73, "3 of 2026's 20 days came back");
         assert_eq!(ledger.paused_until(at(2027, 1, 11)), None);
         assert_eq!(ledger.end(at(2027, 1, 11)), Err(PauseError::NotPaused));

@@ -74,7 +74,12 @@ pub enum PolicyError {
     #[error("stage 1 must start at from_days = 0, not {0}")]
     FirstStageNotAtZero(u32),
     #[error("stages not increasing: stage {stage} starts at day {from_days}, not after stage {previous} (day {previous_from_days})")]
-    StagesNotIncreasing { stage: usize, from_days: u32, previous: usize, previous_from_days: u32 },
+    StagesNotIncreasing {
+        stage: usize,
+        from_days: u32,
+        previous: usize,
+        previous_from_days: u32,
+    },
     #[error("stage {stage}: {field} = {minutes} is over 60 minutes per hour")]
     MinutesOver60 { stage: usize, field: &'static str, minutes: u32 },
     #[error("stage {stage}: throttle_min + block_min = {total} is over 60 minutes per hour")]
@@ -98,7 +103,7 @@ pub enum PolicyError {
 impl Policy {
     /// Reads and validates a policy from TOML. Keys left out take the spec's defaults.
     pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
-        let policy: Policy = toml::from_str(text).map_err(|e| PolicyError::Syntax(e.message().to_owned()))?;
+        let policy: Policy = toml::from_str(text).map_err(|e| PolicyError::Syntax(syntax_message(text, &e)))?;
         policy.validate()?;
         Ok(policy)
     }
@@ -136,7 +141,11 @@ impl Policy {
             let number = index + 1;
             for (field, minutes) in [("throttle_min", stage.throttle_min), ("block_min", stage.block_min)] {
                 if minutes > 60 {
-                    return Err(PolicyError::MinutesOver60 { stage: number, field, minutes });
+                    return Err(PolicyError::MinutesOver60 {
+                        stage: number,
+                        field,
+                        minutes,
+                    });
                 }
             }
             let total = stage.throttle_min + stage.block_min;
@@ -174,7 +183,10 @@ impl Policy {
             }
             if let Some(first) = product.compliant_from {
                 if first < product.from || product.until.is_some_and(|until| first >= until) {
-                    return Err(PolicyError::CompliantFromOutsideRange { name: product.name.clone(), compliant_from: first.to_string() });
+                    return Err(PolicyError::CompliantFromOutsideRange {
+                        name: product.name.clone(),
+                        compliant_from: first.to_string(),
+                    });
                 }
             }
         }
@@ -182,10 +194,26 @@ impl Policy {
         by_start.sort_by_key(|p| p.from);
         for pair in by_start.windows(2) {
             if pair[0].until.is_none_or(|until| until > pair[1].from) {
-                return Err(PolicyError::OverlappingProducts { first: pair[0].name.clone(), second: pair[1].name.clone() });
+                return Err(PolicyError::OverlappingProducts {
+                    first: pair[0].name.clone(),
+                    second: pair[1].name.clone(),
+                });
             }
         }
         Ok(())
+    }
+}
+
+/// A TOML error as one line that says where: toml's own messages may span several lines.
+fn syntax_message(text: &str, error: &toml::de::Error) -> String {
+    let message: Vec<&str> = error.message().lines().map(str::trim).filter(|line| !line.is_empty()).collect();
+    let message = message.join(", ");
+    match error.span() {
+        Some(span) => format!(
+            "line {}: {message}",
+            text.get(..span.start).unwrap_or(text).matches('\n').count() + 1
+        ),
+        None => message,
     }
 }
 
@@ -210,34 +238,73 @@ mod tests {
 
     #[test]
     fn every_validation_error_names_its_rule() {
-        let stage = |from: u32, throttle: u32, block: u32| format!("[[stage]]\nfrom_days = {from}\nthrottle_min = {throttle}\nblock_min = {block}\n");
+        let stage = |from: u32, throttle: u32, block: u32| {
+            format!("[[stage]]\nfrom_days = {from}\nthrottle_min = {throttle}\nblock_min = {block}\n")
+        };
         let cases: Vec<(String, PolicyError)> = vec![
             ("stage = []".into(), PolicyError::EmptyStageTable),
             (stage(1, 0, 0), PolicyError::FirstStageNotAtZero(1)),
             (
                 stage(0, 0, 0) + &stage(30, 5, 0) + &stage(30, 10, 0),
-                PolicyError::StagesNotIncreasing { stage: 3, from_days: 30, previous: 2, previous_from_days: 30 },
+                PolicyError::StagesNotIncreasing {
+                    stage: 3,
+                    from_days: 30,
+                    previous: 2,
+                    previous_from_days: 30,
+                },
             ),
             (
                 stage(0, 0, 0) + &stage(30, 5, 0) + &stage(20, 10, 0),
-                PolicyError::StagesNotIncreasing { stage: 3, from_days: 20, previous: 2, previous_from_days: 30 },
+                PolicyError::StagesNotIncreasing {
+                    stage: 3,
+                    from_days: 20,
+                    previous: 2,
+                    previous_from_days: 30,
+                },
             ),
-            (stage(0, 61, 0), PolicyError::MinutesOver60 { stage: 1, field: "throttle_min", minutes: 61 }),
-            (stage(0, 0, 0) + &stage(5, 0, 90), PolicyError::MinutesOver60 { stage: 2, field: "block_min", minutes: 90 }),
-            (stage(0, 0, 0) + &stage(5, 40, 30), PolicyError::WindowsOver60 { stage: 2, total: 70 }),
+            (
+                stage(0, 61, 0),
+                PolicyError::MinutesOver60 {
+                    stage: 1,
+                    field: "throttle_min",
+                    minutes: 61,
+                },
+            ),
+            (
+                stage(0, 0, 0) + &stage(5, 0, 90),
+                PolicyError::MinutesOver60 {
+                    stage: 2,
+                    field: "block_min",
+                    minutes: 90,
+                },
+            ),
+            (
+                stage(0, 0, 0) + &stage(5, 40, 30),
+                PolicyError::WindowsOver60 { stage: 2, total: 70 },
+            ),
             ("product = []".into(), PolicyError::EmptyProductList),
             ("[[product]]\nname = \" \"\nfrom = \"8.0\"\n".into(), PolicyError::EmptyProductName),
             (
                 "[[product]]\nname = \"X\"\nfrom = \"9.0\"\nuntil = \"8.0\"\n".into(),
-                PolicyError::EmptyProductRange { name: "X".into(), from: "9.0".into(), until: "8.0".into() },
+                PolicyError::EmptyProductRange {
+                    name: "X".into(),
+                    from: "9.0".into(),
+                    until: "8.0".into(),
+                },
             ),
             (
                 "[[product]]\nname = \"X\"\nfrom = \"8.0\"\nuntil = \"9.0\"\ncompliant_from = \"9.1\"\n".into(),
-                PolicyError::CompliantFromOutsideRange { name: "X".into(), compliant_from: "9.1".into() },
+                PolicyError::CompliantFromOutsideRange {
+                    name: "X".into(),
+                    compliant_from: "9.1".into(),
+                },
             ),
             (
                 "[[product]]\nname = \"A\"\nfrom = \"8.0\"\nuntil = \"9.0\"\n[[product]]\nname = \"B\"\nfrom = \"8.5\"\n".into(),
-                PolicyError::OverlappingProducts { first: "A".into(), second: "B".into() },
+                PolicyError::OverlappingProducts {
+                    first: "A".into(),
+                    second: "B".into(),
+                },
             ),
             ("service_name = \"\"".into(), PolicyError::EmptyText { field: "service_name" }),
             ("info_url = \"  \"".into(), PolicyError::EmptyText { field: "info_url" }),
@@ -256,5 +323,8 @@ mod tests {
         assert!(message.contains("malformed build \"eight\""), "{message}");
         let message = refused("servce_name = \"typo\"").to_string();
         assert!(message.contains("unknown field `servce_name`"), "{message}");
+        let message = refused("service_name = \"x\"\nstage = [").to_string();
+        assert!(message.contains("line 2: invalid array, expected `]`"), "{message}");
+        assert!(!message.contains('\n'), "one line: {message}");
     }
 }

@@ -62,7 +62,12 @@ pub struct Classification {
 /// Classifies a build string as a server stamped it. Never fails: what cannot be read is
 /// unidentified.
 pub fn classify(products: &[Product], build: &str) -> Classification {
-    let unidentified = |build| Classification { build, product: None, status: BuildStatus::Unidentified, recommended: vec![] };
+    let unidentified = |build| Classification {
+        build,
+        product: None,
+        status: BuildStatus::Unidentified,
+        recommended: vec![],
+    };
     let Ok(version) = build.parse::<BuildVersion>() else {
         return unidentified(None);
     };
@@ -73,7 +78,11 @@ pub fn classify(products: &[Product], build: &str) -> Classification {
     Classification {
         build: Some(version),
         product: Some(product.name.clone()),
-        status: if compliant { BuildStatus::Compliant } else { BuildStatus::OutOfDate },
+        status: if compliant {
+            BuildStatus::Compliant
+        } else {
+            BuildStatus::OutOfDate
+        },
         recommended: if compliant { vec![] } else { product.recommended.clone() },
     }
 }
@@ -94,7 +103,13 @@ pub fn default_products() -> Vec<Product> {
         product("Exchange 2010", "14.0", Some("15.0"), None, newest.clone()),
         product("Exchange 2013", "15.0", Some("15.1"), None, newest.clone()),
         product("Exchange 2016", "15.1", Some("15.2"), Some("15.1.2507.61"), vec![v("15.1.2507.61")]),
-        product("Exchange 2019", "15.2", Some("15.2.2562"), Some("15.2.1748.39"), vec![v("15.2.1748.39"), v("15.2.2562.17")]),
+        product(
+            "Exchange 2019",
+            "15.2",
+            Some("15.2.2562"),
+            Some("15.2.1748.39"),
+            vec![v("15.2.1748.39"), v("15.2.2562.17")],
+        ),
         product("Exchange SE", "15.2.2562", Some("16.0"), Some("15.2.2562"), vec![]),
     ]
 }

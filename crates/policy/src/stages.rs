@@ -24,13 +24,30 @@ pub struct StageAt {
 /// strictly increasing), so every non-negative age has a stage.
 pub fn stage_for_age(table: &[Stage], age_days: f64) -> StageAt {
     let index = table.iter().rposition(|s| f64::from(s.from_days) <= age_days).unwrap_or(0);
-    StageAt { number: index as u32 + 1, stage: table[index], next: table.get(index + 1).copied() }
+    StageAt {
+        number: index as u32 + 1,
+        stage: table[index],
+        next: table.get(index + 1).copied(),
+    }
 }
 
 /// The spec's default table (enforcement.md, "Stages").
 pub fn default_stages() -> Vec<Stage> {
-    [(0, 0, 0), (30, 5, 0), (40, 10, 0), (50, 20, 0), (60, 30, 5), (70, 30, 10), (80, 30, 20), (90, 0, 60)]
-        .into_iter()
-        .map(|(from_days, throttle_min, block_min)| Stage { from_days, throttle_min, block_min })
-        .collect()
+    [
+        (0, 0, 0),
+        (30, 5, 0),
+        (40, 10, 0),
+        (50, 20, 0),
+        (60, 30, 5),
+        (70, 30, 10),
+        (80, 30, 20),
+        (90, 0, 60),
+    ]
+    .into_iter()
+    .map(|(from_days, throttle_min, block_min)| Stage {
+        from_days,
+        throttle_min,
+        block_min,
+    })
+    .collect()
 }

@@ -6,6 +6,7 @@
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -14,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 const MIN_PARTS: usize = 2;
 const MAX_PARTS: usize = 4;
 
-#[derive(Clone, Copy, Debug, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Eq)]
 pub struct BuildVersion {
     parts: [u32; MAX_PARTS],
     len: u8,
@@ -59,6 +60,13 @@ impl FromStr for BuildVersion {
 impl PartialEq for BuildVersion {
     fn eq(&self, other: &Self) -> bool {
         self.parts == other.parts
+    }
+}
+
+/// Hashes what equality compares, so that `15.1` and `15.1.0.0` hash alike.
+impl Hash for BuildVersion {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts.hash(state);
     }
 }
 
@@ -124,7 +132,18 @@ mod tests {
 
     #[test]
     fn malformed_builds_are_refused() {
-        for bad in ["", "15", "15.", ".15.1", "15..1", "15.1.2.3.4", "15.a.1", "15.1 2", "-1.2", "99999999999.1"] {
+        for bad in [
+            "",
+            "15",
+            "15.",
+            ".15.1",
+            "15..1",
+            "15.1.2.3.4",
+            "15.a.1",
+            "15.1 2",
+            "-1.2",
+            "99999999999.1",
+        ] {
             assert!(bad.parse::<BuildVersion>().is_err(), "{bad:?} should be malformed");
         }
     }

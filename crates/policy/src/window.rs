@@ -18,12 +18,19 @@ const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 fn fnv1a64(bytes: impl IntoIterator<Item = u8>) -> u64 {
-    bytes.into_iter().fold(FNV_OFFSET_BASIS, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME))
+    bytes
+        .into_iter()
+        .fold(FNV_OFFSET_BASIS, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME))
 }
 
 /// The server's window offset in minutes, 0..59.
 pub fn window_offset(tenant: &str, server_fqdn: &str) -> u32 {
-    let key = tenant.to_lowercase().into_bytes().into_iter().chain([0u8]).chain(server_fqdn.to_lowercase().into_bytes());
+    let key = tenant
+        .to_lowercase()
+        .into_bytes()
+        .into_iter()
+        .chain([0u8])
+        .chain(server_fqdn.to_lowercase().into_bytes());
     (fnv1a64(key) % 60) as u32
 }
 
@@ -71,11 +78,11 @@ mod tests {
         for m in (55..60).chain(0..5) {
             assert_eq!(verdicts[m as usize], Window::Block, "minute {m}");
         }
-        for m in 5..10 {
-            assert_eq!(verdicts[m], Window::Throttle, "minute {m}");
+        for (m, verdict) in verdicts.iter().enumerate().take(10).skip(5) {
+            assert_eq!(*verdict, Window::Throttle, "minute {m}");
         }
-        for m in 10..55 {
-            assert_eq!(verdicts[m], Window::Accept, "minute {m}");
+        for (m, verdict) in verdicts.iter().enumerate().take(55).skip(10) {
+            assert_eq!(*verdict, Window::Accept, "minute {m}");
         }
     }
 

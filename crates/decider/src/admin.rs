@@ -1,0 +1,233 @@
+//! The admin API: tenants, connectors, servers, pauses and the policy, for `ratchet ctl`
+//! and the report page. Writes go through the proposer (any node); reads come from this
+//! node's applied state, or after a read barrier when the caller asks for linearizable.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use ipnet::IpNet;
+use ratchet_policy::{Policy, Timestamp};
+use ratchet_proto::v1 as pb;
+use ratchet_proto::v1::admin_server::Admin;
+use ratchet_store::{Applied, Command};
+use tonic::{Request, Response, Status};
+
+use crate::proposer::Proposer;
+use crate::report::tenant_report;
+
+pub struct AdminService {
+    pub proposer: Proposer,
+}
+
+pub fn rfc3339(at: Timestamp) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn parse_instant(field: &str, text: &str) -> Result<Timestamp, Status> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|e| Status::invalid_argument(format!("{field}: {text:?} is not an RFC 3339 instant: {e}")))
+}
+
+fn parse_cidr(text: &str) -> Result<IpNet, Status> {
+    text.trim()
+        .parse::<IpNet>()
+        .map(|net| net.trunc())
+        .map_err(|_| Status::invalid_argument(format!("cidr: {text:?} is not an address range like 203.0.113.0/24")))
+}
+
+fn unexpected(applied: Applied) -> Status {
+    Status::internal(format!("unexpected apply result {applied:?}"))
+}
+
+impl AdminService {
+    fn tenant_or_not_found(&self, name: &str) -> Result<ratchet_store::Tenant, Status> {
+        self.proposer
+            .view
+            .tenant(name)
+            .ok_or_else(|| Status::not_found(format!("tenant: no tenant named {name:?}")))
+    }
+
+    fn remaining_days(&self, tenant: &ratchet_store::Tenant) -> u32 {
+        tenant
+            .pauses
+            .remaining_days(self.proposer.view.policy().policy.pause_budget_days, self.proposer.now())
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn add_tenant(&self, request: Request<pb::AddTenantRequest>) -> Result<Response<pb::AddTenantResponse>, Status> {
+        let name = request.into_inner().name.trim().to_ascii_lowercase();
+        match self.proposer.propose(Command::AddTenant { name }).await? {
+            Applied::TenantAdded { created } => Ok(Response::new(pb::AddTenantResponse { created })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn list_tenants(&self, _request: Request<pb::ListTenantsRequest>) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        let view = &self.proposer.view;
+        let now = self.proposer.now();
+        let mut tenants = Vec::new();
+        for tenant in view.tenants().values() {
+            let servers = view.servers(&tenant.name).map_err(|e| Status::internal(e.to_string()))?.len() as u32;
+            tenants.push(pb::TenantSummary {
+                name: tenant.name.clone(),
+                servers,
+                connectors: tenant.connectors.len() as u32,
+                paused_until_unix_ms: tenant.pauses.paused_until(now).map_or(0, |at| at.timestamp_millis()),
+            });
+        }
+        Ok(Response::new(pb::ListTenantsResponse { tenants }))
+    }
+
+    async fn add_connector(&self, request: Request<pb::AddConnectorRequest>) -> Result<Response<pb::AddConnectorResponse>, Status> {
+        let request = request.into_inner();
+        let cidr = parse_cidr(&request.cidr)?;
+        let cert_name = Some(request.cert_name.trim().to_owned()).filter(|name| !name.is_empty());
+        let command = Command::AddConnector {
+            tenant: request.tenant.trim().to_ascii_lowercase(),
+            cidr,
+            cert_name,
+        };
+        match self.proposer.propose(command).await? {
+            Applied::ConnectorAdded { created } => Ok(Response::new(pb::AddConnectorResponse { created })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn list_connectors(&self, request: Request<pb::ListConnectorsRequest>) -> Result<Response<pb::ListConnectorsResponse>, Status> {
+        let tenant = self.tenant_or_not_found(&request.into_inner().tenant.trim().to_ascii_lowercase())?;
+        let connectors = tenant
+            .connectors
+            .iter()
+            .map(|c| pb::Connector {
+                tenant: c.tenant.clone(),
+                cidr: c.cidr.to_string(),
+                cert_name: c.cert_name.clone().unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListConnectorsResponse { connectors }))
+    }
+
+    async fn import_server(&self, request: Request<pb::ImportServerRequest>) -> Result<Response<pb::ImportServerResponse>, Status> {
+        let request = request.into_inner();
+        let first_seen = parse_instant("first_seen", &request.first_seen)?;
+        let command = Command::ImportServer {
+            tenant: request.tenant.trim().to_ascii_lowercase(),
+            server_fqdn: request.server_fqdn.trim().to_ascii_lowercase(),
+            build: request.build.trim().to_owned(),
+            first_seen,
+        };
+        match self.proposer.propose(command).await? {
+            Applied::Server { entry } => {
+                let first_seen = entry.record.episode.map(|e| rfc3339(e.first_seen)).unwrap_or_default();
+                Ok(Response::new(pb::ImportServerResponse { first_seen }))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn decommission_server(
+        &self,
+        request: Request<pb::DecommissionServerRequest>,
+    ) -> Result<Response<pb::DecommissionServerResponse>, Status> {
+        let request = request.into_inner();
+        let command = Command::Decommission {
+            tenant: request.tenant.trim().to_ascii_lowercase(),
+            server_fqdn: request.server_fqdn.trim().to_ascii_lowercase(),
+        };
+        self.proposer.propose(command).await?;
+        Ok(Response::new(pb::DecommissionServerResponse { removed: true }))
+    }
+
+    async fn report(&self, request: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
+        let request = request.into_inner();
+        if request.linearizable {
+            self.proposer.read_barrier().await?;
+        }
+        let report = tenant_report(
+            &self.proposer.view,
+            &request.tenant.trim().to_ascii_lowercase(),
+            self.proposer.now(),
+        )?;
+        let report_json = serde_json::to_string(&report).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::ReportResponse { report_json }))
+    }
+
+    async fn pause(&self, request: Request<pb::PauseRequest>) -> Result<Response<pb::PauseResponse>, Status> {
+        let request = request.into_inner();
+        // Every pause carries a request id, so that no retry can charge it twice.
+        let request_id = Some(request.request_id)
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+        let command = Command::Pause {
+            tenant: request.tenant.trim().to_ascii_lowercase(),
+            days: request.days,
+            request_id: Some(request_id),
+        };
+        match self.proposer.propose(command).await? {
+            Applied::Paused { grant } => Ok(Response::new(pb::PauseResponse {
+                days: grant.days,
+                paused_from: rfc3339(grant.paused_from),
+                paused_until: rfc3339(grant.paused_until),
+                remaining_days: grant.remaining_days,
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn end_pause(&self, request: Request<pb::EndPauseRequest>) -> Result<Response<pb::EndPauseResponse>, Status> {
+        let command = Command::EndPause {
+            tenant: request.into_inner().tenant.trim().to_ascii_lowercase(),
+        };
+        match self.proposer.propose(command).await? {
+            Applied::PauseEnded {
+                ended_at,
+                refunded_days,
+                remaining_days,
+            } => Ok(Response::new(pb::EndPauseResponse {
+                ended_at: rfc3339(ended_at),
+                refunded_days,
+                remaining_days,
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn list_pauses(&self, request: Request<pb::ListPausesRequest>) -> Result<Response<pb::ListPausesResponse>, Status> {
+        let tenant = self.tenant_or_not_found(&request.into_inner().tenant.trim().to_ascii_lowercase())?;
+        let now = self.proposer.now();
+        let pauses = tenant
+            .pauses
+            .pauses()
+            .iter()
+            .map(|p| pb::PauseEntry {
+                start: rfc3339(p.start),
+                end: rfc3339(p.end),
+                ended_early: p.ended_early,
+                days_charged: p.days_charged(),
+                active: p.interval().contains(now),
+            })
+            .collect();
+        Ok(Response::new(pb::ListPausesResponse {
+            pauses,
+            remaining_days: self.remaining_days(&tenant),
+            paused_until: tenant.pauses.paused_until(now).map(rfc3339).unwrap_or_default(),
+        }))
+    }
+
+    async fn get_policy(&self, _request: Request<pb::GetPolicyRequest>) -> Result<Response<pb::GetPolicyResponse>, Status> {
+        let policy = self.proposer.view.policy();
+        Ok(Response::new(pb::GetPolicyResponse {
+            policy_toml: policy.policy.to_toml(),
+            version: policy.version,
+        }))
+    }
+
+    async fn set_policy(&self, request: Request<pb::SetPolicyRequest>) -> Result<Response<pb::SetPolicyResponse>, Status> {
+        let policy = Policy::from_toml(&request.into_inner().policy_toml).map_err(|e| Status::invalid_argument(format!("policy: {e}")))?;
+        match self.proposer.propose(Command::SetPolicy { policy: Box::new(policy) }).await? {
+            Applied::PolicySet { version } => Ok(Response::new(pb::SetPolicyResponse { version })),
+            other => Err(unexpected(other)),
+        }
+    }
+}

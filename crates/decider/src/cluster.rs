@@ -1,0 +1,145 @@
+//! The cluster API: status, and membership changes (add a learner, promote it, remove a
+//! node). Membership changes run on the leader; a follower passes them on to it.
+
+use std::collections::BTreeSet;
+
+use openraft::ChangeMembers;
+use ratchet_proto::v1 as pb;
+use ratchet_proto::v1::cluster_client::ClusterClient;
+use ratchet_proto::v1::cluster_server::Cluster;
+use ratchet_store::types::Raft;
+use ratchet_store::{Node, NodeId};
+use tonic::{Request, Response, Status};
+
+use crate::identity::Identity;
+use crate::network::raft_client;
+use crate::status::cluster_status;
+
+pub struct ClusterService {
+    pub raft: Raft,
+    pub identity: Identity,
+}
+
+enum Leader {
+    Here,
+    Elsewhere(ClusterClient<tonic::transport::Channel>),
+}
+
+impl ClusterService {
+    async fn leader(&self) -> Result<Leader, Status> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics
+            .current_leader
+            .ok_or_else(|| Status::unavailable("no leader: try again once one is elected"))?;
+        if leader == metrics.id {
+            return Ok(Leader::Here);
+        }
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned()
+            .ok_or_else(|| Status::unavailable("leader not in membership"))?;
+        let client = ClusterClient::connect(format!("http://{}", node.address))
+            .await
+            .map_err(|e| Status::unavailable(format!("leader {node}: {e}")))?;
+        Ok(Leader::Elsewhere(client))
+    }
+
+    fn node_id_by_name(&self, name: &str) -> Result<NodeId, Status> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let found = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .find(|(_, node)| node.name == name)
+            .map(|(id, _)| *id);
+        found.ok_or_else(|| Status::not_found(format!("name: no member named {name:?}")))
+    }
+
+    async fn change(&self, changes: ChangeMembers<NodeId, Node>) -> Result<(), Status> {
+        self.raft
+            .change_membership(changes, true)
+            .await
+            .map_err(|e| Status::failed_precondition(format!("membership change refused: {e}")))?;
+        Ok(())
+    }
+
+    fn membership(&self) -> pb::MembershipResponse {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let name = |id: NodeId| membership.get_node(&id).map_or_else(|| id.to_string(), |node| node.name.clone());
+        pb::MembershipResponse {
+            voters: membership.voter_ids().map(name).collect(),
+            learners: membership.learner_ids().map(name).collect(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        Ok(Response::new(cluster_status(&self.raft, &self.identity.name)))
+    }
+
+    async fn add_learner(&self, request: Request<pb::AddLearnerRequest>) -> Result<Response<pb::AddLearnerResponse>, Status> {
+        let request = request.into_inner();
+        if request.name.trim().is_empty() || request.address.trim().is_empty() {
+            return Err(Status::invalid_argument("name and address: both are required"));
+        }
+        if let Leader::Elsewhere(mut leader) = self.leader().await? {
+            return leader.add_learner(request).await;
+        }
+        // The node tells us its own id: ids are drawn by each node and persisted with it.
+        let mut peer = raft_client(&request.address).map_err(|e| Status::invalid_argument(format!("address: {e}")))?;
+        let identity = peer
+            .identify(pb::IdentifyRequest {})
+            .await
+            .map_err(|s| Status::unavailable(format!("address: cannot reach {}: {}", request.address, s.message())))?
+            .into_inner();
+        if identity.name != request.name {
+            return Err(Status::invalid_argument(format!(
+                "name: the node at {} is named {:?}, not {:?}",
+                request.address, identity.name, request.name
+            )));
+        }
+        let node = Node {
+            name: request.name,
+            address: request.address,
+        };
+        self.raft
+            .add_learner(identity.id, node, true)
+            .await
+            .map_err(|e| Status::failed_precondition(format!("adding learner: {e}")))?;
+        Ok(Response::new(pb::AddLearnerResponse { id: identity.id }))
+    }
+
+    async fn promote(&self, request: Request<pb::PromoteRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+        if let Leader::Elsewhere(mut leader) = self.leader().await? {
+            return leader.promote(request.into_inner()).await;
+        }
+        let id = self.node_id_by_name(&request.into_inner().name)?;
+        self.change(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
+        Ok(Response::new(self.membership()))
+    }
+
+    async fn remove(&self, request: Request<pb::RemoveRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+        if let Leader::Elsewhere(mut leader) = self.leader().await? {
+            return leader.remove(request.into_inner()).await;
+        }
+        let id = self.node_id_by_name(&request.into_inner().name)?;
+        let is_voter = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|voter| voter == id);
+        if is_voter {
+            self.change(ChangeMembers::RemoveVoters(BTreeSet::from([id]))).await?;
+        }
+        self.change(ChangeMembers::RemoveNodes(BTreeSet::from([id]))).await?;
+        Ok(Response::new(self.membership()))
+    }
+}

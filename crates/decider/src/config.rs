@@ -1,0 +1,72 @@
+//! The decider's tunables, from `--config FILE` (TOML). Every key has a default; an
+//! unknown key or a bad value stops start-up with the key named.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeciderConfig {
+    /// Leader heartbeat, milliseconds.
+    pub heartbeat_ms: u64,
+    /// A follower that hears no leader for a random time in [min, max] ms starts an election.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot (and purge the log before it) every this many applied entries.
+    pub snapshot_every_entries: u64,
+    /// Log entries kept behind the last snapshot, for followers that lag a little.
+    pub keep_entries_after_snapshot: u64,
+    /// How often this node writes its aggregated message counts to the log.
+    pub counter_flush_ms: u64,
+    /// Writes give up after this long without a leader.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for DeciderConfig {
+    fn default() -> Self {
+        DeciderConfig {
+            heartbeat_ms: 150,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_every_entries: 20_000,
+            keep_entries_after_snapshot: 5_000,
+            counter_flush_ms: 5_000,
+            write_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl DeciderConfig {
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let config: DeciderConfig = toml::from_str(text)?;
+        config.raft_config()?;
+        if config.counter_flush_ms == 0 {
+            anyhow::bail!("counter_flush_ms must be at least 1");
+        }
+        Ok(config)
+    }
+
+    pub fn raft_config(&self) -> anyhow::Result<openraft::Config> {
+        let config = openraft::Config {
+            cluster_name: "ratchet".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: self.keep_entries_after_snapshot,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+            ..Default::default()
+        };
+        Ok(config.validate()?)
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+}
+
+/// Snapshot chunks travel as JSON in one gRPC message each; this keeps them well under
+/// `MAX_RAFT_MESSAGE_BYTES` after JSON's expansion of bytes.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
+pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 << 20;

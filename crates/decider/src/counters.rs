@@ -1,0 +1,105 @@
+//! Message counts, aggregated per node and written to the log in batches.
+//!
+//! Every decision adds to an in-memory tally per server; every `counter_flush_ms` the node
+//! proposes one `Observe` entry with all of it (split only past `MAX_OBSERVATIONS`). So
+//! the log grows by one entry per node per interval, not one per message. A flush that
+//! fails is merged back and retried with the next one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ratchet_policy::{Timestamp, Verdict};
+use ratchet_store::command::MAX_OBSERVATIONS;
+use ratchet_store::model::Counts;
+use ratchet_store::{Command, Observation};
+
+use crate::proposer::Proposer;
+
+#[derive(Default)]
+pub struct CounterBuffer {
+    pending: Mutex<HashMap<(String, String), Pending>>,
+}
+
+struct Pending {
+    build: String,
+    last_seen: Timestamp,
+    counts: BTreeMap<u32, Counts>,
+}
+
+impl CounterBuffer {
+    /// Counts one decided message of a server in the given stage (0: none).
+    pub fn record(&self, tenant: &str, server_fqdn: &str, build: &str, at: Timestamp, stage: u32, verdict: Verdict) {
+        let mut counts = Counts::default();
+        match verdict {
+            Verdict::Accept => counts.accepted = 1,
+            Verdict::Throttle => counts.throttled = 1,
+            Verdict::Block => counts.blocked = 1,
+        }
+        self.merge(Observation {
+            tenant: tenant.to_owned(),
+            server_fqdn: server_fqdn.to_owned(),
+            build: build.to_owned(),
+            last_seen: at,
+            counts: vec![(stage, counts)],
+        });
+    }
+
+    fn merge(&self, observation: Observation) {
+        let mut pending = self.pending.lock().expect("counter lock");
+        let entry = pending
+            .entry((observation.tenant, observation.server_fqdn))
+            .or_insert_with(|| Pending {
+                build: observation.build.clone(),
+                last_seen: observation.last_seen,
+                counts: BTreeMap::new(),
+            });
+        if observation.last_seen >= entry.last_seen {
+            entry.last_seen = observation.last_seen;
+            entry.build = observation.build;
+        }
+        for (stage, counts) in observation.counts {
+            entry.counts.entry(stage).or_default().add(counts);
+        }
+    }
+
+    fn drain(&self) -> Vec<Observation> {
+        let pending = std::mem::take(&mut *self.pending.lock().expect("counter lock"));
+        pending
+            .into_iter()
+            .map(|((tenant, server_fqdn), p)| Observation {
+                tenant,
+                server_fqdn,
+                build: p.build,
+                last_seen: p.last_seen,
+                counts: p.counts.into_iter().collect(),
+            })
+            .collect()
+    }
+
+    /// Writes everything tallied so far to the log.
+    pub async fn flush(&self, proposer: &Proposer) {
+        let observations = self.drain();
+        for batch in observations.chunks(MAX_OBSERVATIONS) {
+            if let Err(status) = proposer
+                .propose(Command::Observe {
+                    observations: batch.to_vec(),
+                })
+                .await
+            {
+                tracing::warn!(servers = batch.len(), error = %status.message(), "counter flush failed; retrying with the next one");
+                batch.iter().cloned().for_each(|o| self.merge(o));
+            }
+        }
+    }
+
+    /// Flushes every `every` until the task is dropped.
+    pub async fn run(&self, proposer: Proposer, every: Duration) {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            self.flush(&proposer).await;
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Writes from any node, and linearizable reads on any node.
+//!
+//! A write is stamped with this node's clock, validated (bad input never reaches the
+//! log), and proposed to the local Raft; a follower forwards it to the leader over the
+//! internal `Raft.Forward` RPC. While no leader is known the write waits, up to the write
+//! timeout. A request that may have reached a leader is never sent twice.
+//!
+//! A linearizable read confirms with the leader's read index that this node has applied
+//! everything committed before the read began.
+
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use ratchet_proto::v1::ReadIndexRequest;
+use ratchet_store::types::Raft;
+use ratchet_store::{Applied, Command, CommandError, ErrorKind, Node, Request, Response, StateView};
+use serde::{Deserialize, Serialize};
+use tokio::time::{sleep, timeout, Instant};
+use tonic::Status;
+
+use crate::clock::Clock;
+use crate::network::{from_payload, raft_client, to_payload};
+
+const NO_LEADER_RETRY: Duration = Duration::from_millis(100);
+
+#[derive(Clone)]
+pub struct Proposer {
+    pub raft: Raft,
+    pub view: StateView,
+    pub clock: Clock,
+    pub write_timeout: Duration,
+}
+
+/// What proposing on one node came to; sent back to a follower that forwarded the write.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ProposeOutcome {
+    Applied(Response),
+    NotLeader { leader: Option<Node> },
+    Unavailable(String),
+}
+
+pub fn command_status(error: CommandError) -> Status {
+    let message = error.to_string();
+    match error.kind {
+        ErrorKind::InvalidArgument => Status::invalid_argument(message),
+        ErrorKind::NotFound => Status::not_found(message),
+        ErrorKind::AlreadyExists => Status::already_exists(message),
+        ErrorKind::FailedPrecondition => Status::failed_precondition(message),
+    }
+}
+
+impl Proposer {
+    pub fn now(&self) -> ratchet_policy::Timestamp {
+        self.clock.now()
+    }
+
+    /// Validates, stamps and commits a command, wherever the leader is.
+    pub async fn propose(&self, command: Command) -> Result<Applied, Status> {
+        let at = self.clock.now();
+        command.validate(at).map_err(command_status)?;
+        // Refused here rather than at apply, so that it does not even reach the log. Apply
+        // checks again, for a tenant that a concurrent write has not yet made known here.
+        if let Some(tenant) = command.target_tenant().filter(|name| self.view.tenant(name).is_none()) {
+            return Err(command_status(CommandError::unknown_tenant(tenant)));
+        }
+        let request = Request { at, command };
+        let deadline = Instant::now() + self.write_timeout;
+        loop {
+            let outcome = match self.propose_here(request.clone()).await {
+                ProposeOutcome::NotLeader { leader: Some(leader) } => self.forward(&leader, &request).await,
+                here => here,
+            };
+            match outcome {
+                ProposeOutcome::Applied(response) => return response.map_err(command_status),
+                ProposeOutcome::Unavailable(reason) => return Err(Status::unavailable(reason)),
+                ProposeOutcome::NotLeader { .. } if Instant::now() < deadline => sleep(NO_LEADER_RETRY).await,
+                ProposeOutcome::NotLeader { .. } => return Err(Status::unavailable("no leader: the write was not made")),
+            }
+        }
+    }
+
+    /// Proposes on this node's Raft, which accepts only if it leads.
+    pub async fn propose_here(&self, request: Request) -> ProposeOutcome {
+        match self.raft.client_write(request).await {
+            Ok(written) => ProposeOutcome::Applied(written.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => ProposeOutcome::NotLeader {
+                leader: forward.leader_node,
+            },
+            Err(error) => ProposeOutcome::Unavailable(format!("write failed: {error}")),
+        }
+    }
+
+    async fn forward(&self, leader: &Node, request: &Request) -> ProposeOutcome {
+        let mut client = match raft_client(&leader.address) {
+            Ok(client) => client,
+            Err(error) => return ProposeOutcome::Unavailable(error.to_string()),
+        };
+        match client.forward(to_payload(request)).await {
+            Ok(reply) => {
+                from_payload(reply.get_ref()).unwrap_or_else(|e| ProposeOutcome::Unavailable(format!("leader answered garbage: {e}")))
+            }
+            Err(status) if status.code() == tonic::Code::Unavailable && status.message().contains("connect") => {
+                ProposeOutcome::NotLeader { leader: None }
+            }
+            Err(status) => ProposeOutcome::Unavailable(format!("forwarding to leader {leader}: {}", status.message())),
+        }
+    }
+
+    /// Returns once this node has applied everything committed before the call.
+    pub async fn read_barrier(&self) -> Result<(), Status> {
+        let unavailable = |reason: String| Status::unavailable(format!("linearizable read: {reason}"));
+        let leader = self.raft.current_leader().await.ok_or_else(|| unavailable("no leader".into()))?;
+        let metrics = self.raft.metrics().borrow().clone();
+        if leader == metrics.id {
+            self.raft.ensure_linearizable().await.map_err(|e| unavailable(e.to_string()))?;
+            return Ok(());
+        }
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned()
+            .ok_or_else(|| unavailable("leader unknown".into()))?;
+        let mut client = raft_client(&node.address).map_err(|e| unavailable(e.to_string()))?;
+        let index = client
+            .read_index(ReadIndexRequest {})
+            .await
+            .map_err(|s| unavailable(s.message().to_owned()))?
+            .into_inner()
+            .index;
+        let mut applied = self.view.applied();
+        timeout(self.write_timeout, applied.wait_for(|applied| *applied >= index))
+            .await
+            .map_err(|_| unavailable(format!("not caught up to index {index} in time")))?
+            .map_err(|_| unavailable("state machine stopped".into()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,219 @@
+//! The edge's settings: one serde struct with a default for every key, so that a config
+//! file only names what it changes and `ratchet edge` flags fill in the rest.
+//!
+//! Durations are plain integers with their unit in the key name (`_secs`, `_ms`): a TOML
+//! file stays readable and there is no duration syntax to learn.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// How lines that end in a bare LF instead of CRLF are treated (RFC 5321 2.3.8 requires CRLF).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BareLf {
+    /// Postfix's `smtpd_forbid_bare_newline = normalize` (its default since 3.9): a bare LF
+    /// ends a command or content line as if it were CRLF, but only CRLF "." CRLF ends DATA,
+    /// so `<LF>.<CRLF>` cannot smuggle a second message.
+    #[default]
+    Normalize,
+    /// Postfix's `reject`: a command or message that contains a bare LF is refused with
+    /// `550 5.5.2 Error: bare <LF> received`.
+    Reject,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// The name this edge gives in its greeting, EHLO reply and `Received:` header.
+    pub hostname: String,
+    /// Decision service addresses, `host:port`; a host name may resolve to several nodes.
+    pub deciders: Vec<String>,
+    /// Where accepted mail goes, `host:port`.
+    pub next_hop: String,
+
+    /// Largest message accepted, in octets (advertised as `SIZE`).
+    pub max_message_size: usize,
+    /// Longest command line, CRLF included (RFC 5321 4.5.3.1.4 allows 512 plus extensions).
+    pub max_command_line: usize,
+    /// Longest content line, CRLF included (RFC 5321 4.5.3.1.6 says 1000; real mail is sloppier).
+    pub max_data_line: usize,
+    /// Recipients per message; more get `452 4.5.3` (RFC 5321 4.5.3.1.8 requires at least 100).
+    pub max_recipients: usize,
+    /// Error replies per session before `421 4.7.0` and disconnect (Postfix's hard limit is 20).
+    pub max_errors: u32,
+    /// Concurrent sessions from one client address; more get `421 4.7.0` at connect.
+    pub max_sessions_per_ip: usize,
+    /// Concurrent sessions in all; more get `421 4.3.2` at connect.
+    pub max_sessions: usize,
+    pub bare_lf: BareLf,
+
+    /// Waiting for the next command (RFC 5321 4.5.3.2.7: at least 5 minutes).
+    pub command_timeout_secs: u64,
+    /// Waiting for the next piece of message content (RFC 5321 4.5.3.2.5: 3 minutes).
+    pub data_timeout_secs: u64,
+
+    /// How long the edge waits for a verdict before giving up (all attempts together).
+    pub decide_deadline_ms: u64,
+    /// With no verdict in time: accept and relay (true) or answer `451 4.4.3` (false).
+    pub accept_without_verdict: bool,
+    /// Ask deciders for linearizable reads (slower, never stale).
+    pub linearizable: bool,
+    /// Reuse a throttle/block verdict for the rest of the session while it is valid.
+    pub remember_verdict: bool,
+    /// How often decider host names are resolved again (pods come and go).
+    pub resolve_interval_secs: u64,
+    /// Connecting to a decider.
+    pub decider_connect_timeout_ms: u64,
+    /// Longest pause between attempts to re-open the connector watch.
+    pub watch_backoff_max_ms: u64,
+
+    /// Connecting to the next hop.
+    pub relay_connect_timeout_secs: u64,
+    /// Waiting for any reply of the next hop except the one to the final dot.
+    pub relay_command_timeout_secs: u64,
+    /// Waiting for the next hop's reply to the final dot (RFC 5321 4.5.3.2.6: 10 minutes).
+    pub relay_data_timeout_secs: u64,
+
+    /// After shutdown starts, how long sessions may go on before they get `421 4.3.2`.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            hostname: "ratchet-edge".into(),
+            deciders: Vec::new(),
+            next_hop: String::new(),
+            max_message_size: 35 * 1024 * 1024,
+            max_command_line: 2048,
+            max_data_line: 65536,
+            max_recipients: 1000,
+            max_errors: 20,
+            max_sessions_per_ip: 50,
+            max_sessions: 10_000,
+            bare_lf: BareLf::Normalize,
+            command_timeout_secs: 300,
+            data_timeout_secs: 180,
+            decide_deadline_ms: 200,
+            accept_without_verdict: false,
+            linearizable: false,
+            remember_verdict: true,
+            resolve_interval_secs: 10,
+            decider_connect_timeout_ms: 1000,
+            watch_backoff_max_ms: 5000,
+            relay_connect_timeout_secs: 30,
+            relay_command_timeout_secs: 300,
+            relay_data_timeout_secs: 600,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+impl EdgeConfig {
+    /// Reads a TOML file; keys it leaves out keep their defaults.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading edge config {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("in edge config {}", path.display()))
+    }
+
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Splits a `--deciders` value (`a:7001,b:7001`) into addresses.
+    pub fn parse_address_list(list: &str) -> Vec<String> {
+        list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    }
+
+    /// Refuses settings the edge cannot run with, naming the key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.deciders.is_empty() {
+            bail!("deciders: at least one decider address is required");
+        }
+        for d in &self.deciders {
+            check_host_port("deciders", d)?;
+        }
+        check_host_port("next_hop", &self.next_hop)?;
+        if self.hostname.is_empty() || self.hostname.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            bail!("hostname: {:?} is not a host name", self.hostname);
+        }
+        for (key, value) in [
+            ("max_message_size", self.max_message_size),
+            ("max_recipients", self.max_recipients),
+            ("max_sessions_per_ip", self.max_sessions_per_ip),
+            ("max_sessions", self.max_sessions),
+        ] {
+            if value == 0 {
+                bail!("{key}: must be at least 1");
+            }
+        }
+        if self.max_command_line < 512 {
+            bail!("max_command_line: must be at least 512 (RFC 5321 4.5.3.1.4)");
+        }
+        if self.max_data_line < 1000 {
+            bail!("max_data_line: must be at least 1000 (RFC 5321 4.5.3.1.6)");
+        }
+        if self.max_errors == 0 {
+            bail!("max_errors: must be at least 1");
+        }
+        if self.decide_deadline_ms == 0 {
+            bail!("decide_deadline_ms: must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn command_timeout(&self) -> Duration {
+        Duration::from_secs(self.command_timeout_secs)
+    }
+    pub(crate) fn data_timeout(&self) -> Duration {
+        Duration::from_secs(self.data_timeout_secs)
+    }
+    pub(crate) fn decide_deadline(&self) -> Duration {
+        Duration::from_millis(self.decide_deadline_ms)
+    }
+}
+
+fn check_host_port(key: &str, value: &str) -> anyhow::Result<()> {
+    let ok = match value.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
+        None => false,
+    };
+    if !ok {
+        bail!("{key}: {value:?} is not host:port");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_names_only_what_it_changes() {
+        let c = EdgeConfig::from_toml("decide_deadline_ms = 50\naccept_without_verdict = true\nbare_lf = \"reject\"\n").unwrap();
+        assert_eq!(c.decide_deadline_ms, 50);
+        assert!(c.accept_without_verdict);
+        assert_eq!(c.bare_lf, BareLf::Reject);
+        assert_eq!(c.max_recipients, EdgeConfig::default().max_recipients);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_by_name() {
+        assert!(EdgeConfig::from_toml("decide_deadline = 5")
+            .unwrap_err()
+            .to_string()
+            .contains("decide_deadline"));
+        let mut c = EdgeConfig {
+            deciders: vec!["d:7001".into()],
+            next_hop: "127.0.0.1:25".into(),
+            ..Default::default()
+        };
+        c.validate().unwrap();
+        c.next_hop = "nowhere".into();
+        assert!(c.validate().unwrap_err().to_string().starts_with("next_hop"));
+        assert_eq!(EdgeConfig::parse_address_list(" a:1, b:2 ,"), vec!["a:1", "b:2"]);
+    }
+}

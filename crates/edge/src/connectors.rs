@@ -1,0 +1,138 @@
+//! The connector table: which tenant, if any, a connection belongs to.
+//!
+//! A background task holds a `WatchConnectors` stream open to one decider and replaces the
+//! table with every snapshot; when the stream breaks it moves on to the next decider,
+//! backing off. Until the first snapshot arrives the edge does not know who is a stranger,
+//! so attribution is `Unknown` and the edge asks the decision service (which attributes
+//! too) rather than letting a tenant's mail through unenforced.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ratchet_policy::connectors::{attribute, Connector};
+use ratchet_proto::v1::{ConnectorSnapshot, WatchConnectorsRequest};
+use tokio::sync::watch;
+
+use crate::deciders::DeciderPool;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Attribution {
+    Tenant(String),
+    Stranger,
+    /// No connector snapshot yet.
+    Unknown,
+}
+
+type Table = Option<Arc<Vec<Connector>>>;
+
+#[derive(Clone)]
+pub(crate) struct ConnectorTable {
+    current: watch::Receiver<Table>,
+}
+
+impl ConnectorTable {
+    pub fn new() -> (watch::Sender<Table>, Self) {
+        let (tx, rx) = watch::channel(None);
+        (tx, Self { current: rx })
+    }
+
+    pub fn attribute(&self, client_ip: IpAddr, cert_name: Option<&str>) -> Attribution {
+        match &*self.current.borrow() {
+            None => Attribution::Unknown,
+            Some(connectors) => match attribute(connectors, client_ip, cert_name) {
+                Some(c) => Attribution::Tenant(c.tenant.clone()),
+                None => Attribution::Stranger,
+            },
+        }
+    }
+}
+
+/// Connectors from a snapshot; one with an unreadable CIDR is left out, with a warning.
+fn from_snapshot(snapshot: ConnectorSnapshot) -> Vec<Connector> {
+    snapshot
+        .connectors
+        .into_iter()
+        .filter_map(|c| match c.cidr.parse() {
+            Ok(cidr) => Some(Connector {
+                tenant: c.tenant,
+                cidr,
+                cert_name: Some(c.cert_name).filter(|n| !n.is_empty()),
+            }),
+            Err(_) => {
+                tracing::warn!(tenant = %c.tenant, cidr = %c.cidr, "ignoring connector with a malformed CIDR");
+                None
+            }
+        })
+        .collect()
+}
+
+/// Keeps `table` current forever.
+pub(crate) async fn keep_watching(pool: Arc<DeciderPool>, table: watch::Sender<Table>, backoff_max: Duration) {
+    const BACKOFF_MIN: Duration = Duration::from_millis(100);
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let order = pool.rotation();
+        if order.is_empty() {
+            pool.refresh().await;
+        }
+        for decider in order {
+            let mut client = decider.client.clone();
+            let mut stream = match client.watch_connectors(WatchConnectorsRequest {}).await {
+                Ok(response) => response.into_inner(),
+                Err(status) => {
+                    tracing::warn!(decider = %decider.addr, code = ?status.code(), message = status.message(), "cannot watch connectors");
+                    continue;
+                }
+            };
+            loop {
+                match stream.message().await {
+                    Ok(Some(snapshot)) => {
+                        let index = snapshot.applied_index;
+                        let connectors = from_snapshot(snapshot);
+                        tracing::debug!(decider = %decider.addr, applied_index = index, connectors = connectors.len(), "connector snapshot");
+                        table.send_replace(Some(Arc::new(connectors)));
+                        backoff = BACKOFF_MIN;
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::warn!(decider = %decider.addr, code = ?status.code(), message = status.message(), "connector watch broke");
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(backoff_max.max(BACKOFF_MIN));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ratchet_proto::v1::Connector as WireConnector;
+
+    #[test]
+    fn snapshots_drive_attribution() {
+        let (tx, table) = ConnectorTable::new();
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(table.attribute(ip, None), Attribution::Unknown);
+        let wire = |tenant: &str, cidr: &str, cert: &str| WireConnector {
+            tenant: tenant.into(),
+            cidr: cidr.into(),
+            cert_name: cert.into(),
+        };
+        let snapshot = ConnectorSnapshot {
+            connectors: vec![
+                wire("bear", "10.0.0.0/8", ""),
+                wire("bad", "not-a-cidr", ""),
+                wire("owl", "10.1.0.0/16", "mx.owl.example"),
+            ],
+            applied_index: 7,
+        };
+        tx.send_replace(Some(Arc::new(from_snapshot(snapshot))));
+        assert_eq!(table.attribute(ip, None), Attribution::Tenant("bear".into()));
+        assert_eq!(table.attribute(ip, Some("mx.owl.example")), Attribution::Tenant("owl".into()));
+        assert_eq!(table.attribute("192.0.2.1".parse().unwrap(), None), Attribution::Stranger);
+    }
+}

@@ -1,0 +1,31 @@
+//! Ratchet's SMTP edge: a stateless ESMTP front that enforces, relays, and never loses mail.
+//!
+//! On-premises servers send to an edge; the edge attributes the connection to a tenant
+//! (connectors, kept current from the decision service), reads the sending server's build
+//! at the end of DATA, asks the decision service for a verdict with a deadline, and
+//! answers 250 (after the next hop holds the message), 450 4.7.230 or 550 5.7.230. It
+//! keeps nothing on disk; any edge can serve any connection.
+//!
+//! Layout, one concern per module:
+//! - [`config`]: settings with defaults;
+//! - `server`: listener, admission, graceful shutdown; `limits`: per-address slots;
+//! - `connection`: line framing, deadlines, pipelined replies; `reply`: every reply text;
+//! - `session`: the command loop, one file per stage (ehlo, mail, rcpt, data, deliver);
+//! - [`build`]: build detection behind [`BuildDetector`];
+//! - `connectors`: the connector table and its watch; `deciders`: Decide with failover;
+//! - `relay`: the SMTP client to the next hop.
+
+pub mod build;
+pub mod config;
+mod connection;
+mod connectors;
+mod deciders;
+mod limits;
+mod relay;
+mod reply;
+mod server;
+mod session;
+
+pub use build::{BuildDetector, BuildStamp, ExchangeDetector};
+pub use config::{BareLf, EdgeConfig};
+pub use server::serve;

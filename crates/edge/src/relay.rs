@@ -1,0 +1,280 @@
+//! The SMTP client that hands accepted mail to the next hop before the edge says 250.
+//!
+//! An edge keeps nothing on disk, so it may acknowledge a message only once someone else
+//! holds it: the next hop must say 250 to MAIL, to every RCPT and to the final dot. Any
+//! other outcome becomes a temporary failure for the sender (who keeps the message and
+//! retries), except a permanent refusal of the content itself, which is passed on.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::config::EdgeConfig;
+use crate::reply::{self, Reply};
+
+/// What the next hop is asked to take.
+pub(crate) struct Envelope<'a> {
+    pub from: &'a str,
+    pub recipients: &'a [String],
+    pub eight_bit: bool,
+}
+
+/// A reply of the next hop: code and its lines' texts.
+#[derive(Debug)]
+struct Response {
+    code: u16,
+    text: String,
+}
+
+enum Failure {
+    /// Connection, timeout or protocol trouble: nobody holds the message.
+    Down(String),
+    /// The next hop answered `stage` with a refusal.
+    Refused { stage: &'static str, response: Response },
+}
+
+/// Relays one message; the reply to give the sender for it.
+pub(crate) async fn relay(config: &EdgeConfig, envelope: &Envelope<'_>, trace_header: &str, message: &[u8]) -> Reply {
+    match attempt(config, envelope, trace_header, message).await {
+        Ok(response) => reply::queued(&format!("relayed ({})", response.text)),
+        Err(Failure::Down(why)) => {
+            tracing::warn!(next_hop = %config.next_hop, error = %why, "relay failed");
+            reply::next_hop_down()
+        }
+        Err(Failure::Refused { stage, response }) => {
+            tracing::info!(next_hop = %config.next_hop, stage, code = response.code, text = %response.text, "next hop refused");
+            refusal_reply(stage, &response)
+        }
+    }
+}
+
+/// A permanent refusal of the content (the final dot) is passed on; every other refusal
+/// becomes a temporary failure carrying the next hop's text, because the sender cannot be
+/// told about one recipient after DATA and must not lose the message.
+fn refusal_reply(stage: &str, response: &Response) -> Reply {
+    let (esc, text) = split_enhanced(&response.text);
+    if response.code >= 500 && stage == "end of data" {
+        return Reply::new(
+            response.code,
+            format!("{} Next hop refused the message: {text}", esc.unwrap_or("5.0.0")),
+        );
+    }
+    let (code, esc) = if response.code / 100 == 4 {
+        (response.code, esc.unwrap_or("4.4.0"))
+    } else {
+        (451, "4.4.0")
+    };
+    Reply::new(code, format!("{esc} Next hop refused {stage}: {} {}", response.code, response.text))
+}
+
+fn split_enhanced(text: &str) -> (Option<&str>, &str) {
+    let (first, rest) = text.split_once(' ').unwrap_or((text, ""));
+    let parts: Vec<&str> = first.split('.').collect();
+    let is_esc = parts.len() == 3
+        && matches!(parts[0], "2" | "4" | "5")
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if is_esc {
+        (Some(first), rest)
+    } else {
+        (None, text)
+    }
+}
+
+struct Client {
+    stream: BufReader<TcpStream>,
+    command_timeout: Duration,
+}
+
+async fn attempt(config: &EdgeConfig, envelope: &Envelope<'_>, trace_header: &str, message: &[u8]) -> Result<Response, Failure> {
+    let connect = Duration::from_secs(config.relay_connect_timeout_secs);
+    let stream = match tokio::time::timeout(connect, TcpStream::connect(config.next_hop.as_str())).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(Failure::Down(format!("connect: {e}"))),
+        Err(_) => return Err(Failure::Down("connect timed out".into())),
+    };
+    let _ = stream.set_nodelay(true);
+    let mut client = Client {
+        stream: BufReader::new(stream),
+        command_timeout: Duration::from_secs(config.relay_command_timeout_secs),
+    };
+    let result = client.transaction(config, envelope, trace_header, message).await;
+    // Best effort: the outcome is already known.
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.stream.get_mut().write_all(b"QUIT\r\n")).await;
+    result
+}
+
+impl Client {
+    async fn transaction(
+        &mut self,
+        config: &EdgeConfig,
+        envelope: &Envelope<'_>,
+        trace_header: &str,
+        message: &[u8],
+    ) -> Result<Response, Failure> {
+        self.expect("greeting", None, 220).await?;
+        let ehlo = self.command("EHLO", format!("EHLO {}\r\n", config.hostname)).await?;
+        let (eight_bit_ok, size_ok) = if ehlo.code == 250 {
+            let has = |ext: &str| {
+                ehlo.text
+                    .split('\n')
+                    .any(|l| l.split_whitespace().next().is_some_and(|w| w.eq_ignore_ascii_case(ext)))
+            };
+            (has("8BITMIME"), has("SIZE"))
+        } else {
+            self.expect("HELO", Some(format!("HELO {}\r\n", config.hostname)), 250).await?;
+            (false, false)
+        };
+        let mut mail = format!("MAIL FROM:<{}>", envelope.from);
+        if envelope.eight_bit && eight_bit_ok {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if size_ok {
+            mail.push_str(&format!(" SIZE={}", trace_header.len() + message.len()));
+        }
+        mail.push_str("\r\n");
+        self.expect("MAIL", Some(mail), 250).await?;
+        for rcpt in envelope.recipients {
+            let r = self.command("RCPT", format!("RCPT TO:<{rcpt}>\r\n")).await?;
+            if r.code != 250 && r.code != 251 {
+                return Err(Failure::Refused {
+                    stage: "RCPT",
+                    response: r,
+                });
+            }
+        }
+        self.expect("DATA", Some("DATA\r\n".into()), 354).await?;
+        let mut body = Vec::with_capacity(trace_header.len() + message.len() + message.len() / 64 + 8);
+        body.extend_from_slice(trace_header.as_bytes());
+        dot_stuff(message, &mut body);
+        body.extend_from_slice(b".\r\n");
+        let data_timeout = Duration::from_secs(config.relay_data_timeout_secs);
+        match tokio::time::timeout(data_timeout, self.stream.get_mut().write_all(&body)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Failure::Down(format!("sending data: {e}"))),
+            Err(_) => return Err(Failure::Down("sending data timed out".into())),
+        }
+        let saved = std::mem::replace(&mut self.command_timeout, data_timeout);
+        let end = self.read_response().await;
+        self.command_timeout = saved;
+        let end = end?;
+        if end.code != 250 {
+            return Err(Failure::Refused {
+                stage: "end of data",
+                response: end,
+            });
+        }
+        Ok(end)
+    }
+
+    async fn command(&mut self, what: &'static str, line: String) -> Result<Response, Failure> {
+        match tokio::time::timeout(self.command_timeout, self.stream.get_mut().write_all(line.as_bytes())).await {
+            Ok(Ok(())) => self.read_response().await,
+            Ok(Err(e)) => Err(Failure::Down(format!("sending {what}: {e}"))),
+            Err(_) => Err(Failure::Down(format!("sending {what} timed out"))),
+        }
+    }
+
+    async fn expect(&mut self, stage: &'static str, line: Option<String>, code: u16) -> Result<Response, Failure> {
+        let r = match line {
+            Some(line) => self.command(stage, line).await?,
+            None => self.read_response().await?,
+        };
+        if r.code != code {
+            return Err(Failure::Refused { stage, response: r });
+        }
+        Ok(r)
+    }
+
+    /// One reply, all its lines (RFC 5321 4.2.1); texts joined by '\n'.
+    async fn read_response(&mut self) -> Result<Response, Failure> {
+        let mut texts = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            let read = tokio::time::timeout(self.command_timeout, (&mut self.stream).take(4096).read_until(b'\n', &mut line)).await;
+            match read {
+                Ok(Ok(0)) => return Err(Failure::Down("next hop closed the connection".into())),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(Failure::Down(format!("reading reply: {e}"))),
+                Err(_) => return Err(Failure::Down("reply timed out".into())),
+            }
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\r', '\n']);
+            let code = line.get(..3).and_then(|c| c.parse::<u16>().ok()).filter(|c| (200..600).contains(c));
+            let Some(code) = code else {
+                return Err(Failure::Down(format!("malformed reply {line:?}")));
+            };
+            texts.push(line.get(4..).unwrap_or("").to_string());
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return Ok(Response {
+                    code,
+                    text: texts.join("\n"),
+                });
+            }
+        }
+    }
+}
+
+/// Message content for the wire: every line CRLF-terminated and a leading dot doubled
+/// (RFC 5321 4.5.2). `message` is already CRLF-normalised by the server side.
+fn dot_stuff(message: &[u8], out: &mut Vec<u8>) {
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        if line.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
+    }
+    if !message.is_empty() && !message.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The edge's own trace header (RFC 5321 4.4), prepended to relayed mail.
+pub(crate) fn received_header(helo: &str, peer: SocketAddr, esmtp: bool, by: &str, id: &str) -> String {
+    let literal = match peer.ip() {
+        std::net::IpAddr::V4(ip) => format!("[{ip}]"),
+        std::net::IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
+    };
+    let helo: String = helo.chars().filter(|c| c.is_ascii_graphic()).take(255).collect();
+    let with = if esmtp { "ESMTP" } else { "SMTP" };
+    let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S +0000");
+    format!("Received: from {helo} ({literal})\r\n\tby {by} (Ratchet edge) with {with} id {id};\r\n\t{date}\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_stuffing_doubles_leading_dots_only() {
+        let mut out = Vec::new();
+        dot_stuff(b"a\r\n.b\r\n..\r\n.\r\nc. d\r\n", &mut out);
+        assert_eq!(out, b"a\r\n..b\r\n...\r\n..\r\nc. d\r\n");
+    }
+
+    #[test]
+    fn refusals_become_temporary_except_content() {
+        let r = |code, text: &str| Response { code, text: text.into() };
+        assert_eq!(
+            refusal_reply("RCPT", &r(550, "5.1.1 no such user")).to_wire(),
+            "451 4.4.0 Next hop refused RCPT: 550 5.1.1 no such user\r\n"
+        );
+        assert_eq!(
+            refusal_reply("RCPT", &r(452, "4.2.2 full")).to_wire(),
+            "452 4.2.2 Next hop refused RCPT: 452 4.2.2 full\r\n"
+        );
+        assert_eq!(
+            refusal_reply("end of data", &r(554, "5.6.0 bad content")).to_wire(),
+            "554 5.6.0 Next hop refused the message: bad content\r\n"
+        );
+        assert!(refusal_reply("end of data", &r(451, "later")).to_wire().starts_with("451 4.4.0 "));
+    }
+
+    #[test]
+    fn received_header_names_the_client_and_the_edge() {
+        let h = received_header("EXCH1.bear.local", "10.0.0.5:4711".parse().unwrap(), true, "edge1.example", "ABC");
+        assert!(h.starts_with("Received: from EXCH1.bear.local ([10.0.0.5])\r\n\tby edge1.example (Ratchet edge) with ESMTP id ABC;\r\n\t"));
+        assert!(h.ends_with("+0000\r\n"));
+    }
+}

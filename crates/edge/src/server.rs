@@ -1,0 +1,147 @@
+//! The listener: admits connections, runs one task per session, and shuts down gracefully.
+//!
+//! Shutdown stops accepting at once, lets sessions finish within the grace period, then
+//! tells the rest `421 4.3.2` (a sender keeps and retries whatever was not acknowledged),
+//! so a rolling restart of edges never loses or half-acknowledges mail.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::build::{BuildDetector, ExchangeDetector};
+use crate::config::EdgeConfig;
+use crate::connection::Connection;
+use crate::connectors::{self, ConnectorTable};
+use crate::deciders::{self, DeciderPool};
+use crate::limits::{Refusal, SessionLimits};
+use crate::reply;
+use crate::session::Session;
+
+/// What every session of one edge shares.
+pub(crate) struct Shared {
+    pub config: EdgeConfig,
+    pub deciders: Arc<DeciderPool>,
+    pub connectors: ConnectorTable,
+    pub detector: Box<dyn BuildDetector>,
+}
+
+/// Sessions still running this long after their `421 4.3.2` are dropped.
+const FORCE_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Runs the edge on `listener` until `shutdown` resolves, then drains gracefully.
+///
+/// Fails at once, naming the key, if `config` is invalid.
+pub async fn serve(config: EdgeConfig, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    config.validate()?;
+    let deciders = DeciderPool::new(config.deciders.clone(), Duration::from_millis(config.decider_connect_timeout_ms));
+    deciders.refresh().await;
+    let (table_tx, connectors) = ConnectorTable::new();
+    let mut background = JoinSet::new();
+    background.spawn(deciders::keep_resolving(
+        deciders.clone(),
+        Duration::from_secs(config.resolve_interval_secs),
+    ));
+    background.spawn(connectors::keep_watching(
+        deciders.clone(),
+        table_tx,
+        Duration::from_millis(config.watch_backoff_max_ms),
+    ));
+
+    let limits = SessionLimits::new(config.max_sessions, config.max_sessions_per_ip);
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let shared = Arc::new(Shared {
+        config,
+        deciders,
+        connectors,
+        detector: Box::new(ExchangeDetector),
+    });
+    let (force_tx, force_rx) = watch::channel(false);
+    let mut sessions = JoinSet::new();
+    let local = listener.local_addr()?;
+    tracing::info!(listen = %local, next_hop = %shared.config.next_hop, deciders = ?shared.config.deciders, "edge serving");
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => admit(&shared, &limits, &force_rx, &mut sessions, stream, peer),
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    tracing::info!(sessions = sessions.len(), grace_secs = grace.as_secs(), "edge shutting down");
+    if tokio::time::timeout(grace, drain(&mut sessions)).await.is_err() {
+        tracing::info!(sessions = sessions.len(), "grace period over; closing the remaining sessions");
+        let _ = force_tx.send(true);
+        if tokio::time::timeout(FORCE_CLOSE_WAIT, drain(&mut sessions)).await.is_err() {
+            sessions.abort_all();
+        }
+    }
+    background.abort_all();
+    Ok(())
+}
+
+async fn drain(sessions: &mut JoinSet<()>) {
+    while sessions.join_next().await.is_some() {}
+}
+
+fn admit(
+    shared: &Arc<Shared>,
+    limits: &Arc<SessionLimits>,
+    force: &watch::Receiver<bool>,
+    sessions: &mut JoinSet<()>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) {
+    // A dual-stack listener shows IPv4 clients as ::ffff:a.b.c.d; connectors name a.b.c.d.
+    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+    let host = &shared.config.hostname;
+    let permit = match limits.try_acquire(peer.ip()) {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            let reply = match refusal {
+                Refusal::TooManySessions => reply::too_many_sessions(host),
+                Refusal::TooManyFromIp => reply::too_many_from_ip(host),
+            };
+            tracing::info!(peer = %peer, ?refusal, "connection refused");
+            sessions.spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(reply.to_wire().as_bytes())).await;
+            });
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let conn = Connection::new(stream, shared.config.command_timeout(), force.clone());
+    let session = Session::new(conn, shared.clone(), peer, session_id());
+    sessions.spawn(async move {
+        session.run().await;
+        drop(permit);
+    });
+}
+
+/// A short id, unique within this process and unlikely to repeat across edges.
+fn session_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    });
+    format!("{start:X}{:06X}", NEXT.fetch_add(1, Ordering::Relaxed))
+}

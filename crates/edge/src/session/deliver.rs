@@ -1,0 +1,134 @@
+//! The end of DATA: enforce, then relay, then answer.
+//!
+//! Mail that came through no tenant's connector is relayed without asking anyone and
+//! leaves no trace in the decision service. A tenant's mail is stamped with a build
+//! (read from its headers), the decision service is asked with a deadline, and the
+//! verdict decides: accept relays (250 only once the next hop holds the message),
+//! throttle and block answer with the decider's exact reply line. No verdict in time is a
+//! temporary failure unless the edge is configured to accept without one.
+
+use std::net::SocketAddr;
+
+use ratchet_proto::v1::{ConnectionFacts, DecideRequest, Verdict};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{Flow, Remembered, Session, Transaction};
+use crate::build::{parse_headers, BuildStamp};
+use crate::connection::wait_for_force;
+use crate::connectors::Attribution;
+use crate::relay::{self, Envelope};
+use crate::reply::{self, Reply};
+use crate::server::Shared;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub(super) async fn deliver(&mut self, transaction: Transaction, message: Vec<u8>) -> Flow {
+        self.messages += 1;
+        let trace_id = format!("{}.{}", self.id, self.messages);
+        let (helo, esmtp) = self
+            .greeting
+            .as_ref()
+            .map(|g| (g.host.as_str(), g.esmtp))
+            .unwrap_or(("unknown", false));
+        let received = relay::received_header(helo, self.peer, esmtp, &self.shared.config.hostname, &trace_id);
+        let mut force = self.conn.force_close_signal();
+        let work = Settle {
+            shared: &self.shared,
+            peer: self.peer,
+            remembered: self.remembered.as_ref(),
+            transaction: &transaction,
+            message: &message,
+            received: &received,
+        };
+        let outcome = tokio::select! {
+            outcome = work.run() => Some(outcome),
+            _ = wait_for_force(&mut force) => None,
+        };
+        let Some((reply, remember)) = outcome else {
+            let host = self.shared.config.hostname.clone();
+            return self.close_with(reply::shutting_down(&host)).await;
+        };
+        tracing::info!(session = %self.id, id = %trace_id, peer = %self.peer, from = %transaction.from, recipients = transaction.recipients.len(), size = message.len(), reply = %reply.to_wire().trim_end(), "message");
+        if remember.is_some() {
+            self.remembered = remember;
+        }
+        self.reply(reply).await
+    }
+}
+
+struct Settle<'a> {
+    shared: &'a Shared,
+    peer: SocketAddr,
+    remembered: Option<&'a Remembered>,
+    transaction: &'a Transaction,
+    message: &'a [u8],
+    received: &'a str,
+}
+
+impl Settle<'_> {
+    async fn run(self) -> (Reply, Option<Remembered>) {
+        let config = &self.shared.config;
+        if self.shared.connectors.attribute(self.peer.ip(), None) == Attribution::Stranger {
+            return (self.relay().await, None);
+        }
+        let stamp = self.shared.detector.detect(&parse_headers(self.message)).unwrap_or(BuildStamp {
+            server_fqdn: String::new(),
+            build: String::new(),
+        });
+        let now = chrono::Utc::now().timestamp_millis();
+        if let Some(r) = self
+            .remembered
+            .filter(|r| config.remember_verdict && r.server_fqdn == stamp.server_fqdn && now < r.valid_until_unix_ms)
+        {
+            return (r.reply.clone(), None);
+        }
+        let request = DecideRequest {
+            connection: Some(ConnectionFacts {
+                client_ip: self.peer.ip().to_string(),
+                tls_client_cert_name: String::new(),
+            }),
+            server_fqdn: stamp.server_fqdn.clone(),
+            build: stamp.build.clone(),
+            linearizable: config.linearizable,
+        };
+        let Some(response) = self.shared.deciders.decide(request, config.decide_deadline()).await else {
+            return self.without_verdict().await;
+        };
+        let (reply, fallback, class) = match Verdict::try_from(response.verdict) {
+            Ok(Verdict::Accept) => return (self.relay().await, None),
+            Ok(Verdict::Throttle) => (Reply::parse_line(&response.reply), reply::fallback_throttle(), 4),
+            Ok(Verdict::Block) => (Reply::parse_line(&response.reply), reply::fallback_block(), 5),
+            _ => {
+                tracing::warn!(verdict = response.verdict, "decider answered without a verdict");
+                return self.without_verdict().await;
+            }
+        };
+        let reply = reply.filter(|r| r.code / 100 == class).unwrap_or_else(|| {
+            tracing::warn!(reply = %response.reply, "decider reply line unusable; using the generic one");
+            fallback
+        });
+        let remember =
+            (config.remember_verdict && !stamp.server_fqdn.is_empty() && response.valid_until_unix_ms > now).then(|| Remembered {
+                server_fqdn: stamp.server_fqdn,
+                reply: reply.clone(),
+                valid_until_unix_ms: response.valid_until_unix_ms,
+            });
+        (reply, remember)
+    }
+
+    async fn without_verdict(&self) -> (Reply, Option<Remembered>) {
+        if self.shared.config.accept_without_verdict {
+            (self.relay().await, None)
+        } else {
+            (reply::no_verdict(), None)
+        }
+    }
+
+    async fn relay(&self) -> Reply {
+        let envelope = Envelope {
+            from: &self.transaction.from,
+            recipients: &self.transaction.recipients,
+            eight_bit: self.transaction.eight_bit,
+        };
+        relay::relay(&self.shared.config, &envelope, self.received, self.message).await
+    }
+}

@@ -1,0 +1,32 @@
+//! EHLO and HELO (RFC 5321 4.1.1.1): who the client says it is, and what this edge offers.
+//!
+//! Either command resets any transaction in progress. EHLO lists the extensions; STARTTLS
+//! joins them once TLS is configured.
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{Flow, Greeting, Session};
+use crate::reply::Reply;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub(super) async fn ehlo(&mut self, host: String, esmtp: bool) -> Flow {
+        self.transaction = None;
+        let me = self.shared.config.hostname.clone();
+        let reply = if esmtp {
+            Reply::multi(
+                250,
+                [
+                    format!("{me} Hello {host}"),
+                    "PIPELINING".into(),
+                    format!("SIZE {}", self.shared.config.max_message_size),
+                    "8BITMIME".into(),
+                    "ENHANCEDSTATUSCODES".into(),
+                ],
+            )
+        } else {
+            Reply::new(250, me)
+        };
+        self.greeting = Some(Greeting { host, esmtp });
+        self.reply(reply).await
+    }
+}

@@ -1,0 +1,255 @@
+//! The state transitions: one function per command, deterministic.
+//!
+//! Apply reads no clock and draws no random number: time comes from the entry's stamp.
+//! A batch of entries is applied into a `Txn`, an overlay over the stored state, so that
+//! later entries of the batch see earlier ones; the state machine then writes the whole
+//! batch and its applied log id in one atomic RocksDB write.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::Duration;
+use ratchet_policy::pause::PauseError;
+use ratchet_policy::products::{classify, BuildStatus};
+use ratchet_policy::{Episode, Policy, ServerRecord, Sighting, Timestamp};
+
+use crate::command::{Applied, Command, CommandError, ErrorKind, Observation, Response};
+use crate::model::{Connector, Counts, ServerEntry, Tenant};
+use crate::rocks::{server_key, Store, StoreError, CF_SERVERS};
+use crate::view::VersionedPolicy;
+
+/// Pending changes of one apply batch, read through before the stored state.
+pub(crate) struct Txn<'a> {
+    store: &'a Store,
+    pub tenants: Arc<BTreeMap<String, Tenant>>,
+    /// Names of the tenants this batch changed.
+    pub tenants_dirty: BTreeSet<String>,
+    pub policy: Arc<VersionedPolicy>,
+    pub policy_changed: bool,
+    /// Servers written (Some) or deleted (None) by this batch.
+    pub servers: HashMap<Vec<u8>, Option<ServerEntry>>,
+}
+
+impl<'a> Txn<'a> {
+    pub fn new(store: &'a Store, tenants: Arc<BTreeMap<String, Tenant>>, policy: Arc<VersionedPolicy>) -> Self {
+        Txn {
+            store,
+            tenants,
+            tenants_dirty: BTreeSet::new(),
+            policy,
+            policy_changed: false,
+            servers: HashMap::new(),
+        }
+    }
+
+    fn policy(&self) -> &Policy {
+        &self.policy.policy
+    }
+
+    fn tenant_mut(&mut self, name: &str) -> Result<&mut Tenant, CommandError> {
+        if !self.tenants.contains_key(name) {
+            return Err(CommandError::unknown_tenant(name));
+        }
+        self.tenants_dirty.insert(name.to_owned());
+        Ok(Arc::make_mut(&mut self.tenants).get_mut(name).expect("checked above"))
+    }
+
+    fn server(&self, tenant: &str, server_fqdn: &str) -> Result<Option<ServerEntry>, StoreError> {
+        let key = server_key(tenant, server_fqdn);
+        match self.servers.get(&key) {
+            Some(pending) => Ok(pending.clone()),
+            None => self.store.get(CF_SERVERS, &key),
+        }
+    }
+
+    fn put_server(&mut self, entry: ServerEntry) {
+        self.servers
+            .insert(server_key(&entry.record.tenant, &entry.record.server_fqdn), Some(entry));
+    }
+
+    /// Applies one command at `at`, the entry's stamp. A refusal changes nothing.
+    pub fn apply(&mut self, index: u64, at: Timestamp, command: Command) -> Result<Response, StoreError> {
+        Ok(match command {
+            Command::AddTenant { name } => Ok(self.add_tenant(name, at)),
+            Command::AddConnector { tenant, cidr, cert_name } => self.add_connector(Connector { tenant, cidr, cert_name }),
+            Command::Sight {
+                tenant,
+                server_fqdn,
+                build,
+            } => self.sight(tenant, server_fqdn, build, at)?,
+            Command::Observe { observations } => self.observe(observations, at)?,
+            Command::ImportServer {
+                tenant,
+                server_fqdn,
+                build,
+                first_seen,
+            } => self.import(tenant, server_fqdn, build, first_seen, at)?,
+            Command::Decommission { tenant, server_fqdn } => self.decommission(&tenant, &server_fqdn)?,
+            Command::Pause { tenant, days, request_id } => self.pause(&tenant, days, request_id.as_deref(), at),
+            Command::EndPause { tenant } => self.end_pause(&tenant, at),
+            Command::SetPolicy { policy } => self.set_policy(*policy, index),
+        })
+    }
+
+    fn add_tenant(&mut self, name: String, at: Timestamp) -> Applied {
+        if self.tenants.contains_key(&name) {
+            return Applied::TenantAdded { created: false };
+        }
+        self.tenants_dirty.insert(name.clone());
+        Arc::make_mut(&mut self.tenants).insert(name.clone(), Tenant::new(name, at));
+        Applied::TenantAdded { created: true }
+    }
+
+    fn add_connector(&mut self, connector: Connector) -> Response {
+        let same_claim = |c: &Connector| c.cidr == connector.cidr && c.cert_name == connector.cert_name;
+        if let Some(owner) = self
+            .tenants
+            .values()
+            .flat_map(|t| &t.connectors)
+            .find(|c| same_claim(c) && c.tenant != connector.tenant)
+        {
+            return Err(CommandError {
+                kind: ErrorKind::AlreadyExists,
+                field: "cidr".into(),
+                message: format!("{} already belongs to tenant {:?}", connector.cidr, owner.tenant),
+            });
+        }
+        let tenant = self.tenant_mut(&connector.tenant)?;
+        if tenant.connectors.iter().any(same_claim) {
+            return Ok(Applied::ConnectorAdded { created: false });
+        }
+        tenant.connectors.push(connector);
+        Ok(Applied::ConnectorAdded { created: true })
+    }
+
+    /// Records one sighting of a server: creates it if new, and moves its episode.
+    fn record_sighting(&mut self, tenant: &str, server_fqdn: &str, build: &str, at: Timestamp) -> Result<ServerEntry, StoreError> {
+        let status = classify(&self.policy().products, build).status;
+        let relapse_window = Duration::days(i64::from(self.policy().relapse_window_days));
+        let mut entry = self.server(tenant, server_fqdn)?.unwrap_or_else(|| ServerEntry {
+            record: ServerRecord {
+                tenant: tenant.to_owned(),
+                server_fqdn: server_fqdn.to_owned(),
+                build: build.to_owned(),
+                last_seen: at,
+                episode: None,
+            },
+            counters: BTreeMap::new(),
+        });
+        Episode::sight(&mut entry.record.episode, Sighting { status, at }, relapse_window);
+        if at >= entry.record.last_seen {
+            entry.record.last_seen = at;
+            entry.record.build = build.to_owned();
+        }
+        Ok(entry)
+    }
+
+    fn sight(&mut self, tenant: String, server_fqdn: String, build: String, at: Timestamp) -> Result<Response, StoreError> {
+        if !self.tenants.contains_key(&tenant) {
+            return Ok(Err(CommandError::unknown_tenant(&tenant)));
+        }
+        let entry = self.record_sighting(&tenant, &server_fqdn, &build, at)?;
+        self.put_server(entry.clone());
+        Ok(Ok(Applied::Server { entry: Box::new(entry) }))
+    }
+
+    fn observe(&mut self, observations: Vec<Observation>, at: Timestamp) -> Result<Response, StoreError> {
+        let day = at.format("%Y-%m-%d").to_string();
+        let mut servers = 0;
+        for observation in observations {
+            // A tenant unknown here was never attributed by this cluster: nothing to count.
+            if !self.tenants.contains_key(&observation.tenant) {
+                continue;
+            }
+            let seen_at = observation.last_seen.min(at);
+            let mut entry = self.record_sighting(&observation.tenant, &observation.server_fqdn, &observation.build, seen_at)?;
+            let mut total = Counts::default();
+            for (stage, counts) in &observation.counts {
+                entry.counters.entry(*stage).or_default().add(*counts);
+                total.add(*counts);
+            }
+            self.tenant_mut(&observation.tenant)
+                .expect("checked above")
+                .count_day(day.clone(), total);
+            self.put_server(entry);
+            servers += 1;
+        }
+        Ok(Ok(Applied::Observed { servers }))
+    }
+
+    fn import(
+        &mut self,
+        tenant: String,
+        server_fqdn: String,
+        build: String,
+        first_seen: Timestamp,
+        at: Timestamp,
+    ) -> Result<Response, StoreError> {
+        if !self.tenants.contains_key(&tenant) {
+            return Ok(Err(CommandError::unknown_tenant(&tenant)));
+        }
+        if first_seen > at {
+            return Ok(Err(CommandError::invalid(
+                "first_seen",
+                format!("{} is in the future", first_seen.to_rfc3339()),
+            )));
+        }
+        let class = classify(&self.policy().products, &build);
+        if class.status != BuildStatus::OutOfDate {
+            let message = format!(
+                "{build:?} is {}, not out of date: there is no clock to import",
+                class.status.as_str()
+            );
+            return Ok(Err(CommandError::invalid("build", message)));
+        }
+        let mut entry = self.record_sighting(&tenant, &server_fqdn, &build, first_seen)?;
+        entry.record.build = build;
+        entry.record.episode = Some(Episode::starting(first_seen));
+        self.put_server(entry.clone());
+        Ok(Ok(Applied::Server { entry: Box::new(entry) }))
+    }
+
+    fn decommission(&mut self, tenant: &str, server_fqdn: &str) -> Result<Response, StoreError> {
+        if !self.tenants.contains_key(tenant) {
+            return Ok(Err(CommandError::unknown_tenant(tenant)));
+        }
+        if self.server(tenant, server_fqdn)?.is_none() {
+            return Ok(Err(CommandError::not_found(
+                "server_fqdn",
+                format!("tenant {tenant:?} has no server {server_fqdn:?}"),
+            )));
+        }
+        self.servers.insert(server_key(tenant, server_fqdn), None);
+        Ok(Ok(Applied::Decommissioned))
+    }
+
+    fn pause(&mut self, tenant: &str, days: u32, request_id: Option<&str>, at: Timestamp) -> Response {
+        let budget = self.policy().pause_budget_days;
+        let ledger = &mut self.tenant_mut(tenant)?.pauses;
+        match ledger.request(budget, days, request_id, at) {
+            Ok(grant) => Ok(Applied::Paused { grant }),
+            Err(error @ PauseError::OverBudget { .. }) => Err(CommandError::precondition("days", error.to_string())),
+            Err(error) => Err(CommandError::invalid("days", error.to_string())),
+        }
+    }
+
+    fn end_pause(&mut self, tenant: &str, at: Timestamp) -> Response {
+        let budget = self.policy().pause_budget_days;
+        let ledger = &mut self.tenant_mut(tenant)?.pauses;
+        match ledger.end(at) {
+            Ok(end) => Ok(Applied::PauseEnded {
+                ended_at: end.ended_at,
+                refunded_days: end.refunded_days,
+                remaining_days: ledger.remaining_days(budget, at),
+            }),
+            Err(_) => Err(CommandError::precondition("tenant", format!("tenant {tenant:?} is not paused"))),
+        }
+    }
+
+    fn set_policy(&mut self, policy: Policy, index: u64) -> Response {
+        policy.validate().map_err(|e| CommandError::invalid("policy", e.to_string()))?;
+        self.policy = Arc::new(VersionedPolicy { version: index, policy });
+        self.policy_changed = true;
+        Ok(Applied::PolicySet { version: index })
+    }
+}

@@ -1,0 +1,309 @@
+//! What clients propose to the replicated state machine, and what apply answers.
+//!
+//! Every command travels in a `Request` stamped with the proposing node's clock; apply
+//! uses that stamp (never its own clock), raised to the previous entry's stamp so that
+//! time in the log never runs backwards. Each command's fields are checked by `validate`
+//! before it is proposed, so that bad input is refused with the field named and never
+//! reaches the log; apply checks what depends on state (does the tenant exist?).
+
+use ipnet::IpNet;
+use ratchet_policy::{Policy, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::model::Counts;
+
+/// Longest tenant name, server FQDN (RFC 1035), build string, request id and certificate name.
+pub const MAX_TENANT_LEN: usize = 64;
+pub const MAX_FQDN_LEN: usize = 253;
+pub const MAX_BUILD_LEN: usize = 64;
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+pub const MAX_CERT_NAME_LEN: usize = 253;
+/// Observations in one counter flush; a node with more flushes several entries.
+pub const MAX_OBSERVATIONS: usize = 10_000;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// When the proposing node created the request.
+    pub at: Timestamp,
+    pub command: Command,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Command {
+    AddTenant {
+        name: String,
+    },
+    AddConnector {
+        tenant: String,
+        cidr: IpNet,
+        cert_name: Option<String>,
+    },
+    /// A message from a server, recorded now because it changes the server's episode
+    /// (first seen, remediated, relapsed). Answers the server as stored: the winner's first-seen.
+    Sight {
+        tenant: String,
+        server_fqdn: String,
+        build: String,
+    },
+    /// Counters and last-seen of many servers, aggregated by one node over a few seconds.
+    Observe {
+        observations: Vec<Observation>,
+    },
+    ImportServer {
+        tenant: String,
+        server_fqdn: String,
+        build: String,
+        first_seen: Timestamp,
+    },
+    Decommission {
+        tenant: String,
+        server_fqdn: String,
+    },
+    Pause {
+        tenant: String,
+        days: u32,
+        request_id: Option<String>,
+    },
+    EndPause {
+        tenant: String,
+    },
+    SetPolicy {
+        policy: Box<Policy>,
+    },
+}
+
+/// What one node saw of one server since its last flush.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    pub tenant: String,
+    pub server_fqdn: String,
+    /// The build of the latest message.
+    pub build: String,
+    pub last_seen: Timestamp,
+    /// Messages by the stage they were decided in (0: no stage).
+    pub counts: Vec<(u32, Counts)>,
+}
+
+/// A successful apply.
+/// Externally tagged: an internally tagged enum cannot carry maps with integer keys
+/// (the counters) through serde_json.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Applied {
+    /// Membership changes and blank entries.
+    Nothing,
+    TenantAdded {
+        created: bool,
+    },
+    ConnectorAdded {
+        created: bool,
+    },
+    Server {
+        entry: Box<crate::model::ServerEntry>,
+    },
+    Observed {
+        servers: usize,
+    },
+    Decommissioned,
+    Paused {
+        grant: ratchet_policy::PauseGrant,
+    },
+    PauseEnded {
+        ended_at: Timestamp,
+        refunded_days: u32,
+        remaining_days: u32,
+    },
+    PolicySet {
+        version: u64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+}
+
+/// A refusal: nothing was written. `field` names the request field at fault.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct CommandError {
+    pub kind: ErrorKind,
+    pub field: String,
+    pub message: String,
+}
+
+pub type Response = Result<Applied, CommandError>;
+
+impl CommandError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        CommandError {
+            kind: ErrorKind::InvalidArgument,
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(field: &str, message: impl Into<String>) -> Self {
+        CommandError {
+            kind: ErrorKind::NotFound,
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn precondition(field: &str, message: impl Into<String>) -> Self {
+        CommandError {
+            kind: ErrorKind::FailedPrecondition,
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn unknown_tenant(name: &str) -> Self {
+        Self::not_found("tenant", format!("no tenant named {name:?}"))
+    }
+}
+
+/// Checks a tenant name: 1 to 64 of lower-case letters, digits, '-', '_' and '.'.
+pub fn validate_tenant(field: &str, name: &str) -> Result<(), CommandError> {
+    if name.is_empty() {
+        return Err(CommandError::invalid(field, "must not be empty"));
+    }
+    if name.len() > MAX_TENANT_LEN {
+        return Err(CommandError::invalid(
+            field,
+            format!("is {} bytes long, over the limit of {MAX_TENANT_LEN}", name.len()),
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+    {
+        return Err(CommandError::invalid(
+            field,
+            format!("{name:?} may hold only a-z, 0-9, '-', '_' and '.'"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a server FQDN (already lower-cased): 1 to 253 bytes of host-name characters.
+pub fn validate_fqdn(field: &str, fqdn: &str) -> Result<(), CommandError> {
+    if fqdn.is_empty() {
+        return Err(CommandError::invalid(field, "must not be empty"));
+    }
+    if fqdn.len() > MAX_FQDN_LEN {
+        return Err(CommandError::invalid(
+            field,
+            format!("is {} bytes long, over the limit of {MAX_FQDN_LEN}", fqdn.len()),
+        ));
+    }
+    if !fqdn.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(CommandError::invalid(field, format!("{fqdn:?} is not a host name")));
+    }
+    Ok(())
+}
+
+fn validate_len(field: &str, value: &str, max: usize) -> Result<(), CommandError> {
+    if value.len() > max {
+        return Err(CommandError::invalid(
+            field,
+            format!("is {} bytes long, over the limit of {max}", value.len()),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_nonempty(field: &str, value: &str, max: usize) -> Result<(), CommandError> {
+    if value.trim().is_empty() {
+        return Err(CommandError::invalid(field, "must not be empty"));
+    }
+    validate_len(field, value, max)
+}
+
+impl Command {
+    /// The existing tenant this command acts on, if it acts on one.
+    pub fn target_tenant(&self) -> Option<&str> {
+        match self {
+            Command::AddTenant { .. } | Command::Observe { .. } | Command::SetPolicy { .. } => None,
+            Command::AddConnector { tenant, .. }
+            | Command::Sight { tenant, .. }
+            | Command::ImportServer { tenant, .. }
+            | Command::Decommission { tenant, .. }
+            | Command::Pause { tenant, .. }
+            | Command::EndPause { tenant } => Some(tenant),
+        }
+    }
+
+    /// Checks every field that can be checked without the state.
+    pub fn validate(&self, at: Timestamp) -> Result<(), CommandError> {
+        match self {
+            Command::AddTenant { name } => validate_tenant("name", name),
+            Command::AddConnector { tenant, cert_name, .. } => {
+                validate_tenant("tenant", tenant)?;
+                cert_name
+                    .as_deref()
+                    .map_or(Ok(()), |name| validate_nonempty("cert_name", name, MAX_CERT_NAME_LEN))
+            }
+            Command::Sight {
+                tenant,
+                server_fqdn,
+                build,
+            } => {
+                validate_tenant("tenant", tenant)?;
+                validate_fqdn("server_fqdn", server_fqdn)?;
+                validate_len("build", build, MAX_BUILD_LEN)
+            }
+            Command::Observe { observations } => {
+                if observations.len() > MAX_OBSERVATIONS {
+                    return Err(CommandError::invalid(
+                        "observations",
+                        format!("{} is over the limit of {MAX_OBSERVATIONS}", observations.len()),
+                    ));
+                }
+                observations.iter().try_for_each(|o| {
+                    validate_tenant("observations.tenant", &o.tenant)?;
+                    validate_fqdn("observations.server_fqdn", &o.server_fqdn)?;
+                    validate_len("observations.build", &o.build, MAX_BUILD_LEN)
+                })
+            }
+            Command::ImportServer {
+                tenant,
+                server_fqdn,
+                build,
+                first_seen,
+            } => {
+                validate_tenant("tenant", tenant)?;
+                validate_fqdn("server_fqdn", server_fqdn)?;
+                validate_nonempty("build", build, MAX_BUILD_LEN)?;
+                if *first_seen > at {
+                    return Err(CommandError::invalid(
+                        "first_seen",
+                        format!("{} is in the future", first_seen.to_rfc3339()),
+                    ));
+                }
+                Ok(())
+            }
+            Command::Decommission { tenant, server_fqdn } => {
+                validate_tenant("tenant", tenant)?;
+                validate_fqdn("server_fqdn", server_fqdn)
+            }
+            Command::Pause { tenant, days, request_id } => {
+                validate_tenant("tenant", tenant)?;
+                if *days == 0 {
+                    return Err(CommandError::invalid("days", "must be at least 1"));
+                }
+                request_id
+                    .as_deref()
+                    .map_or(Ok(()), |id| validate_nonempty("request_id", id, MAX_REQUEST_ID_LEN))
+            }
+            Command::EndPause { tenant } => validate_tenant("tenant", tenant),
+            Command::SetPolicy { policy } => policy.validate().map_err(|e| CommandError::invalid("policy", e.to_string())),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! What the decider reads from the applied state.
+//!
+//! Servers are read from RocksDB on demand (there may be millions). The small, hot parts
+//! (the policy, the tenants with their connectors and pause ledgers) are kept in memory,
+//! replaced by apply after each committed batch and on snapshot install, so the hot path
+//! of a decision parses nothing but one server record.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use ratchet_policy::Policy;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::model::{Connector, ServerEntry, Tenant};
+use crate::rocks::{decode, server_key, tenant_prefix, Store, StoreError, CF_SERVERS};
+
+/// The policy in force and the log index at which it took effect (0: the default).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VersionedPolicy {
+    pub version: u64,
+    pub policy: Policy,
+}
+
+/// In-memory copies of the hot state, shared by the state machine (writer) and every reader.
+#[derive(Default)]
+pub(crate) struct Caches {
+    pub policy: RwLock<Arc<VersionedPolicy>>,
+    pub tenants: RwLock<Arc<BTreeMap<String, Tenant>>>,
+}
+
+/// A cheap, cloneable reader of the applied state.
+#[derive(Clone)]
+pub struct StateView {
+    store: Store,
+    caches: Arc<Caches>,
+    connectors: watch::Receiver<Arc<Vec<Connector>>>,
+    applied: watch::Receiver<u64>,
+}
+
+/// Senders that apply uses to tell readers that something changed.
+pub(crate) struct Notifiers {
+    pub connectors: watch::Sender<Arc<Vec<Connector>>>,
+    pub applied: watch::Sender<u64>,
+}
+
+impl Notifiers {
+    pub fn new() -> Self {
+        Notifiers {
+            connectors: watch::Sender::new(Arc::new(Vec::new())),
+            applied: watch::Sender::new(0),
+        }
+    }
+}
+
+impl StateView {
+    pub(crate) fn new(store: Store, caches: Arc<Caches>, notifiers: &Notifiers) -> Self {
+        StateView {
+            store,
+            caches,
+            connectors: notifiers.connectors.subscribe(),
+            applied: notifiers.applied.subscribe(),
+        }
+    }
+
+    pub fn policy(&self) -> Arc<VersionedPolicy> {
+        self.caches.policy.read().expect("policy lock").clone()
+    }
+
+    pub fn tenants(&self) -> Arc<BTreeMap<String, Tenant>> {
+        self.caches.tenants.read().expect("tenants lock").clone()
+    }
+
+    pub fn tenant(&self, name: &str) -> Option<Tenant> {
+        self.tenants().get(name).cloned()
+    }
+
+    /// Every connector of every tenant, and a receiver that changes when they do.
+    pub fn connectors(&self) -> watch::Receiver<Arc<Vec<Connector>>> {
+        self.connectors.clone()
+    }
+
+    /// The last applied log index, and a receiver that changes when it does.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
+    }
+
+    pub fn server(&self, tenant: &str, server_fqdn: &str) -> Result<Option<ServerEntry>, StoreError> {
+        self.store.get(CF_SERVERS, &server_key(tenant, server_fqdn))
+    }
+
+    /// All servers of a tenant, ordered by FQDN.
+    pub fn servers(&self, tenant: &str) -> Result<Vec<ServerEntry>, StoreError> {
+        let prefix = tenant_prefix(tenant);
+        let mut servers = Vec::new();
+        for item in self.store.db().prefix_iterator_cf(self.store.cf(CF_SERVERS), &prefix) {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            servers.push(decode(&key, &value)?);
+        }
+        Ok(servers)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}

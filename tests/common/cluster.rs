@@ -1,0 +1,241 @@
+//! Real `ratchet decider` processes on loopback, for end-to-end tests: start, kill -9,
+//! restart with the same data directory, and gRPC clients to each node.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ratchet_proto::v1 as pb;
+use ratchet_proto::v1::admin_client::AdminClient;
+use ratchet_proto::v1::cluster_client::ClusterClient;
+use ratchet_proto::v1::decision_client::DecisionClient;
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+/// Fast timeouts so that tests see elections in well under a second.
+pub const TEST_CONFIG: &str = "heartbeat_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\ncounter_flush_ms = 500\n";
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+pub struct DeciderProcess {
+    pub name: String,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+impl DeciderProcess {
+    /// Starts the node; `initial_cluster` is passed only when given (a founding start).
+    pub fn start(&mut self, initial_cluster: Option<&str>, extra: &[&str]) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ratchet"));
+        command
+            .args(["decider", "--name", &self.name, "--data-dir"])
+            .arg(&self.data_dir)
+            .args(["--listen", &self.grpc.to_string(), "--http", &self.http.to_string(), "--config"])
+            .arg(&self.config)
+            .args(extra)
+            .env("RUST_LOG", "info,openraft=info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(members) = initial_cluster {
+            command.args(["--initial-cluster", members]);
+        }
+        self.child = Some(command.spawn().expect("ratchet binary starts"));
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Everything the node logged, across restarts.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match Channel::from_shared(format!("http://{}", self.grpc)).unwrap().connect().await {
+                Ok(channel) => return channel,
+                Err(error) if Instant::now() > deadline => panic!("{} unreachable: {error}\n{}", self.name, self.log()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    pub async fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel().await)
+    }
+
+    pub async fn decision(&self) -> DecisionClient<Channel> {
+        DecisionClient::new(self.channel().await)
+    }
+
+    pub async fn cluster(&self) -> ClusterClient<Channel> {
+        ClusterClient::new(self.channel().await)
+    }
+
+    pub async fn status(&self) -> Option<pb::StatusResponse> {
+        let channel = Channel::from_shared(format!("http://{}", self.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .ok()?;
+        ClusterClient::new(channel)
+            .status(pb::StatusRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    }
+}
+
+impl Drop for DeciderProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub struct Cluster {
+    pub nodes: Vec<DeciderProcess>,
+    pub initial_cluster: String,
+    _dir: TempDir,
+}
+
+impl Cluster {
+    /// Lays out `size` nodes (d0, d1, ...) without starting them.
+    pub fn new(size: usize, config: &str) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("decider.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let nodes: Vec<DeciderProcess> = (0..size)
+            .map(|i| DeciderProcess {
+                name: format!("d{i}"),
+                grpc: free_port(),
+                http: free_port(),
+                data_dir: dir.path().join(format!("d{i}")),
+                log: dir.path().join(format!("d{i}.log")),
+                config: config_path.clone(),
+                child: None,
+            })
+            .collect();
+        let initial_cluster = nodes.iter().map(|n| format!("{}={}", n.name, n.grpc)).collect::<Vec<_>>().join(",");
+        Cluster {
+            nodes,
+            initial_cluster,
+            _dir: dir,
+        }
+    }
+
+    /// Starts every node as a founding member, in the given order.
+    pub fn found(&mut self, order: &[usize], pause_between: Duration) {
+        for &i in order {
+            let members = self.initial_cluster.clone();
+            self.nodes[i].start(Some(&members), &[]);
+            std::thread::sleep(pause_between);
+        }
+    }
+
+    /// Waits until every running node agrees on one leader among `voters` members.
+    pub async fn wait_for_leader(&self, voters: usize) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut statuses = Vec::new();
+            for node in self.nodes.iter().filter(|n| n.is_running()) {
+                statuses.push(node.status().await);
+            }
+            let leaders: Vec<u64> = statuses.iter().flatten().map(|s| s.leader_id).collect();
+            let settled = statuses.iter().all(|s| {
+                s.as_ref()
+                    .is_some_and(|s| s.leader_id != 0 && s.members.iter().filter(|m| m.role != "learner").count() == voters)
+            });
+            if settled && leaders.windows(2).all(|w| w[0] == w[1]) {
+                return leaders[0];
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = self.nodes.iter().map(|n| format!("--- {}\n{}", n.name, n.log())).collect();
+                panic!("no agreed leader: {statuses:?}\n{}", logs.join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn leader_index(&self) -> usize {
+        let leader = self.wait_for_leader(self.nodes.len()).await;
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.status().await.is_some_and(|s| s.node_id == leader) {
+                return i;
+            }
+        }
+        unreachable!("the leader is one of the nodes")
+    }
+
+    /// Waits until every running node has applied everything any of them has applied.
+    pub async fn wait_converged(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut applied = Vec::new();
+            for node in self.nodes.iter().filter(|n| n.is_running()) {
+                applied.push(node.status().await.map(|s| s.last_applied_index));
+            }
+            let highest = applied.iter().flatten().max().copied().unwrap_or(0);
+            if applied.iter().all(|a| a.is_some_and(|a| a >= highest)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "nodes did not converge: {applied:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Adds a tenant with a loopback connector, through any node.
+pub async fn add_tenant(admin: &mut AdminClient<Channel>, name: &str, cidr: &str) {
+    admin.add_tenant(pb::AddTenantRequest { name: name.into() }).await.unwrap();
+    admin
+        .add_connector(pb::AddConnectorRequest {
+            tenant: name.into(),
+            cidr: cidr.into(),
+            cert_name: String::new(),
+        })
+        .await
+        .unwrap();
+}
+
+pub fn decide_request(client_ip: &str, server_fqdn: &str, build: &str) -> pb::DecideRequest {
+    pb::DecideRequest {
+        connection: Some(pb::ConnectionFacts {
+            client_ip: client_ip.into(),
+            tls_client_cert_name: String::new(),
+        }),
+        server_fqdn: server_fqdn.into(),
+        build: build.into(),
+        linearizable: false,
+    }
+}
+
+pub async fn report(admin: &mut AdminClient<Channel>, tenant: &str) -> serde_json::Value {
+    let reply = admin
+        .report(pb::ReportRequest {
+            tenant: tenant.into(),
+            linearizable: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    serde_json::from_str(&reply.report_json).unwrap()
+}

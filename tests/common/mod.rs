@@ -1,0 +1,61 @@
+//! Helpers shared by the command-line tests: they run the real `ratchet` binary that Cargo
+//! built for the test, as operators and acceptance checks do.
+
+// Each test file includes this module and uses only some of the helpers.
+#![allow(dead_code)]
+
+pub mod cluster;
+
+use std::ffi::OsStr;
+use std::process::{Command, Output};
+
+/// A command for the `ratchet` binary under test.
+pub fn ratchet() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ratchet"))
+}
+
+/// Runs `ratchet ARGS...` to completion.
+pub fn run<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    ratchet().args(args).output().expect("the ratchet binary runs")
+}
+
+/// Runs `ratchet ARGS...`, which must succeed, and returns its stdout.
+pub fn stdout_of<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let output = run(args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "ratchet failed ({}): {stderr}", output.status);
+    String::from_utf8(output.stdout).expect("stdout is UTF-8")
+}
+
+/// Runs `ratchet ARGS...`, which must fail, and returns its stderr.
+pub fn stderr_of_failure<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let output = run(args);
+    assert!(
+        !output.status.success(),
+        "ratchet should have failed; stdout: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stderr).expect("stderr is UTF-8")
+}
+
+/// Runs `ratchet ARGS...`, which must succeed and print one JSON document.
+pub fn json_of<I, S>(args: I) -> serde_json::Value
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let stdout = stdout_of(args);
+    serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("stdout is not JSON ({error}): {stdout}"))
+}

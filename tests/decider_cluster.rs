@@ -1,0 +1,487 @@
+//! The decision service as real `ratchet decider` processes on loopback, with RocksDB on
+//! disk: founding, concurrent first sightings and pauses, leader loss, restarts, and
+//! catching up through a snapshot.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::cluster::{add_tenant, decide_request, report, Cluster, TEST_CONFIG};
+use ratchet_proto::v1 as pb;
+use serde_json::Value;
+
+const OUT_OF_DATE: &str = "15.0.1497.48";
+
+fn first_seen_by_server(report: &Value) -> BTreeMap<String, String> {
+    report["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["server_fqdn"].as_str().unwrap().to_owned(),
+                s["first_detected_date"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_node_decides_and_keeps_first_seen() {
+    let mut cluster = Cluster::new(1, TEST_CONFIG);
+    cluster.found(&[0], Duration::ZERO);
+    cluster.wait_for_leader(1).await;
+    let node = &cluster.nodes[0];
+    add_tenant(&mut node.admin().await, "bear", "127.0.0.0/8").await;
+
+    let mut decision = node.decision().await;
+    let first = decision
+        .decide(decide_request("127.0.0.9", "EXCH1.bear.local", OUT_OF_DATE))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (first.tenant.as_str(), first.verdict(), first.stage),
+        ("bear", pb::Verdict::Accept, 1)
+    );
+    assert_ne!(first.first_seen_unix_ms, 0);
+    let again = decision
+        .decide(decide_request("127.0.0.9", "exch1.bear.local", OUT_OF_DATE))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        again.first_seen_unix_ms, first.first_seen_unix_ms,
+        "later sightings never move first-seen"
+    );
+
+    let stranger = decision
+        .decide(decide_request("192.0.2.1", "evil.example", OUT_OF_DATE))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((stranger.tenant.as_str(), stranger.verdict()), ("", pb::Verdict::Accept));
+    let report = report(&mut node.admin().await, "bear").await;
+    assert_eq!(
+        first_seen_by_server(&report).keys().collect::<Vec<_>>(),
+        ["exch1.bear.local"],
+        "a stranger creates no state"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_name_the_field_and_change_nothing() {
+    let mut cluster = Cluster::new(1, TEST_CONFIG);
+    cluster.found(&[0], Duration::ZERO);
+    cluster.wait_for_leader(1).await;
+    let node = &cluster.nodes[0];
+    let mut admin = node.admin().await;
+    add_tenant(&mut admin, "bear", "127.0.0.0/8").await;
+    let applied_before = node.status().await.unwrap().last_applied_index;
+
+    let cases: Vec<(tonic::Status, tonic::Code, &str)> = vec![
+        (
+            admin.add_tenant(pb::AddTenantRequest { name: String::new() }).await.unwrap_err(),
+            tonic::Code::InvalidArgument,
+            "name",
+        ),
+        (
+            admin.add_tenant(pb::AddTenantRequest { name: "x".repeat(65) }).await.unwrap_err(),
+            tonic::Code::InvalidArgument,
+            "name",
+        ),
+        (
+            admin
+                .add_connector(pb::AddConnectorRequest {
+                    tenant: "bear".into(),
+                    cidr: "10.0.0.0/33".into(),
+                    cert_name: String::new(),
+                })
+                .await
+                .unwrap_err(),
+            tonic::Code::InvalidArgument,
+            "cidr",
+        ),
+        (
+            admin
+                .add_connector(pb::AddConnectorRequest {
+                    tenant: "nobody".into(),
+                    cidr: "10.0.0.0/8".into(),
+                    cert_name: String::new(),
+                })
+                .await
+                .unwrap_err(),
+            tonic::Code::NotFound,
+            "tenant",
+        ),
+        (
+            admin
+                .import_server(pb::ImportServerRequest {
+                    tenant: "bear".into(),
+                    server_fqdn: "a.bear".into(),
+                    build: OUT_OF_DATE.into(),
+                    first_seen: "2999-01-01T00:00:00Z".into(),
+                })
+                .await
+                .unwrap_err(),
+            tonic::Code::InvalidArgument,
+            "first_seen",
+        ),
+        (
+            admin
+                .import_server(pb::ImportServerRequest {
+                    tenant: "bear".into(),
+                    server_fqdn: "a.bear".into(),
+                    build: OUT_OF_DATE.into(),
+                    first_seen: "yesterday".into(),
+                })
+                .await
+                .unwrap_err(),
+            tonic::Code::InvalidArgument,
+            "first_seen",
+        ),
+        (
+            admin
+                .import_server(pb::ImportServerRequest {
+                    tenant: "bear".into(),
+                    server_fqdn: "bad host!".into(),
+                    build: OUT_OF_DATE.into(),
+                    first_seen: "2026-01-01T00:00:00Z".into(),
+                })
+                .await
+                .unwrap_err(),
+            tonic::Code::InvalidArgument,
+            "server_fqdn",
+        ),
+        (
+            admin
+                .pause(pb::PauseRequest {
+                    tenant: "bear".into(),
+                    days: 0,
+                    request_id: String::new(),
+                })
+                .await
+                .unwrap_err(),
+            tonic::Code::InvalidArgument,
+            "days",
+        ),
+        (
+            admin.end_pause(pb::EndPauseRequest { tenant: "bear".into() }).await.unwrap_err(),
+            tonic::Code::FailedPrecondition,
+            "tenant",
+        ),
+        (
+            admin
+                .set_policy(pb::SetPolicyRequest {
+                    policy_toml: "stage = []".into(),
+                })
+                .await
+                .unwrap_err(),
+            tonic::Code::InvalidArgument,
+            "policy",
+        ),
+        (
+            node.decision()
+                .await
+                .decide(decide_request("not-an-ip", "a.bear", OUT_OF_DATE))
+                .await
+                .unwrap_err(),
+            tonic::Code::InvalidArgument,
+            "connection.client_ip",
+        ),
+        (
+            node.decision()
+                .await
+                .decide(decide_request("127.0.0.1", "", OUT_OF_DATE))
+                .await
+                .unwrap_err(),
+            tonic::Code::InvalidArgument,
+            "server_fqdn",
+        ),
+        (
+            admin
+                .report(pb::ReportRequest {
+                    tenant: "nobody".into(),
+                    linearizable: false,
+                })
+                .await
+                .unwrap_err(),
+            tonic::Code::NotFound,
+            "tenant",
+        ),
+    ];
+    for (status, code, field) in cases {
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(
+            status.message().starts_with(&format!("{field}:")),
+            "message should name {field}: {status:?}"
+        );
+    }
+    // Refusals at apply (end_pause) write an entry but change no state; none of the others
+    // reached the log.
+    let applied_after = node.status().await.unwrap().last_applied_index;
+    assert!(
+        applied_after <= applied_before + 1,
+        "refused requests reached the log: {applied_before} -> {applied_after}"
+    );
+    assert!(first_seen_by_server(&report(&mut admin, "bear").await).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_found_a_group_in_any_order() {
+    let mut cluster = Cluster::new(3, TEST_CONFIG);
+    cluster.found(&[2, 0, 1], Duration::from_millis(700));
+    let leader = cluster.wait_for_leader(3).await;
+    for node in &cluster.nodes {
+        let status = node.status().await.unwrap();
+        assert_eq!(status.leader_id, leader);
+        let names: Vec<&str> = status.members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_first_sightings_agree_everywhere() {
+    const SERVERS: usize = 1000;
+    let mut cluster = Cluster::new(3, TEST_CONFIG);
+    cluster.found(&[0, 1, 2], Duration::ZERO);
+    cluster.wait_for_leader(3).await;
+    add_tenant(&mut cluster.nodes[0].admin().await, "bear", "127.0.0.0/8").await;
+    cluster.wait_converged().await;
+
+    let mut clients = Vec::new();
+    for node in &cluster.nodes {
+        let decision = node.decision().await;
+        clients.push(tokio::spawn(async move {
+            let mut first_seen = BTreeMap::new();
+            let calls = (0..SERVERS).map(|i| {
+                let mut decision = decision.clone();
+                async move {
+                    let fqdn = format!("exch{i}.bear.local");
+                    let reply = decision
+                        .decide(decide_request("127.0.0.5", &fqdn, OUT_OF_DATE))
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    (fqdn, reply.first_seen_unix_ms)
+                }
+            });
+            use futures::StreamExt;
+            let mut replies = futures::stream::iter(calls).buffer_unordered(32);
+            while let Some((fqdn, at)) = replies.next().await {
+                first_seen.insert(fqdn, at);
+            }
+            first_seen
+        }));
+    }
+    let mut answers = Vec::new();
+    for client in clients {
+        answers.push(client.await.unwrap());
+    }
+    assert_eq!(answers[0].len(), SERVERS);
+    assert!(
+        answers.iter().all(|a| *a == answers[0]),
+        "every client was answered the winner's first-seen"
+    );
+
+    cluster.wait_converged().await;
+    let mut reports = Vec::new();
+    for node in &cluster.nodes {
+        reports.push(first_seen_by_server(&report(&mut node.admin().await, "bear").await));
+    }
+    assert_eq!(reports[0].len(), SERVERS);
+    assert!(
+        reports.iter().all(|r| *r == reports[0]),
+        "every node reports one identical first-seen per server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_pauses_never_exceed_the_budget() {
+    let mut cluster = Cluster::new(3, TEST_CONFIG);
+    cluster.found(&[0, 1, 2], Duration::ZERO);
+    cluster.wait_for_leader(3).await;
+    add_tenant(&mut cluster.nodes[0].admin().await, "bear", "127.0.0.0/8").await;
+    cluster.wait_converged().await;
+
+    let mut requests = Vec::new();
+    for i in 0..30 {
+        let mut admin = cluster.nodes[i % 3].admin().await;
+        requests.push(tokio::spawn(async move {
+            admin
+                .pause(pb::PauseRequest {
+                    tenant: "bear".into(),
+                    days: 7,
+                    request_id: format!("req-{i}"),
+                })
+                .await
+        }));
+    }
+    let (mut granted_days, mut refused) = (0, 0);
+    for request in requests {
+        match request.await.unwrap() {
+            Ok(reply) => granted_days += reply.into_inner().days,
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+                assert!(
+                    status.message().contains("pause days remain"),
+                    "refusal names the remaining days: {status:?}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(granted_days, 84, "twelve 7-day pauses fit in 90 days");
+    assert_eq!(refused, 18);
+    cluster.wait_converged().await;
+    for node in &cluster.nodes {
+        let pauses = node
+            .admin()
+            .await
+            .list_pauses(pb::ListPausesRequest { tenant: "bear".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        let charged: u32 = pauses.pauses.iter().map(|p| p.days_charged).sum();
+        assert_eq!(charged, granted_days, "{}: days charged equal the days granted", node.name);
+        assert_eq!(pauses.remaining_days, 6);
+    }
+    // A retry of any request, granted or refused, charges nothing more.
+    let mut admin = cluster.nodes[1].admin().await;
+    for i in 0..30 {
+        let _ = admin
+            .pause(pb::PauseRequest {
+                tenant: "bear".into(),
+                days: 7,
+                request_id: format!("req-{i}"),
+            })
+            .await;
+    }
+    let pauses = admin
+        .list_pauses(pb::ListPausesRequest { tenant: "bear".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pauses.remaining_days, 6);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledged_writes_survive_kill_9_of_the_leader() {
+    let mut cluster = Cluster::new(3, TEST_CONFIG);
+    cluster.found(&[0, 1, 2], Duration::ZERO);
+    let leader = cluster.leader_index().await;
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let mut acknowledged = Vec::new();
+    let mut admin_on_survivor = cluster.nodes[survivors[0]].admin().await;
+    for i in 0..40 {
+        let name = format!("t{i}");
+        if admin_on_survivor
+            .add_tenant(pb::AddTenantRequest { name: name.clone() })
+            .await
+            .is_ok()
+        {
+            acknowledged.push(name);
+        }
+        if i == 20 {
+            cluster.nodes[leader].kill9();
+        }
+    }
+    // Writes succeed again through the survivors within a few seconds.
+    let killed_at = Instant::now();
+    loop {
+        if admin_on_survivor
+            .add_tenant(pb::AddTenantRequest { name: "after".into() })
+            .await
+            .is_ok()
+        {
+            acknowledged.push("after".into());
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(10),
+            "no write succeeded within 10 s of losing the leader"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for &i in &survivors {
+        let tenants = cluster.nodes[i]
+            .admin()
+            .await
+            .list_tenants(pb::ListTenantsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .tenants;
+        let names: Vec<String> = tenants.into_iter().map(|t| t.name).collect();
+        for name in &acknowledged {
+            assert!(names.contains(name), "{}: acknowledged tenant {name} lost", cluster.nodes[i].name);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_survives_a_full_restart_and_a_lagging_node_catches_up_by_snapshot() {
+    let config = format!("{TEST_CONFIG}snapshot_every_entries = 40\nkeep_entries_after_snapshot = 5\n");
+    let mut cluster = Cluster::new(3, &config);
+    cluster.found(&[0, 1, 2], Duration::ZERO);
+    cluster.wait_for_leader(3).await;
+    add_tenant(&mut cluster.nodes[0].admin().await, "bear", "127.0.0.0/8").await;
+    let first = cluster.nodes[0]
+        .decision()
+        .await
+        .decide(decide_request("127.0.0.5", "exch1.bear.local", OUT_OF_DATE))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // d2 goes down while the others write far past a snapshot and purge their logs.
+    cluster.nodes[2].kill9();
+    let mut admin = cluster.nodes[0].admin().await;
+    for i in 0..120 {
+        admin.add_tenant(pb::AddTenantRequest { name: format!("t{i}") }).await.unwrap();
+    }
+    cluster.nodes[2].start(None, &[]);
+    cluster.wait_for_leader(3).await;
+    cluster.wait_converged().await;
+    assert!(
+        cluster.nodes[2].log().contains("installed snapshot"),
+        "d2 should catch up through a snapshot:\n{}",
+        cluster.nodes[2].log()
+    );
+    let tenants = cluster.nodes[2]
+        .admin()
+        .await
+        .list_tenants(pb::ListTenantsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .tenants;
+    assert_eq!(tenants.len(), 121);
+
+    // All stopped and restarted with only --name, --data-dir and --listen: state intact.
+    for node in &mut cluster.nodes {
+        node.kill9();
+    }
+    for node in &mut cluster.nodes {
+        node.start(None, &[]);
+    }
+    cluster.wait_for_leader(3).await;
+    for node in &cluster.nodes {
+        let report = report(&mut node.admin().await, "bear").await;
+        let server = &report["servers"][0];
+        assert_eq!(server["server_fqdn"], "exch1.bear.local");
+        let again = node
+            .decision()
+            .await
+            .decide(decide_request("127.0.0.5", "exch1.bear.local", OUT_OF_DATE))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            again.first_seen_unix_ms, first.first_seen_unix_ms,
+            "{}: first-seen intact",
+            node.name
+        );
+    }
+}

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs every test of Ratchet (unit, property and end-to-end across real processes),
+# after installing what they need. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+deploy/install-deps.sh
+cargo test --workspace --locked "$@"
