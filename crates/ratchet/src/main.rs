@@ -2,7 +2,12 @@
 
 mod ctl_cmd;
 mod decider_cmd;
+mod dev_cmd;
+mod dev_sink;
+mod edge_cmd;
+mod health;
 mod policy_cmd;
+mod signal;
 mod table;
 
 use std::process::ExitCode;
@@ -32,8 +37,12 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole system on loopback: a single-node decider, an edge, a demo tenant.
+    Dev(dev_cmd::DevArgs),
     /// Run one node of the decision service.
     Decider(decider_cmd::DeciderArgs),
+    /// Run one stateless SMTP edge.
+    Edge(edge_cmd::EdgeArgs),
     /// Operate a running cluster: tenants, connectors, servers, pauses, policy, membership.
     Ctl(ctl_cmd::CtlArgs),
     /// Evaluate, show or check an enforcement policy, with no cluster.
@@ -77,6 +86,14 @@ fn main() -> ExitCode {
         Command::Decider(args) => {
             init_logging(cli.log_format);
             runtime().and_then(|rt| rt.block_on(decider_cmd::run(args)))
+        }
+        Command::Dev(args) => {
+            init_logging(cli.log_format);
+            runtime().and_then(|rt| rt.block_on(dev_cmd::run(args)))
+        }
+        Command::Edge(args) => {
+            init_logging(cli.log_format);
+            runtime().and_then(|rt| rt.block_on(edge_cmd::run(args)))
         }
         Command::Ctl(args) => runtime().and_then(|rt| rt.block_on(ctl_cmd::run(args))),
         Command::Policy(args) => policy_cmd::run(args),

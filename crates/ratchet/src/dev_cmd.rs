@@ -1,0 +1,126 @@
+//! `ratchet dev`: the whole system in one process on loopback, for a first look: a
+//! single-node decider, an edge, and a tenant `demo` whose connector is 127.0.0.0/8.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use ratchet_decider::clock::Clock;
+use ratchet_decider::{Decider, DeciderConfig, DeciderOptions};
+use ratchet_edge::EdgeConfig;
+use ratchet_store::Command;
+use tokio::net::TcpListener;
+
+use crate::signal::terminated;
+
+const DEMO_TENANT: &str = "demo";
+const DEMO_CONNECTOR: &str = "127.0.0.0/8";
+
+#[derive(clap::Args)]
+pub struct DevArgs {
+    /// Where the decider keeps its data.
+    #[arg(long, default_value = "./ratchet-data")]
+    data_dir: PathBuf,
+    /// The edge's SMTP listen address.
+    #[arg(long, default_value = "127.0.0.1:2525")]
+    smtp: SocketAddr,
+    /// The decider's gRPC listen address (for `ratchet ctl`).
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    grpc: SocketAddr,
+    /// The decider's HTTP listen address (health and report API).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// Relay accepted mail here instead of to the built-in sink.
+    #[arg(long)]
+    next_hop: Option<String>,
+}
+
+async fn bind(flag: &str, address: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address).await.with_context(|| format!("{flag} {address}"))
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let grpc = bind("--grpc", args.grpc).await?;
+    let http = bind("--http", args.http).await?;
+    let smtp = bind("--smtp", args.smtp).await?;
+    let grpc_addr = grpc.local_addr()?.to_string();
+    let decider = Decider::start(DeciderOptions {
+        name: "dev".into(),
+        data_dir: args.data_dir.clone(),
+        grpc,
+        advertise: grpc_addr.clone(),
+        http: Some(http),
+        initial_cluster: vec![("dev".into(), grpc_addr.clone())],
+        config: DeciderConfig::default(),
+        clock: Clock::default(),
+    })
+    .await?;
+    wait_for_leadership(&decider).await?;
+    decider
+        .proposer
+        .propose(Command::AddTenant { name: DEMO_TENANT.into() })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+    let connector = Command::AddConnector {
+        tenant: DEMO_TENANT.into(),
+        cidr: DEMO_CONNECTOR.parse()?,
+        cert_name: None,
+    };
+    decider
+        .proposer
+        .propose(connector)
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+
+    let (next_hop, sink) = match args.next_hop {
+        Some(next_hop) => (next_hop, None),
+        None => {
+            let sink = TcpListener::bind("127.0.0.1:0").await?;
+            (sink.local_addr()?.to_string(), Some(sink))
+        }
+    };
+    let edge_config = EdgeConfig {
+        deciders: vec![grpc_addr.clone()],
+        next_hop: next_hop.clone(),
+        ..EdgeConfig::default()
+    };
+    let sink_note = if sink.is_some() {
+        " (built-in sink: accepted mail is printed here)"
+    } else {
+        ""
+    };
+    println!(
+        "ratchet dev is running:\n  \
+         decider  gRPC {grpc_addr}, HTTP http://{http}/healthz, data in {data}\n  \
+         edge     SMTP {smtp}\n  \
+         next hop {next_hop}{sink_note}\n  \
+         tenant   {DEMO_TENANT}, connector {DEMO_CONNECTOR}\n\
+         Try (see README.md):\n  \
+         swaks --server {smtp} --to user@example.com --add-header 'Received: from exch1.demo.local (127.0.0.1) by exch1.demo.local (127.0.0.1) with Microsoft SMTP Server id 15.2.2562.17; Mon, 20 May 2024 10:00:00 +0000'\n  \
+         ratchet ctl --endpoints {grpc_addr} report --tenant {DEMO_TENANT}",
+        http = decider.http_addr.map(|a| a.to_string()).unwrap_or_default(),
+        data = args.data_dir.display(),
+        smtp = args.smtp,
+    );
+    if let Some(sink) = sink {
+        tokio::spawn(crate::dev_sink::serve(sink));
+    }
+    tokio::select! {
+        outcome = ratchet_edge::serve(edge_config, smtp, terminated()) => outcome,
+        outcome = decider.wait() => outcome,
+    }
+}
+
+async fn wait_for_leadership(decider: &Decider) -> anyhow::Result<()> {
+    let mut metrics = decider.raft.metrics();
+    let me = decider.identity.id;
+    let elected = tokio::time::timeout(Duration::from_secs(10), metrics.wait_for(|m| m.current_leader == Some(me))).await;
+    match elected {
+        Ok(Ok(_)) => Ok(()),
+        _ => bail!(
+            "the single-node decider did not become leader within 10 s; is {} from another cluster?",
+            decider.identity.name
+        ),
+    }
+}
