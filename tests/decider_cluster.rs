@@ -485,3 +485,61 @@ async fn state_survives_a_full_restart_and_a_lagging_node_catches_up_by_snapshot
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_node_joins_as_learner_and_is_promoted_with_ctl() {
+    let mut cluster = Cluster::new(4, TEST_CONFIG);
+    let founders = cluster.nodes[..3]
+        .iter()
+        .map(|n| format!("{}={}", n.name, n.grpc))
+        .collect::<Vec<_>>()
+        .join(",");
+    for i in 0..3 {
+        cluster.nodes[i].start(Some(&founders), &[]);
+    }
+    cluster.nodes[3].start(None, &[]);
+    let endpoint = cluster.nodes[1].grpc.to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let joined = loop {
+        let output = common::run([
+            "ctl",
+            "--endpoints",
+            &endpoint,
+            "cluster",
+            "add-learner",
+            "--name",
+            "d3",
+            "--address",
+            &cluster.nodes[3].grpc.to_string(),
+        ]);
+        if output.status.success() || Instant::now() > deadline {
+            break output;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(joined.status.success(), "add-learner: {}", String::from_utf8_lossy(&joined.stderr));
+    let promoted = common::stdout_of(["ctl", "--endpoints", &endpoint, "--json", "cluster", "promote", "--name", "d3"]);
+    let membership: Value = serde_json::from_str(&promoted).unwrap();
+    assert_eq!(membership["voters"].as_array().unwrap().len(), 4, "{membership}");
+    cluster.wait_for_leader(4).await;
+    let status: Value = serde_json::from_str(&common::stdout_of([
+        "ctl",
+        "--endpoints",
+        &cluster.nodes[3].grpc.to_string(),
+        "--json",
+        "cluster",
+        "status",
+    ]))
+    .unwrap();
+    assert_eq!(status["node_name"], "d3");
+    assert_eq!(status["state"], "follower");
+
+    // Removing it leaves three voters, and the refusal for an unknown name is one line.
+    common::stdout_of(["ctl", "--endpoints", &endpoint, "cluster", "remove", "--name", "d3"]);
+    let unknown = common::run(["ctl", "--endpoints", &endpoint, "cluster", "remove", "--name", "nobody"]);
+    assert!(!unknown.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&unknown.stderr).trim(),
+        "ratchet: not found: name: no member named \"nobody\""
+    );
+}
