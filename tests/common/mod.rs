@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod smtp;
 
 use std::ffi::OsStr;
 use std::process::{Command, Output};

@@ -1,0 +1,166 @@
+//! Real SMTP peers for end-to-end tests: `ratchet edge` processes, Postfix's `smtp-sink`
+//! as a next hop, and `swaks` as a client (Debian packages postfix and swaks).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::cluster::free_port;
+
+/// Waits until something listens on `addr`.
+pub fn wait_listening(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{what} is not listening on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+/// Postfix's `smtp-sink`, dumping every transaction into a file of its own.
+pub struct SmtpSink {
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl SmtpSink {
+    pub fn start() -> SmtpSink {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        let addr = free_port();
+        let mut command = Command::new("/usr/sbin/smtp-sink");
+        if is_root() {
+            command.args(["-u", "nobody"]);
+        }
+        let child = command
+            .arg("-d")
+            .arg(dir.path().join("%H%M%S."))
+            .args([addr.to_string(), "64".into()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("smtp-sink (Debian package postfix) is installed");
+        wait_listening(addr, "smtp-sink");
+        SmtpSink { addr, dir, child }
+    }
+
+    /// Every transaction so far: envelope lines, then the message as received.
+    pub fn messages(&self) -> Vec<String> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        files
+            .iter()
+            .map(|f| String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned())
+            .collect()
+    }
+
+    pub fn wait_for_messages(&self, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let messages = self.messages();
+            if messages.len() >= count || Instant::now() > deadline {
+                return messages;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `ratchet edge` process.
+pub struct EdgeProcess {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl EdgeProcess {
+    pub fn start(deciders: &str, next_hop: SocketAddr, config: Option<&std::path::Path>) -> EdgeProcess {
+        let addr = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ratchet"));
+        command.args([
+            "edge",
+            "--listen",
+            &addr.to_string(),
+            "--deciders",
+            deciders,
+            "--next-hop",
+            &next_hop.to_string(),
+        ]);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ratchet edge starts");
+        wait_listening(addr, "ratchet edge");
+        EdgeProcess { addr, child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The topmost `Received:` header an Exchange server stamps, naming its FQDN and build.
+pub fn exchange_received(server_fqdn: &str, build: &str) -> String {
+    format!(
+        "Received: from {server_fqdn} (10.0.0.5) by {server_fqdn} (10.0.0.5) with Microsoft SMTP Server \
+         (version=TLS1_2, cipher=TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384) id {build}; Mon, 20 May 2024 10:00:00 +0000"
+    )
+}
+
+/// Runs swaks against `server` with a message stamped by `server_fqdn` at `build`.
+pub fn swaks(server: SocketAddr, server_fqdn: &str, build: &str, extra: &[&str]) -> Output {
+    Command::new("swaks")
+        .args(["--server", &server.ip().to_string(), "--port", &server.port().to_string()])
+        .args([
+            "--from",
+            "admin@bear.example",
+            "--to",
+            "user@owl.example",
+            "--helo",
+            server_fqdn,
+            "--timeout",
+            "15",
+        ])
+        .args(["--add-header", &exchange_received(server_fqdn, build)])
+        .args(extra)
+        .output()
+        .expect("swaks (Debian package) is installed")
+}
+
+/// The last reply swaks printed to the end of DATA (or to whatever failed first).
+pub fn final_reply(output: &Output) -> String {
+    let text = String::from_utf8_lossy(&output.stdout);
+    let replies: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("<-  ") || l.starts_with("<** "))
+        .map(|l| &l[4..])
+        .collect();
+    let before_quit = replies.iter().rev().find(|r| !r.starts_with("221 ")).copied();
+    before_quit.unwrap_or_default().to_owned()
+}

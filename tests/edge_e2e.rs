@@ -1,0 +1,247 @@
+//! The edge end to end: real `ratchet decider` and `ratchet edge` processes, Postfix's
+//! `smtp-sink` as the next hop and `swaks` as the client. The decider runs on a clock
+//! pinned to the start of a minute (`--test-clock-offset-secs`) so that each server's
+//! window position in the hour is known.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use common::cluster::{report, Cluster, TEST_CONFIG};
+use common::smtp::{final_reply, swaks, EdgeProcess, SmtpSink};
+use ratchet_policy::window::window_offset;
+
+const TENANT: &str = "bear";
+const OUT_OF_DATE: &str = "15.0.1497.48";
+const COMPLIANT: &str = "15.2.2562.17";
+
+/// A decider whose clock reads a few seconds into the next minute, an edge, and a sink.
+struct Scene {
+    cluster: Cluster,
+    sink: SmtpSink,
+    edge: EdgeProcess,
+    /// The decider's clock when it started.
+    decider_now: DateTime<Utc>,
+}
+
+impl Scene {
+    fn start() -> Scene {
+        let now = Utc::now();
+        let decider_now = now.duration_trunc(TimeDelta::minutes(1)).unwrap() + TimeDelta::minutes(1) + TimeDelta::seconds(2);
+        let offset = (decider_now - now).num_seconds().to_string();
+        let mut cluster = Cluster::new(1, TEST_CONFIG);
+        let members = cluster.initial_cluster.clone();
+        cluster.nodes[0].start(Some(&members), &["--test-clock-offset-secs", &offset]);
+        let sink = SmtpSink::start();
+        let endpoint = cluster.nodes[0].grpc.to_string();
+        wait_for_ctl(&endpoint);
+        ctl(&endpoint, &["tenant", "add", TENANT]);
+        ctl(&endpoint, &["connector", "add", "--tenant", TENANT, "--cidr", "127.0.0.1/32"]);
+        let edge = EdgeProcess::start(&endpoint, sink.addr, None);
+        Scene {
+            cluster,
+            sink,
+            edge,
+            decider_now,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        self.cluster.nodes[0].grpc.to_string()
+    }
+
+    /// Imports a server first seen `age_days` ago by the decider's clock.
+    fn import(&self, server: &str, age_days: i64) {
+        let first_seen = (self.decider_now - TimeDelta::days(age_days)).to_rfc3339();
+        ctl(
+            &self.endpoint(),
+            &[
+                "server",
+                "import",
+                "--tenant",
+                TENANT,
+                "--server",
+                server,
+                "--build",
+                OUT_OF_DATE,
+                "--first-seen",
+                &first_seen,
+            ],
+        );
+    }
+
+    /// A server name whose window puts the decider's current minute `minutes_into_window`
+    /// minutes after the server's offset.
+    fn server_at(&self, label: &str, minutes_into_window: u32) -> String {
+        let minute = chrono::Timelike::minute(&self.decider_now);
+        (0..)
+            .map(|k| format!("{label}-{k}.bear.local"))
+            .find(|fqdn| (minute + 60 - window_offset(TENANT, fqdn)) % 60 == minutes_into_window)
+            .expect("some name lands there")
+    }
+}
+
+fn ctl(endpoint: &str, args: &[&str]) -> String {
+    let mut full = vec!["ctl", "--endpoints", endpoint];
+    full.extend_from_slice(args);
+    common::stdout_of(full)
+}
+
+fn wait_for_ctl(endpoint: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !common::run(["ctl", "--endpoints", endpoint, "tenant", "list"]).status.success() {
+        assert!(Instant::now() < deadline, "decider at {endpoint} never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn throttled(minutes: u32) -> String {
+    format!("450 4.7.230 Connecting Exchange server version is out-of-date; connection to Exchange Online throttled for {minutes} mins/hr. For more information see https://aka.ms/BlockUnsafeExchange.")
+}
+
+fn blocked(minutes: u32) -> String {
+    format!("550 5.7.230 Connecting Exchange server version is out-of-date; connection to Exchange Online blocked for {minutes} mins/hr. For more information see https://aka.ms/BlockUnsafeExchange.")
+}
+
+#[test]
+fn every_stage_answers_its_reply_inside_and_outside_its_windows() {
+    let scene = Scene::start();
+    // (label, age in days, minutes into the server's window, expected reply)
+    let cases: Vec<(&str, i64, u32, String)> = vec![
+        ("report-only", 10, 0, "250 2.0.0 Ok: relayed".into()),
+        ("stage2-throttle", 35, 2, throttled(5)),
+        ("stage2-accept", 35, 30, "250 2.0.0 Ok: relayed".into()),
+        ("stage4-throttle", 55, 19, throttled(20)),
+        ("stage5-block", 65, 4, blocked(5)),
+        ("stage5-throttle", 65, 5, throttled(30)),
+        ("stage5-accept", 65, 35, "250 2.0.0 Ok: relayed".into()),
+        ("stage7-block", 85, 19, blocked(20)),
+        ("stage7-throttle", 85, 49, throttled(30)),
+        ("stage8-block", 100, 59, blocked(60)),
+    ];
+    let mut relayed = 0;
+    for (label, age_days, minute, expected) in &cases {
+        let server = scene.server_at(label, *minute);
+        scene.import(&server, *age_days);
+        let output = swaks(scene.edge.addr, &server, OUT_OF_DATE, &[]);
+        let reply = final_reply(&output);
+        assert!(
+            reply.starts_with(expected.as_str()),
+            "{label} (age {age_days} d, minute {minute} of its window): got {reply:?}, want {expected:?}"
+        );
+        relayed += usize::from(expected.starts_with("250"));
+    }
+    // A patched server is released on its next message.
+    let server = scene.server_at("patched", 0);
+    scene.import(&server, 100);
+    assert!(final_reply(&swaks(scene.edge.addr, &server, OUT_OF_DATE, &[])).starts_with(&blocked(60)));
+    assert!(final_reply(&swaks(scene.edge.addr, &server, COMPLIANT, &[])).starts_with("250 "));
+    assert!(
+        final_reply(&swaks(scene.edge.addr, &server, OUT_OF_DATE, &[])).starts_with(&blocked(60)),
+        "relapse within 30 days resumes"
+    );
+    relayed += 1;
+    assert_eq!(
+        scene.sink.wait_for_messages(relayed).len(),
+        relayed,
+        "every 250 was relayed, nothing else"
+    );
+}
+
+#[test]
+fn accepted_mail_reaches_the_next_hop_intact_with_every_recipient() {
+    let scene = Scene::start();
+    let server = scene.server_at("multi", 0);
+    let body = "Subject: quarterly numbers\r\n\r\nLine one\r\n.leading dot survives\r\nLine three";
+    let output = swaks(
+        scene.edge.addr,
+        &server,
+        COMPLIANT,
+        &["--to", "a@owl.example,b@owl.example,c@owl.example", "--pipeline", "--body", body],
+    );
+    assert!(
+        final_reply(&output).starts_with("250 "),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let messages = scene.sink.wait_for_messages(1);
+    let message = &messages[0];
+    for recipient in ["a@owl.example", "b@owl.example", "c@owl.example"] {
+        assert!(message.contains(recipient), "recipient {recipient} missing:\n{message}");
+    }
+    assert!(message.contains(".leading dot survives"), "dot-stuffing round trip:\n{message}");
+    assert!(
+        message.contains(&format!("by {server}")) && message.contains("id 15.2.2562.17"),
+        "original header kept:\n{message}"
+    );
+    let edge_header = message.find("Received: from").unwrap();
+    let original_header = message.find(&format!("Received: from {server}")).unwrap();
+    assert!(
+        edge_header < original_header,
+        "the edge's own Received header comes first:\n{message}"
+    );
+}
+
+#[test]
+fn a_pipelined_session_to_a_blocked_server_gets_the_block_reply() {
+    let scene = Scene::start();
+    let server = scene.server_at("pipelined", 0);
+    scene.import(&server, 100);
+    let output = swaks(
+        scene.edge.addr,
+        &server,
+        OUT_OF_DATE,
+        &["--pipeline", "--to", "a@owl.example,b@owl.example"],
+    );
+    assert!(
+        final_reply(&output).starts_with(&blocked(60)),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(scene.sink.messages().is_empty());
+}
+
+#[test]
+fn unattributed_mail_is_relayed_and_creates_no_state() {
+    let scene = Scene::start();
+    let output = swaks(
+        scene.edge.addr,
+        "stranger.example",
+        OUT_OF_DATE,
+        &["--local-interface", "127.0.0.2"],
+    );
+    assert!(
+        final_reply(&output).starts_with("250 "),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    std::thread::sleep(Duration::from_millis(1200)); // past a counter flush
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let report = rt.block_on(async { report(&mut scene.cluster.nodes[0].admin().await, TENANT).await });
+    assert_eq!(report["servers"].as_array().unwrap().len(), 0, "{report}");
+}
+
+#[test]
+fn with_every_decider_down_sessions_get_451_in_time_and_none_hangs() {
+    let mut scene = Scene::start();
+    let server = scene.server_at("orphan", 0);
+    scene.cluster.nodes[0].kill9();
+    let started = Instant::now();
+    let sessions: Vec<_> = (0..6)
+        .map(|_| {
+            let (edge, server) = (scene.edge.addr, server.clone());
+            std::thread::spawn(move || final_reply(&swaks(edge, &server, OUT_OF_DATE, &[])))
+        })
+        .collect();
+    for session in sessions {
+        let reply = session.join().unwrap();
+        assert!(reply.starts_with("451 4.4.3"), "got {reply:?}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "sessions hung: {:?}",
+        started.elapsed()
+    );
+    assert!(scene.sink.messages().is_empty(), "nothing was relayed without a verdict");
+}
