@@ -164,3 +164,122 @@ pub fn final_reply(output: &Output) -> String {
     let before_quit = replies.iter().rev().find(|r| !r.starts_with("221 ")).copied();
     before_quit.unwrap_or_default().to_owned()
 }
+
+/// A private Postfix instance (its own config, queue and log in a temporary directory)
+/// that listens on loopback and relays everything to `relayhost`. Starting Postfix needs
+/// root; without it the command runs under `sudo -n`.
+pub struct Postfix {
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Postfix {
+    pub fn start(relayhost: SocketAddr) -> Postfix {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        std::fs::set_permissions(base, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        for sub in ["queue", "data"] {
+            std::fs::create_dir(base.join(sub)).unwrap();
+        }
+        let addr = free_port();
+        let main_cf = format!(
+            "compatibility_level = 3.6\n\
+             queue_directory = {base}/queue\n\
+             data_directory = {base}/data\n\
+             mail_owner = postfix\n\
+             setgid_group = postdrop\n\
+             inet_interfaces = 127.0.0.1\n\
+             inet_protocols = ipv4\n\
+             myhostname = onprem-relay.test\n\
+             mydestination =\n\
+             mynetworks = 127.0.0.0/8\n\
+             relayhost = [{relay_ip}]:{relay_port}\n\
+             smtpd_relay_restrictions = permit_mynetworks, reject\n\
+             maillog_file_prefixes = {base}\n\
+             maillog_file = {base}/maillog\n",
+            base = base.display(),
+            relay_ip = relayhost.ip(),
+            relay_port = relayhost.port(),
+        );
+        std::fs::write(base.join("main.cf"), main_cf).unwrap();
+        let services = [
+            "cleanup unix n - n - 0 cleanup",
+            "qmgr unix n - n 300 1 qmgr",
+            "rewrite unix - - n - - trivial-rewrite",
+            "bounce unix - - n - 0 bounce",
+            "defer unix - - n - 0 bounce",
+            "trace unix - - n - 0 bounce",
+            "verify unix - - n - 1 verify",
+            "proxymap unix - - n - - proxymap",
+            "smtp unix - - n - - smtp",
+            "relay unix - - n - - smtp",
+            "error unix - - n - - error",
+            "retry unix - - n - - error",
+            "discard unix - - n - - discard",
+            "anvil unix - - n - 1 anvil",
+            "scache unix - - n - 1 scache",
+            "postlog unix-dgram n - n - 1 postlogd",
+            "pickup unix n - n 60 1 pickup",
+            "showq unix n - n - - showq",
+            "flush unix n - n 1000? 0 flush",
+        ];
+        let master_cf = format!("{addr} inet n - n - - smtpd\n{}\n", services.join("\n"));
+        std::fs::write(base.join("master.cf"), master_cf).unwrap();
+        let config_dir = base.display().to_string();
+        as_root(&["chown", "postfix", &format!("{config_dir}/data")]);
+        as_root(&["postfix", "-c", &config_dir, "start"]);
+        let postfix = Postfix { addr, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "Postfix did not start:\n{}", postfix.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        postfix
+    }
+
+    /// Postfix's own log of this instance.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+    }
+
+    /// Waits for a delivery status line (`status=sent|deferred|bounced`) that mentions `needle`.
+    pub fn wait_for_status(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(line) = self.log().lines().find(|l| l.contains(" status=") && l.contains(needle)) {
+                return line.to_owned();
+            }
+            assert!(Instant::now() < deadline, "no delivery status mentioning {needle:?}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Messages waiting in the deferred queue.
+    pub fn deferred_count(&self) -> usize {
+        walk_files(&self.dir.path().join("queue/deferred"))
+    }
+}
+
+fn walk_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries.flatten().map(|e| if e.path().is_dir() { walk_files(&e.path()) } else { 1 }).sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Runs a command as root: directly, or through `sudo -n` for a non-root user.
+fn as_root(words: &[&str]) {
+    let mut command = if is_root() { Command::new(words[0]) } else { Command::new("sudo") };
+    if !is_root() {
+        command.args(["-n", words[0]]);
+    }
+    let status = command.args(&words[1..]).stdout(Stdio::null()).stderr(Stdio::null()).status().expect("runs");
+    assert!(status.success(), "{words:?} failed (starting Postfix needs root or passwordless sudo)");
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        as_root(&["postfix", "-c", &self.dir.path().display().to_string(), "abort"]);
+    }
+}
