@@ -4,7 +4,7 @@
 //! Durations are plain integers with their unit in the key name (`_secs`, `_ms`): a TOML
 //! file stays readable and there is no duration syntax to learn.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -79,6 +79,19 @@ pub struct EdgeConfig {
 
     /// After shutdown starts, how long sessions may go on before they get `421 4.3.2`.
     pub shutdown_grace_secs: u64,
+
+    /// The edge's certificate chain, PEM, leaf first. STARTTLS (RFC 3207) is offered only
+    /// when this and `tls_key_file` are set. Both files are watched: a changed pair is used
+    /// for new handshakes; one that does not load is logged and the old one kept.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `tls_cert_file`, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: Option<PathBuf>,
+    /// CA certificates, PEM. When set, clients are asked for a certificate, which must
+    /// chain to one of these if presented; presenting none is allowed. The certificate's
+    /// name (first DNS name, else common name) attributes the connection to a connector.
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Refuse MAIL until the client has issued STARTTLS (`530 5.7.0`).
+    pub require_tls: bool,
 }
 
 impl Default for EdgeConfig {
@@ -108,6 +121,10 @@ impl Default for EdgeConfig {
             relay_command_timeout_secs: 300,
             relay_data_timeout_secs: 600,
             shutdown_grace_secs: 30,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            require_tls: false,
         }
     }
 }
@@ -161,6 +178,26 @@ impl EdgeConfig {
         }
         if self.decide_deadline_ms == 0 {
             bail!("decide_deadline_ms: must be at least 1");
+        }
+        self.validate_tls()
+    }
+
+    /// The TLS keys go together, and their files must load (each error names the key and
+    /// the file).
+    fn validate_tls(&self) -> anyhow::Result<()> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => bail!("tls_key_file: required when tls_cert_file is set"),
+            (None, Some(_)) => bail!("tls_cert_file: required when tls_key_file is set"),
+            (None, None) if self.tls_client_ca_file.is_some() => {
+                bail!("tls_client_ca_file: needs tls_cert_file and tls_key_file (STARTTLS is not offered without them)")
+            }
+            (None, None) if self.require_tls => {
+                bail!("require_tls: needs tls_cert_file and tls_key_file (STARTTLS is not offered without them)")
+            }
+            _ => {}
+        }
+        if let Some(files) = crate::tls::TlsFiles::of(self) {
+            crate::tls::load(&files)?;
         }
         Ok(())
     }

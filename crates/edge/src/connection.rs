@@ -6,8 +6,10 @@
 //! in order, in one packet. Every read also watches the server's "shut down now" signal so
 //! that no session outlives the shutdown grace period.
 //!
-//! The stream type is generic: STARTTLS will hand this framing a TLS stream over the same
-//! socket; nothing here depends on plain TCP.
+//! The stream type is generic: after STARTTLS the same framing reads a TLS stream over the
+//! same socket; nothing here depends on plain TCP. What was buffered before the handshake
+//! is thrown away ([`Connection::discard_input`]) so that plaintext cannot pose as
+//! protected input.
 
 use std::io;
 use std::time::Duration;
@@ -87,6 +89,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Ok(result) => result,
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "client does not read its replies")),
         }
+    }
+
+    /// The stream, e.g. for a TLS handshake. Flush and discard the buffers first.
+    pub fn stream_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    /// Forgets input read but not yet consumed; the number of octets forgotten.
+    pub fn discard_input(&mut self) -> usize {
+        let unread = self.input.len() - self.consumed;
+        self.input.clear();
+        self.consumed = 0;
+        unread
     }
 
     /// A signal that fires when the server wants every session closed now.

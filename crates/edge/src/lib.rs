@@ -13,7 +13,8 @@
 //! - `session`: the command loop, one file per stage (ehlo, mail, rcpt, data, deliver);
 //! - [`build`]: build detection behind [`BuildDetector`];
 //! - `connectors`: the connector table and its watch; `deciders`: Decide with failover;
-//! - `relay`: the SMTP client to the next hop.
+//! - `relay`: the SMTP client to the next hop;
+//! - `tls`: STARTTLS streams, certificates reloaded from files, client certificate names.
 
 pub mod build;
 pub mod config;
@@ -25,6 +26,7 @@ mod relay;
 mod reply;
 mod server;
 mod session;
+mod tls;
 
 pub use build::{BuildDetector, BuildStamp, ExchangeDetector};
 pub use config::{BareLf, EdgeConfig};

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::config::EdgeConfig;
 use crate::reply::{self, Reply};
+use crate::tls::TlsFacts;
 
 /// What the next hop is asked to take.
 pub(crate) struct Envelope<'a> {
@@ -230,16 +231,30 @@ fn dot_stuff(message: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// The edge's own trace header (RFC 5321 4.4), prepended to relayed mail.
-pub(crate) fn received_header(helo: &str, peer: SocketAddr, esmtp: bool, by: &str, id: &str) -> String {
+/// The edge's own trace header (RFC 5321 4.4), prepended to relayed mail. The protocol is
+/// `ESMTPS` after STARTTLS (RFC 3848), and a comment names the TLS version and cipher.
+pub(crate) fn received_header(helo: &str, peer: SocketAddr, esmtp: bool, tls: Option<&TlsFacts>, by: &str, id: &str) -> String {
     let literal = match peer.ip() {
         std::net::IpAddr::V4(ip) => format!("[{ip}]"),
         std::net::IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
     };
     let helo: String = helo.chars().filter(|c| c.is_ascii_graphic()).take(255).collect();
-    let with = if esmtp { "ESMTP" } else { "SMTP" };
+    let with = match (esmtp, tls.is_some()) {
+        (true, true) => "ESMTPS",
+        (true, false) => "ESMTP",
+        (false, _) => "SMTP",
+    };
+    let using = tls
+        .map(|t| format!("\r\n\t(using {} with cipher {})", comment_safe(&t.version), comment_safe(&t.cipher)))
+        .unwrap_or_default();
     let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S +0000");
-    format!("Received: from {helo} ({literal})\r\n\tby {by} (Ratchet edge) with {with} id {id};\r\n\t{date}\r\n")
+    format!("Received: from {helo} ({literal}){using}\r\n\tby {by} (Ratchet edge) with {with} id {id};\r\n\t{date}\r\n")
+}
+
+fn comment_safe(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .collect()
 }
 
 #[cfg(test)]
@@ -273,8 +288,31 @@ mod tests {
 
     #[test]
     fn received_header_names_the_client_and_the_edge() {
-        let h = received_header("EXCH1.bear.local", "10.0.0.5:4711".parse().unwrap(), true, "edge1.example", "ABC");
+        let h = received_header(
+            "EXCH1.bear.local",
+            "10.0.0.5:4711".parse().unwrap(),
+            true,
+            None,
+            "edge1.example",
+            "ABC",
+        );
         assert!(h.starts_with("Received: from EXCH1.bear.local ([10.0.0.5])\r\n\tby edge1.example (Ratchet edge) with ESMTP id ABC;\r\n\t"));
         assert!(h.ends_with("+0000\r\n"));
+        let tls = TlsFacts {
+            version: "TLSv1.3".into(),
+            cipher: "TLS13_AES_256_GCM_SHA384".into(),
+            client_cert_name: None,
+        };
+        let h = received_header(
+            "EXCH1.bear.local",
+            "10.0.0.5:4711".parse().unwrap(),
+            true,
+            Some(&tls),
+            "edge1.example",
+            "ABC",
+        );
+        assert!(h.starts_with(
+            "Received: from EXCH1.bear.local ([10.0.0.5])\r\n\t(using TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384)\r\n\tby edge1.example (Ratchet edge) with ESMTPS id ABC;\r\n\t"
+        ));
     }
 }

@@ -127,6 +127,17 @@ pub fn bad_recipient() -> Reply {
     Reply::new(501, "5.1.3 Bad recipient address syntax")
 }
 
+// STARTTLS (RFC 3207).
+pub fn ready_for_tls() -> Reply {
+    Reply::new(220, "2.0.0 Ready to start TLS")
+}
+pub fn tls_unavailable() -> Reply {
+    Reply::new(454, "4.7.0 TLS not available due to temporary reason")
+}
+pub fn tls_required() -> Reply {
+    Reply::new(530, "5.7.0 Must issue a STARTTLS command first")
+}
+
 // Limits on the transaction.
 pub fn too_many_recipients() -> Reply {
     Reply::new(452, "4.5.3 Error: too many recipients")

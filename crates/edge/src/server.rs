@@ -23,6 +23,7 @@ use crate::deciders::{self, DeciderPool};
 use crate::limits::{Refusal, SessionLimits};
 use crate::reply;
 use crate::session::Session;
+use crate::tls::{self, EdgeStream, TlsFiles, TlsSettings};
 
 /// What every session of one edge shares.
 pub(crate) struct Shared {
@@ -30,6 +31,8 @@ pub(crate) struct Shared {
     pub deciders: Arc<DeciderPool>,
     pub connectors: ConnectorTable,
     pub detector: Box<dyn BuildDetector>,
+    /// STARTTLS, when configured.
+    pub tls: Option<Arc<TlsSettings>>,
 }
 
 /// Sessions still running this long after their `421 4.3.2` are dropped.
@@ -40,6 +43,7 @@ const FORCE_CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Fails at once, naming the key, if `config` is invalid.
 pub async fn serve(config: EdgeConfig, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     config.validate()?;
+    let tls = TlsFiles::of(&config).map(TlsSettings::new).transpose()?;
     let deciders = DeciderPool::new(config.deciders.clone(), Duration::from_millis(config.decider_connect_timeout_ms));
     deciders.refresh().await;
     let (table_tx, connectors) = ConnectorTable::new();
@@ -54,6 +58,10 @@ pub async fn serve(config: EdgeConfig, listener: TcpListener, shutdown: impl Fut
         Duration::from_millis(config.watch_backoff_max_ms),
     ));
 
+    if let Some(tls) = &tls {
+        background.spawn(tls::keep_checking(tls.clone()));
+    }
+
     let limits = SessionLimits::new(config.max_sessions, config.max_sessions_per_ip);
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let shared = Arc::new(Shared {
@@ -61,11 +69,12 @@ pub async fn serve(config: EdgeConfig, listener: TcpListener, shutdown: impl Fut
         deciders,
         connectors,
         detector: Box::new(ExchangeDetector),
+        tls,
     });
     let (force_tx, force_rx) = watch::channel(false);
     let mut sessions = JoinSet::new();
     let local = listener.local_addr()?;
-    tracing::info!(listen = %local, next_hop = %shared.config.next_hop, deciders = ?shared.config.deciders, "edge serving");
+    tracing::info!(listen = %local, next_hop = %shared.config.next_hop, deciders = ?shared.config.deciders, starttls = shared.tls.is_some(), require_tls = shared.config.require_tls, "edge serving");
 
     tokio::pin!(shutdown);
     loop {
@@ -125,7 +134,7 @@ fn admit(
         }
     };
     let _ = stream.set_nodelay(true);
-    let conn = Connection::new(stream, shared.config.command_timeout(), force.clone());
+    let conn = Connection::new(EdgeStream::Plain(stream), shared.config.command_timeout(), force.clone());
     let session = Session::new(conn, shared.clone(), peer, session_id());
     sessions.spawn(async move {
         session.run().await;

@@ -29,11 +29,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .as_ref()
             .map(|g| (g.host.as_str(), g.esmtp))
             .unwrap_or(("unknown", false));
-        let received = relay::received_header(helo, self.peer, esmtp, &self.shared.config.hostname, &trace_id);
+        let received = relay::received_header(helo, self.peer, esmtp, self.tls.as_ref(), &self.shared.config.hostname, &trace_id);
+        let cert_name = self.client_cert_name().map(str::to_owned);
         let mut force = self.conn.force_close_signal();
         let work = Settle {
             shared: &self.shared,
             peer: self.peer,
+            cert_name: cert_name.as_deref(),
             remembered: self.remembered.as_ref(),
             transaction: &transaction,
             message: &message,
@@ -58,6 +60,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 struct Settle<'a> {
     shared: &'a Shared,
     peer: SocketAddr,
+    /// The verified TLS client certificate's name, if any.
+    cert_name: Option<&'a str>,
     remembered: Option<&'a Remembered>,
     transaction: &'a Transaction,
     message: &'a [u8],
@@ -67,7 +71,7 @@ struct Settle<'a> {
 impl Settle<'_> {
     async fn run(self) -> (Reply, Option<Remembered>) {
         let config = &self.shared.config;
-        if self.shared.connectors.attribute(self.peer.ip(), None) == Attribution::Stranger {
+        if self.shared.connectors.attribute(self.peer.ip(), self.cert_name) == Attribution::Stranger {
             return (self.relay().await, None);
         }
         let stamp = self.shared.detector.detect(&parse_headers(self.message)).unwrap_or(BuildStamp {
@@ -84,7 +88,7 @@ impl Settle<'_> {
         let request = DecideRequest {
             connection: Some(ConnectionFacts {
                 client_ip: self.peer.ip().to_string(),
-                tls_client_cert_name: String::new(),
+                tls_client_cert_name: self.cert_name.unwrap_or_default().to_string(),
             }),
             server_fqdn: stamp.server_fqdn.clone(),
             build: stamp.build.clone(),

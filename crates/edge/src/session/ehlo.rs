@@ -1,7 +1,7 @@
 //! EHLO and HELO (RFC 5321 4.1.1.1): who the client says it is, and what this edge offers.
 //!
 //! Either command resets any transaction in progress. EHLO lists the extensions; STARTTLS
-//! joins them once TLS is configured.
+//! is among them while TLS is configured and not yet in use.
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -13,16 +13,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.transaction = None;
         let me = self.shared.config.hostname.clone();
         let reply = if esmtp {
-            Reply::multi(
-                250,
-                [
-                    format!("{me} Hello {host}"),
-                    "PIPELINING".into(),
-                    format!("SIZE {}", self.shared.config.max_message_size),
-                    "8BITMIME".into(),
-                    "ENHANCEDSTATUSCODES".into(),
-                ],
-            )
+            let mut lines = vec![
+                format!("{me} Hello {host}"),
+                "PIPELINING".into(),
+                format!("SIZE {}", self.shared.config.max_message_size),
+                "8BITMIME".into(),
+                "ENHANCEDSTATUSCODES".into(),
+            ];
+            if self.shared.tls.is_some() && self.tls.is_none() {
+                lines.push("STARTTLS".into());
+            }
+            Reply::multi(250, lines)
         } else {
             Reply::new(250, me)
         };

@@ -3,7 +3,8 @@
 //! Only the parameters the edge advertises are accepted (BODY=7BIT/8BITMIME and SIZE,
 //! RFC 1870/6152); anything else gets 555 as RFC 5321 4.1.1.11 asks. A declared SIZE over
 //! the limit is refused here, before any content is sent. A throttle or block verdict the
-//! session still remembers answers MAIL at once.
+//! session still remembers answers MAIL at once. With `require_tls`, MAIL before STARTTLS
+//! is refused with `530 5.7.0` (RFC 3207 4).
 
 use smtp_proto::{
     MailFrom, MAIL_BODY_7BIT, MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_REQUIRETLS, MAIL_RET_FULL, MAIL_RET_HDRS, MAIL_SMTPUTF8,
@@ -17,6 +18,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) async fn mail(&mut self, from: MailFrom<Address<'_>>) -> Flow {
         if self.greeting.is_none() {
             return self.error(reply::bad_sequence("send HELO/EHLO first")).await;
+        }
+        if self.shared.config.require_tls && self.tls.is_none() {
+            return self.error(reply::tls_required()).await;
         }
         if self.transaction.is_some() {
             return self.error(reply::bad_sequence("nested MAIL command")).await;

@@ -1,8 +1,8 @@
 //! One SMTP session: the command loop and the state it carries between commands.
 //!
 //! The loop reads a line, lets smtp-proto parse it, and hands the request to the file of
-//! its stage (`ehlo`, `mail`, `rcpt`, `data`; `deliver` for what happens at the end of
-//! DATA). Replies go out in order; with PIPELINING they are written together when the
+//! its stage (`ehlo`, `starttls`, `mail`, `rcpt`, `data`; `deliver` for what happens at the
+//! end of DATA). Replies go out in order; with PIPELINING they are written together when the
 //! client's input runs dry. Errors are counted, and too many end the session.
 
 mod data;
@@ -10,6 +10,7 @@ mod deliver;
 mod ehlo;
 mod mail;
 mod rcpt;
+mod starttls;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use crate::config::BareLf;
 use crate::connection::{Connection, Line, ReadError};
 use crate::reply::{self, Reply};
 use crate::server::Shared;
+use crate::tls::{TlsFacts, Transport};
 
 /// Whether the session goes on after a command.
 #[derive(Debug, PartialEq, Eq)]
@@ -61,6 +63,8 @@ pub(crate) struct Session<S> {
     pub remembered: Option<Remembered>,
     /// Messages finished in this session, for trace ids.
     pub messages: u32,
+    /// Set once STARTTLS has succeeded.
+    pub tls: Option<TlsFacts>,
     errors: u32,
 }
 
@@ -75,10 +79,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             transaction: None,
             remembered: None,
             messages: 0,
+            tls: None,
             errors: 0,
         }
     }
 
+    /// Sends a reply that is not a client error.
+    pub(crate) async fn reply(&mut self, reply: Reply) -> Flow {
+        match self.conn.send(&reply).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Close,
+        }
+    }
+
+    /// Sends a reply to a client error, and closes the session once there were too many.
+    pub(crate) async fn error(&mut self, reply: Reply) -> Flow {
+        self.errors += 1;
+        tracing::debug!(session = %self.id, reply = %reply.to_wire().trim_end(), errors = self.errors, "client error");
+        if self.reply(reply).await == Flow::Close {
+            return Flow::Close;
+        }
+        if self.errors >= self.shared.config.max_errors {
+            let host = self.shared.config.hostname.clone();
+            return self.close_with(reply::too_many_errors(&host)).await;
+        }
+        Flow::Continue
+    }
+
+    pub(crate) async fn close_with(&mut self, reply: Reply) -> Flow {
+        let _ = self.conn.send(&reply).await;
+        Flow::Close
+    }
+}
+
+impl<S: Transport> Session<S> {
     pub async fn run(mut self) {
         let host = self.shared.config.hostname.clone();
         tracing::debug!(session = %self.id, peer = %self.peer, "session start");
@@ -109,6 +143,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if line.bytes.contains(&0) || std::str::from_utf8(&line.bytes).is_err() {
             return self.error(reply::bad_characters()).await;
         }
+        // smtp-proto ignores whatever follows STARTTLS; RFC 3207 allows nothing there.
+        let starttls_bare = line.bytes.trim_ascii().eq_ignore_ascii_case(b"STARTTLS");
         let mut wire = line.bytes;
         wire.extend_from_slice(b"\r\n");
         let request = match Request::parse(&mut wire.iter()) {
@@ -131,9 +167,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Request::Help { .. } => self.reply(reply::help()).await,
             // LMTP's greeting is not SMTP's.
             Request::Lhlo { .. } => self.error(reply::unknown_command()).await,
-            // STARTTLS is where TLS will plug in; until then it is not offered.
-            other @ (Request::StartTls
-            | Request::Auth { .. }
+            Request::StartTls => self.starttls(starttls_bare).await,
+            other @ (Request::Auth { .. }
             | Request::Bdat { .. }
             | Request::Expn { .. }
             | Request::Etrn { .. }
@@ -143,33 +178,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.error(reply::not_implemented(name)).await
             }
         }
-    }
-
-    /// Sends a reply that is not a client error.
-    pub(crate) async fn reply(&mut self, reply: Reply) -> Flow {
-        match self.conn.send(&reply).await {
-            Ok(()) => Flow::Continue,
-            Err(_) => Flow::Close,
-        }
-    }
-
-    /// Sends a reply to a client error, and closes the session once there were too many.
-    pub(crate) async fn error(&mut self, reply: Reply) -> Flow {
-        self.errors += 1;
-        tracing::debug!(session = %self.id, reply = %reply.to_wire().trim_end(), errors = self.errors, "client error");
-        if self.reply(reply).await == Flow::Close {
-            return Flow::Close;
-        }
-        if self.errors >= self.shared.config.max_errors {
-            let host = self.shared.config.hostname.clone();
-            return self.close_with(reply::too_many_errors(&host)).await;
-        }
-        Flow::Continue
-    }
-
-    pub(crate) async fn close_with(&mut self, reply: Reply) -> Flow {
-        let _ = self.conn.send(&reply).await;
-        Flow::Close
     }
 }
 
