@@ -257,21 +257,42 @@ fn a_real_postfix_relaying_through_the_edge_defers_bounces_and_delivers() {
     let patched_server = scene.server_at("pf-patched", 0);
 
     let submit = |server: &str, build: &str, recipient: &str| {
-        let output = swaks(postfix.addr, server, build, &["--from", "<>", "--to", recipient, "--body", "Body kept intact\r\n.dot line"]);
-        assert!(final_reply(&output).starts_with("250 "), "Postfix takes the message: {}", String::from_utf8_lossy(&output.stdout));
+        let output = swaks(
+            postfix.addr,
+            server,
+            build,
+            &["--from", "<>", "--to", recipient, "--body", "Body kept intact\r\n.dot line"],
+        );
+        assert!(
+            final_reply(&output).starts_with("250 "),
+            "Postfix takes the message: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
     };
     submit(&throttled_server, OUT_OF_DATE, "throttled@owl.example");
     submit(&blocked_server, OUT_OF_DATE, "blocked@owl.example");
     submit(&patched_server, COMPLIANT, "delivered@owl.example");
 
     let deferred = postfix.wait_for_status("throttled@owl.example");
-    assert!(deferred.contains("status=deferred") && deferred.contains(&throttled(5)), "{deferred}");
-    assert_eq!(postfix.deferred_count(), 1, "the throttled message waits in the deferred queue:\n{}", postfix.log());
+    assert!(
+        deferred.contains("status=deferred") && deferred.contains(&throttled(5)),
+        "{deferred}"
+    );
+    assert_eq!(
+        postfix.deferred_count(),
+        1,
+        "the throttled message waits in the deferred queue:\n{}",
+        postfix.log()
+    );
     let bounced = postfix.wait_for_status("blocked@owl.example");
     assert!(bounced.contains("status=bounced") && bounced.contains(&blocked(60)), "{bounced}");
     let sent = postfix.wait_for_status("delivered@owl.example");
     assert!(sent.contains("status=sent"), "{sent}");
     let messages = scene.sink.wait_for_messages(1);
     assert_eq!(messages.len(), 1, "only the patched server's message reached the next hop");
-    assert!(messages[0].contains("delivered@owl.example") && messages[0].contains("Body kept intact\n.dot line"), "{}", messages[0]);
+    assert!(
+        messages[0].contains("delivered@owl.example") && messages[0].contains("Body kept intact\n.dot line"),
+        "{}",
+        messages[0]
+    );
 }

@@ -249,7 +249,11 @@ impl Postfix {
             if let Some(line) = self.log().lines().find(|l| l.contains(" status=") && l.contains(needle)) {
                 return line.to_owned();
             }
-            assert!(Instant::now() < deadline, "no delivery status mentioning {needle:?}:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "no delivery status mentioning {needle:?}:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -263,7 +267,10 @@ impl Postfix {
 fn walk_files(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .map(|entries| {
-            entries.flatten().map(|e| if e.path().is_dir() { walk_files(&e.path()) } else { 1 }).sum()
+            entries
+                .flatten()
+                .map(|e| if e.path().is_dir() { walk_files(&e.path()) } else { 1 })
+                .sum()
         })
         .unwrap_or(0)
 }
@@ -274,8 +281,16 @@ fn as_root(words: &[&str]) {
     if !is_root() {
         command.args(["-n", words[0]]);
     }
-    let status = command.args(&words[1..]).stdout(Stdio::null()).stderr(Stdio::null()).status().expect("runs");
-    assert!(status.success(), "{words:?} failed (starting Postfix needs root or passwordless sudo)");
+    let status = command
+        .args(&words[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("runs");
+    assert!(
+        status.success(),
+        "{words:?} failed (starting Postfix needs root or passwordless sudo)"
+    );
 }
 
 impl Drop for Postfix {

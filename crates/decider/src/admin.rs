@@ -230,4 +230,39 @@ impl Admin for AdminService {
             other => Err(unexpected(other)),
         }
     }
+
+    async fn set_webhook(&self, request: Request<pb::SetWebhookRequest>) -> Result<Response<pb::SetWebhookResponse>, Status> {
+        let request = request.into_inner();
+        let url = Some(request.url.trim().to_owned()).filter(|url| !url.is_empty());
+        self.proposer
+            .propose(Command::SetWebhook {
+                tenant: request.tenant.trim().to_ascii_lowercase(),
+                url,
+            })
+            .await?;
+        Ok(Response::new(pb::SetWebhookResponse {}))
+    }
+
+    async fn list_events(&self, request: Request<pb::ListEventsRequest>) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let tenant = self.tenant_or_not_found(&request.into_inner().tenant.trim().to_ascii_lowercase())?;
+        let events = tenant
+            .events
+            .iter()
+            .map(|e| pb::Event {
+                id: e.id.clone(),
+                at: rfc3339(e.at),
+                kind: serde_json::to_value(e.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                server_fqdn: e.server_fqdn.clone().unwrap_or_default(),
+                message: e.message.clone(),
+                delivered: e.delivered,
+            })
+            .collect();
+        Ok(Response::new(pb::ListEventsResponse {
+            events,
+            webhook_url: tenant.webhook_url.unwrap_or_default(),
+        }))
+    }
 }

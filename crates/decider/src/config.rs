@@ -21,6 +21,9 @@ pub struct DeciderConfig {
     pub counter_flush_ms: u64,
     /// Writes give up after this long without a leader.
     pub write_timeout_ms: u64,
+    /// How often the leader looks for notices the clock brought about (stage entered,
+    /// throttling or blocking soon, a pause's end).
+    pub notify_scan_ms: u64,
 }
 
 impl Default for DeciderConfig {
@@ -33,6 +36,7 @@ impl Default for DeciderConfig {
             keep_entries_after_snapshot: 5_000,
             counter_flush_ms: 5_000,
             write_timeout_ms: 5_000,
+            notify_scan_ms: 60_000,
         }
     }
 }
@@ -41,8 +45,13 @@ impl DeciderConfig {
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
         let config: DeciderConfig = toml::from_str(text)?;
         config.raft_config()?;
-        if config.counter_flush_ms == 0 {
-            anyhow::bail!("counter_flush_ms must be at least 1");
+        for (key, value) in [
+            ("counter_flush_ms", config.counter_flush_ms),
+            ("notify_scan_ms", config.notify_scan_ms),
+        ] {
+            if value == 0 {
+                anyhow::bail!("{key} must be at least 1");
+            }
         }
         Ok(config)
     }

@@ -6,6 +6,7 @@
 //! - `proposer`: writes from any node, forwarded to the leader; linearizable reads.
 //! - `decision`, `admin`, `cluster`: the public gRPC services.
 //! - `counters`: per-node aggregation of message counts, flushed to the log in batches.
+//! - `notifications`: the leader's scan for time-driven notices and webhook delivery.
 //! - `report`: the tenant report, one schema for gRPC, HTTP and the CLI.
 //! - `http`: health, readiness, metrics and the report API.
 //! - `clock`: the one place a decider reads the time.
@@ -20,6 +21,7 @@ pub mod http;
 pub mod identity;
 pub mod network;
 pub mod node;
+pub mod notifications;
 pub mod proposer;
 pub mod raft_service;
 pub mod report;

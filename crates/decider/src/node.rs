@@ -106,6 +106,11 @@ impl Decider {
             counters.run(flusher, flush_every).await;
             Ok(())
         });
+        let notifier = crate::notifications::Notifier::new(proposer.clone(), Duration::from_millis(options.config.notify_scan_ms))?;
+        tasks.spawn(async move {
+            notifier.run().await;
+            Ok(())
+        });
         if !options.initial_cluster.is_empty() && !raft.is_initialized().await? {
             let me = (
                 identity.id,

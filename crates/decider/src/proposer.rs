@@ -58,10 +58,14 @@ impl Proposer {
     pub async fn propose(&self, command: Command) -> Result<Applied, Status> {
         let at = self.clock.now();
         command.validate(at).map_err(command_status)?;
-        // Refused here rather than at apply, so that it does not even reach the log. Apply
-        // checks again, for a tenant that a concurrent write has not yet made known here.
+        // Refused here rather than at apply, so that it does not even reach the log. This
+        // node may not have applied the write that created the tenant yet: it catches up
+        // with the leader before it refuses. Apply checks again in any case.
         if let Some(tenant) = command.target_tenant().filter(|name| self.view.tenant(name).is_none()) {
-            return Err(command_status(CommandError::unknown_tenant(tenant)));
+            let _ = self.read_barrier().await;
+            if self.view.tenant(tenant).is_none() {
+                return Err(command_status(CommandError::unknown_tenant(tenant)));
+            }
         }
         let request = Request { at, command };
         let deadline = Instant::now() + self.write_timeout;

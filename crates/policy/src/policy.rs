@@ -28,6 +28,9 @@ pub struct Policy {
     /// its old episode; later, it starts a new one.
     #[serde(default = "default_relapse_window_days")]
     pub relapse_window_days: u32,
+    /// How many days ahead tenants are told that throttling or blocking will start.
+    #[serde(default = "default_warning_days")]
+    pub warning_days: u32,
     #[serde(default = "default_stages", rename = "stage")]
     pub stages: Vec<Stage>,
     #[serde(default = "default_products", rename = "product")]
@@ -49,6 +52,9 @@ fn default_pause_budget_days() -> u32 {
 fn default_relapse_window_days() -> u32 {
     30
 }
+fn default_warning_days() -> u32 {
+    7
+}
 
 impl Default for Policy {
     fn default() -> Self {
@@ -58,6 +64,7 @@ impl Default for Policy {
             pause_freezes_clock: default_true(),
             pause_budget_days: default_pause_budget_days(),
             relapse_window_days: default_relapse_window_days(),
+            warning_days: default_warning_days(),
             stages: default_stages(),
             products: default_products(),
         }

@@ -57,6 +57,18 @@ enum CtlCommand {
         #[arg(long)]
         tenant: String,
     },
+    /// A tenant's notifications, oldest first, and whether its webhook took them.
+    Events {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Where the tenant's notifications are POSTed (an empty --url stops them).
+    Webhook {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        url: String,
+    },
     /// The replicated policy: show, set.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -450,6 +462,60 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 print_json(&json!({ "version": reply.version }));
             } else {
                 println!("policy version {} in force", reply.version);
+            }
+        }
+        CtlCommand::Events { tenant } => {
+            let reply = admin
+                .list_events(pb::ListEventsRequest { tenant: tenant.clone() })
+                .await
+                .map_err(refusal)?
+                .into_inner();
+            if json {
+                let events: Vec<Value> = reply
+                    .events
+                    .iter()
+                    .map(|e| {
+                        json!({ "id": e.id, "at": e.at, "kind": e.kind, "server_fqdn": Some(&e.server_fqdn).filter(|s| !s.is_empty()),
+                                "message": e.message, "delivered": e.delivered })
+                    })
+                    .collect();
+                print_json(
+                    &json!({ "tenant": tenant, "webhook_url": Some(&reply.webhook_url).filter(|u| !u.is_empty()), "events": events }),
+                );
+            } else {
+                println!("tenant {tenant}: webhook {}", or_dash(&reply.webhook_url));
+                let rows: Vec<Vec<String>> = reply
+                    .events
+                    .iter()
+                    .map(|e| {
+                        let delivered = if e.delivered { "yes" } else { "no" };
+                        vec![
+                            e.at.clone(),
+                            e.kind.clone(),
+                            or_dash(&e.server_fqdn),
+                            delivered.to_owned(),
+                            e.message.clone(),
+                            e.id.clone(),
+                        ]
+                    })
+                    .collect();
+                table::print(&["AT", "KIND", "SERVER", "DELIVERED", "MESSAGE", "ID"], &rows);
+            }
+        }
+        CtlCommand::Webhook { tenant, url } => {
+            admin
+                .set_webhook(pb::SetWebhookRequest {
+                    tenant: tenant.clone(),
+                    url: url.clone(),
+                })
+                .await
+                .map_err(refusal)?;
+            if json {
+                print_json(&json!({ "tenant": tenant, "webhook_url": Some(&url).filter(|u| !u.is_empty()) }));
+            } else if url.is_empty() {
+                println!("tenant {tenant}: notifications are no longer delivered");
+            } else {
+                println!("tenant {tenant}: notifications go to {url}");
             }
         }
         CtlCommand::Cluster(command) => run_cluster(ClusterClient::new(channel), command, json).await?,

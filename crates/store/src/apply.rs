@@ -11,10 +11,10 @@ use std::sync::Arc;
 use chrono::Duration;
 use ratchet_policy::pause::PauseError;
 use ratchet_policy::products::{classify, BuildStatus};
-use ratchet_policy::{Episode, Policy, ServerRecord, Sighting, Timestamp};
+use ratchet_policy::{Episode, Policy, ServerRecord, Sighting, SightingEffect, Timestamp};
 
-use crate::command::{Applied, Command, CommandError, ErrorKind, Observation, Response};
-use crate::model::{Connector, Counts, ServerEntry, Tenant};
+use crate::command::{Applied, Command, CommandError, ErrorKind, Notice, Observation, Response};
+use crate::model::{Connector, Counts, Event, EventKind, ServerEntry, Tenant};
 use crate::rocks::{server_key, Store, StoreError, CF_SERVERS};
 use crate::view::VersionedPolicy;
 
@@ -28,6 +28,9 @@ pub(crate) struct Txn<'a> {
     pub policy_changed: bool,
     /// Servers written (Some) or deleted (None) by this batch.
     pub servers: HashMap<Vec<u8>, Option<ServerEntry>>,
+    /// The entry being applied and how many events it raised: event ids derive from both.
+    index: u64,
+    events_raised: u32,
 }
 
 impl<'a> Txn<'a> {
@@ -39,6 +42,8 @@ impl<'a> Txn<'a> {
             policy,
             policy_changed: false,
             servers: HashMap::new(),
+            index: 0,
+            events_raised: 0,
         }
     }
 
@@ -69,6 +74,8 @@ impl<'a> Txn<'a> {
 
     /// Applies one command at `at`, the entry's stamp. A refusal changes nothing.
     pub fn apply(&mut self, index: u64, at: Timestamp, command: Command) -> Result<Response, StoreError> {
+        self.index = index;
+        self.events_raised = 0;
         Ok(match command {
             Command::AddTenant { name } => Ok(self.add_tenant(name, at)),
             Command::AddConnector { tenant, cidr, cert_name } => self.add_connector(Connector { tenant, cidr, cert_name }),
@@ -88,7 +95,63 @@ impl<'a> Txn<'a> {
             Command::Pause { tenant, days, request_id } => self.pause(&tenant, days, request_id.as_deref(), at),
             Command::EndPause { tenant } => self.end_pause(&tenant, at),
             Command::SetPolicy { policy } => self.set_policy(*policy, index),
+            Command::SetWebhook { tenant, url } => self.tenant_mut(&tenant).map(|t| {
+                t.webhook_url = url;
+                Applied::WebhookSet
+            }),
+            Command::Notify { notices } => self.notify(notices, at)?,
+            Command::MarkDelivered { tenant, ids } => self.mark_delivered(&tenant, &ids),
         })
+    }
+
+    /// Raises an event of the entry being applied; its id is the entry's index and rank.
+    fn raise(&mut self, tenant: &str, kind: EventKind, server_fqdn: Option<&str>, message: String, at: Timestamp) {
+        self.events_raised += 1;
+        let id = format!("{}-{}", self.index, self.events_raised);
+        self.raise_with_id(tenant, id, kind, server_fqdn, message, at);
+    }
+
+    fn raise_with_id(&mut self, tenant: &str, id: String, kind: EventKind, server_fqdn: Option<&str>, message: String, at: Timestamp) {
+        if let Ok(record) = self.tenant_mut(tenant) {
+            let event = Event {
+                id,
+                tenant: tenant.to_owned(),
+                at,
+                kind,
+                server_fqdn: server_fqdn.map(str::to_owned),
+                message,
+                delivered: false,
+            };
+            record.push_event(event);
+        }
+    }
+
+    /// Raises the event that a sighting's effect on an episode calls for.
+    fn raise_for_sighting(&mut self, entry: &mut ServerEntry, effect: SightingEffect, at: Timestamp) {
+        let record = &entry.record;
+        let (kind, message) = match effect {
+            SightingEffect::Unchanged => return,
+            SightingEffect::FirstDetected => {
+                entry.notices.clear();
+                (
+                    EventKind::FirstDetected,
+                    format!("{} first detected out of date with build {}", record.server_fqdn, record.build),
+                )
+            }
+            SightingEffect::Relapsed => (
+                EventKind::Relapsed,
+                format!(
+                    "{} is out of date again (build {}): its clock resumes",
+                    record.server_fqdn, record.build
+                ),
+            ),
+            SightingEffect::Remediated => (
+                EventKind::Remediated,
+                format!("{} remediated with build {}", record.server_fqdn, record.build),
+            ),
+        };
+        let (tenant, server) = (record.tenant.clone(), record.server_fqdn.clone());
+        self.raise(&tenant, kind, Some(&server), message, at);
     }
 
     fn add_tenant(&mut self, name: String, at: Timestamp) -> Applied {
@@ -123,7 +186,13 @@ impl<'a> Txn<'a> {
     }
 
     /// Records one sighting of a server: creates it if new, and moves its episode.
-    fn record_sighting(&mut self, tenant: &str, server_fqdn: &str, build: &str, at: Timestamp) -> Result<ServerEntry, StoreError> {
+    fn record_sighting(
+        &mut self,
+        tenant: &str,
+        server_fqdn: &str,
+        build: &str,
+        at: Timestamp,
+    ) -> Result<(ServerEntry, SightingEffect), StoreError> {
         let status = classify(&self.policy().products, build).status;
         let relapse_window = Duration::days(i64::from(self.policy().relapse_window_days));
         let mut entry = self.server(tenant, server_fqdn)?.unwrap_or_else(|| ServerEntry {
@@ -135,20 +204,22 @@ impl<'a> Txn<'a> {
                 episode: None,
             },
             counters: BTreeMap::new(),
+            notices: BTreeSet::new(),
         });
-        Episode::sight(&mut entry.record.episode, Sighting { status, at }, relapse_window);
+        let effect = Episode::sight(&mut entry.record.episode, Sighting { status, at }, relapse_window);
         if at >= entry.record.last_seen {
             entry.record.last_seen = at;
             entry.record.build = build.to_owned();
         }
-        Ok(entry)
+        Ok((entry, effect))
     }
 
     fn sight(&mut self, tenant: String, server_fqdn: String, build: String, at: Timestamp) -> Result<Response, StoreError> {
         if !self.tenants.contains_key(&tenant) {
             return Ok(Err(CommandError::unknown_tenant(&tenant)));
         }
-        let entry = self.record_sighting(&tenant, &server_fqdn, &build, at)?;
+        let (mut entry, effect) = self.record_sighting(&tenant, &server_fqdn, &build, at)?;
+        self.raise_for_sighting(&mut entry, effect, at);
         self.put_server(entry.clone());
         Ok(Ok(Applied::Server { entry: Box::new(entry) }))
     }
@@ -162,7 +233,8 @@ impl<'a> Txn<'a> {
                 continue;
             }
             let seen_at = observation.last_seen.min(at);
-            let mut entry = self.record_sighting(&observation.tenant, &observation.server_fqdn, &observation.build, seen_at)?;
+            let (mut entry, effect) = self.record_sighting(&observation.tenant, &observation.server_fqdn, &observation.build, seen_at)?;
+            self.raise_for_sighting(&mut entry, effect, at);
             let mut total = Counts::default();
             for (stage, counts) in &observation.counts {
                 entry.counters.entry(*stage).or_default().add(*counts);
@@ -202,9 +274,16 @@ impl<'a> Txn<'a> {
             );
             return Ok(Err(CommandError::invalid("build", message)));
         }
-        let mut entry = self.record_sighting(&tenant, &server_fqdn, &build, first_seen)?;
+        let (mut entry, _) = self.record_sighting(&tenant, &server_fqdn, &build, first_seen)?;
         entry.record.build = build;
         entry.record.episode = Some(Episode::starting(first_seen));
+        entry.notices.clear();
+        let message = format!(
+            "{server_fqdn} imported out of date with build {}, first seen {}",
+            entry.record.build,
+            first_seen.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        self.raise(&tenant, EventKind::FirstDetected, Some(&server_fqdn), message, at);
         self.put_server(entry.clone());
         Ok(Ok(Applied::Server { entry: Box::new(entry) }))
     }
@@ -226,8 +305,30 @@ impl<'a> Txn<'a> {
     fn pause(&mut self, tenant: &str, days: u32, request_id: Option<&str>, at: Timestamp) -> Response {
         let budget = self.policy().pause_budget_days;
         let ledger = &mut self.tenant_mut(tenant)?.pauses;
+        let before = ledger.pauses().last().map(|p| (ledger.pauses().len(), p.end));
         match ledger.request(budget, days, request_id, at) {
-            Ok(grant) => Ok(Applied::Paused { grant }),
+            Ok(grant) => {
+                let after = ledger.pauses().last().map(|p| (ledger.pauses().len(), p.end));
+                let until = grant.paused_until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                match (before, after) {
+                    (before, after) if before == after => {} // a retried request id: nothing new
+                    (Some((count, _)), Some((count_after, _))) if count == count_after => self.raise(
+                        tenant,
+                        EventKind::PauseExtended,
+                        None,
+                        format!("enforcement pause extended by {days} days, until {until}"),
+                        at,
+                    ),
+                    _ => self.raise(
+                        tenant,
+                        EventKind::PauseStarted,
+                        None,
+                        format!("enforcement paused for {days} days, until {until}"),
+                        at,
+                    ),
+                }
+                Ok(Applied::Paused { grant })
+            }
             Err(error @ PauseError::OverBudget { .. }) => Err(CommandError::precondition("days", error.to_string())),
             Err(error) => Err(CommandError::invalid("days", error.to_string())),
         }
@@ -237,11 +338,16 @@ impl<'a> Txn<'a> {
         let budget = self.policy().pause_budget_days;
         let ledger = &mut self.tenant_mut(tenant)?.pauses;
         match ledger.end(at) {
-            Ok(end) => Ok(Applied::PauseEnded {
-                ended_at: end.ended_at,
-                refunded_days: end.refunded_days,
-                remaining_days: ledger.remaining_days(budget, at),
-            }),
+            Ok(end) => {
+                let remaining_days = ledger.remaining_days(budget, at);
+                let message = format!("enforcement pause ended early; {} unused days returned", end.refunded_days);
+                self.raise(tenant, EventKind::PauseEnded, None, message, at);
+                Ok(Applied::PauseEnded {
+                    ended_at: end.ended_at,
+                    refunded_days: end.refunded_days,
+                    remaining_days,
+                })
+            }
             Err(_) => Err(CommandError::precondition("tenant", format!("tenant {tenant:?} is not paused"))),
         }
     }
@@ -251,5 +357,46 @@ impl<'a> Txn<'a> {
         self.policy = Arc::new(VersionedPolicy { version: index, policy });
         self.policy_changed = true;
         Ok(Applied::PolicySet { version: index })
+    }
+
+    /// Raises each notice whose key has not been raised for its server episode or tenant.
+    fn notify(&mut self, notices: Vec<Notice>, at: Timestamp) -> Result<Response, StoreError> {
+        let mut raised = 0;
+        for notice in notices {
+            if !self.tenants.contains_key(&notice.tenant) {
+                continue;
+            }
+            let fresh = match &notice.server_fqdn {
+                Some(server) => match self.server(&notice.tenant, server)? {
+                    Some(mut entry) if entry.record.episode.as_ref().is_some_and(Episode::is_open) => {
+                        let fresh = entry.notices.insert(notice.key.clone());
+                        self.put_server(entry);
+                        fresh
+                    }
+                    _ => false,
+                },
+                None => self
+                    .tenant_mut(&notice.tenant)
+                    .expect("checked above")
+                    .notices
+                    .insert(notice.key.clone()),
+            };
+            if fresh {
+                let id = format!("{}/{}", notice.tenant, notice.key);
+                self.raise_with_id(&notice.tenant, id, notice.kind, notice.server_fqdn.as_deref(), notice.message, at);
+                raised += 1;
+            }
+        }
+        Ok(Ok(Applied::Notified { events: raised }))
+    }
+
+    fn mark_delivered(&mut self, tenant: &str, ids: &[String]) -> Response {
+        let record = self.tenant_mut(tenant)?;
+        let mut marked = 0;
+        for event in record.events.iter_mut().filter(|e| !e.delivered && ids.contains(&e.id)) {
+            event.delivered = true;
+            marked += 1;
+        }
+        Ok(Applied::MarkedDelivered { events: marked })
     }
 }

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use ratchet_policy::{Policy, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::model::Counts;
+use crate::model::{Counts, EventKind};
 
 /// Longest tenant name, server FQDN (RFC 1035), build string, request id and certificate name.
 pub const MAX_TENANT_LEN: usize = 64;
@@ -20,6 +20,7 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 pub const MAX_CERT_NAME_LEN: usize = 253;
 /// Observations in one counter flush; a node with more flushes several entries.
 pub const MAX_OBSERVATIONS: usize = 10_000;
+pub const MAX_URL_LEN: usize = 2048;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Request {
@@ -71,6 +72,32 @@ pub enum Command {
     SetPolicy {
         policy: Box<Policy>,
     },
+    /// Where to POST the tenant's events; `None` stops delivery.
+    SetWebhook {
+        tenant: String,
+        url: Option<String>,
+    },
+    /// Time-driven notices found by the leader's scan; each key is raised once.
+    Notify {
+        notices: Vec<Notice>,
+    },
+    /// Events the webhook has taken.
+    MarkDelivered {
+        tenant: String,
+        ids: Vec<String>,
+    },
+}
+
+/// A notice that the clock, not a command, brought about.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Notice {
+    pub tenant: String,
+    /// Set for a server's notice; `None` for the tenant's own.
+    pub server_fqdn: Option<String>,
+    /// Raised at most once per server episode (or tenant): the event id derives from it.
+    pub key: String,
+    pub kind: EventKind,
+    pub message: String,
 }
 
 /// What one node saw of one server since its last flush.
@@ -116,6 +143,13 @@ pub enum Applied {
     },
     PolicySet {
         version: u64,
+    },
+    WebhookSet,
+    Notified {
+        events: usize,
+    },
+    MarkedDelivered {
+        events: usize,
     },
 }
 
@@ -209,6 +243,16 @@ pub fn validate_fqdn(field: &str, fqdn: &str) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// Checks a webhook URL: http or https, no spaces, at most 2048 bytes.
+pub fn validate_url(url: &str) -> Result<(), CommandError> {
+    validate_nonempty("url", url, MAX_URL_LEN)?;
+    let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+    if !scheme_ok || url.chars().any(char::is_whitespace) {
+        return Err(CommandError::invalid("url", format!("{url:?} is not an http:// or https:// URL")));
+    }
+    Ok(())
+}
+
 fn validate_len(field: &str, value: &str, max: usize) -> Result<(), CommandError> {
     if value.len() > max {
         return Err(CommandError::invalid(
@@ -230,13 +274,15 @@ impl Command {
     /// The existing tenant this command acts on, if it acts on one.
     pub fn target_tenant(&self) -> Option<&str> {
         match self {
-            Command::AddTenant { .. } | Command::Observe { .. } | Command::SetPolicy { .. } => None,
+            Command::AddTenant { .. } | Command::Observe { .. } | Command::SetPolicy { .. } | Command::Notify { .. } => None,
             Command::AddConnector { tenant, .. }
             | Command::Sight { tenant, .. }
             | Command::ImportServer { tenant, .. }
             | Command::Decommission { tenant, .. }
             | Command::Pause { tenant, .. }
-            | Command::EndPause { tenant } => Some(tenant),
+            | Command::EndPause { tenant }
+            | Command::SetWebhook { tenant, .. }
+            | Command::MarkDelivered { tenant, .. } => Some(tenant),
         }
     }
 
@@ -304,6 +350,12 @@ impl Command {
             }
             Command::EndPause { tenant } => validate_tenant("tenant", tenant),
             Command::SetPolicy { policy } => policy.validate().map_err(|e| CommandError::invalid("policy", e.to_string())),
+            Command::SetWebhook { tenant, url } => {
+                validate_tenant("tenant", tenant)?;
+                url.as_deref().map_or(Ok(()), validate_url)
+            }
+            Command::Notify { notices } => notices.iter().try_for_each(|n| validate_tenant("notices.tenant", &n.tenant)),
+            Command::MarkDelivered { tenant, .. } => validate_tenant("tenant", tenant),
         }
     }
 }

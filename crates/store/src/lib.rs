@@ -32,9 +32,9 @@ pub mod state_machine;
 pub mod types;
 pub mod view;
 
-pub use command::{Applied, Command, CommandError, ErrorKind, Observation, Request, Response};
+pub use command::{Applied, Command, CommandError, ErrorKind, Notice, Observation, Request, Response};
 pub use log_store::LogStore;
-pub use model::{Connector, ServerEntry, Tenant};
+pub use model::{Connector, Event, EventKind, ServerEntry, Tenant};
 pub use rocks::Store;
 pub use state_machine::StateMachine;
 pub use types::{Node, NodeId, TypeConfig};

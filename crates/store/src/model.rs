@@ -1,7 +1,7 @@
 //! The records the state machine keeps: tenants with their connectors and pause ledger,
 //! and servers with their episode and counters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use ratchet_policy::connectors::Connector;
 use ratchet_policy::{PauseLedger, ServerRecord, Timestamp};
@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 /// How many days of per-tenant daily counts the report keeps.
 pub const DAILY_COUNT_DAYS: usize = 90;
+/// How many events a tenant keeps; past that the oldest delivered ones go first.
+pub const MAX_EVENTS_PER_TENANT: usize = 1000;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Tenant {
@@ -19,6 +21,44 @@ pub struct Tenant {
     /// Messages per UTC day ("2026-11-23"), for the report's chart. Oldest days roll off.
     #[serde(default)]
     pub daily: BTreeMap<String, Counts>,
+    /// Where the leader POSTs this tenant's events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// Notifications, oldest first, with whether the webhook has taken them.
+    #[serde(default)]
+    pub events: Vec<Event>,
+    /// Keys of time-driven notices already raised for the tenant (a pause's natural end).
+    #[serde(default)]
+    pub notices: BTreeSet<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    FirstDetected,
+    Relapsed,
+    StageEntered,
+    ThrottlingSoon,
+    BlockingSoon,
+    Remediated,
+    PauseStarted,
+    PauseExtended,
+    PauseEnded,
+}
+
+/// One notification, as the message centre lists it and the webhook receives it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// The same on every node and every retry: receivers de-duplicate on it.
+    pub id: String,
+    pub tenant: String,
+    pub at: Timestamp,
+    pub kind: EventKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_fqdn: Option<String>,
+    pub message: String,
+    #[serde(default)]
+    pub delivered: bool,
 }
 
 /// Messages accepted, throttled (4xx) and blocked (5xx).
@@ -43,6 +83,10 @@ pub struct ServerEntry {
     pub record: ServerRecord,
     #[serde(default)]
     pub counters: BTreeMap<u32, Counts>,
+    /// Keys of time-driven notices already raised for the current episode (stage entered,
+    /// throttling or blocking soon); cleared when a new episode starts.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub notices: BTreeSet<String>,
 }
 
 impl Tenant {
@@ -53,6 +97,17 @@ impl Tenant {
             connectors: Vec::new(),
             pauses: PauseLedger::default(),
             daily: BTreeMap::new(),
+            webhook_url: None,
+            events: Vec::new(),
+            notices: BTreeSet::new(),
+        }
+    }
+
+    pub fn push_event(&mut self, event: Event) {
+        self.events.push(event);
+        if self.events.len() > MAX_EVENTS_PER_TENANT {
+            let oldest = self.events.iter().position(|e| e.delivered).unwrap_or(0);
+            self.events.remove(oldest);
         }
     }
 

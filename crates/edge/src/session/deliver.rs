@@ -1,7 +1,9 @@
 //! The end of DATA: enforce, then relay, then answer.
 //!
 //! Mail that came through no tenant's connector is relayed without asking anyone and
-//! leaves no trace in the decision service. A tenant's mail is stamped with a build
+//! leaves no trace in the decision service. So does a tenant's message that carries no
+//! server stamp at all (a bounce, a message from a non-Exchange system): there is no
+//! server to enforce or count. A tenant's mail is stamped with a build
 //! (read from its headers), the decision service is asked with a deadline, and the
 //! verdict decides: accept relays (250 only once the next hop holds the message),
 //! throttle and block answer with the decider's exact reply line. No verdict in time is a
@@ -13,7 +15,7 @@ use ratchet_proto::v1::{ConnectionFacts, DecideRequest, Verdict};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Flow, Remembered, Session, Transaction};
-use crate::build::{parse_headers, BuildStamp};
+use crate::build::parse_headers;
 use crate::connection::wait_for_force;
 use crate::connectors::Attribution;
 use crate::relay::{self, Envelope};
@@ -74,10 +76,9 @@ impl Settle<'_> {
         if self.shared.connectors.attribute(self.peer.ip(), self.cert_name) == Attribution::Stranger {
             return (self.relay().await, None);
         }
-        let stamp = self.shared.detector.detect(&parse_headers(self.message)).unwrap_or(BuildStamp {
-            server_fqdn: String::new(),
-            build: String::new(),
-        });
+        let Some(stamp) = self.shared.detector.detect(&parse_headers(self.message)) else {
+            return (self.relay().await, None);
+        };
         let now = chrono::Utc::now().timestamp_millis();
         if let Some(r) = self
             .remembered
@@ -110,12 +111,11 @@ impl Settle<'_> {
             tracing::warn!(reply = %response.reply, "decider reply line unusable; using the generic one");
             fallback
         });
-        let remember =
-            (config.remember_verdict && !stamp.server_fqdn.is_empty() && response.valid_until_unix_ms > now).then(|| Remembered {
-                server_fqdn: stamp.server_fqdn,
-                reply: reply.clone(),
-                valid_until_unix_ms: response.valid_until_unix_ms,
-            });
+        let remember = (config.remember_verdict && response.valid_until_unix_ms > now).then(|| Remembered {
+            server_fqdn: stamp.server_fqdn,
+            reply: reply.clone(),
+            valid_until_unix_ms: response.valid_until_unix_ms,
+        });
         (reply, remember)
     }
 

@@ -1,0 +1,232 @@
+//! Notifications: the leader finds the notices the clock brings about, and delivers every
+//! tenant's events to its webhook.
+//!
+//! Events that commands cause (first detected, remediated, pauses) are raised inside apply.
+//! Those that time causes (a stage entered, throttling or blocking within the policy's
+//! `warning_days`, a pause running out) are found by a scan on the leader and proposed as
+//! one `Notify` entry; apply raises each notice key once per server episode (or tenant),
+//! so a scan repeated by a new leader raises nothing twice.
+//!
+//! Delivery is at least once, by the leader only: it POSTs each undelivered event in order
+//! and records what the webhook took with a `MarkDelivered` entry. A new leader resumes
+//! from what is not marked, so an event delivered just before a leader change may come
+//! again, with the same id: receivers de-duplicate on it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{SecondsFormat, TimeDelta};
+use ratchet_policy::{evaluate, ServerFacts, Timestamp};
+use ratchet_store::{Command, Event, EventKind, Notice, Tenant};
+use tokio::time::Instant;
+
+use crate::proposer::Proposer;
+
+const TICK: Duration = Duration::from_secs(1);
+const POST_TIMEOUT: Duration = Duration::from_secs(5);
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LAST_RETRY: Duration = Duration::from_secs(60);
+
+pub struct Notifier {
+    proposer: Proposer,
+    http: reqwest::Client,
+    scan_every: Duration,
+    /// Per tenant: consecutive failures and when to try its webhook again.
+    backoff: HashMap<String, (u32, Instant)>,
+}
+
+impl Notifier {
+    pub fn new(proposer: Proposer, scan_every: Duration) -> anyhow::Result<Notifier> {
+        // reqwest is built without a TLS provider of its own; ring is the one the edge uses.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(POST_TIMEOUT)
+            .user_agent("ratchet-decider")
+            .build()?;
+        Ok(Notifier {
+            proposer,
+            http,
+            scan_every,
+            backoff: HashMap::new(),
+        })
+    }
+
+    fn is_leader(&self) -> bool {
+        let metrics = self.proposer.raft.metrics().borrow().clone();
+        metrics.current_leader == Some(metrics.id)
+    }
+
+    /// Scans and delivers while this node leads; idles otherwise.
+    pub async fn run(mut self) {
+        let mut last_scan: Option<Instant> = None;
+        loop {
+            tokio::time::sleep(TICK).await;
+            if !self.is_leader() {
+                last_scan = None;
+                continue;
+            }
+            if last_scan.is_none_or(|at| at.elapsed() >= self.scan_every) {
+                last_scan = Some(Instant::now());
+                self.raise_notices().await;
+            }
+            self.deliver().await;
+        }
+    }
+
+    async fn raise_notices(&self) {
+        let notices = match self.scan(self.proposer.now()) {
+            Ok(notices) => notices,
+            Err(error) => return tracing::warn!(%error, "notice scan failed"),
+        };
+        if notices.is_empty() {
+            return;
+        }
+        if let Err(status) = self.proposer.propose(Command::Notify { notices }).await {
+            tracing::warn!(error = %status.message(), "raising notices failed; the next scan retries");
+        }
+    }
+
+    /// Every notice due at `now` that its server episode or tenant has not had yet.
+    fn scan(&self, now: Timestamp) -> Result<Vec<Notice>, ratchet_store::rocks::StoreError> {
+        let view = &self.proposer.view;
+        let policy = view.policy();
+        let warning = TimeDelta::days(i64::from(policy.policy.warning_days));
+        let mut notices = Vec::new();
+        for tenant in view.tenants().values() {
+            notices.extend(pause_end_notice(tenant, now));
+            let pauses = tenant.pauses.intervals();
+            for entry in view.servers(&tenant.name)? {
+                let record = &entry.record;
+                let Some(episode) = record.episode.as_ref().filter(|e| e.is_open()) else {
+                    continue;
+                };
+                let facts = ServerFacts {
+                    tenant: &tenant.name,
+                    server_fqdn: &record.server_fqdn,
+                    build: &record.build,
+                    episode: Some(episode),
+                    pauses: &pauses,
+                };
+                let evaluation = evaluate(&policy.policy, facts, now);
+                let episode_key = format!("{}:{}", record.server_fqdn, episode.first_seen.timestamp_millis());
+                let mut candidates = Vec::new();
+                if let Some(stage) = evaluation.stage.filter(|stage| *stage > 1) {
+                    let message = format!(
+                        "{} entered stage {stage}: throttled {} and blocked {} minutes of every hour",
+                        record.server_fqdn, evaluation.throttle_min, evaluation.block_min
+                    );
+                    candidates.push((format!("stage-{stage}"), EventKind::StageEntered, message));
+                }
+                let soon = [
+                    (
+                        evaluation.throttle_enabled_date,
+                        EventKind::ThrottlingSoon,
+                        "throttling-soon",
+                        "throttling",
+                    ),
+                    (
+                        evaluation.blocking_enabled_date,
+                        EventKind::BlockingSoon,
+                        "blocking-soon",
+                        "blocking",
+                    ),
+                ];
+                for (date, kind, key, what) in soon {
+                    if let Some(date) = date.filter(|date| now < *date && *date - now <= warning) {
+                        candidates.push((
+                            key.to_owned(),
+                            kind,
+                            format!(
+                                "{what} of {} starts on {}",
+                                record.server_fqdn,
+                                date.to_rfc3339_opts(SecondsFormat::Secs, true)
+                            ),
+                        ));
+                    }
+                }
+                for (key, kind, message) in candidates {
+                    let key = format!("{episode_key}:{key}");
+                    if !entry.notices.contains(&key) {
+                        notices.push(Notice {
+                            tenant: tenant.name.clone(),
+                            server_fqdn: Some(record.server_fqdn.clone()),
+                            key,
+                            kind,
+                            message,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(notices)
+    }
+
+    async fn deliver(&mut self) {
+        for tenant in self.proposer.view.tenants().values() {
+            let Some(url) = tenant.webhook_url.as_deref() else { continue };
+            if self.backoff.get(&tenant.name).is_some_and(|(_, next)| Instant::now() < *next) {
+                continue;
+            }
+            let mut delivered = Vec::new();
+            let mut failed = false;
+            for event in tenant.events.iter().filter(|e| !e.delivered) {
+                if !self.is_leader() {
+                    break;
+                }
+                match self.post(url, event).await {
+                    Ok(()) => delivered.push(event.id.clone()),
+                    Err(error) => {
+                        tracing::warn!(tenant = %tenant.name, event = %event.id, %error, "webhook delivery failed; will retry");
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if failed {
+                let failures = self.backoff.get(&tenant.name).map_or(0, |(n, _)| *n) + 1;
+                let wait = FIRST_RETRY.saturating_mul(1 << failures.min(6)).min(LAST_RETRY);
+                self.backoff.insert(tenant.name.clone(), (failures, Instant::now() + wait));
+            } else {
+                self.backoff.remove(&tenant.name);
+            }
+            if !delivered.is_empty() {
+                let command = Command::MarkDelivered {
+                    tenant: tenant.name.clone(),
+                    ids: delivered,
+                };
+                if let Err(status) = self.proposer.propose(command).await {
+                    tracing::warn!(tenant = %tenant.name, error = %status.message(), "recording deliveries failed; they will be sent again");
+                }
+            }
+        }
+    }
+
+    async fn post(&self, url: &str, event: &Event) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("x-ratchet-event-id", &event.id)
+            .body(serde_json::to_vec(event)?)
+            .send()
+            .await?;
+        anyhow::ensure!(response.status().is_success(), "webhook answered {}", response.status());
+        Ok(())
+    }
+}
+
+/// The notice that a tenant's last pause ran out on its own, once.
+fn pause_end_notice(tenant: &Tenant, now: Timestamp) -> Option<Notice> {
+    let pause = tenant.pauses.pauses().last().filter(|p| !p.ended_early && p.end <= now)?;
+    let key = format!("pause-ended:{}", pause.start.timestamp_millis());
+    (!tenant.notices.contains(&key)).then(|| Notice {
+        tenant: tenant.name.clone(),
+        server_fqdn: None,
+        key,
+        kind: EventKind::PauseEnded,
+        message: format!(
+            "enforcement pause ended on {}; enforcement resumes",
+            pause.end.to_rfc3339_opts(SecondsFormat::Secs, true)
+        ),
+    })
+}
