@@ -200,13 +200,7 @@ async fn bad_requests_name_the_field_and_change_nothing() {
             "server_fqdn",
         ),
         (
-            admin
-                .report(pb::ReportRequest {
-                    tenant: "nobody".into(),
-                    linearizable: false,
-                })
-                .await
-                .unwrap_err(),
+            admin.report(pb::ReportRequest { tenant: "nobody".into() }).await.unwrap_err(),
             tonic::Code::NotFound,
             "tenant",
         ),

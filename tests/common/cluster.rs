@@ -230,10 +230,7 @@ pub fn decide_request(client_ip: &str, server_fqdn: &str, build: &str) -> pb::De
 
 pub async fn report(admin: &mut AdminClient<Channel>, tenant: &str) -> serde_json::Value {
     let reply = admin
-        .report(pb::ReportRequest {
-            tenant: tenant.into(),
-            linearizable: true,
-        })
+        .report(pb::ReportRequest { tenant: tenant.into() })
         .await
         .unwrap()
         .into_inner();

@@ -1,6 +1,7 @@
 //! The admin API: tenants, connectors, servers, pauses and the policy, for `ratchet ctl`
-//! and the report page. Writes go through the proposer (any node); reads come from this
-//! node's applied state, or after a read barrier when the caller asks for linearizable.
+//! and the report page. Writes go through the proposer (any node). Reads are answered
+//! from this node's applied state after a read barrier, so an operator always sees the
+//! writes acknowledged before, whichever node answers; this API is not on the hot path.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use ipnet::IpNet;
@@ -64,6 +65,7 @@ impl Admin for AdminService {
     }
 
     async fn list_tenants(&self, _request: Request<pb::ListTenantsRequest>) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        self.proposer.read_barrier().await?;
         let view = &self.proposer.view;
         let now = self.proposer.now();
         let mut tenants = Vec::new();
@@ -95,6 +97,7 @@ impl Admin for AdminService {
     }
 
     async fn list_connectors(&self, request: Request<pb::ListConnectorsRequest>) -> Result<Response<pb::ListConnectorsResponse>, Status> {
+        self.proposer.read_barrier().await?;
         let tenant = self.tenant_or_not_found(&request.into_inner().tenant.trim().to_ascii_lowercase())?;
         let connectors = tenant
             .connectors
@@ -120,7 +123,10 @@ impl Admin for AdminService {
         match self.proposer.propose(command).await? {
             Applied::Server { entry } => {
                 let first_seen = entry.record.episode.map(|e| rfc3339(e.first_seen)).unwrap_or_default();
-                Ok(Response::new(pb::ImportServerResponse { first_seen }))
+                Ok(Response::new(pb::ImportServerResponse {
+                    first_seen,
+                    server_fqdn: entry.record.server_fqdn,
+                }))
             }
             other => Err(unexpected(other)),
         }
@@ -141,9 +147,7 @@ impl Admin for AdminService {
 
     async fn report(&self, request: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
         let request = request.into_inner();
-        if request.linearizable {
-            self.proposer.read_barrier().await?;
-        }
+        self.proposer.read_barrier().await?;
         let report = tenant_report(
             &self.proposer.view,
             &request.tenant.trim().to_ascii_lowercase(),
@@ -194,6 +198,7 @@ impl Admin for AdminService {
     }
 
     async fn list_pauses(&self, request: Request<pb::ListPausesRequest>) -> Result<Response<pb::ListPausesResponse>, Status> {
+        self.proposer.read_barrier().await?;
         let tenant = self.tenant_or_not_found(&request.into_inner().tenant.trim().to_ascii_lowercase())?;
         let now = self.proposer.now();
         let pauses = tenant
@@ -216,6 +221,7 @@ impl Admin for AdminService {
     }
 
     async fn get_policy(&self, _request: Request<pb::GetPolicyRequest>) -> Result<Response<pb::GetPolicyResponse>, Status> {
+        self.proposer.read_barrier().await?;
         let policy = self.proposer.view.policy();
         Ok(Response::new(pb::GetPolicyResponse {
             policy_toml: policy.policy.to_toml(),
@@ -244,6 +250,7 @@ impl Admin for AdminService {
     }
 
     async fn list_events(&self, request: Request<pb::ListEventsRequest>) -> Result<Response<pb::ListEventsResponse>, Status> {
+        self.proposer.read_barrier().await?;
         let tenant = self.tenant_or_not_found(&request.into_inner().tenant.trim().to_ascii_lowercase())?;
         let events = tenant
             .events

@@ -45,9 +45,6 @@ enum CtlCommand {
     Report {
         #[arg(long)]
         tenant: String,
-        /// Read only after confirming with the leader that this node is up to date.
-        #[arg(long)]
-        linearizable: bool,
     },
     /// Pause enforcement for a tenant (start or extend), or `pause end`.
     #[command(args_conflicts_with_subcommands = true)]
@@ -326,9 +323,12 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             };
             let reply = admin.import_server(request).await.map_err(refusal)?.into_inner();
             if json {
-                print_json(&json!({ "tenant": tenant, "server_fqdn": server, "first_seen": reply.first_seen }));
+                print_json(&json!({ "tenant": tenant, "server_fqdn": reply.server_fqdn, "first_seen": reply.first_seen }));
             } else {
-                println!("server {server} of tenant {tenant} imported, first seen {}", reply.first_seen);
+                println!(
+                    "server {} of tenant {tenant} imported, first seen {}",
+                    reply.server_fqdn, reply.first_seen
+                );
             }
         }
         CtlCommand::Server(ServerCommand::Decommission { tenant, server }) => {
@@ -345,12 +345,8 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 println!("server {server} of tenant {tenant} decommissioned");
             }
         }
-        CtlCommand::Report { tenant, linearizable } => {
-            let reply = admin
-                .report(pb::ReportRequest { tenant, linearizable })
-                .await
-                .map_err(refusal)?
-                .into_inner();
+        CtlCommand::Report { tenant } => {
+            let reply = admin.report(pb::ReportRequest { tenant }).await.map_err(refusal)?.into_inner();
             let report: Value = serde_json::from_str(&reply.report_json).context("the decider sent an unreadable report")?;
             if json {
                 print_json(&report);
