@@ -39,11 +39,28 @@ fn unexpected(applied: Applied) -> Status {
     Status::internal(format!("unexpected apply result {applied:?}"))
 }
 
+/// Tenant names and server FQDNs are keys in lower case; operators may type them in any.
+fn key(name: &str) -> String {
+    name.trim().to_ascii_lowercase()
+}
+
+/// The wire form of a connector, for the admin and decision APIs alike.
+pub fn connector_message(connector: &ratchet_store::Connector) -> pb::Connector {
+    pb::Connector {
+        tenant: connector.tenant.clone(),
+        cidr: connector.cidr.to_string(),
+        cert_name: connector.cert_name.clone().unwrap_or_default(),
+    }
+}
+
 impl AdminService {
-    fn tenant_or_not_found(&self, name: &str) -> Result<ratchet_store::Tenant, Status> {
+    /// A tenant as of every write acknowledged before this call.
+    async fn read_tenant(&self, name: &str) -> Result<ratchet_store::Tenant, Status> {
+        self.proposer.read_barrier().await?;
+        let name = key(name);
         self.proposer
             .view
-            .tenant(name)
+            .tenant(&name)
             .ok_or_else(|| Status::not_found(format!("tenant: no tenant named {name:?}")))
     }
 
@@ -57,7 +74,7 @@ impl AdminService {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn add_tenant(&self, request: Request<pb::AddTenantRequest>) -> Result<Response<pb::AddTenantResponse>, Status> {
-        let name = request.into_inner().name.trim().to_ascii_lowercase();
+        let name = key(&request.into_inner().name);
         match self.proposer.propose(Command::AddTenant { name }).await? {
             Applied::TenantAdded { created } => Ok(Response::new(pb::AddTenantResponse { created })),
             other => Err(unexpected(other)),
@@ -86,7 +103,7 @@ impl Admin for AdminService {
         let cidr = parse_cidr(&request.cidr)?;
         let cert_name = Some(request.cert_name.trim().to_owned()).filter(|name| !name.is_empty());
         let command = Command::AddConnector {
-            tenant: request.tenant.trim().to_ascii_lowercase(),
+            tenant: key(&request.tenant),
             cidr,
             cert_name,
         };
@@ -97,17 +114,8 @@ impl Admin for AdminService {
     }
 
     async fn list_connectors(&self, request: Request<pb::ListConnectorsRequest>) -> Result<Response<pb::ListConnectorsResponse>, Status> {
-        self.proposer.read_barrier().await?;
-        let tenant = self.tenant_or_not_found(&request.into_inner().tenant.trim().to_ascii_lowercase())?;
-        let connectors = tenant
-            .connectors
-            .iter()
-            .map(|c| pb::Connector {
-                tenant: c.tenant.clone(),
-                cidr: c.cidr.to_string(),
-                cert_name: c.cert_name.clone().unwrap_or_default(),
-            })
-            .collect();
+        let tenant = self.read_tenant(&request.into_inner().tenant).await?;
+        let connectors = tenant.connectors.iter().map(connector_message).collect();
         Ok(Response::new(pb::ListConnectorsResponse { connectors }))
     }
 
@@ -115,8 +123,8 @@ impl Admin for AdminService {
         let request = request.into_inner();
         let first_seen = parse_instant("first_seen", &request.first_seen)?;
         let command = Command::ImportServer {
-            tenant: request.tenant.trim().to_ascii_lowercase(),
-            server_fqdn: request.server_fqdn.trim().to_ascii_lowercase(),
+            tenant: key(&request.tenant),
+            server_fqdn: key(&request.server_fqdn),
             build: request.build.trim().to_owned(),
             first_seen,
         };
@@ -138,8 +146,8 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::DecommissionServerResponse>, Status> {
         let request = request.into_inner();
         let command = Command::Decommission {
-            tenant: request.tenant.trim().to_ascii_lowercase(),
-            server_fqdn: request.server_fqdn.trim().to_ascii_lowercase(),
+            tenant: key(&request.tenant),
+            server_fqdn: key(&request.server_fqdn),
         };
         self.proposer.propose(command).await?;
         Ok(Response::new(pb::DecommissionServerResponse { removed: true }))
@@ -148,11 +156,7 @@ impl Admin for AdminService {
     async fn report(&self, request: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
         let request = request.into_inner();
         self.proposer.read_barrier().await?;
-        let report = tenant_report(
-            &self.proposer.view,
-            &request.tenant.trim().to_ascii_lowercase(),
-            self.proposer.now(),
-        )?;
+        let report = tenant_report(&self.proposer.view, &key(&request.tenant), self.proposer.now())?;
         let report_json = serde_json::to_string(&report).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::ReportResponse { report_json }))
     }
@@ -164,7 +168,7 @@ impl Admin for AdminService {
             .filter(|id| !id.is_empty())
             .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
         let command = Command::Pause {
-            tenant: request.tenant.trim().to_ascii_lowercase(),
+            tenant: key(&request.tenant),
             days: request.days,
             request_id: Some(request_id),
         };
@@ -181,7 +185,7 @@ impl Admin for AdminService {
 
     async fn end_pause(&self, request: Request<pb::EndPauseRequest>) -> Result<Response<pb::EndPauseResponse>, Status> {
         let command = Command::EndPause {
-            tenant: request.into_inner().tenant.trim().to_ascii_lowercase(),
+            tenant: key(&request.into_inner().tenant),
         };
         match self.proposer.propose(command).await? {
             Applied::PauseEnded {
@@ -198,8 +202,7 @@ impl Admin for AdminService {
     }
 
     async fn list_pauses(&self, request: Request<pb::ListPausesRequest>) -> Result<Response<pb::ListPausesResponse>, Status> {
-        self.proposer.read_barrier().await?;
-        let tenant = self.tenant_or_not_found(&request.into_inner().tenant.trim().to_ascii_lowercase())?;
+        let tenant = self.read_tenant(&request.into_inner().tenant).await?;
         let now = self.proposer.now();
         let pauses = tenant
             .pauses
@@ -242,7 +245,7 @@ impl Admin for AdminService {
         let url = Some(request.url.trim().to_owned()).filter(|url| !url.is_empty());
         self.proposer
             .propose(Command::SetWebhook {
-                tenant: request.tenant.trim().to_ascii_lowercase(),
+                tenant: key(&request.tenant),
                 url,
             })
             .await?;
@@ -250,8 +253,7 @@ impl Admin for AdminService {
     }
 
     async fn list_events(&self, request: Request<pb::ListEventsRequest>) -> Result<Response<pb::ListEventsResponse>, Status> {
-        self.proposer.read_barrier().await?;
-        let tenant = self.tenant_or_not_found(&request.into_inner().tenant.trim().to_ascii_lowercase())?;
+        let tenant = self.read_tenant(&request.into_inner().tenant).await?;
         let events = tenant
             .events
             .iter()

@@ -22,6 +22,7 @@ use tokio_stream::wrappers::WatchStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
+use crate::admin::connector_message;
 use crate::counters::CounterBuffer;
 use crate::proposer::Proposer;
 
@@ -144,14 +145,7 @@ impl Decision for DecisionService {
         let view = self.proposer.view.clone();
         let stream = WatchStream::new(view.connectors()).map(move |connectors| {
             Ok(pb::ConnectorSnapshot {
-                connectors: connectors
-                    .iter()
-                    .map(|c| pb::Connector {
-                        tenant: c.tenant.clone(),
-                        cidr: c.cidr.to_string(),
-                        cert_name: c.cert_name.clone().unwrap_or_default(),
-                    })
-                    .collect(),
+                connectors: connectors.iter().map(connector_message).collect(),
                 applied_index: *view.applied().borrow(),
             })
         });

@@ -110,33 +110,44 @@ impl Proposer {
         }
     }
 
-    /// Returns once this node has applied everything committed before the call.
+    /// Returns once this node has applied everything committed before the call. While the
+    /// group has no reachable leader (an election), it retries until the write timeout.
     pub async fn read_barrier(&self) -> Result<(), Status> {
-        let unavailable = |reason: String| Status::unavailable(format!("linearizable read: {reason}"));
-        let leader = self.raft.current_leader().await.ok_or_else(|| unavailable("no leader".into()))?;
+        let deadline = Instant::now() + self.write_timeout;
+        loop {
+            match self.read_index_once().await {
+                Ok(index) => break self.wait_applied(index).await,
+                Err(reason) if Instant::now() >= deadline => break Err(Status::unavailable(format!("linearizable read: {reason}"))),
+                Err(_) => sleep(NO_LEADER_RETRY).await,
+            }
+        }
+    }
+
+    /// The leader's read index: what must be applied here before a linearizable read.
+    async fn read_index_once(&self) -> Result<u64, String> {
+        let leader = self.raft.current_leader().await.ok_or("no leader")?;
         let metrics = self.raft.metrics().borrow().clone();
         if leader == metrics.id {
-            self.raft.ensure_linearizable().await.map_err(|e| unavailable(e.to_string()))?;
-            return Ok(());
+            let read_log_id = self.raft.ensure_linearizable().await.map_err(|e| e.to_string())?;
+            return Ok(read_log_id.map_or(0, |id| id.index));
         }
         let node = metrics
             .membership_config
             .membership()
             .get_node(&leader)
             .cloned()
-            .ok_or_else(|| unavailable("leader unknown".into()))?;
-        let mut client = raft_client(&node.address).map_err(|e| unavailable(e.to_string()))?;
-        let index = client
-            .read_index(ReadIndexRequest {})
-            .await
-            .map_err(|s| unavailable(s.message().to_owned()))?
-            .into_inner()
-            .index;
+            .ok_or("leader unknown")?;
+        let mut client = raft_client(&node.address).map_err(|e| e.to_string())?;
+        let reply = client.read_index(ReadIndexRequest {}).await.map_err(|s| s.message().to_owned())?;
+        Ok(reply.into_inner().index)
+    }
+
+    async fn wait_applied(&self, index: u64) -> Result<(), Status> {
         let mut applied = self.view.applied();
         timeout(self.write_timeout, applied.wait_for(|applied| *applied >= index))
             .await
-            .map_err(|_| unavailable(format!("not caught up to index {index} in time")))?
-            .map_err(|_| unavailable("state machine stopped".into()))?;
+            .map_err(|_| Status::unavailable(format!("linearizable read: not caught up to index {index} in time")))?
+            .map_err(|_| Status::unavailable("linearizable read: state machine stopped"))?;
         Ok(())
     }
 }
