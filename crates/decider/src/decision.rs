@@ -97,7 +97,8 @@ impl DecisionService {
             }
         }
         let episode = entry.as_ref().and_then(|e| e.record.episode.as_ref());
-        let pauses = view.tenant(&tenant).map(|t| t.pauses.intervals()).unwrap_or_default();
+        // Borrowed from the shared map: a tenant record also holds its events and daily counts.
+        let pauses = view.tenants().get(&tenant).map(|t| t.pauses.intervals()).unwrap_or_default();
         let facts = ServerFacts {
             tenant: &tenant,
             server_fqdn: &server_fqdn,

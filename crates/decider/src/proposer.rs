@@ -61,9 +61,9 @@ impl Proposer {
         // Refused here rather than at apply, so that it does not even reach the log. This
         // node may not have applied the write that created the tenant yet: it catches up
         // with the leader before it refuses. Apply checks again in any case.
-        if let Some(tenant) = command.target_tenant().filter(|name| self.view.tenant(name).is_none()) {
+        if let Some(tenant) = command.target_tenant().filter(|name| !self.view.tenants().contains_key(*name)) {
             let _ = self.read_barrier().await;
-            if self.view.tenant(tenant).is_none() {
+            if !self.view.tenants().contains_key(tenant) {
                 return Err(command_status(CommandError::unknown_tenant(tenant)));
             }
         }
