@@ -537,3 +537,30 @@ async fn a_new_node_joins_as_learner_and_is_promoted_with_ctl() {
         "ratchet: not found: name: no member named \"nobody\""
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_node_at_a_departed_members_address_cannot_disturb_the_group() {
+    let mut cluster = Cluster::new(3, TEST_CONFIG);
+    cluster.found(&[0, 1, 2], Duration::ZERO);
+    let leader = cluster.leader_index().await;
+    let lost = (leader + 1) % 3;
+    // The member's volume is lost: a fresh node, with a new id, comes back at its address.
+    cluster.nodes[lost].kill9();
+    std::fs::remove_dir_all(&cluster.nodes[lost].data_dir).unwrap();
+    cluster.nodes[lost].start(None, &[]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut admin = cluster.nodes[leader].admin().await;
+    for i in 0..20 {
+        admin
+            .add_tenant(pb::AddTenantRequest {
+                name: format!("after-{i}"),
+            })
+            .await
+            .expect("the group keeps writing");
+    }
+    let status = cluster.nodes[leader].status().await.expect("the leader still answers");
+    assert_eq!(status.state, "leader");
+    let stranger = cluster.nodes[lost].status().await.unwrap();
+    assert_eq!(stranger.leader_id, 0, "the fresh node joined nothing by itself");
+}

@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
+python3 helm/check.py
 cargo test --workspace --locked "$@"

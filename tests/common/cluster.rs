@@ -28,6 +28,8 @@ pub struct DeciderProcess {
     pub data_dir: PathBuf,
     log: PathBuf,
     config: PathBuf,
+    /// Extra environment variables for the process (e.g. OpenTelemetry settings).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -44,6 +46,7 @@ impl DeciderProcess {
             .arg(&self.config)
             .args(extra)
             .env("RUST_LOG", "info,openraft=info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log);
         if let Some(members) = initial_cluster {
@@ -131,6 +134,7 @@ impl Cluster {
                 data_dir: dir.path().join(format!("d{i}")),
                 log: dir.path().join(format!("d{i}.log")),
                 config: config_path.clone(),
+                env: Vec::new(),
                 child: None,
             })
             .collect();

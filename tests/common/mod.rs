@@ -4,7 +4,9 @@
 // Each test file includes this module and uses only some of the helpers.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod cluster;
+pub mod otlp;
 pub mod smtp;
 
 use std::ffi::OsStr;

@@ -90,6 +90,17 @@ pub struct EdgeProcess {
 
 impl EdgeProcess {
     pub fn start(deciders: &str, next_hop: SocketAddr, config: Option<&std::path::Path>) -> EdgeProcess {
+        Self::start_with(deciders, next_hop, config, &[], &[])
+    }
+
+    /// [`EdgeProcess::start`] with extra arguments (e.g. `--http ADDR`) and environment.
+    pub fn start_with(
+        deciders: &str,
+        next_hop: SocketAddr,
+        config: Option<&std::path::Path>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> EdgeProcess {
         let addr = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_ratchet"));
         command.args([
@@ -104,6 +115,7 @@ impl EdgeProcess {
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
+        command.args(extra).envs(env.iter().copied());
         let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -181,7 +193,6 @@ impl Postfix {
         for sub in ["queue", "data"] {
             std::fs::create_dir(base.join(sub)).unwrap();
         }
-        let addr = free_port();
         let main_cf = format!(
             "compatibility_level = 3.6\n\
              queue_directory = {base}/queue\n\
@@ -223,18 +234,31 @@ impl Postfix {
             "showq unix n - n - - showq",
             "flush unix n - n 1000? 0 flush",
         ];
-        let master_cf = format!("{addr} inet n - n - - smtpd\n{}\n", services.join("\n"));
-        std::fs::write(base.join("master.cf"), master_cf).unwrap();
         let config_dir = base.display().to_string();
-        as_root(&["chown", "postfix", &format!("{config_dir}/data")]);
-        as_root(&["postfix", "-c", &config_dir, "start"]);
-        let postfix = Postfix { addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "Postfix did not start:\n{}", postfix.log());
-            std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            as_root(&["chown", "postfix", &format!("{config_dir}/data")]),
+            "chown needs root or passwordless sudo"
+        );
+        // A port free a moment ago may be taken by a parallel test before Postfix binds it:
+        // then start again on another one.
+        for attempt in 1..=3 {
+            let addr = free_port();
+            std::fs::write(
+                base.join("master.cf"),
+                format!("{addr} inet n - n - - smtpd\n{}\n", services.join("\n")),
+            )
+            .unwrap();
+            if as_root(&["postfix", "-c", &config_dir, "start"]) {
+                let postfix = Postfix { addr, dir };
+                wait_listening(addr, "Postfix");
+                return postfix;
+            }
+            eprintln!("Postfix did not start on {addr} (attempt {attempt})");
         }
-        postfix
+        panic!(
+            "Postfix did not start (it needs root or passwordless sudo):\n{}",
+            std::fs::read_to_string(base.join("maillog")).unwrap_or_default()
+        );
     }
 
     /// Postfix's own log of this instance.
@@ -275,22 +299,18 @@ fn walk_files(dir: &std::path::Path) -> usize {
         .unwrap_or(0)
 }
 
-/// Runs a command as root: directly, or through `sudo -n` for a non-root user.
-fn as_root(words: &[&str]) {
+/// Runs a command as root (directly, or through `sudo -n` for a non-root user); whether it succeeded.
+fn as_root(words: &[&str]) -> bool {
     let mut command = if is_root() { Command::new(words[0]) } else { Command::new("sudo") };
     if !is_root() {
         command.args(["-n", words[0]]);
     }
-    let status = command
+    command
         .args(&words[1..])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .expect("runs");
-    assert!(
-        status.success(),
-        "{words:?} failed (starting Postfix needs root or passwordless sudo)"
-    );
+        .is_ok_and(|status| status.success())
 }
 
 impl Drop for Postfix {

@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status};
 
 use crate::admin::connector_message;
 use crate::counters::CounterBuffer;
+use crate::metrics::metrics;
 use crate::proposer::Proposer;
 
 pub struct DecisionService {
@@ -54,7 +55,9 @@ fn changes_episode(entry: Option<&ServerEntry>, sighting: Sighting, relapse_wind
 }
 
 impl DecisionService {
+    #[tracing::instrument(name = "decider.decide", skip_all, fields(server = %request.server_fqdn, verdict = tracing::field::Empty))]
     async fn decide(&self, request: pb::DecideRequest) -> Result<pb::DecideResponse, Status> {
+        let started = std::time::Instant::now();
         let connection = request.connection.unwrap_or_default();
         let client_ip: IpAddr = connection
             .client_ip
@@ -115,6 +118,9 @@ impl DecisionService {
             evaluation.stage.unwrap_or(0),
             evaluation.verdict,
         );
+
+        metrics().decided(evaluation.verdict, evaluation.stage.unwrap_or(0), started.elapsed());
+        tracing::Span::current().record("verdict", tracing::field::debug(evaluation.verdict));
 
         let minute_end = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now) + TimeDelta::minutes(1);
         Ok(pb::DecideResponse {

@@ -1,15 +1,18 @@
-//! The decider's HTTP listener: liveness, readiness, and the report API.
+//! The decider's HTTP listener: liveness, readiness, the report API, and the admin pages
+//! (`/`, `/tenants/NAME` and its pause form, in `page`).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use ratchet_store::types::Raft;
 use ratchet_store::StateView;
 use tokio::net::TcpListener;
 
 use crate::clock::Clock;
+use crate::page;
+use crate::proposer::Proposer;
 use crate::report::tenant_report;
 
 /// A node is ready when it knows a leader and has applied what it has logged, within this.
@@ -20,14 +23,26 @@ pub struct HttpState {
     pub raft: Raft,
     pub view: StateView,
     pub clock: Clock,
+    /// The pause form's writes, and the pages' read barrier.
+    pub proposer: Proposer,
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/tenants/{name}/report", get(report))
+        .route("/", get(page::index))
+        .route("/tenants/{name}", get(page::tenant_page))
+        .route("/tenants/{name}/pause", post(page::pause))
         .with_state(state)
+}
+
+/// Prometheus metrics (OpenMetrics text): see `crate::metrics`.
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let text = crate::metrics::metrics().render(&state.raft, &state.view);
+    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {

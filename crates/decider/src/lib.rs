@@ -9,6 +9,7 @@
 //! - `notifications`: the leader's scan for time-driven notices and webhook delivery.
 //! - `report`: the tenant report, one schema for gRPC, HTTP and the CLI.
 //! - `http`: health, readiness, metrics and the report API.
+//! - `metrics`: the Prometheus metrics served by `http`.
 //! - `clock`: the one place a decider reads the time.
 
 pub mod admin;
@@ -19,9 +20,11 @@ pub mod counters;
 pub mod decision;
 pub mod http;
 pub mod identity;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod notifications;
+pub mod page;
 pub mod proposer;
 pub mod raft_service;
 pub mod report;

@@ -19,6 +19,12 @@ use crate::config::MAX_RAFT_MESSAGE_BYTES;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Every Raft message names the node it is for. A node that is not that one (a new member
+/// that came back at a departed member's address with an empty volume, or a reused pod IP)
+/// refuses it, so the leader sees an unreachable peer rather than a log that went back
+/// in time, which openraft cannot accept.
+pub const TARGET_NODE_HEADER: &str = "x-ratchet-raft-target";
+
 /// A gRPC client of another decider's internal Raft service.
 pub fn raft_client(address: &str) -> anyhow::Result<RaftClient<Channel>> {
     let channel = Endpoint::from_shared(format!("http://{address}"))?
@@ -76,6 +82,7 @@ impl Peer {
         };
         let mut message = tonic::Request::new(to_payload(request));
         message.set_timeout(option.hard_ttl());
+        message.metadata_mut().insert(TARGET_NODE_HEADER, self.target.into());
         let reply = match method {
             Method::AppendEntries => client.append_entries(message).await,
             Method::Vote => client.vote(message).await,

@@ -97,13 +97,19 @@ impl Decider {
                 raft: raft.clone(),
                 view: view.clone(),
                 clock: options.clock,
+                proposer: proposer.clone(),
             };
             tasks.spawn(async move { Ok(crate::http::serve(listener, state).await?) });
         }
+        let metrics_raft = raft.clone();
         let flush_every = Duration::from_millis(options.config.counter_flush_ms);
         let flusher = proposer.clone();
         tasks.spawn(async move {
             counters.run(flusher, flush_every).await;
+            Ok(())
+        });
+        tasks.spawn(async move {
+            crate::metrics::watch_raft(metrics_raft).await;
             Ok(())
         });
         let notifier = crate::notifications::Notifier::new(proposer.clone(), Duration::from_millis(options.config.notify_scan_ms))?;
@@ -162,6 +168,7 @@ async fn serve_grpc(
         identity: identity.clone(),
     };
     tonic::transport::Server::builder()
+        .trace_fn(grpc_span)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(DecisionServer::new(DecisionService {
@@ -181,6 +188,27 @@ async fn serve_grpc(
         .serve_with_incoming(TcpListenerStream::new(listener))
         .await?;
     Ok(())
+}
+
+/// The span of one incoming gRPC call, child of the trace context the caller sent (W3C
+/// `traceparent` in the metadata). Only calls that are part of a request's path get one:
+/// Decide, Forward and the admin API; Raft's own traffic (heartbeats, replication) and
+/// health checks run without, so they add neither cost nor noise.
+fn grpc_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    let path = request.uri().path();
+    let traced =
+        path.starts_with("/ratchet.v1.Decision/Decide") || path == "/ratchet.v1.Raft/Forward" || path.starts_with("/ratchet.v1.Admin/");
+    if !traced {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "grpc.server",
+        otel.name = path.trim_start_matches('/'),
+        otel.kind = "server",
+        rpc.system = "grpc"
+    );
+    ratchet_proto::trace_context::set_parent_from_headers(&span, request.headers());
+    span
 }
 
 /// Learns every founding member's id, then founds the group unless one already exists.

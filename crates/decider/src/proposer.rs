@@ -17,8 +17,10 @@ use ratchet_store::{Applied, Command, CommandError, ErrorKind, Node, Request, Re
 use serde::{Deserialize, Serialize};
 use tokio::time::{sleep, timeout, Instant};
 use tonic::Status;
+use tracing::Instrument;
 
 use crate::clock::Clock;
+use crate::metrics::{metrics, WriteOutcome};
 use crate::network::{from_payload, raft_client, to_payload};
 
 const NO_LEADER_RETRY: Duration = Duration::from_millis(100);
@@ -55,6 +57,7 @@ impl Proposer {
     }
 
     /// Validates, stamps and commits a command, wherever the leader is.
+    #[tracing::instrument(name = "raft.propose", skip_all)]
     pub async fn propose(&self, command: Command) -> Result<Applied, Status> {
         let at = self.clock.now();
         command.validate(at).map_err(command_status)?;
@@ -67,25 +70,49 @@ impl Proposer {
                 return Err(command_status(CommandError::unknown_tenant(tenant)));
             }
         }
-        let request = Request { at, command };
+        let request = Request {
+            at,
+            command,
+            trace_parent: None,
+        };
         let deadline = Instant::now() + self.write_timeout;
         loop {
-            let outcome = match self.propose_here(request.clone()).await {
-                ProposeOutcome::NotLeader { leader: Some(leader) } => self.forward(&leader, &request).await,
-                here => here,
+            let (outcome, made) = match self.propose_here(request.clone()).await {
+                ProposeOutcome::NotLeader { leader: Some(leader) } => (self.forward(&leader, &request).await, WriteOutcome::Forwarded),
+                here => (here, WriteOutcome::Proposed),
             };
             match outcome {
-                ProposeOutcome::Applied(response) => return response.map_err(command_status),
-                ProposeOutcome::Unavailable(reason) => return Err(Status::unavailable(reason)),
+                ProposeOutcome::Applied(response) => {
+                    metrics().write(made);
+                    return response.map_err(command_status);
+                }
+                ProposeOutcome::Unavailable(reason) => {
+                    metrics().write(WriteOutcome::Failed);
+                    return Err(Status::unavailable(reason));
+                }
                 ProposeOutcome::NotLeader { .. } if Instant::now() < deadline => sleep(NO_LEADER_RETRY).await,
-                ProposeOutcome::NotLeader { .. } => return Err(Status::unavailable("no leader: the write was not made")),
+                ProposeOutcome::NotLeader { .. } => {
+                    metrics().write(WriteOutcome::Failed);
+                    return Err(Status::unavailable("no leader: the write was not made"));
+                }
             }
         }
     }
 
     /// Proposes on this node's Raft, which accepts only if it leads.
-    pub async fn propose_here(&self, request: Request) -> ProposeOutcome {
-        match self.raft.client_write(request).await {
+    ///
+    /// The request is stamped with this span's trace context, so that its apply joins the
+    /// trace (see `ratchet_store::state_machine`); a stamp from the forwarding follower is
+    /// replaced by the leader's own, which is that stamp's descendant.
+    pub async fn propose_here(&self, mut request: Request) -> ProposeOutcome {
+        let span = tracing::info_span!("raft.client_write");
+        let written = async {
+            request.trace_parent = ratchet_proto::trace_context::current_traceparent();
+            self.raft.client_write(request).await
+        }
+        .instrument(span)
+        .await;
+        match written {
             Ok(written) => ProposeOutcome::Applied(written.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => ProposeOutcome::NotLeader {
                 leader: forward.leader_node,
@@ -94,12 +121,15 @@ impl Proposer {
         }
     }
 
+    #[tracing::instrument(name = "raft.forward", skip_all, fields(otel.kind = "client", leader = %leader.name))]
     async fn forward(&self, leader: &Node, request: &Request) -> ProposeOutcome {
         let mut client = match raft_client(&leader.address) {
             Ok(client) => client,
             Err(error) => return ProposeOutcome::Unavailable(error.to_string()),
         };
-        match client.forward(to_payload(request)).await {
+        let mut call = tonic::Request::new(to_payload(request));
+        ratchet_proto::trace_context::inject(call.metadata_mut());
+        match client.forward(call).await {
             Ok(reply) => {
                 from_payload(reply.get_ref()).unwrap_or_else(|e| ProposeOutcome::Unavailable(format!("leader answered garbage: {e}")))
             }

@@ -68,6 +68,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Queues a reply; it is written before the next read that has to wait.
     pub async fn send(&mut self, reply: &Reply) -> io::Result<()> {
+        crate::metrics::metrics().reply(reply.code);
         self.output.extend_from_slice(reply.to_wire().as_bytes());
         if self.output.len() >= MAX_PENDING_WRITE {
             self.flush().await?;

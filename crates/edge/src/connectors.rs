@@ -46,6 +46,11 @@ impl ConnectorTable {
             },
         }
     }
+
+    /// How many connectors the loaded snapshot has; `None` before the first one.
+    pub fn loaded(&self) -> Option<usize> {
+        self.current.borrow().as_ref().map(|c| c.len())
+    }
 }
 
 /// Connectors from a snapshot; one with an unreadable CIDR is left out, with a warning.
@@ -79,7 +84,10 @@ pub(crate) async fn keep_watching(pool: Arc<DeciderPool>, table: watch::Sender<T
         for decider in order {
             let mut client = decider.client.clone();
             let mut stream = match client.watch_connectors(WatchConnectorsRequest {}).await {
-                Ok(response) => response.into_inner(),
+                Ok(response) => {
+                    pool.answered();
+                    response.into_inner()
+                }
                 Err(status) => {
                     tracing::warn!(decider = %decider.addr, code = ?status.code(), message = status.message(), "cannot watch connectors");
                     continue;
@@ -91,12 +99,19 @@ pub(crate) async fn keep_watching(pool: Arc<DeciderPool>, table: watch::Sender<T
                         let index = snapshot.applied_index;
                         let connectors = from_snapshot(snapshot);
                         tracing::debug!(decider = %decider.addr, applied_index = index, connectors = connectors.len(), "connector snapshot");
+                        crate::metrics::metrics().connectors_loaded(connectors.len());
+                        pool.answered();
+                        pool.set_watching(true);
                         table.send_replace(Some(Arc::new(connectors)));
                         backoff = BACKOFF_MIN;
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        pool.set_watching(false);
+                        break;
+                    }
                     Err(status) => {
                         tracing::warn!(decider = %decider.addr, code = ?status.code(), message = status.message(), "connector watch broke");
+                        pool.set_watching(false);
                         break;
                     }
                 }

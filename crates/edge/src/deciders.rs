@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ use ratchet_proto::v1::decision_client::DecisionClient;
 use ratchet_proto::v1::{DecideRequest, DecideResponse};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::metrics::{metrics, Fallback};
 
 #[derive(Clone)]
 pub(crate) struct Decider {
@@ -29,6 +31,10 @@ pub(crate) struct DeciderPool {
     resolved: Mutex<HashMap<String, Vec<SocketAddr>>>,
     deciders: RwLock<Arc<Vec<Decider>>>,
     next: AtomicUsize,
+    /// When a decider last answered (a Decide, or the connector watch), for readiness.
+    last_answer: Mutex<Option<Instant>>,
+    /// Whether the connector watch stream to some decider is open.
+    watching: AtomicBool,
 }
 
 impl DeciderPool {
@@ -39,7 +45,28 @@ impl DeciderPool {
             resolved: Mutex::default(),
             deciders: RwLock::new(Arc::new(Vec::new())),
             next: AtomicUsize::new(0),
+            last_answer: Mutex::new(None),
+            watching: AtomicBool::new(false),
         })
+    }
+
+    pub fn answered(&self) {
+        *self.last_answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    pub fn set_watching(&self, open: bool) {
+        self.watching.store(open, Ordering::Relaxed);
+    }
+
+    /// Whether a decider is reachable: the connector watch is open, or one answered
+    /// within `recent`.
+    pub fn answered_within(&self, recent: Duration) -> bool {
+        self.watching.load(Ordering::Relaxed)
+            || self
+                .last_answer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|at| at.elapsed() <= recent)
     }
 
     /// Resolves every target again and rebuilds the set, keeping the channels of
@@ -118,7 +145,18 @@ impl DeciderPool {
 
     /// A verdict within `deadline`, or None. Each attempt gets half the time left (the
     /// last one all of it), so one node that hangs cannot eat the whole deadline.
+    #[tracing::instrument(name = "edge.decide", skip_all, fields(otel.kind = "client", server = %request.server_fqdn))]
     pub async fn decide(&self, request: DecideRequest, deadline: Duration) -> Option<DecideResponse> {
+        let started = Instant::now();
+        let answer = self.decide_with_failover(request, deadline).await;
+        metrics().decided(started.elapsed());
+        if answer.is_none() {
+            metrics().fallback(Fallback::NoVerdict);
+        }
+        answer
+    }
+
+    async fn decide_with_failover(&self, request: DecideRequest, deadline: Duration) -> Option<DecideResponse> {
         let until = Instant::now() + deadline;
         let mut order = self.rotation();
         if order.is_empty() {
@@ -132,11 +170,18 @@ impl DeciderPool {
                 break;
             }
             let budget = if i + 1 == attempts { left } else { left / 2 };
+            if i > 0 {
+                metrics().fallback(Fallback::Failover);
+            }
             let mut call = tonic::Request::new(request.clone());
             call.set_timeout(budget);
+            ratchet_proto::trace_context::inject(call.metadata_mut());
             let mut client = decider.client.clone();
             match tokio::time::timeout(budget, client.decide(call)).await {
-                Ok(Ok(response)) => return Some(response.into_inner()),
+                Ok(Ok(response)) => {
+                    self.answered();
+                    return Some(response.into_inner());
+                }
                 Ok(Err(status)) => {
                     tracing::warn!(decider = %decider.addr, code = ?status.code(), message = status.message(), "Decide failed")
                 }

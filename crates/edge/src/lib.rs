@@ -14,6 +14,7 @@
 //! - [`build`]: build detection behind [`BuildDetector`];
 //! - `connectors`: the connector table and its watch; `deciders`: Decide with failover;
 //! - `relay`: the SMTP client to the next hop;
+//! - `http`: `/healthz`, `/readyz` and `/metrics`; [`metrics`]: the Prometheus metrics;
 //! - `tls`: STARTTLS streams, certificates reloaded from files, client certificate names.
 
 pub mod build;
@@ -21,7 +22,9 @@ pub mod config;
 mod connection;
 mod connectors;
 mod deciders;
+mod http;
 mod limits;
+pub mod metrics;
 mod relay;
 mod reply;
 mod server;
@@ -30,4 +33,4 @@ mod tls;
 
 pub use build::{BuildDetector, BuildStamp, ExchangeDetector};
 pub use config::{BareLf, EdgeConfig};
-pub use server::serve;
+pub use server::{serve, serve_with_http};

@@ -37,8 +37,17 @@ enum Failure {
 }
 
 /// Relays one message; the reply to give the sender for it.
+#[tracing::instrument(name = "edge.relay", skip_all, fields(otel.kind = "client", next_hop = %config.next_hop))]
 pub(crate) async fn relay(config: &EdgeConfig, envelope: &Envelope<'_>, trace_header: &str, message: &[u8]) -> Reply {
-    match attempt(config, envelope, trace_header, message).await {
+    let started = std::time::Instant::now();
+    let outcome = attempt(config, envelope, trace_header, message).await;
+    let kind = match &outcome {
+        Ok(_) => "relayed",
+        Err(Failure::Refused { .. }) => "refused",
+        Err(Failure::Down(_)) => "down",
+    };
+    crate::metrics::metrics().relayed(kind, started.elapsed());
+    match outcome {
         Ok(response) => reply::queued(&format!("relayed ({})", response.text)),
         Err(Failure::Down(why)) => {
             tracing::warn!(next_hop = %config.next_hop, error = %why, "relay failed");

@@ -14,6 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::build::{BuildDetector, ExchangeDetector};
 use crate::config::EdgeConfig;
@@ -42,6 +43,16 @@ const FORCE_CLOSE_WAIT: Duration = Duration::from_secs(5);
 ///
 /// Fails at once, naming the key, if `config` is invalid.
 pub async fn serve(config: EdgeConfig, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    serve_with_http(config, listener, None, shutdown).await
+}
+
+/// [`serve`], with `/healthz`, `/readyz` and `/metrics` on `http` when given.
+pub async fn serve_with_http(
+    config: EdgeConfig,
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     config.validate()?;
     let tls = TlsFiles::of(&config).map(TlsSettings::new).transpose()?;
     let deciders = DeciderPool::new(config.deciders.clone(), Duration::from_millis(config.decider_connect_timeout_ms));
@@ -60,6 +71,15 @@ pub async fn serve(config: EdgeConfig, listener: TcpListener, shutdown: impl Fut
 
     if let Some(tls) = &tls {
         background.spawn(tls::keep_checking(tls.clone()));
+    }
+    let (draining_tx, draining) = watch::channel(false);
+    if let Some(http) = http {
+        let state = crate::http::HttpState {
+            connectors: connectors.clone(),
+            deciders: deciders.clone(),
+            draining,
+        };
+        background.spawn(crate::http::serve(http, state));
     }
 
     let limits = SessionLimits::new(config.max_sessions, config.max_sessions_per_ip);
@@ -92,6 +112,7 @@ pub async fn serve(config: EdgeConfig, listener: TcpListener, shutdown: impl Fut
         }
     }
     drop(listener);
+    let _ = draining_tx.send(true);
     tracing::info!(sessions = sessions.len(), grace_secs = grace.as_secs(), "edge shutting down");
     if tokio::time::timeout(grace, drain(&mut sessions)).await.is_err() {
         tracing::info!(sessions = sessions.len(), "grace period over; closing the remaining sessions");
@@ -127,6 +148,7 @@ fn admit(
                 Refusal::TooManyFromIp => reply::too_many_from_ip(host),
             };
             tracing::info!(peer = %peer, ?refusal, "connection refused");
+            crate::metrics::metrics().reply(reply.code);
             sessions.spawn(async move {
                 let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(reply.to_wire().as_bytes())).await;
             });
@@ -135,11 +157,18 @@ fn admit(
     };
     let _ = stream.set_nodelay(true);
     let conn = Connection::new(EdgeStream::Plain(stream), shared.config.command_timeout(), force.clone());
-    let session = Session::new(conn, shared.clone(), peer, session_id());
-    sessions.spawn(async move {
-        session.run().await;
-        drop(permit);
-    });
+    let id = session_id();
+    let span = tracing::info_span!("smtp.session", otel.kind = "server", session = %id, peer = %peer);
+    let session = Session::new(conn, shared.clone(), peer, id);
+    let active = crate::metrics::metrics().session_started();
+    sessions.spawn(
+        async move {
+            session.run().await;
+            drop(permit);
+            drop(active);
+        }
+        .instrument(span),
+    );
 }
 
 /// A short id, unique within this process and unlikely to repeat across edges.

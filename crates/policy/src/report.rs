@@ -6,6 +6,7 @@ use crate::clock::{Interval, Timestamp};
 use crate::episode::Episode;
 use crate::evaluate::{evaluate, ServerFacts};
 use crate::policy::Policy;
+use crate::products::BuildStatus;
 
 /// What the cluster stores of one server, as far as the rules are concerned.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,6 +56,10 @@ pub fn server_report(policy: &Policy, record: &ServerRecord, pauses: &[Interval]
         pauses,
     };
     let evaluation = evaluate(policy, facts, now);
+    // Current rates are what the server's mail meets now: none while remediated or paused,
+    // though the stage its clock stands at is still reported.
+    let enforced =
+        evaluation.status == BuildStatus::OutOfDate && record.episode.as_ref().is_some_and(Episode::is_open) && !evaluation.paused;
     ServerReport {
         server_fqdn: record.server_fqdn.clone(),
         build: record.build.clone(),
@@ -64,8 +69,8 @@ pub fn server_report(policy: &Policy, record: &ServerRecord, pauses: &[Interval]
         stage: evaluation.stage,
         throttle_enabled_date: evaluation.throttle_enabled_date,
         blocking_enabled_date: evaluation.blocking_enabled_date,
-        current_throttle_rate: evaluation.throttle_min,
-        current_block_rate: evaluation.block_min,
+        current_throttle_rate: if enforced { evaluation.throttle_min } else { 0 },
+        current_block_rate: if enforced { evaluation.block_min } else { 0 },
         next_stage_throttle_rate: evaluation.next_stage_throttle_rate,
         next_stage_block_rate: evaluation.next_stage_block_rate,
         next_stage_start_date: evaluation.next_stage_start_date,

@@ -6,3 +6,5 @@ pub mod v1 {
     /// Encoded descriptors of every ratchet.v1 service, for gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ratchet_v1_descriptor");
 }
+
+pub mod trace_context;

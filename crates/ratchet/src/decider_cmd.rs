@@ -90,5 +90,13 @@ pub async fn run(args: DeciderArgs) -> anyhow::Result<()> {
             None => String::new(),
         }
     );
-    decider.wait().await
+    let raft = decider.raft.clone();
+    tokio::select! {
+        outcome = decider.wait() => outcome,
+        () = crate::signal::terminated() => {
+            // Stop Raft cleanly: the log and state are already durable, this only ends its
+            // tasks before the process exits.
+            raft.shutdown().await.map_err(|e| anyhow::anyhow!("stopping raft: {e}"))
+        }
+    }
 }

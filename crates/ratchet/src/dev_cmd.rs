@@ -31,6 +31,9 @@ pub struct DevArgs {
     /// The decider's HTTP listen address (health and report API).
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: SocketAddr,
+    /// The edge's HTTP listen address (health, readiness and its metrics).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    edge_http: SocketAddr,
     /// Relay accepted mail here instead of to the built-in sink.
     #[arg(long)]
     next_hop: Option<String>,
@@ -44,6 +47,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let grpc = bind("--grpc", args.grpc).await?;
     let http = bind("--http", args.http).await?;
     let smtp = bind("--smtp", args.smtp).await?;
+    let edge_http = bind("--edge-http", args.edge_http).await?;
     let grpc_addr = grpc.local_addr()?.to_string();
     let decider = Decider::start(DeciderOptions {
         name: "dev".into(),
@@ -93,7 +97,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!(
         "ratchet dev is running:\n  \
          decider  gRPC {grpc_addr}, HTTP http://{http}/healthz, data in {data}\n  \
-         edge     SMTP {smtp}\n  \
+         edge     SMTP {smtp}, HTTP http://{edge_http}/metrics\n  \
          next hop {next_hop}{sink_note}\n  \
          tenant   {DEMO_TENANT}, connector {DEMO_CONNECTOR}\n\
          Try (see README.md):\n  \
@@ -102,12 +106,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         http = decider.http_addr.map(|a| a.to_string()).unwrap_or_default(),
         data = args.data_dir.display(),
         smtp = args.smtp,
+        edge_http = args.edge_http,
     );
     if let Some(sink) = sink {
         tokio::spawn(crate::dev_sink::serve(sink));
     }
     tokio::select! {
-        outcome = ratchet_edge::serve(edge_config, smtp, terminated()) => outcome,
+        outcome = ratchet_edge::serve_with_http(edge_config, smtp, Some(edge_http), terminated()) => outcome,
         outcome = decider.wait() => outcome,
     }
 }

@@ -20,7 +20,7 @@ pub struct EdgeArgs {
     /// Where accepted mail is relayed, host:port.
     #[arg(long)]
     next_hop: String,
-    /// HTTP listen address for /healthz.
+    /// HTTP listen address for /healthz, /readyz and /metrics.
     #[arg(long)]
     http: Option<SocketAddr>,
     /// Edge settings (TOML): limits, timeouts, decide deadline; flags win over the file.
@@ -39,15 +39,15 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("--listen {}", args.listen))?;
-    if let Some(address) = args.http {
-        let http = TcpListener::bind(address).await.with_context(|| format!("--http {address}"))?;
-        tokio::spawn(crate::health::serve(http));
-    }
+    let http = match args.http {
+        Some(address) => Some(TcpListener::bind(address).await.with_context(|| format!("--http {address}"))?),
+        None => None,
+    };
     println!(
         "edge listening on {} (SMTP), deciders {}, next hop {}",
         args.listen,
         config.deciders.join(","),
         config.next_hop
     );
-    ratchet_edge::serve(config, listener, terminated()).await
+    ratchet_edge::serve_with_http(config, listener, http, terminated()).await
 }

@@ -5,15 +5,17 @@ mod decider_cmd;
 mod dev_cmd;
 mod dev_sink;
 mod edge_cmd;
-mod health;
 mod policy_cmd;
 mod signal;
 mod table;
+mod telemetry;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 #[derive(Parser)]
 #[command(
@@ -49,13 +51,35 @@ enum Command {
     Policy(policy_cmd::PolicyArgs),
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs on stderr (text or JSON, levels from RUST_LOG) and, when an OTLP endpoint is
+/// configured, spans exported to it (see `telemetry`). Runs inside the runtime.
+fn init_logging(format: LogFormat, service: &str) -> Option<telemetry::Telemetry> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,h2=warn,tower=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(fmt);
+    let (otel, telemetry, failure) = match telemetry::layer(service) {
+        Ok(Some((layer, telemetry))) => (Some(layer), Some(telemetry), None),
+        Ok(None) => (None, None, None),
+        Err(error) => (None, None, Some(error)),
+    };
+    registry.with(otel).with(filter).init();
+    if let Some(error) = failure {
+        tracing::warn!(error = %format!("{error:#}"), "OTLP trace export is configured but could not start; not exporting");
     }
+    telemetry
+}
+
+/// Runs a long-lived role: logging and trace export set up inside its runtime.
+fn serve<F: std::future::Future<Output = anyhow::Result<()>>>(format: LogFormat, service: &str, role: F) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let telemetry = rt.block_on(async { init_logging(format, service) });
+    let outcome = rt.block_on(role);
+    drop(telemetry);
+    outcome
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -83,18 +107,9 @@ fn parse() -> Cli {
 fn main() -> ExitCode {
     let cli = parse();
     let outcome = match cli.command {
-        Command::Decider(args) => {
-            init_logging(cli.log_format);
-            runtime().and_then(|rt| rt.block_on(decider_cmd::run(args)))
-        }
-        Command::Dev(args) => {
-            init_logging(cli.log_format);
-            runtime().and_then(|rt| rt.block_on(dev_cmd::run(args)))
-        }
-        Command::Edge(args) => {
-            init_logging(cli.log_format);
-            runtime().and_then(|rt| rt.block_on(edge_cmd::run(args)))
-        }
+        Command::Decider(args) => serve(cli.log_format, "ratchet-decider", decider_cmd::run(args)),
+        Command::Dev(args) => serve(cli.log_format, "ratchet-dev", dev_cmd::run(args)),
+        Command::Edge(args) => serve(cli.log_format, "ratchet-edge", edge_cmd::run(args)),
         Command::Ctl(args) => runtime().and_then(|rt| rt.block_on(ctl_cmd::run(args))),
         Command::Policy(args) => policy_cmd::run(args),
     };

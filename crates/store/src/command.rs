@@ -27,6 +27,11 @@ pub struct Request {
     /// When the proposing node created the request.
     pub at: Timestamp,
     pub command: Command,
+    /// The W3C `traceparent` of the span that proposed it, when trace export is on: the
+    /// apply span of this entry joins that trace (see `state_machine`). Not part of what
+    /// the command means; absent from entries written without tracing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

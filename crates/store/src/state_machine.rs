@@ -27,6 +27,50 @@ const CLOCK: &[u8] = b"clock";
 const SNAPSHOT_META: &[u8] = b"snapshot_meta";
 const SNAPSHOT_DATA: &[u8] = b"snapshot_data";
 
+/// Snapshots built and installed by this process, for the decider's metrics.
+static SNAPSHOTS_BUILT: AtomicU64 = AtomicU64::new(0);
+static SNAPSHOTS_INSTALLED: AtomicU64 = AtomicU64::new(0);
+
+/// (built, installed) snapshots since this process started.
+pub fn snapshot_counts() -> (u64, u64) {
+    (SNAPSHOTS_BUILT.load(Ordering::Relaxed), SNAPSHOTS_INSTALLED.load(Ordering::Relaxed))
+}
+
+/// The span of applying one batch of entries, with its log index range.
+///
+/// How the apply joins the trace of the request that caused it: the proposing node stamps
+/// each request with the `traceparent` of its `raft.client_write` span (on the leader, the
+/// child of the `Forward` call a follower made, itself a child of that follower's Decide),
+/// and that stamp travels inside the log entry. A batch whose entries carry stamps becomes
+/// the child of the first one and links the others, so one trace runs from an edge's SMTP
+/// session to the apply on the leader (and on every follower that applies the entry).
+/// Entries with no stamp (counter flushes, blank entries, tracing off) leave the span at
+/// debug level, so they add no trace of their own.
+fn apply_span(entries: &[Entry]) -> tracing::Span {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    let first = entries.first().map_or(0, |e| e.log_id.index);
+    let last = entries.last().map_or(0, |e| e.log_id.index);
+    let mut parents = entries.iter().filter_map(|e| match &e.payload {
+        EntryPayload::Normal(request) => request.trace_parent.as_deref(),
+        _ => None,
+    });
+    let Some(parent) = parents.next() else {
+        return tracing::debug_span!("raft.apply", first_index = first, last_index = last, entries = entries.len());
+    };
+    let span = tracing::info_span!("raft.apply", first_index = first, last_index = last, entries = entries.len());
+    let context_of = |traceparent: &str| {
+        let carrier = std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier))
+    };
+    let _ = span.set_parent(context_of(parent));
+    for other in parents {
+        span.add_link(context_of(other).span().span_context().clone());
+    }
+    span
+}
+
 #[derive(Clone)]
 pub struct StateMachine {
     store: Store,
@@ -86,6 +130,9 @@ impl StateMachine {
     }
 
     fn apply_entries(&self, entries: impl IntoIterator<Item = Entry>) -> Result<Vec<Response>, StoreError> {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let span = apply_span(&entries);
+        let _in_span = span.enter();
         let mut txn = Txn::new(
             &self.store,
             self.caches.tenants.read().expect("tenants lock").clone(),
@@ -211,6 +258,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             snapshot_id,
         };
         self.save_current_snapshot(&meta, &data)?;
+        SNAPSHOTS_BUILT.fetch_add(1, Ordering::Relaxed);
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "built snapshot");
         Ok(Snapshot {
             meta,
@@ -246,6 +294,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         self.install(&data)?;
         self.save_current_snapshot(meta, &data)?;
+        SNAPSHOTS_INSTALLED.fetch_add(1, Ordering::Relaxed);
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "installed snapshot");
         Ok(())
     }

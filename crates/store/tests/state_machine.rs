@@ -16,7 +16,11 @@ fn day(n: i64) -> DateTime<Utc> {
 fn entry(index: u64, at: DateTime<Utc>, command: Command) -> Entry<TypeConfig> {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Request { at, command }),
+        payload: EntryPayload::Normal(Request {
+            at,
+            command,
+            trace_parent: None,
+        }),
     }
 }
 

@@ -18,6 +18,7 @@ use super::{Flow, Remembered, Session, Transaction};
 use crate::build::parse_headers;
 use crate::connection::wait_for_force;
 use crate::connectors::Attribution;
+use crate::metrics::{metrics, MessageVerdict};
 use crate::relay::{self, Envelope};
 use crate::reply::{self, Reply};
 use crate::server::Shared;
@@ -74,9 +75,11 @@ impl Settle<'_> {
     async fn run(self) -> (Reply, Option<Remembered>) {
         let config = &self.shared.config;
         if self.shared.connectors.attribute(self.peer.ip(), self.cert_name) == Attribution::Stranger {
+            metrics().message(MessageVerdict::Unenforced);
             return (self.relay().await, None);
         }
         let Some(stamp) = self.shared.detector.detect(&parse_headers(self.message)) else {
+            metrics().message(MessageVerdict::Unenforced);
             return (self.relay().await, None);
         };
         let now = chrono::Utc::now().timestamp_millis();
@@ -84,6 +87,11 @@ impl Settle<'_> {
             .remembered
             .filter(|r| config.remember_verdict && r.server_fqdn == stamp.server_fqdn && now < r.valid_until_unix_ms)
         {
+            metrics().message(if r.reply.code / 100 == 5 {
+                MessageVerdict::Block
+            } else {
+                MessageVerdict::Throttle
+            });
             return (r.reply.clone(), None);
         }
         let request = DecideRequest {
@@ -99,9 +107,18 @@ impl Settle<'_> {
             return self.without_verdict().await;
         };
         let (reply, fallback, class) = match Verdict::try_from(response.verdict) {
-            Ok(Verdict::Accept) => return (self.relay().await, None),
-            Ok(Verdict::Throttle) => (Reply::parse_line(&response.reply), reply::fallback_throttle(), 4),
-            Ok(Verdict::Block) => (Reply::parse_line(&response.reply), reply::fallback_block(), 5),
+            Ok(Verdict::Accept) => {
+                metrics().message(MessageVerdict::Accept);
+                return (self.relay().await, None);
+            }
+            Ok(Verdict::Throttle) => {
+                metrics().message(MessageVerdict::Throttle);
+                (Reply::parse_line(&response.reply), reply::fallback_throttle(), 4)
+            }
+            Ok(Verdict::Block) => {
+                metrics().message(MessageVerdict::Block);
+                (Reply::parse_line(&response.reply), reply::fallback_block(), 5)
+            }
             _ => {
                 tracing::warn!(verdict = response.verdict, "decider answered without a verdict");
                 return self.without_verdict().await;
@@ -120,6 +137,7 @@ impl Settle<'_> {
     }
 
     async fn without_verdict(&self) -> (Reply, Option<Remembered>) {
+        metrics().message(MessageVerdict::NoVerdict);
         if self.shared.config.accept_without_verdict {
             (self.relay().await, None)
         } else {

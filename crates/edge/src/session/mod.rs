@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use smtp_proto::{Error as ParseError, Request};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::Instrument;
 
 use crate::config::BareLf;
 use crate::connection::{Connection, Line, ReadError};
@@ -122,7 +123,10 @@ impl<S: Transport> Session<S> {
         loop {
             let limit = self.shared.config.max_command_line;
             let flow = match self.conn.read_line(limit, self.shared.config.command_timeout()).await {
-                Ok(line) => self.command(line).await,
+                Ok(line) => {
+                    let span = tracing::info_span!("smtp.command", command = command_name(&line.bytes));
+                    self.command(line).instrument(span).await
+                }
                 Err(ReadError::TooLong) => self.error(reply::line_too_long()).await,
                 Err(ReadError::Timeout) => self.close_with(reply::timeout(&host)).await,
                 Err(ReadError::Shutdown) => self.close_with(reply::shutting_down(&host)).await,
@@ -178,6 +182,21 @@ impl<S: Transport> Session<S> {
                 self.error(reply::not_implemented(name)).await
             }
         }
+    }
+}
+
+/// The command's verb for its span: letters only, at most 10, upper case ("DATA").
+fn command_name(line: &[u8]) -> String {
+    let verb: String = line
+        .iter()
+        .take_while(|b| b.is_ascii_alphabetic())
+        .take(10)
+        .map(|b| b.to_ascii_uppercase() as char)
+        .collect();
+    if verb.is_empty() {
+        "?".into()
+    } else {
+        verb
     }
 }
 

@@ -1,0 +1,227 @@
+//! The decider's Prometheus metrics, served at `/metrics` on its HTTP listener.
+//!
+//! Labels are bounded: verdict (3 values), stage (the policy's few stages, 0 for none),
+//! write outcome (3), and, for replication lag only, the peer's node name (bounded by the
+//! group's size). Never a tenant or a server: those live in the report, not in metrics.
+//!
+//! Event counters (decisions, writes) are recorded where they happen, in one process-wide
+//! set; Raft's gauges are read from openraft's metrics at scrape time, and a small task
+//! counts the elections and leader changes it observes.
+
+use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+use ratchet_policy::Verdict;
+use ratchet_store::types::Raft;
+use ratchet_store::StateView;
+
+type Labels = Vec<(&'static str, String)>;
+
+pub struct DeciderMetrics {
+    registry: Registry,
+    decisions: Family<Labels, Counter>,
+    decide_seconds: Histogram,
+    writes: Family<Labels, Counter>,
+    is_leader: Gauge,
+    term: Gauge,
+    last_log_index: Gauge,
+    last_applied_index: Gauge,
+    replication_lag: Family<Labels, Gauge>,
+    snapshots_built: Counter<u64, AtomicU64>,
+    snapshots_installed: Counter<u64, AtomicU64>,
+    elections: Counter,
+    leader_changes: Counter,
+    live_data_bytes: Gauge<i64, AtomicI64>,
+}
+
+/// The outcome of one write, for `ratchet_decider_writes_total{outcome}`.
+#[derive(Clone, Copy)]
+pub enum WriteOutcome {
+    /// Committed through this node's Raft (it led).
+    Proposed,
+    /// Committed through the leader, forwarded by this node.
+    Forwarded,
+    /// Not made: no leader in time, or the group unavailable.
+    Failed,
+}
+
+/// The process's decider metrics.
+pub fn metrics() -> &'static DeciderMetrics {
+    static METRICS: OnceLock<DeciderMetrics> = OnceLock::new();
+    METRICS.get_or_init(DeciderMetrics::new)
+}
+
+impl DeciderMetrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("ratchet");
+        let m = DeciderMetrics {
+            registry: Registry::default(),
+            decisions: Family::default(),
+            decide_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            writes: Family::default(),
+            is_leader: Gauge::default(),
+            term: Gauge::default(),
+            last_log_index: Gauge::default(),
+            last_applied_index: Gauge::default(),
+            replication_lag: Family::default(),
+            snapshots_built: Counter::default(),
+            snapshots_installed: Counter::default(),
+            elections: Counter::default(),
+            leader_changes: Counter::default(),
+            live_data_bytes: Gauge::default(),
+        };
+        registry.register(
+            "decider_decisions",
+            "Decide answers by verdict and enforcement stage (0: none)",
+            m.decisions.clone(),
+        );
+        registry.register_with_unit(
+            "decider_decide_duration",
+            "Time to answer one Decide, consensus included when the sighting is new",
+            Unit::Seconds,
+            m.decide_seconds.clone(),
+        );
+        registry.register(
+            "decider_writes",
+            "Writes by outcome: proposed here (leader), forwarded to the leader, failed",
+            m.writes.clone(),
+        );
+        registry.register("raft_is_leader", "1 if this node is the Raft leader", m.is_leader.clone());
+        registry.register("raft_term", "The current Raft term", m.term.clone());
+        registry.register(
+            "raft_last_log_index",
+            "Index of the last entry in this node's log",
+            m.last_log_index.clone(),
+        );
+        registry.register(
+            "raft_last_applied_index",
+            "Index of the last entry applied to this node's state machine",
+            m.last_applied_index.clone(),
+        );
+        registry.register(
+            "raft_replication_lag",
+            "Entries the leader has that a peer has not matched (leader only), by peer name",
+            m.replication_lag.clone(),
+        );
+        registry.register("raft_snapshots_built", "State machine snapshots built", m.snapshots_built.clone());
+        registry.register(
+            "raft_snapshots_installed",
+            "Snapshots installed from the leader",
+            m.snapshots_installed.clone(),
+        );
+        registry.register(
+            "raft_elections",
+            "Term changes observed (each one an election)",
+            m.elections.clone(),
+        );
+        registry.register(
+            "raft_leader_changes",
+            "Changes of the known leader observed",
+            m.leader_changes.clone(),
+        );
+        registry.register_with_unit(
+            "store_live_data",
+            "Estimated live data in RocksDB",
+            Unit::Bytes,
+            m.live_data_bytes.clone(),
+        );
+        DeciderMetrics { registry, ..m }
+    }
+
+    pub fn decided(&self, verdict: Verdict, stage: u32, took: Duration) {
+        let verdict = match verdict {
+            Verdict::Accept => "accept",
+            Verdict::Throttle => "throttle",
+            Verdict::Block => "block",
+        };
+        self.decisions
+            .get_or_create(&vec![("verdict", verdict.to_owned()), ("stage", stage.to_string())])
+            .inc();
+        self.decide_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn write(&self, outcome: WriteOutcome) {
+        let outcome = match outcome {
+            WriteOutcome::Proposed => "proposed",
+            WriteOutcome::Forwarded => "forwarded",
+            WriteOutcome::Failed => "failed",
+        };
+        self.writes.get_or_create(&vec![("outcome", outcome.to_owned())]).inc();
+    }
+
+    /// Reads Raft's and the store's current state into the gauges.
+    fn observe(&self, raft: &Raft, view: &StateView) {
+        let metrics = raft.metrics().borrow().clone();
+        let last_log_index = metrics.last_log_index.unwrap_or(0);
+        self.is_leader.set(i64::from(metrics.current_leader == Some(metrics.id)));
+        self.term.set(metrics.current_term as i64);
+        self.last_log_index.set(last_log_index as i64);
+        self.last_applied_index.set(metrics.last_applied.map_or(0, |id| id.index) as i64);
+        self.replication_lag.clear();
+        if let Some(replication) = &metrics.replication {
+            let membership = metrics.membership_config.membership();
+            for (id, matched) in replication.iter().filter(|(id, _)| **id != metrics.id) {
+                let name = membership.get_node(id).map_or_else(|| id.to_string(), |node| node.name.clone());
+                let matched = matched.map_or(0, |log_id| log_id.index);
+                self.replication_lag
+                    .get_or_create(&vec![("peer", name)])
+                    .set(last_log_index.saturating_sub(matched) as i64);
+            }
+        }
+        let (built, installed) = ratchet_store::state_machine::snapshot_counts();
+        catch_up(&self.snapshots_built, built);
+        catch_up(&self.snapshots_installed, installed);
+        self.live_data_bytes.set(view.store().live_data_bytes() as i64);
+    }
+
+    /// The OpenMetrics text of every metric, with Raft's state as of now.
+    pub fn render(&self, raft: &Raft, view: &StateView) -> String {
+        self.observe(raft, view);
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String");
+        text
+    }
+}
+
+/// Brings a counter up to a total counted elsewhere.
+fn catch_up(counter: &Counter<u64, AtomicU64>, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
+}
+
+/// The content type of [`DeciderMetrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Counts the elections (term changes) and leader changes this node observes, forever.
+pub async fn watch_raft(raft: Raft) {
+    let mut changes = raft.metrics();
+    let (mut term, mut leader) = {
+        let m = changes.borrow();
+        (m.current_term, m.current_leader)
+    };
+    while changes.changed().await.is_ok() {
+        let (now_term, now_leader) = {
+            let m = changes.borrow();
+            (m.current_term, m.current_leader)
+        };
+        if now_term != term {
+            metrics().elections.inc();
+            term = now_term;
+        }
+        if now_leader.is_some() && now_leader != leader {
+            metrics().leader_changes.inc();
+        }
+        if now_leader.is_some() {
+            leader = now_leader;
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! Why this exists: the tenant report page, what the hosted service's mail-flow report shows
+//! its admins and more. It renders the same `TenantReport` the JSON API and `ratchet ctl
+//! report` serve (so the three never disagree): the pause state with the pause form, totals,
+//! the two charts, and a table with every report field and the counters of each server.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use chrono::{Datelike, Days, NaiveDate};
+use ratchet_policy::{ServerReport, Timestamp};
+use ratchet_store::model::Counts;
+
+use super::chart::{Bar, Series, StackedBars};
+use super::html::{date, date_time, document, thousands, Esc};
+use crate::report::{ServerRow, TenantReport};
+
+/// What the page needs besides the report.
+pub struct PageContext<'a> {
+    pub now: Timestamp,
+    pub pause_budget_days: u32,
+    /// Whether paused time is left out of servers' ages (the policy's `pause_freezes_clock`).
+    pub pause_freezes_clock: bool,
+    /// Stages in the policy's table (the chart has a bar for each).
+    pub stage_count: u32,
+    /// The refusal of the pause just submitted, shown above the form.
+    pub error: Option<&'a str>,
+    /// What the form's days field holds (the refused value, so it can be corrected).
+    pub days_value: &'a str,
+    /// Sent back with the form, so that submitting it twice pauses once.
+    pub request_id: &'a str,
+    /// Set when this node could not confirm with the leader that its state is current.
+    pub stale: Option<&'a str>,
+}
+
+pub const ACCEPTED: &str = "#2f9e5f";
+pub const THROTTLED: &str = "#eda31c";
+pub const BLOCKED: &str = "#d64545";
+const PRODUCT_COLORS: [&str; 6] = ["#3568d4", "#8a5cc8", "#1c9aa6", "#c8559a", "#6f7f90", "#b7832b"];
+/// Days the message chart shows at least (up to today), and at most.
+const MIN_DAYS: u64 = 14;
+const MAX_DAYS: u64 = ratchet_store::model::DAILY_COUNT_DAYS as u64;
+
+pub fn total(row: &ServerRow) -> Counts {
+    let mut sum = Counts::default();
+    row.counters.values().for_each(|counts| sum.add(*counts));
+    sum
+}
+
+fn status_badge(status: &str) -> String {
+    let (class, label) = match status {
+        "out_of_date" => ("b-red", "Out of date"),
+        "remediated" => ("b-green", "Remediated"),
+        "compliant" => ("b-green", "Compliant"),
+        "unidentified" => ("b-grey", "Unidentified"),
+        other => ("b-grey", other),
+    };
+    format!("<span class=\"badge {class}\">{}</span>", Esc(label))
+}
+
+/// Whether the server's stage is enforced (the tenant's pause aside): its episode is open.
+fn enforced(server: &ServerReport) -> bool {
+    server.status == "out_of_date"
+}
+
+/// Servers whose messages are throttled or blocked in some minutes of the hour now.
+pub fn enforced_now(report: &TenantReport) -> usize {
+    if report.paused_until.is_some() {
+        return 0;
+    }
+    let throttles_or_blocks = |s: &ServerReport| s.current_throttle_rate > 0 || s.current_block_rate > 0;
+    report
+        .servers
+        .iter()
+        .filter(|row| enforced(&row.report) && throttles_or_blocks(&row.report))
+        .count()
+}
+
+/// "Stage 3", coloured by what the stage does now: report only, throttle, block. A
+/// remediated server keeps the stage its clock stopped in, no longer enforced: grey.
+fn stage_badge(server: &ServerReport) -> String {
+    let Some(stage) = server.stage else {
+        return "<span class=\"muted\">—</span>".to_owned();
+    };
+    if !enforced(server) {
+        return format!("<span class=\"badge b-grey\" title=\"Stage {stage} when its clock stopped: not enforced\">Stage {stage}</span>");
+    }
+    let (class, meaning) = match (server.current_throttle_rate, server.current_block_rate) {
+        (0, 0) => ("b-blue", "report only"),
+        (_, 0) => ("b-amber", "throttled"),
+        (0, _) => ("b-dark", "blocked"),
+        _ => ("b-red", "throttled and blocked"),
+    };
+    format!("<span class=\"badge {class}\" title=\"Stage {stage}: {meaning}\">Stage {stage}</span>")
+}
+
+/// "30 / 10 min/h": minutes of every hour throttled / blocked.
+fn rates(throttle: u32, block: u32) -> String {
+    format!("{throttle} / {block} min/h")
+}
+
+fn optional_date(at: Option<Timestamp>) -> String {
+    at.map_or_else(|| "<span class=\"muted\">—</span>".to_owned(), date)
+}
+
+const NONE: &str = "<td class=\"muted\">—</td>";
+
+fn server_row(out: &mut String, row: &ServerRow, paused: bool) {
+    let server = &row.report;
+    let _ = write!(
+        out,
+        "<tr><td class=\"server\"><strong>{}</strong><div class=\"muted small\">{} · <span class=\"mono\">{}</span></div></td>\
+         <td><div>{}</div><div class=\"stage\">{}</div></td><td class=\"nowrap\">{}</td>",
+        Esc(&server.server_fqdn),
+        Esc(server.product.as_deref().unwrap_or("Unknown product")),
+        Esc(&server.build),
+        status_badge(server.status),
+        stage_badge(server),
+        optional_date(server.first_detected_date),
+    );
+    match server.stage {
+        Some(_) if !enforced(server) => out.push_str("<td class=\"muted nowrap\">not enforced</td>"),
+        Some(_) => {
+            let _ = write!(
+                out,
+                "<td class=\"nowrap\">{} / {}{}</td>",
+                server.current_throttle_rate,
+                server.current_block_rate,
+                if paused { "<div class=\"muted small\">paused</div>" } else { "" }
+            );
+        }
+        None => out.push_str(NONE),
+    }
+    if server.throttle_enabled_date.is_none() && server.blocking_enabled_date.is_none() {
+        out.push_str(NONE);
+    } else {
+        let _ = write!(
+            out,
+            "<td class=\"nowrap\"><div><span class=\"muted\">throttling</span> {}</div><div><span class=\"muted\">blocking</span> {}</div></td>",
+            optional_date(server.throttle_enabled_date),
+            optional_date(server.blocking_enabled_date)
+        );
+    }
+    match (
+        server.next_stage_start_date,
+        server.next_stage_throttle_rate,
+        server.next_stage_block_rate,
+    ) {
+        (Some(start), throttle, block) => {
+            let _ = write!(
+                out,
+                "<td class=\"nowrap\">{}<div class=\"muted small\">{}</div></td>",
+                date(start),
+                rates(throttle.unwrap_or(0), block.unwrap_or(0))
+            );
+        }
+        (None, _, _) => out.push_str(NONE),
+    }
+    if server.recommended_build_versions.is_empty() {
+        out.push_str(NONE);
+    } else {
+        let builds: Vec<String> = server.recommended_build_versions.iter().map(|b| Esc(b).to_string()).collect();
+        let _ = write!(out, "<td class=\"mono\">{}</td>", builds.join("<br>"));
+    }
+    let counts = total(row);
+    let breakdown: Vec<String> = row
+        .counters
+        .iter()
+        .map(|(stage, c)| {
+            let when = if *stage == 0 {
+                "outside any stage".to_owned()
+            } else {
+                format!("in stage {stage}")
+            };
+            format!("{when}: {} accepted, {} throttled, {} blocked", c.accepted, c.throttled, c.blocked)
+        })
+        .collect();
+    let _ = write!(
+        out,
+        "<td class=\"nowrap\"><time datetime=\"{}\">{}<div class=\"muted small\">{}</div></time></td><td class=\"num\" title=\"{title}\">{}</td><td class=\"num\" title=\"{title}\">{}</td>\
+         <td class=\"num\" title=\"{title}\">{}</td></tr>",
+        server.last_seen.to_rfc3339(),
+        server.last_seen.format("%Y-%m-%d"),
+        server.last_seen.format("%H:%M:%S"),
+        thousands(counts.accepted),
+        thousands(counts.throttled),
+        thousands(counts.blocked),
+        title = Esc(&breakdown.join("\n")),
+    );
+}
+
+fn server_table(out: &mut String, report: &TenantReport) {
+    out.push_str("<h2>Servers</h2><div class=\"table-wrap\"><table><thead><tr>");
+    let headers = [
+        ("Server", "ServerFQDN, with its Product and Build", ""),
+        ("Status · stage", "Status, Stage", ""),
+        ("First detected", "FirstDetectedDate", ""),
+        (
+            "Now, min/h",
+            "CurrentThrottleRate / CurrentBlockRate: minutes of every hour throttled / blocked",
+            "",
+        ),
+        ("Enforcement from", "ThrottleEnabledDate, BlockingEnabledDate", ""),
+        ("Next stage", "NextStageStartDate, NextStageThrottleRate / NextStageBlockRate", ""),
+        ("Recommended builds", "RecommendedBuildVersions", ""),
+        ("Last seen", "LastSeen (UTC)", ""),
+        ("Accepted", "Messages accepted, all stages", "num"),
+        ("Throttled", "Messages throttled (450 4.7.230), all stages", "num"),
+        ("Blocked", "Messages blocked (550 5.7.230), all stages", "num"),
+    ];
+    for (label, field, class) in headers {
+        let _ = write!(out, "<th scope=\"col\" class=\"{class}\" title=\"{field}\">{label}</th>");
+    }
+    out.push_str("</tr></thead><tbody>");
+    // The most advanced stage first: what needs patching soonest.
+    let mut rows: Vec<&ServerRow> = report.servers.iter().collect();
+    rows.sort_by_key(|row| {
+        (
+            std::cmp::Reverse(enforced(&row.report).then_some(row.report.stage)),
+            &row.report.server_fqdn,
+        )
+    });
+    for row in rows {
+        server_row(out, row, report.paused_until.is_some());
+    }
+    if report.servers.is_empty() {
+        let _ = write!(
+            out,
+            "<tr><td colspan=\"{}\" class=\"muted\">No servers yet: a server appears here when its first message arrives \
+             through one of the tenant's connectors, or when it is imported.</td></tr>",
+            headers.len()
+        );
+    }
+    out.push_str("</tbody></table></div>");
+}
+
+/// Servers per stage (then remediated, compliant, unidentified), stacked by product.
+pub fn stage_chart(report: &TenantReport, stage_count: u32) -> StackedBars {
+    let stages = report
+        .servers
+        .iter()
+        .filter_map(|row| row.report.stage)
+        .max()
+        .unwrap_or(0)
+        .max(stage_count);
+    let buckets = ["Remediated", "Compliant", "Unidentified"];
+    let mut products: Vec<String> = report
+        .servers
+        .iter()
+        .map(|row| row.report.product.clone().unwrap_or_else(|| "Unknown product".to_owned()))
+        .collect();
+    products.sort();
+    products.dedup();
+    let mut bars: Vec<Bar> = (1..=stages)
+        .map(|stage| Bar {
+            label: format!("Stage {stage}"),
+            name: format!("Stage {stage}"),
+            values: vec![0; products.len()],
+        })
+        .chain(buckets.iter().map(|bucket| Bar {
+            label: (*bucket).to_owned(),
+            name: (*bucket).to_owned(),
+            values: vec![0; products.len()],
+        }))
+        .collect();
+    for row in &report.servers {
+        let bar = match (row.report.status, row.report.stage) {
+            ("remediated", _) => stages as usize,
+            (_, Some(stage)) => stage as usize - 1,
+            ("compliant", None) => stages as usize + 1,
+            (_, None) => stages as usize + 2,
+        };
+        let product = row.report.product.as_deref().unwrap_or("Unknown product");
+        let series = products.iter().position(|p| p == product).unwrap_or(0);
+        bars[bar].values[series] += 1;
+    }
+    let in_stages = report.servers.iter().filter(|row| enforced(&row.report)).count();
+    StackedBars {
+        id: "stages",
+        title: format!("Servers of tenant {} per enforcement stage, by product", report.tenant),
+        description: format!(
+            "{} servers: {in_stages} in an enforcement stage (1 to {stages}), the others remediated, compliant or unidentified.",
+            report.servers.len()
+        ),
+        series: products
+            .into_iter()
+            .enumerate()
+            .map(|(index, name)| Series {
+                name,
+                color: PRODUCT_COLORS[index % PRODUCT_COLORS.len()],
+            })
+            .collect(),
+        bars,
+        unit: "servers",
+        category_axis: "Stage",
+        empty_note: "No servers yet",
+    }
+}
+
+/// Messages per UTC day, from the first day counted (or two weeks back) to today.
+pub fn daily_chart(report: &TenantReport, now: Timestamp) -> StackedBars {
+    let today = now.date_naive();
+    let days: BTreeMap<NaiveDate, Counts> = report
+        .daily
+        .iter()
+        .filter_map(|(day, counts)| Some((NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?, *counts)))
+        .collect();
+    let last = days.keys().next_back().copied().unwrap_or(today).max(today);
+    let earliest = last.checked_sub_days(Days::new(MAX_DAYS - 1)).unwrap_or(last);
+    let first = days
+        .keys()
+        .next()
+        .copied()
+        .unwrap_or(today)
+        .min(last.checked_sub_days(Days::new(MIN_DAYS - 1)).unwrap_or(last))
+        .max(earliest);
+    let bars: Vec<Bar> = first
+        .iter_days()
+        .take_while(|day| *day <= last)
+        .map(|day| {
+            let counts = days.get(&day).copied().unwrap_or_default();
+            Bar {
+                label: format!("{} {}", day.format("%b"), day.day()),
+                name: day.format("%Y-%m-%d").to_string(),
+                values: vec![counts.accepted, counts.throttled, counts.blocked],
+            }
+        })
+        .collect();
+    let mut sum = Counts::default();
+    days.range(first..=last).for_each(|(_, counts)| sum.add(*counts));
+    StackedBars {
+        id: "daily",
+        title: format!("Messages of tenant {} per day, accepted, throttled and blocked", report.tenant),
+        description: format!(
+            "From {first} to {last} (UTC): {} accepted, {} throttled, {} blocked.",
+            sum.accepted, sum.throttled, sum.blocked
+        ),
+        series: vec![
+            Series {
+                name: "Accepted".into(),
+                color: ACCEPTED,
+            },
+            Series {
+                name: "Throttled".into(),
+                color: THROTTLED,
+            },
+            Series {
+                name: "Blocked".into(),
+                color: BLOCKED,
+            },
+        ],
+        bars,
+        unit: "messages",
+        category_axis: "Day (UTC)",
+        empty_note: "No messages in this period",
+    }
+}
+
+fn pause_panel(out: &mut String, report: &TenantReport, context: &PageContext) {
+    let year = context.now.year();
+    out.push_str("<section class=\"card pause\" aria-labelledby=\"pause-h\"><div>");
+    match report.paused_until {
+        Some(until) => {
+            let _ = write!(
+                out,
+                "<div class=\"state\" id=\"pause-h\"><span class=\"badge b-amber\">Paused</span> Enforcement is paused until \
+                 <strong>{}</strong>: all mail is accepted{}.</div>",
+                date_time(until),
+                if context.pause_freezes_clock {
+                    " and stage clocks stand still"
+                } else {
+                    ""
+                }
+            );
+        }
+        None => out.push_str(
+            "<div class=\"state\" id=\"pause-h\"><span class=\"badge b-green\">Enforcing</span> Enforcement is active: \
+             out-of-date servers are throttled and blocked as their stages say.</div>",
+        ),
+    }
+    let _ = write!(
+        out,
+        "<div class=\"muted\" id=\"pause-remaining\"><strong>{}</strong> of {} pause days remaining in {year}</div></div>",
+        report.pause_days_remaining, context.pause_budget_days
+    );
+    let action = if report.paused_until.is_some() {
+        "Extend pause"
+    } else {
+        "Pause enforcement"
+    };
+    let disabled = if report.pause_days_remaining == 0 { " disabled" } else { "" };
+    let _ = write!(
+        out,
+        "<form method=\"post\" action=\"/tenants/{tenant}/pause\"><input type=\"hidden\" name=\"request_id\" value=\"{}\">\
+         <label for=\"days\">{}</label><input id=\"days\" name=\"days\" type=\"number\" min=\"1\" max=\"{remaining}\" \
+         value=\"{}\" required{disabled}><span>days</span><button type=\"submit\"{disabled}>{action}</button></form></section>",
+        Esc(context.request_id),
+        if report.paused_until.is_some() { "Extend by" } else { "Pause for" },
+        Esc(context.days_value),
+        tenant = Esc(&report.tenant),
+        remaining = report.pause_days_remaining.max(1),
+    );
+}
+
+fn summary_cards(out: &mut String, report: &TenantReport) {
+    let out_of_date = report.servers.iter().filter(|row| row.report.status == "out_of_date").count();
+    let enforced = enforced_now(report);
+    let mut messages = Counts::default();
+    report.servers.iter().for_each(|row| messages.add(total(row)));
+    let _ = write!(
+        out,
+        "<div class=\"cards\">\
+         <div class=\"card\"><div class=\"k\">Servers</div><div class=\"v\">{}</div></div>\
+         <div class=\"card\"><div class=\"k\">Out of date</div><div class=\"v\">{out_of_date}</div></div>\
+         <div class=\"card\"><div class=\"k\">Throttled or blocked now</div><div class=\"v\">{enforced}</div></div>\
+         <div class=\"card\"><div class=\"k\">Messages, all time</div><div class=\"v\">{} <small>accepted · {} throttled · {} blocked</small></div></div>\
+         </div>",
+        report.servers.len(),
+        thousands(messages.accepted),
+        thousands(messages.throttled),
+        thousands(messages.blocked),
+    );
+}
+
+/// The whole report page of one tenant.
+pub fn render(report: &TenantReport, context: &PageContext) -> String {
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<h1>{tenant}</h1><p class=\"sub\">Out-of-date mail servers and enforcement · as of {} · \
+         <a href=\"/api/v1/tenants/{tenant}/report\">JSON</a></p>",
+        date_time(context.now),
+        tenant = Esc(&report.tenant),
+    );
+    if let Some(reason) = context.stale {
+        let _ = write!(
+            body,
+            "<div class=\"alert warn\" role=\"status\">This node could not confirm it is up to date with the leader ({}); \
+             it shows the state it has applied.</div>",
+            Esc(reason)
+        );
+    }
+    if let Some(error) = context.error {
+        let _ = write!(
+            body,
+            "<div class=\"alert error\" role=\"alert\"><strong>The pause was not made.</strong> {}</div>",
+            Esc(error)
+        );
+    }
+    pause_panel(&mut body, report, context);
+    summary_cards(&mut body, report);
+    let _ = write!(
+        body,
+        "<div class=\"split\"><section class=\"card\"><h2>Servers per stage</h2>{}</section>\
+         <section class=\"card\"><h2>Messages per day</h2>{}</section></div>",
+        stage_chart(report, context.stage_count).horizontal(),
+        daily_chart(report, context.now).vertical()
+    );
+    server_table(&mut body, report);
+    body.push_str(
+        "<footer>Stages, rates and dates follow the cluster's enforcement policy. Counters are committed in batches and \
+         may trail live traffic by a few seconds.</footer>",
+    );
+    document(&report.tenant, &[("Tenants", Some("/")), (&report.tenant, None)], &body)
+}

@@ -1,0 +1,46 @@
+//! Why this exists: the decider's front page, `/`, is where an operator starts: every tenant,
+//! linked to its report page, with its server counts and whether its enforcement is paused.
+
+use std::fmt::Write;
+
+use ratchet_policy::Timestamp;
+
+use super::html::{date_time, document, Esc};
+use super::report::enforced_now;
+use crate::report::TenantReport;
+
+pub fn render(reports: &[TenantReport], pause_budget_days: u32, now: Timestamp) -> String {
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<h1>Tenants</h1><p class=\"sub\">{} tenants · as of {}</p><div class=\"table-wrap\"><table><thead><tr>\
+         <th scope=\"col\">Tenant</th><th scope=\"col\" class=\"num\">Servers</th><th scope=\"col\" class=\"num\">Out of date</th>\
+         <th scope=\"col\" class=\"num\">Throttled or blocked now</th><th scope=\"col\">Enforcement</th>\
+         <th scope=\"col\" class=\"num\">Pause days remaining</th></tr></thead><tbody>",
+        reports.len(),
+        date_time(now)
+    );
+    for report in reports {
+        let out_of_date = report.servers.iter().filter(|row| row.report.status == "out_of_date").count();
+        let enforced = enforced_now(report);
+        let pause = match report.paused_until {
+            Some(until) => format!("<span class=\"badge b-amber\">Paused</span> until {}", date_time(until)),
+            None => "<span class=\"badge b-green\">Enforcing</span>".to_owned(),
+        };
+        let _ = write!(
+            body,
+            "<tr><td><a href=\"/tenants/{name}\"><strong>{name}</strong></a></td><td class=\"num\">{}</td><td class=\"num\">{out_of_date}</td>\
+             <td class=\"num\">{enforced}</td><td>{pause}</td><td class=\"num\">{} of {pause_budget_days}</td></tr>",
+            report.servers.len(),
+            report.pause_days_remaining,
+            name = Esc(&report.tenant),
+        );
+    }
+    if reports.is_empty() {
+        body.push_str(
+            "<tr><td colspan=\"6\" class=\"muted\">No tenants yet: add one with <span class=\"mono\">ratchet ctl tenant add NAME</span>.</td></tr>",
+        );
+    }
+    body.push_str("</tbody></table></div>");
+    document("Tenants", &[("Tenants", None)], &body)
+}

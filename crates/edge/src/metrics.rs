@@ -1,0 +1,178 @@
+//! The edge's Prometheus metrics, served at `/metrics` by [`crate::http`].
+//!
+//! Labels are bounded: reply code (three digits, 2xx to 5xx) and its class, verdict (a few
+//! outcomes), fallback kind and relay outcome. No tenant, server or client address.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+type Labels = Vec<(&'static str, String)>;
+
+pub(crate) struct EdgeMetrics {
+    registry: Registry,
+    sessions_active: Gauge,
+    sessions: Counter,
+    replies: Family<Labels, Counter>,
+    messages: Family<Labels, Counter>,
+    decide_seconds: Histogram,
+    fallbacks: Family<Labels, Counter>,
+    next_hop_seconds: Histogram,
+    relays: Family<Labels, Counter>,
+    connectors_loaded: Gauge,
+}
+
+/// What became of one message, for `ratchet_edge_messages_total{verdict}`.
+#[derive(Clone, Copy)]
+pub(crate) enum MessageVerdict {
+    Accept,
+    Throttle,
+    Block,
+    /// No verdict within the deadline (answered 451, or accepted if so configured).
+    NoVerdict,
+    /// Not enforced: no tenant's connector, or no server stamp.
+    Unenforced,
+}
+
+/// Why the edge had to go past the first decider it asked.
+#[derive(Clone, Copy)]
+pub(crate) enum Fallback {
+    /// One decider failed or timed out and the next one was asked.
+    Failover,
+    /// No decider answered within the deadline.
+    NoVerdict,
+}
+
+pub(crate) fn metrics() -> &'static EdgeMetrics {
+    static METRICS: OnceLock<EdgeMetrics> = OnceLock::new();
+    METRICS.get_or_init(EdgeMetrics::new)
+}
+
+impl EdgeMetrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("ratchet_edge");
+        let m = EdgeMetrics {
+            registry: Registry::default(),
+            sessions_active: Gauge::default(),
+            sessions: Counter::default(),
+            replies: Family::default(),
+            messages: Family::default(),
+            decide_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            fallbacks: Family::default(),
+            next_hop_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            relays: Family::default(),
+            connectors_loaded: Gauge::default(),
+        };
+        registry.register("smtp_sessions_active", "SMTP sessions open now", m.sessions_active.clone());
+        registry.register("smtp_sessions", "SMTP sessions admitted", m.sessions.clone());
+        registry.register("smtp_replies", "SMTP replies sent, by reply code and its class", m.replies.clone());
+        registry.register(
+            "messages",
+            "Messages at the end of DATA, by verdict (accept, throttle, block, no_verdict, unenforced)",
+            m.messages.clone(),
+        );
+        registry.register_with_unit(
+            "decide_duration",
+            "Time to get a verdict from the deciders, failover included",
+            Unit::Seconds,
+            m.decide_seconds.clone(),
+        );
+        registry.register(
+            "decider_fallbacks",
+            "Failovers to another decider, and messages left without a verdict in time",
+            m.fallbacks.clone(),
+        );
+        registry.register_with_unit(
+            "next_hop_duration",
+            "Time to relay one message to the next hop",
+            Unit::Seconds,
+            m.next_hop_seconds.clone(),
+        );
+        registry.register(
+            "next_hop_relays",
+            "Relays to the next hop by outcome (relayed, refused, down)",
+            m.relays.clone(),
+        );
+        registry.register(
+            "connectors_loaded",
+            "Connectors in the snapshot loaded from the deciders (-1: none loaded yet)",
+            m.connectors_loaded.clone(),
+        );
+        m.connectors_loaded.set(-1);
+        EdgeMetrics { registry, ..m }
+    }
+
+    pub fn session_started(&self) -> SessionGuard {
+        self.sessions.inc();
+        self.sessions_active.inc();
+        SessionGuard
+    }
+
+    pub fn reply(&self, code: u16) {
+        let class = format!("{}xx", code / 100);
+        self.replies
+            .get_or_create(&vec![("class", class), ("code", code.to_string())])
+            .inc();
+    }
+
+    pub fn message(&self, verdict: MessageVerdict) {
+        let verdict = match verdict {
+            MessageVerdict::Accept => "accept",
+            MessageVerdict::Throttle => "throttle",
+            MessageVerdict::Block => "block",
+            MessageVerdict::NoVerdict => "no_verdict",
+            MessageVerdict::Unenforced => "unenforced",
+        };
+        self.messages.get_or_create(&vec![("verdict", verdict.to_owned())]).inc();
+    }
+
+    pub fn decided(&self, took: Duration) {
+        self.decide_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn fallback(&self, kind: Fallback) {
+        let kind = match kind {
+            Fallback::Failover => "failover",
+            Fallback::NoVerdict => "no_verdict",
+        };
+        self.fallbacks.get_or_create(&vec![("kind", kind.to_owned())]).inc();
+    }
+
+    pub fn relayed(&self, outcome: &'static str, took: Duration) {
+        self.next_hop_seconds.observe(took.as_secs_f64());
+        self.relays.get_or_create(&vec![("outcome", outcome.to_owned())]).inc();
+    }
+
+    pub fn connectors_loaded(&self, count: usize) {
+        self.connectors_loaded.set(count as i64);
+    }
+
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String");
+        text
+    }
+}
+
+/// Counts a session as active while it lives.
+pub(crate) struct SessionGuard;
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        metrics().sessions_active.dec();
+    }
+}
+
+/// The OpenMetrics text of the edge's metrics (for `ratchet dev`, which serves them too).
+pub fn render() -> String {
+    metrics().render()
+}
+
+/// The content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

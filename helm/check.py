@@ -1,0 +1,543 @@
+#!/usr/bin/env python3
+"""Checks the Helm chart in helm/ratchet without a cluster or a helm binary.
+
+    python3 helm/check.py
+        For every value set (default, five voters, three regions): lints the chart, renders
+        it for each release of the set, validates every rendered object against the
+        Kubernetes schemas, and checks the chart's own invariants (a group that can found
+        itself, a PDB that keeps a quorum, edges that drain). Prints a summary and exits
+        non-zero on any failure.
+
+    python3 helm/check.py pods [--values FILE]... [--set KEY=VALUE]... [--release NAME]
+                               [--namespace NS] [--cluster-domain DOMAIN]
+        Prints, as JSON, the decider pods that the rendered StatefulSet makes: for each
+        ordinal, every (init) container's command, args and env as Kubernetes resolves them
+        (downward API fields, $(VAR) expansion) and its volumes (ConfigMap contents
+        included). tests/helm_rendered.rs starts real deciders from this.
+
+Helm runs in-process through the PyPI package helm-python-sdk, which bundles Helm's Go
+SDK; schemas come from kubernetes-validate. Both install with pip (deploy/install-deps.sh);
+nothing else is fetched: no chart repositories, no cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+try:
+    import helm_python as helm
+    import kubernetes_validate
+    import yaml
+except ImportError as error:  # pragma: no cover - the message is the point
+    sys.exit(
+        f"helm/check.py: {error.name} is missing: run deploy/install-deps.sh "
+        "(python3 -m pip install helm-python-sdk kubernetes-validate)"
+    )
+
+HERE = Path(__file__).resolve().parent
+CHART = HERE / "ratchet"
+
+# The Kubernetes version rendered for and validated against: recent, and shipped by
+# kubernetes-validate (its schemas go up to 1.37).
+KUBE_VERSION = "1.34.0"
+
+# Objects whose schemas are CRDs that kubernetes-validate does not ship: rendered and
+# parsed, but not schema-validated (reported as such).
+CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+
+@dataclasses.dataclass
+class Release:
+    name: str
+    namespace: str
+    values_files: list[str]
+
+
+@dataclasses.dataclass
+class ValueSet:
+    name: str
+    releases: list[Release]
+
+
+VALUE_SETS = [
+    ValueSet("default", [Release("ratchet", "ratchet", ["ci/default-values.yaml"])]),
+    ValueSet("five-voters", [Release("ratchet", "ratchet", ["ci/five-voters-values.yaml"])]),
+    # One release per region; together they must describe one group.
+    ValueSet(
+        "three-region",
+        [
+            Release(f"ratchet-{region}", "ratchet", [f"ci/three-region/values-region-{suffix}.yaml"])
+            for region, suffix in [("a", "a"), ("b", "b"), ("c", "c"), ("d", "d-readonly")]
+        ],
+    ),
+]
+
+
+# --------------------------------------------------------------------------- values
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Helm's merge of -f files and --set: maps merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_values(files: list[str], sets: list[str] = ()) -> dict[str, Any]:
+    """The user-supplied values of a release: files relative to the chart, then --set."""
+    values: dict[str, Any] = {}
+    for name in files:
+        path = Path(name) if Path(name).is_absolute() else CHART / name
+        if not path.exists():
+            path = Path(name).resolve()
+        values = merge(values, helm.values_from_yaml(path.read_text()))
+    for expression in sets:
+        values = merge(values, helm.parse_set_string(expression))
+    return values
+
+
+def render(chart: helm.Chart, release: str, namespace: str, values: dict[str, Any]) -> dict[str, str]:
+    """Template path -> rendered text, as `helm install --dry-run` would produce."""
+    return chart.render(values=values, name=release, namespace=namespace, is_install=True)
+
+
+def objects_of(rendered: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    """(template path, object) for every YAML document rendered, hooks and tests included."""
+    objects = []
+    for path, text in sorted(rendered.items()):
+        if not path.endswith((".yaml", ".yml")):
+            continue
+        for document in yaml.safe_load_all(text):
+            if document:
+                objects.append((path, document))
+    return objects
+
+
+# --------------------------------------------------------------------------- checks
+
+
+class Findings:
+    """Failures and notes of one release; a release passes with no failures."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+        self.notes: list[str] = []
+
+    def fail(self, message: str) -> None:
+        self.failures.append(message)
+
+    def require(self, condition: bool, message: str) -> None:
+        if not condition:
+            self.fail(message)
+
+
+def lint(release: Release, values: dict[str, Any], findings: Findings) -> str:
+    """`helm lint --strict` with the release's values; returns a short verdict."""
+    report = helm.lint(
+        str(CHART),
+        values,
+        strict=True,
+        namespace=release.namespace,
+        kube_version=f"v{KUBE_VERSION}",
+    )
+    severities = {0: "unknown", 1: "info", 2: "warning", 3: "error"}
+    counts: dict[str, int] = {}
+    for message in report.get("messages", []):
+        severity = severities.get(message.get("severity"), "unknown")
+        counts[severity] = counts.get(severity, 0) + 1
+        line = f"lint {severity}: {message.get('path')}: {message.get('error')}"
+        if severity == "info":
+            findings.notes.append(line)
+        else:
+            findings.fail(line)
+    for error in report.get("errors", []) or []:
+        findings.fail(f"lint: {error}")
+    if not counts:
+        return "clean"
+    return ", ".join(f"{n} {severity}" for severity, n in sorted(counts.items()))
+
+
+def validate(objects: list[tuple[str, dict[str, Any]]], findings: Findings) -> tuple[int, int]:
+    """Validates every object against the Kubernetes schemas (strict: unknown fields fail)."""
+    validated = skipped = 0
+    for path, document in objects:
+        kind = (document.get("apiVersion"), document.get("kind"))
+        name = f"{document.get('kind')}/{document.get('metadata', {}).get('name')} ({path})"
+        try:
+            kubernetes_validate.validate(document, KUBE_VERSION, strict=True)
+            validated += 1
+        except kubernetes_validate.SchemaNotFoundError as error:
+            if kind in CRD_KINDS:
+                skipped += 1
+                findings.notes.append(f"{name}: a CRD, parsed but not schema-validated")
+            else:
+                findings.fail(f"{name}: {error.message}")
+        except kubernetes_validate.ValidationError as error:
+            where = "/".join(str(p) for p in error.path) or "(root)"
+            findings.fail(f"{name}: invalid at {where}: {error.message}")
+    return validated, skipped
+
+
+def find(objects, kind: str, component: str | None = None) -> list[dict[str, Any]]:
+    found = []
+    for _, document in objects:
+        labels = document.get("metadata", {}).get("labels", {}) or {}
+        if document.get("kind") == kind and (component is None or labels.get("app.kubernetes.io/component") == component):
+            found.append(document)
+    return found
+
+
+def flag(args: list[str], name: str) -> str | None:
+    """The value after `name` in an argument list."""
+    for index, argument in enumerate(args[:-1]):
+        if argument == name:
+            return args[index + 1]
+    return None
+
+
+def container(pod_spec: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in pod_spec["containers"] if c["name"] == name)
+
+
+def check_invariants(release: Release, values: dict[str, Any], objects, findings: Findings) -> dict[str, Any]:
+    """What the chart promises beyond valid YAML; returns facts for the cross-release checks."""
+    facts: dict[str, Any] = {}
+    statefulsets = find(objects, "StatefulSet", "decider")
+    findings.require(len(statefulsets) == 1, f"expected one decider StatefulSet, found {len(statefulsets)}")
+    if not statefulsets:
+        return facts
+    sts = statefulsets[0]
+    spec = sts["spec"]
+    pod = spec["template"]["spec"]
+    findings.require(spec.get("podManagementPolicy") == "Parallel", "decider StatefulSet: podManagementPolicy must be Parallel")
+    findings.require(bool(spec.get("volumeClaimTemplates")), "decider StatefulSet: no volumeClaimTemplates")
+    services = {s["metadata"]["name"]: s for s in find(objects, "Service")}
+    headless = services.get(spec.get("serviceName"))
+    findings.require(
+        headless is not None
+        and headless["spec"].get("clusterIP") == "None"
+        and headless["spec"].get("publishNotReadyAddresses") is True,
+        "decider StatefulSet: serviceName must be a headless Service publishing not-ready addresses",
+    )
+
+    decider = container(pod, "decider")
+    args = decider["args"]
+    findings.require(flag(args, "--name") == "$(POD_NAME)", "decider: --name must be $(POD_NAME)")
+    advertise = flag(args, "--advertise") or ""
+    findings.require(advertise.startswith("$(POD_NAME)."), f"decider: --advertise must be the pod's DNS name, is {advertise!r}")
+    members = [entry.split("=", 1) for entry in (flag(args, "--initial-cluster") or "").split(",") if entry]
+    findings.require(len(members) > 0, "decider: --initial-cluster is empty")
+    findings.require(
+        any(c["name"] == "check-identity" for c in pod.get("initContainers", [])),
+        "decider: the check-identity init container must guard pods on new volumes",
+    )
+    for probe, path in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")]:
+        findings.require(decider.get(probe, {}).get("httpGet", {}).get("path") == path, f"decider: {probe} must be GET {path}")
+
+    sts_name = sts["metadata"]["name"]
+    own = [name for name, _ in members if name.rsplit("-", 1)[0] == sts_name]
+    replicas = spec["replicas"]
+    facts.update(
+        statefulset=sts_name,
+        replicas=replicas,
+        initial_cluster=sorted(f"{n}={a}" for n, a in members),
+        own_founders=own,
+        advertise=advertise,
+    )
+    findings.require(
+        all(int(name.rsplit("-", 1)[1]) < replicas for name in own),
+        f"decider: founding members {own} beyond replicas {replicas}",
+    )
+
+    # A PDB that keeps a quorum of the voters this release can see.
+    pdbs = find(objects, "PodDisruptionBudget", "decider")
+    if values.get("decider", {}).get("pdb", {}).get("enabled", True):
+        findings.require(len(pdbs) == 1, "decider: no PodDisruptionBudget")
+        if pdbs:
+            max_unavailable = pdbs[0]["spec"].get("maxUnavailable")
+            voters = len(members)
+            if len(own) == len(members):
+                promote = values.get("decider", {}).get("join", {}).get("promote", True)
+                voters += (replicas - len(own)) if promote else 0
+                findings.require(
+                    isinstance(max_unavailable, int) and voters - max_unavailable >= voters // 2 + 1,
+                    f"decider PDB: maxUnavailable {max_unavailable} would break the quorum of {voters} voters",
+                )
+            else:
+                findings.require(max_unavailable == 1, f"decider PDB across releases: maxUnavailable {max_unavailable}, expected 1")
+
+    edges = find(objects, "Deployment", "edge")
+    if edges:
+        edge_pod = edges[0]["spec"]["template"]["spec"]
+        edge = container(edge_pod, "edge")
+        config_maps = {c["metadata"]["name"]: c for c in find(objects, "ConfigMap")}
+        config_volume = next(v for v in edge_pod["volumes"] if v["name"] == "config")
+        edge_toml = config_maps[config_volume["configMap"]["name"]]["data"]["edge.toml"]
+        grace = _toml_int(edge_toml, "shutdown_grace_secs", 30)
+        sleep = int(edge["lifecycle"]["preStop"]["exec"]["command"][1])
+        period = edge_pod.get("terminationGracePeriodSeconds", 30)
+        findings.require(
+            period > sleep + grace,
+            f"edge: terminationGracePeriodSeconds {period} must exceed preStop {sleep}s + shutdown_grace_secs {grace}",
+        )
+        smtp_port = next(p["containerPort"] for p in edge["ports"] if p["name"] == "smtp")
+        findings.require(smtp_port > 1024, "edge: the SMTP container port must be unprivileged (non-root)")
+        edge_services = [s for s in find(objects, "Service", "edge") if s["metadata"]["name"] == edges[0]["metadata"]["name"]]
+        findings.require(
+            bool(edge_services) and any(p["port"] == 25 and p["targetPort"] == "smtp" for p in edge_services[0]["spec"]["ports"]),
+            "edge: the Service must map port 25 to the smtp container port",
+        )
+        deciders = flag(edge["args"], "--deciders") or ""
+        if not values.get("edge", {}).get("deciders"):
+            findings.require(
+                deciders.startswith(f"{spec['serviceName']}.{release.namespace}.svc."),
+                f"edge: --deciders should be the headless Service, is {deciders!r}",
+            )
+        findings.require(bool(find(objects, "HorizontalPodAutoscaler", "edge")) or not values.get("edge", {}).get("autoscaling", {}).get("enabled", True), "edge: no HPA")
+    return facts
+
+
+def _toml_int(text: str, key: str, default: int) -> int:
+    for line in text.splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == key and value.strip().isdigit():
+            return int(value.strip())
+    return default
+
+
+def check_layout(value_set: ValueSet, facts: dict[str, dict[str, Any]]) -> list[str]:
+    """A set of releases must describe one group: the same founders everywhere, each one
+    a pod of some release, at the address that pod advertises."""
+    failures = []
+    lists = {name: tuple(f["initial_cluster"]) for name, f in facts.items() if f}
+    first_release, first = next(iter(lists.items()), ("", ()))
+    for name, members in lists.items():
+        lacking, extra = set(first) - set(members), set(members) - set(first)
+        if lacking or extra:
+            failures.append(
+                f"{value_set.name}: --initial-cluster of {name} differs from {first_release}'s: "
+                f"lacks {sorted(lacking)}, adds {sorted(extra)}"
+            )
+    pods = {}
+    for f in facts.values():
+        for ordinal in range(f.get("replicas", 0)):
+            name = f"{f['statefulset']}-{ordinal}"
+            pods[name] = f["advertise"].replace("$(POD_NAME)", name)
+    for entry in next(iter(lists.values()), ()):
+        name, address = entry.split("=", 1)
+        if name not in pods:
+            failures.append(f"{value_set.name}: founding member {name} is no pod of any release in the set")
+        elif pods[name] != address:
+            failures.append(f"{value_set.name}: founding member {name} is listed at {address} but advertises {pods[name]}")
+    return failures
+
+
+def check_all() -> int:
+    chart = helm.Chart.load(str(CHART))
+    print(f"chart {chart.name} {chart.version} (Helm SDK {helm.helm_sdk_version()}), Kubernetes schemas {KUBE_VERSION}")
+    rows = []
+    failed = 0
+    notes: dict[str, list[str]] = {}  # note -> where, printed once at the end
+    for value_set in VALUE_SETS:
+        facts = {}
+        for release in value_set.releases:
+            findings = Findings()
+            lint_verdict = "-"
+            objects: list = []
+            validated = skipped = 0
+            try:
+                values = load_values(release.values_files)
+                lint_verdict = lint(release, values, findings)
+                objects = objects_of(render(chart, release.name, release.namespace, values))
+                validated, skipped = validate(objects, findings)
+                facts[release.name] = check_invariants(release, values, objects, findings)
+            except helm.HelmError as error:
+                findings.fail(f"{type(error).__name__}: {error}")
+            except (KeyError, StopIteration, ValueError) as error:
+                findings.fail(f"rendered objects lack what the checks expect: {error!r}")
+            verdict = "FAIL" if findings.failures else "ok"
+            failed += bool(findings.failures)
+            rows.append((value_set.name, release.name, ", ".join(release.values_files), lint_verdict, len(objects), validated, skipped, verdict))
+            for note in findings.notes:
+                notes.setdefault(note, []).append(f"{value_set.name}/{release.name}")
+            for failure in findings.failures:
+                print(f"  FAIL  {value_set.name}/{release.name}: {failure}")
+        if len(value_set.releases) > 1:
+            layout_failures = check_layout(value_set, facts)
+            for failure in layout_failures:
+                print(f"  FAIL  {failure}")
+            failed += bool(layout_failures)
+            rows.append((value_set.name, "(layout)", f"{len(value_set.releases)} releases, one group", "-", "-", "-", "-", "FAIL" if layout_failures else "ok"))
+
+    for note, where in notes.items():
+        print(f"  note  {note} ({', '.join(where) if len(where) < 3 else f'{len(where)} releases'})")
+    header = ("value set", "release", "values", "lint", "objects", "valid", "CRD", "result")
+    widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
+    print()
+    for row in [header] + rows:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    releases = sum(1 for row in rows if row[1] != "(layout)")
+    print()
+    if failed:
+        print(f"chart check FAILED: {failed} of {len(rows)} rows failed")
+        return 1
+    print(f"chart check ok: {len(VALUE_SETS)} value sets, {releases} releases linted, rendered and validated")
+    return 0
+
+
+# --------------------------------------------------------------------------- pods
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion in command, args and env values: a defined variable is
+    replaced, an undefined one is left as written, and $$ is a literal $."""
+    out = []
+    i = 0
+    while i < len(text):
+        if text[i] == "$" and i + 1 < len(text):
+            following = text[i + 1]
+            if following == "$":
+                out.append("$")
+                i += 2
+                continue
+            if following == "(":
+                end = text.find(")", i + 2)
+                if end == -1:
+                    out.append(text[i:])
+                    break
+                name = text[i + 2 : end]
+                out.append(env.get(name, text[i : end + 1]))
+                i = end + 1
+                continue
+        out.append(text[i])
+        i += 1
+    return "".join(out)
+
+
+def field_ref(path: str, pod: dict[str, Any]) -> str:
+    """The downward API's fieldRef for one pod."""
+    simple = {
+        "metadata.name": pod["name"],
+        "metadata.namespace": pod["namespace"],
+        "spec.serviceAccountName": pod["serviceAccountName"],
+        "spec.nodeName": "node-0",
+        "status.podIP": "127.0.0.1",
+        "status.hostIP": "127.0.0.1",
+    }
+    if path in simple:
+        return simple[path]
+    for prefix, source in [("metadata.labels", pod["labels"]), ("metadata.annotations", pod["annotations"])]:
+        if path.startswith(prefix + "['") and path.endswith("']"):
+            return source.get(path[len(prefix) + 2 : -2], "")
+    raise ValueError(f"fieldRef {path} is not supported by check.py")
+
+
+def resolve_container(spec: dict[str, Any], pod: dict[str, Any], config_maps: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    env: dict[str, str] = {}
+    for variable in spec.get("env", []) or []:
+        if "value" in variable:
+            env[variable["name"]] = expand(str(variable["value"]), env)
+        elif "fieldRef" in variable.get("valueFrom", {}):
+            env[variable["name"]] = field_ref(variable["valueFrom"]["fieldRef"]["fieldPath"], pod)
+        elif "configMapKeyRef" in variable.get("valueFrom", {}):
+            ref = variable["valueFrom"]["configMapKeyRef"]
+            env[variable["name"]] = config_maps[ref["name"]]["data"][ref["key"]]
+        else:
+            raise ValueError(f"env {variable['name']}: only value, fieldRef and configMapKeyRef are supported")
+    return {
+        "name": spec["name"],
+        "command": [expand(str(part), env) for part in spec.get("command", []) or []],
+        "args": [expand(str(part), env) for part in spec.get("args", []) or []],
+        "env": env,
+        "ports": spec.get("ports", []) or [],
+        "volumeMounts": spec.get("volumeMounts", []) or [],
+    }
+
+
+def pods(arguments: argparse.Namespace) -> int:
+    chart = helm.Chart.load(str(CHART))
+    values = load_values(arguments.values, arguments.set)
+    objects = objects_of(render(chart, arguments.release, arguments.namespace, values))
+    config_maps = {c["metadata"]["name"]: c for c in find(objects, "ConfigMap")}
+    sts = find(objects, "StatefulSet", "decider")[0]
+    template = sts["spec"]["template"]
+    claims = {claim["metadata"]["name"] for claim in sts["spec"].get("volumeClaimTemplates", [])}
+    service = sts["spec"]["serviceName"]
+    result = []
+    for ordinal in range(sts["spec"]["replicas"]):
+        name = f"{sts['metadata']['name']}-{ordinal}"
+        pod = {
+            "name": name,
+            "namespace": arguments.namespace,
+            "serviceAccountName": template["spec"].get("serviceAccountName", "default"),
+            # What the StatefulSet controller adds to each pod's labels.
+            "labels": {
+                **template["metadata"].get("labels", {}),
+                "statefulset.kubernetes.io/pod-name": name,
+                "apps.kubernetes.io/pod-index": str(ordinal),
+            },
+            "annotations": template["metadata"].get("annotations", {}),
+        }
+        volumes = {}
+        for claim in claims:
+            volumes[claim] = {"persistentVolumeClaim": {"claimName": f"{claim}-{name}"}}
+        for volume in template["spec"].get("volumes", []):
+            if "configMap" in volume:
+                data = config_maps[volume["configMap"]["name"]].get("data", {})
+                items = volume["configMap"].get("items")
+                files = {item["path"]: data[item["key"]] for item in items} if items else dict(data)
+                volumes[volume["name"]] = {"configMap": {"name": volume["configMap"]["name"], "files": files}}
+            elif "emptyDir" in volume:
+                volumes[volume["name"]] = {"emptyDir": {}}
+            elif "secret" in volume:
+                volumes[volume["name"]] = {"secret": {"secretName": volume["secret"]["secretName"]}}
+            else:
+                raise ValueError(f"volume {volume['name']}: kind not supported by check.py")
+        result.append(
+            {
+                "name": name,
+                "ordinal": ordinal,
+                # <hostname>.<subdomain>.<namespace>.svc.<cluster domain>: the DNS name the
+                # headless Service gives a StatefulSet pod.
+                "dns": f"{name}.{service}.{arguments.namespace}.svc.{arguments.cluster_domain}",
+                # Run to completion, in order, before the containers start.
+                "initContainers": [resolve_container(c, pod, config_maps) for c in template["spec"].get("initContainers", [])],
+                "containers": [resolve_container(c, pod, config_maps) for c in template["spec"]["containers"]],
+                "volumes": volumes,
+            }
+        )
+    json.dump({"statefulset": sts["metadata"]["name"], "serviceName": service, "pods": result}, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command")
+    pods_parser = commands.add_parser("pods", help="print the rendered decider pods as JSON")
+    pods_parser.add_argument("--values", action="append", default=[], help="a values file (repeatable)")
+    pods_parser.add_argument("--set", action="append", default=[], help="KEY=VALUE as helm --set (repeatable)")
+    pods_parser.add_argument("--release", default="ratchet")
+    pods_parser.add_argument("--namespace", default="ratchet")
+    pods_parser.add_argument("--cluster-domain", default="cluster.local")
+    arguments = parser.parse_args()
+    if arguments.command == "pods":
+        try:
+            return pods(arguments)
+        except helm.HelmError as error:
+            print(f"helm/check.py: {type(error).__name__}: {error}", file=sys.stderr)
+            return 1
+    return check_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

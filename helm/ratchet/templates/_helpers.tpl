@@ -1,0 +1,302 @@
+{{/*
+Names, labels and the decider group's layout, shared by every template.
+
+Object names are "<fullname>-decider…" and "<fullname>-edge…", where fullname is the
+release name (not "<release>-<chart>"): decider pod names are node names in the Raft group
+and end up in --initial-cluster lists that other regions' releases repeat, so they should
+be short and predictable. 40 characters leave room for "-decider-headless" within a DNS
+label (63) and for the StatefulSet's controller-revision-hash label.
+*/}}
+
+{{- define "ratchet.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "ratchet.fullname" -}}
+{{- default .Release.Name .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "ratchet.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels on every object. */}}
+{{- define "ratchet.labels" -}}
+helm.sh/chart: {{ include "ratchet.chart" . }}
+app.kubernetes.io/name: {{ include "ratchet.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: ratchet
+{{- with .Values.region }}
+ratchet.io/region: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels of one component; call with (dict "root" $ "component" "decider"). */}}
+{{- define "ratchet.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ratchet.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Every pod of this release (deciders, edges, hook and test pods): allowed to decider gRPC. */}}
+{{- define "ratchet.releasePodLabels" -}}
+app.kubernetes.io/name: {{ include "ratchet.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "ratchet.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "ratchet.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "ratchet.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A flat map as TOML, one `key = value` per line; null values are left out so that the
+binary's default applies. Values go through toJson, whose strings, numbers, booleans and
+arrays of them are also valid TOML. Nested tables are refused: neither config has any.
+*/}}
+{{- define "ratchet.toml" -}}
+{{- range $key, $value := . }}
+{{- if kindIs "map" $value }}
+{{- fail (printf "%s: a table is not a valid value here" $key) }}
+{{- end }}
+{{- if not (kindIs "invalid" $value) }}
+{{ $key }} = {{ $value | toJson }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* ------------------------------------------------------------------ deciders */}}
+
+{{- define "ratchet.decider.name" -}}
+{{- printf "%s-decider" (include "ratchet.fullname" .) -}}
+{{- end -}}
+
+{{- define "ratchet.decider.headless" -}}
+{{- printf "%s-decider-headless" (include "ratchet.fullname" .) -}}
+{{- end -}}
+
+{{/*
+The host name other deciders reach one pod at: decider.podAddressTemplate for
+(dict "root" $ "pod" NAME). NAME may be "$(POD_NAME)", which Kubernetes expands in the
+container's args and env.
+*/}}
+{{- define "ratchet.decider.podHost" -}}
+{{- $root := .root -}}
+{{- tpl $root.Values.decider.podAddressTemplate (dict
+      "pod" .pod
+      "service" (include "ratchet.decider.headless" $root)
+      "namespace" $root.Release.Namespace
+      "clusterDomain" $root.Values.clusterDomain
+      "region" $root.Values.region
+      "release" $root.Release.Name
+      "Template" $root.Template) -}}
+{{- end -}}
+
+{{- define "ratchet.decider.podAddress" -}}
+{{- printf "%s:%d" (include "ratchet.decider.podHost" .) (int .root.Values.decider.ports.grpc) -}}
+{{- end -}}
+
+{{/*
+The founding members as a JSON list of {name, address}: decider.initialCluster when given
+(a group across releases), else this release's pods 0..foundingMembers-1 at their stable
+DNS names.
+*/}}
+{{- define "ratchet.decider.foundingMembers" -}}
+{{- $members := list -}}
+{{- if .Values.decider.initialCluster -}}
+{{- range .Values.decider.initialCluster -}}
+{{- $members = append $members (dict "name" .name "address" .address) -}}
+{{- end -}}
+{{- else -}}
+{{- range $ordinal := until (int $.Values.decider.foundingMembers) -}}
+{{- $pod := printf "%s-%d" (include "ratchet.decider.name" $) $ordinal -}}
+{{- $members = append $members (dict "name" $pod "address" (include "ratchet.decider.podAddress" (dict "root" $ "pod" $pod))) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $members -}}
+{{- end -}}
+
+{{/* The value of --initial-cluster: NAME=ADDR,... */}}
+{{- define "ratchet.decider.initialCluster" -}}
+{{- $entries := list -}}
+{{- range include "ratchet.decider.foundingMembers" . | fromJsonArray -}}
+{{- $entries = append $entries (printf "%s=%s" .name .address) -}}
+{{- end -}}
+{{- join "," $entries -}}
+{{- end -}}
+
+{{/*
+How many founding members are this release's own pods (ordinals 0..n-1), after checking
+the list: names unique, this release's entries contiguous from ordinal 0 and within
+replicas, and their addresses exactly what the pods advertise. A wrong list would make
+the founders wait for each other forever, so it is refused at render time.
+*/}}
+{{- define "ratchet.decider.ownFounders" -}}
+{{- if gt (int .Values.decider.foundingMembers) (int .Values.decider.replicas) -}}
+{{- if not .Values.decider.initialCluster -}}
+{{- fail (printf "decider.foundingMembers (%d) exceeds decider.replicas (%d)" (int .Values.decider.foundingMembers) (int .Values.decider.replicas)) -}}
+{{- end -}}
+{{- end -}}
+{{- $sts := include "ratchet.decider.name" . -}}
+{{- $members := include "ratchet.decider.foundingMembers" . | fromJsonArray -}}
+{{- $seen := dict -}}
+{{- $own := 0 -}}
+{{- range $members -}}
+{{- if or (not .name) (not .address) -}}
+{{- fail (printf "decider.initialCluster: every entry needs a name and an address (got %v)" .) -}}
+{{- end -}}
+{{- if hasKey $seen .name -}}
+{{- fail (printf "decider.initialCluster: %s is listed twice" .name) -}}
+{{- end -}}
+{{- $_ := set $seen .name true -}}
+{{- if regexMatch (printf "^%s-[0-9]+$" (regexQuoteMeta $sts)) .name -}}
+{{- $ordinal := trimPrefix (printf "%s-" $sts) .name | atoi -}}
+{{- if ge $ordinal (int $.Values.decider.replicas) -}}
+{{- fail (printf "decider.initialCluster: %s is a founding member but decider.replicas is %d" .name (int $.Values.decider.replicas)) -}}
+{{- end -}}
+{{- $expected := include "ratchet.decider.podAddress" (dict "root" $ "pod" .name) -}}
+{{- if ne .address $expected -}}
+{{- fail (printf "decider.initialCluster: %s has address %s, but that pod advertises %s (decider.podAddressTemplate)" .name .address $expected) -}}
+{{- end -}}
+{{- $own = add1 $own -}}
+{{- end -}}
+{{- end -}}
+{{- range $ordinal := until (int $own) -}}
+{{- if not (hasKey $seen (printf "%s-%d" $sts $ordinal)) -}}
+{{- fail (printf "decider.initialCluster: this release's founding members must be ordinals 0..%d, but %s-%d is missing" (sub $own 1) $sts $ordinal) -}}
+{{- end -}}
+{{- end -}}
+{{- if eq (len $members) 0 -}}
+{{- fail "decider: no founding members (decider.foundingMembers is 0 and decider.initialCluster is empty): nothing would ever found the group" -}}
+{{- end -}}
+{{- $own -}}
+{{- end -}}
+
+{{/* True when founding members live in other releases (a group across regions). */}}
+{{- define "ratchet.decider.spansReleases" -}}
+{{- $own := include "ratchet.decider.ownFounders" . | atoi -}}
+{{- $all := include "ratchet.decider.foundingMembers" . | fromJsonArray | len -}}
+{{- if ne $own $all }}true{{ end -}}
+{{- end -}}
+
+{{/*
+The PodDisruptionBudget's maxUnavailable. Voters this chart knows of: the founders plus,
+when joined pods are promoted, this release's pods beyond its founders. A group within
+this release keeps a quorum with (voters-1)/2 down; one spread over releases gets 1 per
+release, since no release's budget sees the others'.
+*/}}
+{{- define "ratchet.decider.maxUnavailable" -}}
+{{- if not (kindIs "invalid" .Values.decider.pdb.maxUnavailable) -}}
+{{- .Values.decider.pdb.maxUnavailable -}}
+{{- else if include "ratchet.decider.spansReleases" . -}}
+1
+{{- else -}}
+{{- $voters := include "ratchet.decider.foundingMembers" . | fromJsonArray | len -}}
+{{- if .Values.decider.join.promote -}}
+{{- $voters = add $voters (sub (int .Values.decider.replicas) (include "ratchet.decider.ownFounders" . | atoi)) -}}
+{{- end -}}
+{{- div (sub $voters 1) 2 -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Where the join sidecar looks for the group: every founding member, then every pod of this
+release (scale-up pods may already be members), as host:port,...; the script skips itself.
+*/}}
+{{- define "ratchet.decider.joinEndpoints" -}}
+{{- $endpoints := list -}}
+{{- range include "ratchet.decider.foundingMembers" . | fromJsonArray -}}
+{{- $endpoints = append $endpoints .address -}}
+{{- end -}}
+{{- range $ordinal := until (int .Values.decider.replicas) -}}
+{{- $pod := printf "%s-%d" (include "ratchet.decider.name" $) $ordinal -}}
+{{- $endpoints = append $endpoints (include "ratchet.decider.podAddress" (dict "root" $ "pod" $pod)) -}}
+{{- end -}}
+{{- $endpoints | uniq | join "," -}}
+{{- end -}}
+
+{{/* The edges' --deciders: this release's headless Service, resolved to every pod. */}}
+{{- define "ratchet.edge.deciders" -}}
+{{- if .Values.edge.deciders -}}
+{{- .Values.edge.deciders -}}
+{{- else -}}
+{{- printf "%s.%s.svc.%s:%d" (include "ratchet.decider.headless" .) .Release.Namespace .Values.clusterDomain (int .Values.decider.ports.grpc) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The client Service's in-cluster address, for hook and test pods running ratchet ctl. */}}
+{{- define "ratchet.decider.clientEndpoint" -}}
+{{- printf "%s.%s.svc.%s:%d" (include "ratchet.decider.name" .) .Release.Namespace .Values.clusterDomain (int .Values.decider.ports.grpc) -}}
+{{- end -}}
+
+{{/* ------------------------------------------------------------------ edges */}}
+
+{{- define "ratchet.edge.name" -}}
+{{- printf "%s-edge" (include "ratchet.fullname" .) -}}
+{{- end -}}
+
+{{/* The edge's grace period: longer than the preStop sleep and the drain together. */}}
+{{- define "ratchet.edge.terminationGracePeriodSeconds" -}}
+{{- $needed := add (int .Values.edge.preStopSleepSeconds) (int (default 30 .Values.edge.config.shutdown_grace_secs)) -}}
+{{- if kindIs "invalid" .Values.edge.terminationGracePeriodSeconds -}}
+{{- add $needed 15 -}}
+{{- else if le (int .Values.edge.terminationGracePeriodSeconds) $needed -}}
+{{- fail (printf "edge.terminationGracePeriodSeconds (%d) must exceed edge.preStopSleepSeconds + edge.config.shutdown_grace_secs (%d), or sessions are killed mid-drain" (int .Values.edge.terminationGracePeriodSeconds) $needed) -}}
+{{- else -}}
+{{- .Values.edge.terminationGracePeriodSeconds -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Pod affinity for one component: (dict "root" $ "component" "decider" "values" .Values.decider).
+Anti-affinity over nodes (soft or hard); an explicit affinity replaces it.
+*/}}
+{{- define "ratchet.affinity" -}}
+{{- if .values.affinity -}}
+{{- toYaml .values.affinity -}}
+{{- else -}}
+podAntiAffinity:
+{{- if eq .values.podAntiAffinity "hard" }}
+  requiredDuringSchedulingIgnoredDuringExecution:
+    - topologyKey: kubernetes.io/hostname
+      labelSelector:
+        matchLabels:
+          {{- include "ratchet.selectorLabels" (dict "root" .root "component" .component) | nindent 10 }}
+{{- else }}
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "ratchet.selectorLabels" (dict "root" .root "component" .component) | nindent 12 }}
+{{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Zone spread for one component. Edges (a Deployment) spread each rollout's pods on their
+own (matchLabelKeys pod-template-hash), so that old pods on their way out do not skew it.
+*/}}
+{{- define "ratchet.topologySpread" -}}
+{{- if .values.topologySpread.enabled -}}
+- maxSkew: {{ .values.topologySpread.maxSkew }}
+  topologyKey: {{ .values.topologySpread.topologyKey }}
+  whenUnsatisfiable: {{ .values.topologySpread.whenUnsatisfiable }}
+  labelSelector:
+    matchLabels:
+      {{- include "ratchet.selectorLabels" (dict "root" .root "component" .component) | nindent 6 }}
+  {{- if eq .component "edge" }}
+  matchLabelKeys: [pod-template-hash]
+  {{- end }}
+{{- end -}}
+{{- end -}}

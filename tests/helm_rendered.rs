@@ -1,0 +1,631 @@
+//! The Helm chart's decider StatefulSet, run for real: real `ratchet decider` processes
+//! (and their `join` sidecars) started with exactly the command, arguments and environment
+//! that the rendered StatefulSet gives each pod, on loopback.
+//!
+//! `helm/check.py pods` renders the chart with Helm's own Go SDK and resolves each pod as
+//! Kubernetes would (POD_NAME from the downward API, `$(VAR)` expansion, ConfigMap volume
+//! contents). This test then changes only where things are: each pod's stable DNS name and
+//! its listen addresses become a loopback port of its own, and each volume's mount path a
+//! directory of its own (the PersistentVolumeClaim's directory survives a pod restart, as
+//! the claim does). `tini --`, which only forwards signals as PID 1 in the image, is left
+//! out. Everything else, the start and join scripts included, runs as rendered.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::cluster::free_port;
+use serde_json::Value;
+use tempfile::TempDir;
+
+const CHECK_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../helm/check.py");
+const GRPC_PORT: u16 = 7001;
+
+/// One container of a pod, with addresses and paths already moved to this machine.
+struct Container {
+    name: String,
+    program: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+struct Pod {
+    name: String,
+    /// The loopback address standing in for `<dns name>:7001` and the pod's `--listen`.
+    grpc: String,
+    /// The directory standing in for the pod's PersistentVolumeClaim.
+    volume: PathBuf,
+    /// The arguments of the decider container as rendered, before any rewriting.
+    rendered_args: Vec<String>,
+    rendered_dns: String,
+    init_containers: Vec<Container>,
+    containers: Vec<Container>,
+}
+
+impl Container {
+    fn spawn(&mut self, pod: &str) {
+        assert!(self.child.is_none(), "{pod}/{} is already running", self.name);
+        let log = OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            // Its own process group, so that killing the pod also ends any `ratchet ctl`
+            // that a script is running.
+            .process_group(0);
+        self.child = Some(command.spawn().unwrap_or_else(|e| panic!("starting {pod}/{}: {e}", self.name)));
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
+            let _ = child.kill();
+            child.wait().unwrap();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Pod {
+    /// Starts the pod as the kubelet does: each init container in turn, to a successful
+    /// end, then all the containers at once.
+    fn start(&mut self) {
+        for index in 0..self.init_containers.len() {
+            self.init_containers[index].spawn(&self.name);
+            self.wait_for_init(index, Duration::from_secs(60));
+        }
+        self.start_containers();
+    }
+
+    fn start_containers(&mut self) {
+        for container in &mut self.containers {
+            container.spawn(&self.name);
+        }
+    }
+
+    /// Waits for a running init container to exit, which it must do successfully.
+    fn wait_for_init(&mut self, index: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let container = &mut self.init_containers[index];
+            let exited = container.child.as_mut().unwrap().try_wait().unwrap();
+            if let Some(status) = exited {
+                container.child = None;
+                assert!(
+                    status.success(),
+                    "{}/{} failed ({status})\n{}",
+                    self.name,
+                    container.name,
+                    container.log()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}/{} did not finish\n{}",
+                self.name,
+                container.name,
+                container.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills every container at once, as a node failure or `kubectl delete pod --force` would.
+    fn kill(&mut self) {
+        for container in self.init_containers.iter_mut().chain(&mut self.containers) {
+            container.kill();
+        }
+    }
+
+    /// A container that has exited although nothing stopped it, if any.
+    fn exited_container(&mut self) -> Option<String> {
+        for container in &mut self.containers {
+            if let Some(status) = container.child.as_mut().and_then(|child| child.try_wait().unwrap()) {
+                return Some(format!("{}/{} exited ({status})", self.name, container.name));
+            }
+        }
+        None
+    }
+
+    /// Whether the pod's containers (not just its init containers) are running.
+    fn is_running(&self) -> bool {
+        self.containers.iter().any(|c| c.child.is_some())
+    }
+
+    fn logs(&self) -> String {
+        self.init_containers
+            .iter()
+            .chain(&self.containers)
+            .map(|c| format!("--- {}/{}\n{}", self.name, c.name, c.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn log_of(&self, container: &str) -> String {
+        self.init_containers
+            .iter()
+            .chain(&self.containers)
+            .find(|c| c.name == container)
+            .unwrap()
+            .log()
+    }
+
+    /// `ratchet ctl --json cluster status` against this pod, if it answers.
+    fn status(&self) -> Option<Value> {
+        let output = common::run(["ctl", "--endpoints", &self.grpc, "--json", "cluster", "status"]);
+        output.status.success().then(|| serde_json::from_slice(&output.stdout).unwrap())
+    }
+
+    /// The node id persisted on the pod's volume.
+    fn persisted_id(&self) -> u64 {
+        let identity: Value = serde_json::from_str(&std::fs::read_to_string(self.volume.join("data/identity.json")).unwrap()).unwrap();
+        identity["id"].as_u64().unwrap()
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Layout {
+    pods: Vec<Pod>,
+    _dir: TempDir,
+}
+
+impl Layout {
+    /// Renders the chart with the CI default values plus `sets` (helm --set) and lays out
+    /// its decider pods on loopback, without starting them.
+    fn render(sets: &[&str]) -> Layout {
+        let mut command = Command::new("python3");
+        command.arg(CHECK_PY).args([
+            "pods",
+            "--values",
+            "ci/default-values.yaml",
+            "--release",
+            "ratchet",
+            "--namespace",
+            "ratchet",
+        ]);
+        for set in sets {
+            command.args(["--set", set]);
+        }
+        let output = command
+            .output()
+            .expect("python3 runs (deploy/install-deps.sh installs what helm/check.py needs)");
+        assert!(
+            output.status.success(),
+            "helm/check.py pods failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let rendered: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let rendered_pods = rendered["pods"].as_array().unwrap();
+
+        // Every container port of every pod gets a loopback port of its own.
+        let ports: Vec<BTreeMap<u64, String>> = rendered_pods
+            .iter()
+            .map(|pod| {
+                let mut ports = BTreeMap::new();
+                for container in pod["containers"].as_array().unwrap() {
+                    for port in container["ports"].as_array().unwrap() {
+                        ports.insert(port["containerPort"].as_u64().unwrap(), free_port().to_string());
+                    }
+                }
+                ports
+            })
+            .collect();
+        // Other pods are reached at <dns name>:<port>.
+        let mut remote = BTreeMap::new();
+        for (pod, ports) in rendered_pods.iter().zip(&ports) {
+            for (port, address) in ports {
+                remote.insert(format!("{}:{port}", pod["dns"].as_str().unwrap()), address.clone());
+            }
+        }
+
+        let bin_dir = Path::new(env!("CARGO_BIN_EXE_ratchet")).parent().unwrap();
+        let path = format!("{}:/usr/local/bin:/usr/bin:/bin", bin_dir.display());
+        let mut pods = Vec::new();
+        for (pod, ports) in rendered_pods.iter().zip(&ports) {
+            let name = pod["name"].as_str().unwrap().to_owned();
+            let root = dir.path().join(&name);
+            // A pod reaches itself at 0.0.0.0, 127.0.0.1 or localhost on its own ports.
+            let mut addresses = remote.clone();
+            for (port, address) in ports {
+                for host in ["0.0.0.0", "127.0.0.1", "localhost"] {
+                    addresses.insert(format!("{host}:{port}"), address.clone());
+                }
+            }
+            let volumes = lay_out_volumes(&root, &pod["volumes"]);
+            let mut containers = Vec::new();
+            let mut init_containers = Vec::new();
+            let mut rendered_args = Vec::new();
+            let all = pod["initContainers"].as_array().unwrap().iter().map(|c| (true, c));
+            for (init, container) in all.chain(pod["containers"].as_array().unwrap().iter().map(|c| (false, c))) {
+                let container_name = container["name"].as_str().unwrap();
+                let mounts: Vec<(String, PathBuf)> = container["volumeMounts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| {
+                        (
+                            m["mountPath"].as_str().unwrap().to_owned(),
+                            volumes[m["name"].as_str().unwrap()].clone(),
+                        )
+                    })
+                    .collect();
+                let localize = |text: &str| relocate(&readdress(text, &addresses), &mounts);
+                let strings =
+                    |value: &Value| -> Vec<String> { value.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect() };
+                let mut command = strings(&container["command"]);
+                let args = strings(&container["args"]);
+                if container_name == "decider" {
+                    rendered_args = args.clone();
+                }
+                if command.len() >= 2 && command[0].ends_with("/tini") && command[1] == "--" {
+                    command.drain(..2);
+                }
+                // No command: the image's entrypoint, `tini -- ratchet`.
+                if command.is_empty() {
+                    command.push("ratchet".to_owned());
+                }
+                let mut env: Vec<(String, String)> = container["env"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), localize(v.as_str().unwrap())))
+                    .collect();
+                env.push(("PATH".to_owned(), path.clone()));
+                let mut argv: Vec<String> = command.iter().chain(&args).map(|a| localize(a)).collect();
+                for argument in argv.iter().chain(env.iter().map(|(_, v)| v)) {
+                    assert!(
+                        !argument.contains(".svc."),
+                        "{name}/{container_name}: a cluster address was left unmapped in {argument:?}"
+                    );
+                }
+                let container = Container {
+                    name: container_name.to_owned(),
+                    program: argv.remove(0),
+                    args: argv,
+                    env,
+                    log: root.join(format!("{container_name}.log")),
+                    child: None,
+                };
+                if init {
+                    init_containers.push(container);
+                } else {
+                    containers.push(container);
+                }
+            }
+            pods.push(Pod {
+                grpc: ports[&u64::from(GRPC_PORT)].clone(),
+                volume: volumes["data"].clone(),
+                rendered_dns: pod["dns"].as_str().unwrap().to_owned(),
+                name,
+                rendered_args,
+                init_containers,
+                containers,
+            });
+        }
+        Layout { pods, _dir: dir }
+    }
+
+    fn logs(&self) -> String {
+        self.pods.iter().map(Pod::logs).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Waits until every running pod reports the same leader and `voters` voters, and
+    /// returns each running pod's status by pod name.
+    fn wait_for_group(&mut self, voters: usize) -> BTreeMap<String, Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(exited) = self.pods.iter_mut().find_map(Pod::exited_container) {
+                panic!("{exited}\n{}", self.logs());
+            }
+            let statuses: BTreeMap<String, Option<Value>> = self
+                .pods
+                .iter()
+                .filter(|p| p.is_running())
+                .map(|p| (p.name.clone(), p.status()))
+                .collect();
+            let leaders: Vec<u64> = statuses.values().flatten().map(|s| s["leader_id"].as_u64().unwrap()).collect();
+            let settled = statuses.values().all(|s| {
+                s.as_ref().is_some_and(|s| {
+                    s["leader_id"].as_u64() != Some(0)
+                        && s["members"].as_array().unwrap().iter().filter(|m| m["role"] != "learner").count() == voters
+                })
+            });
+            if settled && leaders.windows(2).all(|w| w[0] == w[1]) {
+                return statuses.into_iter().map(|(k, v)| (k, v.unwrap())).collect();
+            }
+            if Instant::now() > deadline {
+                panic!("no group of {voters} voters with one leader: {statuses:#?}\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Creates each volume's directory: ConfigMaps with their files, the claim and emptyDirs
+/// empty. Returns volume name -> directory.
+fn lay_out_volumes(root: &Path, volumes: &Value) -> BTreeMap<String, PathBuf> {
+    let mut directories = BTreeMap::new();
+    for (name, source) in volumes.as_object().unwrap() {
+        let directory = root.join("volumes").join(name);
+        std::fs::create_dir_all(&directory).unwrap();
+        if let Some(files) = source["configMap"]["files"].as_object() {
+            for (file, content) in files {
+                std::fs::write(directory.join(file), content.as_str().unwrap()).unwrap();
+            }
+        } else {
+            assert!(
+                source.get("persistentVolumeClaim").is_some() || source.get("emptyDir").is_some(),
+                "volume {name}: {source}"
+            );
+        }
+        directories.insert(name.clone(), directory);
+    }
+    directories
+}
+
+/// Replaces every host:port in `text` that `addresses` knows; addresses sit between
+/// `,` and `=` in lists like `NAME=ADDR,NAME=ADDR` and `ADDR,ADDR`.
+fn readdress(text: &str, addresses: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut token = String::new();
+    for c in text.chars().chain(std::iter::once('\0')) {
+        if c == ',' || c == '=' || c == '\0' {
+            out.push_str(addresses.get(&token).unwrap_or(&token));
+            token.clear();
+            if c != '\0' {
+                out.push(c);
+            }
+        } else {
+            token.push(c);
+        }
+    }
+    out
+}
+
+/// Moves a path under a mount point to that volume's directory.
+fn relocate(text: &str, mounts: &[(String, PathBuf)]) -> String {
+    for (mount_path, directory) in mounts {
+        if let Some(rest) = text.strip_prefix(mount_path.as_str()) {
+            if rest.is_empty() || rest.starts_with('/') {
+                return format!("{}{rest}", directory.display());
+            }
+        }
+    }
+    text.to_owned()
+}
+
+fn flag<'a>(args: &'a [String], name: &str) -> &'a str {
+    let at = args
+        .iter()
+        .position(|a| a == name)
+        .unwrap_or_else(|| panic!("no {name} in {args:?}"));
+    &args[at + 1]
+}
+
+fn member_ids(status: &Value) -> BTreeMap<String, u64> {
+    status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap().to_owned(), m["id"].as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn the_rendered_statefulset_founds_one_group_and_a_restarted_pod_rejoins_as_itself() {
+    let mut layout = Layout::render(&[]);
+    let names: Vec<String> = layout.pods.iter().map(|p| p.name.clone()).collect();
+    assert_eq!(names, ["ratchet-decider-0", "ratchet-decider-1", "ratchet-decider-2"]);
+
+    // What the chart gives each pod: its name, its stable DNS name, and the same founders.
+    let founders = names
+        .iter()
+        .map(|n| format!("{n}={n}.ratchet-decider-headless.ratchet.svc.cluster.local:{GRPC_PORT}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    for pod in &layout.pods {
+        assert_eq!(flag(&pod.rendered_args, "--name"), pod.name);
+        assert_eq!(flag(&pod.rendered_args, "--advertise"), format!("{}:{GRPC_PORT}", pod.rendered_dns));
+        assert_eq!(
+            pod.rendered_dns,
+            format!("{}.ratchet-decider-headless.ratchet.svc.cluster.local", pod.name)
+        );
+        assert_eq!(flag(&pod.rendered_args, "--initial-cluster"), founders);
+    }
+
+    // Pods start in any order (podManagementPolicy: Parallel, scheduled as nodes allow).
+    for i in [2, 0, 1] {
+        layout.pods[i].start();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let statuses = layout.wait_for_group(3);
+    let ids = member_ids(&statuses["ratchet-decider-0"]);
+    assert_eq!(ids.keys().cloned().collect::<Vec<_>>(), names, "members are named after their pods");
+    for pod in &layout.pods {
+        let status = &statuses[&pod.name];
+        assert_eq!(member_ids(status), ids, "{} sees the same members", pod.name);
+        assert_eq!(
+            status["node_id"].as_u64().unwrap(),
+            pod.persisted_id(),
+            "the id is the one on the volume"
+        );
+        let me = status["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == pod.name.as_str())
+            .unwrap();
+        assert_eq!(
+            me["address"],
+            pod.grpc.as_str(),
+            "{} is known at the address it advertises",
+            pod.name
+        );
+    }
+
+    // Restart the leader's pod on its volume: the other two go on without it, and it
+    // comes back as the same node, not as a new member.
+    let leader_id = statuses["ratchet-decider-0"]["leader_id"].as_u64().unwrap();
+    let leader = layout.pods.iter().position(|p| ids[&p.name] == leader_id).unwrap();
+    layout.pods[leader].kill();
+    layout.wait_for_group(3);
+    layout.pods[leader].start();
+    let after = layout.wait_for_group(3);
+    for pod in &layout.pods {
+        assert_eq!(
+            member_ids(&after[&pod.name]),
+            ids,
+            "{}: membership unchanged after the restart",
+            pod.name
+        );
+        assert_eq!(after[&pod.name]["node_id"].as_u64().unwrap(), ids[&pod.name]);
+    }
+    let restarted = &layout.pods[leader];
+    assert_eq!(restarted.persisted_id(), ids[&restarted.name]);
+
+    // The founders' join sidecars found nothing to do and recorded the membership.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for pod in &layout.pods {
+        let marker = pod.volume.join("joined");
+        while !marker.exists() {
+            assert!(Instant::now() < deadline, "no join marker for {}\n{}", pod.name, pod.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), ids[&pod.name].to_string());
+        assert!(!pod.log_of("join").contains("adding"), "{}", pod.logs());
+    }
+}
+
+#[test]
+fn a_pod_beyond_the_founding_members_joins_as_a_learner_and_is_promoted() {
+    // Scale-up: four replicas, of which the first three found the group.
+    let mut layout = Layout::render(&["decider.replicas=4", "decider.join.retrySeconds=1"]);
+    assert_eq!(layout.pods.len(), 4);
+    let founders = flag(&layout.pods[3].rendered_args, "--initial-cluster").to_owned();
+    assert_eq!(founders.split(',').count(), 3);
+    assert!(!founders.contains("ratchet-decider-3="), "{founders}");
+
+    for pod in &mut layout.pods {
+        pod.start();
+    }
+    let statuses = layout.wait_for_group(4);
+    let newcomer = &layout.pods[3];
+    let status = &statuses[&newcomer.name];
+    assert_eq!(status["node_id"].as_u64().unwrap(), newcomer.persisted_id());
+    assert!(["follower", "leader"].contains(&status["state"].as_str().unwrap()), "{status}");
+    let decider_log = newcomer.log_of("decider");
+    assert!(
+        decider_log.contains("is not among the founding members"),
+        "start-decider.sh dropped --initial-cluster: {decider_log}"
+    );
+    let join_log = newcomer.log_of("join");
+    assert!(join_log.contains("as a learner") && join_log.contains("promoting"), "{join_log}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !newcomer.volume.join("joined").exists() {
+        assert!(Instant::now() < deadline, "no join marker\n{}", newcomer.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        std::fs::read_to_string(newcomer.volume.join("joined")).unwrap().trim(),
+        newcomer.persisted_id().to_string()
+    );
+}
+
+#[test]
+fn a_pod_whose_volume_is_lost_comes_back_as_a_new_member_once_the_old_one_is_removed() {
+    let mut layout = Layout::render(&["decider.join.retrySeconds=1"]);
+    for pod in &mut layout.pods {
+        pod.start();
+    }
+    let statuses = layout.wait_for_group(3);
+    let ids = member_ids(&statuses["ratchet-decider-0"]);
+
+    // ratchet-decider-1 loses its volume: a new, empty claim under the same pod name.
+    let lost = 1;
+    layout.pods[lost].kill();
+    std::fs::remove_dir_all(&layout.pods[lost].volume).unwrap();
+    std::fs::create_dir_all(&layout.pods[lost].volume).unwrap();
+
+    // Its check-identity init container finds the old member still listed and holds the
+    // pod: nothing answers at the old member's address, and the group carries on.
+    let pod = &mut layout.pods[lost];
+    pod.init_containers[0].spawn("ratchet-decider-1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pod
+        .log_of("check-identity")
+        .contains("still lists a member named ratchet-decider-1")
+    {
+        assert!(Instant::now() < deadline, "check-identity did not hold the pod\n{}", pod.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        pod.init_containers[0].child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "still waiting"
+    );
+    let meanwhile = layout.wait_for_group(3);
+    assert_eq!(
+        member_ids(&meanwhile["ratchet-decider-0"]),
+        ids,
+        "nothing changed without the operator"
+    );
+
+    // The operator's procedure (NOTES.txt): remove the old member. The pod then starts as
+    // a new node, and its join sidecar adds it and promotes it.
+    let removed = common::run([
+        "ctl",
+        "--endpoints",
+        &layout.pods[0].grpc,
+        "cluster",
+        "remove",
+        "--name",
+        "ratchet-decider-1",
+    ]);
+    assert!(
+        removed.status.success(),
+        "cluster remove: {}\n{}",
+        String::from_utf8_lossy(&removed.stderr),
+        layout.logs()
+    );
+    let pod = &mut layout.pods[lost];
+    pod.wait_for_init(0, Duration::from_secs(30));
+    pod.start_containers();
+    let new_id = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !pod.volume.join("data/identity.json").exists() {
+            assert!(Instant::now() < deadline, "no identity drawn\n{}", pod.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        pod.persisted_id()
+    };
+    assert_ne!(new_id, ids["ratchet-decider-1"], "a new volume is a new node");
+    let after = layout.wait_for_group(3);
+    for pod in &layout.pods {
+        let members = member_ids(&after[&pod.name]);
+        assert_eq!(members.len(), 3, "{}: {members:?}", pod.name);
+        assert_eq!(members["ratchet-decider-1"], new_id, "{} sees the new node", pod.name);
+        assert_eq!(members["ratchet-decider-0"], ids["ratchet-decider-0"]);
+        assert_eq!(members["ratchet-decider-2"], ids["ratchet-decider-2"]);
+    }
+}
