@@ -99,7 +99,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
          decider  gRPC {grpc_addr}, HTTP http://{http}/healthz, data in {data}\n  \
          edge     SMTP {smtp}, HTTP http://{edge_http}/metrics\n  \
          next hop {next_hop}{sink_note}\n  \
-         tenant   {DEMO_TENANT}, connector {DEMO_CONNECTOR}\n\
+         tenant   {DEMO_TENANT}, connector {DEMO_CONNECTOR}, report page http://{http}/tenants/{DEMO_TENANT}\n\
          Try (see README.md):\n  \
          swaks --server {smtp} --to user@example.com --add-header 'Received: from exch1.demo.local (127.0.0.1) by exch1.demo.local (127.0.0.1) with Microsoft SMTP Server id 15.2.2562.17; Mon, 20 May 2024 10:00:00 +0000'\n  \
          ratchet ctl --endpoints {grpc_addr} report --tenant {DEMO_TENANT}",
