@@ -79,6 +79,12 @@ async fn bad_requests_name_the_field_and_change_nothing() {
     let mut admin = node.admin().await;
     add_tenant(&mut admin, "bear", "127.0.0.0/8").await;
     let applied_before = node.status().await.unwrap().last_applied_index;
+    let import = |server_fqdn: &str, first_seen: &str| pb::ImportServerRequest {
+        tenant: "bear".into(),
+        server_fqdn: server_fqdn.into(),
+        build: OUT_OF_DATE.into(),
+        first_seen: first_seen.into(),
+    };
 
     let cases: Vec<(tonic::Status, tonic::Code, &str)> = vec![
         (
@@ -116,41 +122,17 @@ async fn bad_requests_name_the_field_and_change_nothing() {
             "tenant",
         ),
         (
-            admin
-                .import_server(pb::ImportServerRequest {
-                    tenant: "bear".into(),
-                    server_fqdn: "a.bear".into(),
-                    build: OUT_OF_DATE.into(),
-                    first_seen: "2999-01-01T00:00:00Z".into(),
-                })
-                .await
-                .unwrap_err(),
+            admin.import_server(import("a.bear", "2999-01-01T00:00:00Z")).await.unwrap_err(),
             tonic::Code::InvalidArgument,
             "first_seen",
         ),
         (
-            admin
-                .import_server(pb::ImportServerRequest {
-                    tenant: "bear".into(),
-                    server_fqdn: "a.bear".into(),
-                    build: OUT_OF_DATE.into(),
-                    first_seen: "yesterday".into(),
-                })
-                .await
-                .unwrap_err(),
+            admin.import_server(import("a.bear", "yesterday")).await.unwrap_err(),
             tonic::Code::InvalidArgument,
             "first_seen",
         ),
         (
-            admin
-                .import_server(pb::ImportServerRequest {
-                    tenant: "bear".into(),
-                    server_fqdn: "bad host!".into(),
-                    build: OUT_OF_DATE.into(),
-                    first_seen: "2026-01-01T00:00:00Z".into(),
-                })
-                .await
-                .unwrap_err(),
+            admin.import_server(import("bad host!", "2026-01-01T00:00:00Z")).await.unwrap_err(),
             tonic::Code::InvalidArgument,
             "server_fqdn",
         ),
