@@ -6,12 +6,14 @@
 #   postfix, swaks:      real SMTP peers for the edge tests (smtp-sink, smtp-source, swaks)
 #   jq:                  the Helm chart's scripts, run by tests/helm_rendered.rs as in the image
 #   chromium:            renders the decider's report page headless in tests/report_page.rs
+#   redis-server, redis-tools, etcd-server, etcd-client: the anchors of bench/run.sh
+#                        (redis-benchmark, a three-node etcd; etcdctl to poke at it)
 #   python3, pip:        helm/check.py (only where no python3 is on PATH at all)
 # and, with pip, what helm/check.py needs: helm-python-sdk (Helm's Go SDK, in-process) and
 # kubernetes-validate (the Kubernetes schemas), pinned because check.py uses their APIs.
 set -euo pipefail
 
-packages=(clang libclang-dev protobuf-compiler postfix swaks jq chromium)
+packages=(clang libclang-dev protobuf-compiler postfix swaks jq chromium redis-server redis-tools etcd-server etcd-client)
 command -v python3 >/dev/null || packages+=(python3 python3-pip)
 missing=()
 for package in "${packages[@]}"; do

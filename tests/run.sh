@@ -6,3 +6,5 @@ cd "$(dirname "$0")/.."
 deploy/install-deps.sh
 python3 helm/check.py
 cargo test --workspace --locked "$@"
+# Every benchmark once, with tiny counts: that they run, not how fast (no thresholds).
+bench/run.sh --smoke

@@ -1,0 +1,283 @@
+//! The processes a benchmark starts: `ratchet decider` nodes and clusters, `ratchet edge`,
+//! and the anchors' servers (redis-server, etcd, smtp-sink). Every process is killed when
+//! its handle drops, so a failed benchmark leaves nothing running. Also: free loopback
+//! ports, waiting for a listener, a bare HTTP GET for /readyz and /metrics, and VmRSS.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use ratchet_proto::v1 as pb;
+use ratchet_proto::v1::admin_client::AdminClient;
+use ratchet_proto::v1::cluster_client::ClusterClient;
+use tonic::transport::Channel;
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// Waits until something accepts connections on `addr`.
+pub fn wait_listening(addr: SocketAddr, what: &str, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            bail!("{what} is not listening on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// `GET path` over HTTP/1.0: the status code and the body, or None if unreachable.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((code, body))
+}
+
+/// The sum of a Prometheus metric's samples whose line starts with `prefix`.
+pub fn metric_sum(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// One child process, killed (SIGKILL) when dropped.
+pub struct Proc {
+    child: Option<Child>,
+}
+
+impl Proc {
+    /// Spawns `program args`, stdout discarded, stderr appended to `log`.
+    pub fn spawn(what: &str, program: &Path, args: &[String], env: &[(&str, &str)], log: &Path) -> anyhow::Result<Proc> {
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let child = Command::new(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("starting {what} ({})", program.display()))?;
+        Ok(Proc { child: Some(child) })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// kill -9, then reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Resident memory, KiB (VmRSS in /proc/PID/status).
+    pub fn rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .context("no VmRSS")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Where the binaries are, and where benchmarks put data and logs.
+#[derive(Clone)]
+pub struct Env {
+    pub ratchet: PathBuf,
+    pub work: PathBuf,
+}
+
+/// One `ratchet decider` node.
+pub struct Decider {
+    pub name: String,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    config: PathBuf,
+    rust_log: String,
+    ratchet: PathBuf,
+    pub proc: Option<Proc>,
+}
+
+/// RUST_LOG for deciders: the binary's default (openraft warnings only).
+pub const QUIET_LOG: &str = "info,openraft=warn,h2=warn,tower=warn";
+
+impl Decider {
+    pub fn new(env: &Env, name: &str, config_toml: &str, rust_log: &str) -> anyhow::Result<Decider> {
+        let config = env.work.join(format!("{name}.toml"));
+        std::fs::write(&config, config_toml)?;
+        Ok(Decider {
+            name: name.to_owned(),
+            grpc: free_port(),
+            http: free_port(),
+            data_dir: env.work.join(name),
+            log: env.work.join(format!("{name}.log")),
+            config,
+            rust_log: rust_log.to_owned(),
+            ratchet: env.ratchet.clone(),
+            proc: None,
+        })
+    }
+
+    /// Starts the node; `initial_cluster` only for a founding start.
+    pub fn start(&mut self, initial_cluster: Option<&str>) -> anyhow::Result<()> {
+        let mut args: Vec<String> = ["--log-format", "json", "decider", "--name", &self.name, "--data-dir"]
+            .map(String::from)
+            .to_vec();
+        args.push(self.data_dir.display().to_string());
+        args.extend(["--listen".into(), self.grpc.to_string(), "--http".into(), self.http.to_string()]);
+        args.extend(["--config".into(), self.config.display().to_string()]);
+        if let Some(members) = initial_cluster {
+            args.extend(["--initial-cluster".into(), members.to_owned()]);
+        }
+        let env = [("RUST_LOG", self.rust_log.as_str())];
+        self.proc = Some(Proc::spawn(
+            &format!("decider {}", self.name),
+            &self.ratchet,
+            &args,
+            &env,
+            &self.log,
+        )?);
+        Ok(())
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.kill9();
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        http_get(self.http, "/readyz").is_some_and(|(code, _)| code == 200)
+    }
+
+    pub fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        while !self.is_ready() {
+            if Instant::now() > deadline {
+                bail!("decider {} not ready within {within:?}; see {}", self.name, self.log.display());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        Ok(Channel::from_shared(format!("http://{}", self.grpc))?.connect().await?)
+    }
+
+    pub async fn status(&self) -> Option<pb::StatusResponse> {
+        let channel = self.channel().await.ok()?;
+        let reply = ClusterClient::new(channel).status(pb::StatusRequest {}).await.ok()?;
+        Some(reply.into_inner())
+    }
+}
+
+/// Founding members of one group, started together.
+pub struct Cluster {
+    pub nodes: Vec<Decider>,
+}
+
+impl Cluster {
+    pub fn start(env: &Env, prefix: &str, size: usize, config_toml: &str) -> anyhow::Result<Cluster> {
+        let mut nodes = (0..size)
+            .map(|i| Decider::new(env, &format!("{prefix}{i}"), config_toml, QUIET_LOG))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let initial_cluster = nodes.iter().map(|n| format!("{}={}", n.name, n.grpc)).collect::<Vec<_>>().join(",");
+        for node in &mut nodes {
+            node.start(Some(&initial_cluster))?;
+        }
+        Ok(Cluster { nodes })
+    }
+
+    /// The index of the node every running node agrees leads, once all are ready.
+    pub async fn wait_leader(&self, within: Duration) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut statuses = Vec::new();
+            for node in self.nodes.iter().filter(|n| n.proc.is_some()) {
+                statuses.push(node.status().await);
+            }
+            let leaders: Vec<u64> = statuses.iter().flatten().map(|s| s.leader_id).collect();
+            if statuses.iter().all(Option::is_some) && leaders[0] != 0 && leaders.windows(2).all(|w| w[0] == w[1]) {
+                let leader = statuses.iter().flatten().find(|s| s.node_id == leaders[0]);
+                if let Some(leader) = leader {
+                    let name = &leader.node_name;
+                    return Ok(self.nodes.iter().position(|n| &n.name == name).expect("a member"));
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no agreed leader within {within:?}: {statuses:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Adds a tenant and one connector, through `node`.
+pub async fn add_tenant(node: &Decider, tenant: &str, cidr: &str) -> anyhow::Result<()> {
+    let mut admin = AdminClient::new(node.channel().await?);
+    admin.add_tenant(pb::AddTenantRequest { name: tenant.into() }).await?;
+    admin
+        .add_connector(pb::AddConnectorRequest {
+            tenant: tenant.into(),
+            cidr: cidr.into(),
+            cert_name: String::new(),
+        })
+        .await?;
+    Ok(())
+}
+
+/// A Decide request from `client_ip` for a message stamped by `server_fqdn` with `build`.
+pub fn decide_request(client_ip: &str, server_fqdn: String, build: &str) -> pb::DecideRequest {
+    pb::DecideRequest {
+        connection: Some(pb::ConnectionFacts {
+            client_ip: client_ip.into(),
+            tls_client_cert_name: String::new(),
+        }),
+        server_fqdn,
+        build: build.into(),
+        linearizable: false,
+    }
+}
+
+/// An Exchange 2013 build (out of date: a new server's first sighting goes through consensus).
+pub const OUT_OF_DATE_BUILD: &str = "15.0.1497.48";
+/// An Exchange SE build (compliant).
+pub const COMPLIANT_BUILD: &str = "15.2.2562.17";
+
+/// Total size of the files under `dir`, bytes.
+pub fn du(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => du(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}

@@ -1,0 +1,327 @@
+//! Writes a run's `results.json` (machine-readable: every key with its anchor figure, ratio
+//! and goal) and `BENCHMARKS.md` (method, machine, commit, raw figures, ratios and goals,
+//! then the hand-written analysis from `bench/notes.md` if present).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::Settings;
+
+fn sh(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let tmp = std::env::temp_dir();
+    let fs = sh("findmnt", &["-no", "FSTYPE", "-T", &tmp.display().to_string()]);
+    json!({
+        "nproc": sh("nproc", &[]).parse::<u64>().unwrap_or(0),
+        "memory_gib": (mem_kib as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        "cpu": cpu,
+        "kernel": sh("uname", &["-sr"]),
+        "data_dirs": format!("{} ({fs})", tmp.display()),
+    })
+}
+
+fn commit() -> String {
+    let head = sh("git", &["rev-parse", "--short=12", "HEAD"]);
+    let dirty = !sh("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    if dirty {
+        format!("{head} (with uncommitted changes)")
+    } else {
+        head
+    }
+}
+
+pub fn write(out: &Path, settings: &Settings, results: Value) -> anyhow::Result<()> {
+    let document = json!({
+        "mode": if settings.smoke { "smoke" } else { "full" },
+        "date": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "commit": commit(),
+        "machine": machine(),
+        "settings": {
+            "clients": settings.clients,
+            "warmup_secs": settings.warmup.as_secs_f64(),
+            "measure_secs": settings.measure.as_secs_f64(),
+            "decide_servers": settings.decide_servers,
+            "redis_requests": settings.redis_requests,
+            "smtp_messages": settings.smtp_messages,
+            "smtp_sessions": settings.smtp_sessions,
+            "probe_messages": settings.probe_messages,
+            "scale_servers": settings.scale_servers,
+            "failover_trials": settings.failover_trials,
+        },
+        "benchmarks": results,
+    });
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&document)? + "\n")?;
+    std::fs::write(out.join("BENCHMARKS.md"), markdown(&document))?;
+    Ok(())
+}
+
+fn num(value: &Value) -> String {
+    match value {
+        Value::Null => "n/a".into(),
+        Value::Number(n) => {
+            let f = n.as_f64().unwrap_or(0.0);
+            if f.fract() == 0.0 && f.abs() >= 1.0 {
+                format!("{}", f as i64)
+            } else {
+                format!("{f}")
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+fn met(value: &Value) -> &'static str {
+    match value["met"].as_bool() {
+        Some(true) => "met",
+        Some(false) => "**missed**",
+        None => "**failed**",
+    }
+}
+
+fn markdown(doc: &Value) -> String {
+    let b = &doc["benchmarks"];
+    let m = &doc["machine"];
+    let s = &doc["settings"];
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Written by `bench/run.sh` ({} run, {}). Commit `{}`. Machine: {} CPUs ({}), {} GiB memory, {}; data directories in {}.\n",
+        doc["mode"].as_str().unwrap_or_default(),
+        doc["date"].as_str().unwrap_or_default(),
+        doc["commit"].as_str().unwrap_or_default(),
+        num(&m["nproc"]),
+        m["cpu"].as_str().unwrap_or_default(),
+        num(&m["memory_gib"]),
+        m["kernel"].as_str().unwrap_or_default(),
+        m["data_dirs"].as_str().unwrap_or_default(),
+    );
+    let _ = writeln!(
+        md,
+        "Every figure comes from this one run on this machine: Ratchet and its anchor side by side, on loopback, \
+         at the same concurrency. The load generator (`ratchet-bench`), the servers and the anchors share the \
+         machine's CPUs. Machine-readable: `bench/results.json`.\n"
+    );
+    let _ = writeln!(md, "## Summary\n");
+    let _ = writeln!(md, "| key | Ratchet | anchor | ratio / value | goal | |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    let d = &b["decide_vs_redis_get"];
+    let _ = writeln!(
+        md,
+        "| `decide_vs_redis_get` | {} Decide/s | {} GET/s | {} | ≥ 1.0 | {} |",
+        num(&d["ratchet"]["result"]["ops_per_sec"]),
+        num(&d["anchor"]["result"]["ops_per_sec"]),
+        num(&d["ratio"]),
+        met(d)
+    );
+    let e = &b["sightings_vs_etcd_put"];
+    let _ = writeln!(
+        md,
+        "| `sightings_vs_etcd_put` | {} sightings/s | {} puts/s | {} | ≥ 2.0 | {} |",
+        num(&e["ratchet"]["result"]["ops_per_sec"]),
+        num(&e["anchor"]["result"]["ops_per_sec"]),
+        num(&e["ratio"]),
+        met(e)
+    );
+    let x = &b["edge_vs_smtp_sink"];
+    let _ = writeln!(
+        md,
+        "| `edge_vs_smtp_sink` | {} msg/s | {} msg/s | {} | ≥ 0.8 | {} |",
+        num(&x["ratchet"]["msgs_per_sec"]),
+        num(&x["anchor"]["msgs_per_sec"]),
+        num(&x["ratio"]),
+        met(x)
+    );
+    let c = &b["bytes_per_server"];
+    let _ = writeln!(
+        md,
+        "| `bytes_per_server` | {} B/server at {} servers | (goal) | {} | ≤ 300 | {} |",
+        num(&c["value"]),
+        num(&c["servers"]),
+        num(&c["value"]),
+        met(c)
+    );
+    let f = &b["failover_ms"];
+    let _ = writeln!(
+        md,
+        "| `failover_ms` | median of {} ms | (goal) | {} | ≤ 2000 | {} |",
+        f["trials_ms"],
+        num(&f["value"]),
+        met(f)
+    );
+
+    let _ = writeln!(md, "\n## Method and raw figures\n");
+    let _ = writeln!(
+        md,
+        "Latencies are client-side, per request, over the measured window ({} s after {} s of warm-up, {} clients, \
+         each with one request outstanding on its own connection).\n",
+        num(&s["measure_secs"]),
+        num(&s["warmup_secs"]),
+        num(&s["clients"])
+    );
+    let _ = writeln!(md, "### 1. Decisions for known servers: `decide_vs_redis_get`\n");
+    let _ = writeln!(
+        md,
+        "One single-node decider; {} servers imported (Exchange 2013, first seen yesterday); each Decide names one \
+         at random (a local read: attribution, one RocksDB get, the policy). Anchor: `redis-benchmark -t get -c {} \
+         -n {} -r {} --csv` against `redis-server --save '' --appendonly no`, keys set first.\n",
+        num(&s["decide_servers"]),
+        num(&s["clients"]),
+        num(&s["redis_requests"]),
+        num(&s["decide_servers"])
+    );
+    let _ = writeln!(md, "| | ops/s | p50 ms | p99 ms |\n|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| Ratchet Decide | {} | {} | {} |",
+        num(&d["ratchet"]["result"]["ops_per_sec"]),
+        num(&d["ratchet"]["result"]["p50_ms"]),
+        num(&d["ratchet"]["result"]["p99_ms"])
+    );
+    let _ = writeln!(
+        md,
+        "| Redis GET | {} | {} | {} |\n",
+        num(&d["anchor"]["result"]["ops_per_sec"]),
+        num(&d["anchor"]["result"]["p50_ms"]),
+        num(&d["anchor"]["result"]["p99_ms"])
+    );
+    let _ = writeln!(md, "### 2. First sightings: `sightings_vs_etcd_put`\n");
+    let _ = writeln!(
+        md,
+        "Three deciders (default config) vs three etcd members ({}), WAL/log fsync on in both, data directories on \
+         the same disk. The same load generator drives both: worker *w* on its own connection to member *w* mod 3 \
+         (followers forward to the leader in both systems). Ratchet: Decide for a server never seen before \
+         (out-of-date build), answered once committed. etcd: put of a new key, 256-byte value, through the \
+         `etcd-client` crate (gRPC; it is on tonic 0.14, the one tonic in the tree).\n",
+        e["anchor"]["etcd_version"].as_str().unwrap_or("etcd")
+    );
+    let _ = writeln!(md, "| | ops/s | p50 ms | p99 ms |\n|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| Ratchet first sightings | {} | {} | {} |",
+        num(&e["ratchet"]["result"]["ops_per_sec"]),
+        num(&e["ratchet"]["result"]["p50_ms"]),
+        num(&e["ratchet"]["result"]["p99_ms"])
+    );
+    let _ = writeln!(
+        md,
+        "| etcd put | {} | {} | {} |\n",
+        num(&e["anchor"]["result"]["ops_per_sec"]),
+        num(&e["anchor"]["result"]["p50_ms"]),
+        num(&e["anchor"]["result"]["p99_ms"])
+    );
+    let _ = writeln!(md, "### 3. SMTP: `edge_vs_smtp_sink`\n");
+    let _ = writeln!(
+        md,
+        "`smtp-source -s {} -m {} -F message` (one message per session, {} bytes, with an Exchange `Received:` \
+         header of a compliant build, from a tenant's connector) straight to `smtp-sink`, and through `ratchet edge` \
+         (one decider behind it) to the same `smtp-sink`. Throughput = messages ÷ smtp-source's wall time. The edge \
+         accepted {} messages with {} Decide calls (it remembers a verdict within one session only, and each \
+         message here is a session of its own). smtp-source gives no per-message latency: the mean is approximated by Little's law (sessions ÷ \
+         throughput), and a probe of ours times {} sequential sessions (connect to the final 250), unloaded, for \
+         p50/p99.\n",
+        num(&x["sessions"]),
+        num(&x["messages"]),
+        num(&x["message_bytes"]),
+        num(&x["ratchet"]["edge_accepted_total"]),
+        num(&x["ratchet"]["edge_decide_calls_total"]),
+        num(&s["probe_messages"])
+    );
+    let _ = writeln!(
+        md,
+        "| | msg/s | mean ms (Little) | probe p50 ms | probe p99 ms |\n|---|---|---|---|---|"
+    );
+    for (label, side) in [("through the edge", &x["ratchet"]), ("direct to smtp-sink", &x["anchor"])] {
+        let _ = writeln!(
+            md,
+            "| {label} | {} | {} | {} | {} |",
+            num(&side["msgs_per_sec"]),
+            num(&side["mean_latency_ms_littles_law"]),
+            num(&side["probe"]["p50_ms"]),
+            num(&side["probe"]["p99_ms"])
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nAdded latency through the edge (probe): p50 +{} ms, p99 +{} ms.\n",
+        num(&x["added_p50_ms"]),
+        num(&x["added_p99_ms"])
+    );
+    let _ = writeln!(md, "### 4. Scale: `bytes_per_server`, snapshot, restart\n");
+    let _ = writeln!(
+        md,
+        "One single-node decider; VmRSS before and after importing {} servers ({} ImportServer calls in flight; \
+         {} imports/s). Snapshot build: from openraft's \"build snapshot\" to the store's \"built snapshot\" log \
+         line, last snapshot built. Learner catch-up: a fresh node added with Cluster.AddLearner, until it has \
+         applied the leader's last index (snapshot send + install + log tail). Restart: kill -9, restart on the \
+         same data directory, until /readyz is 200.\n",
+        num(&c["servers"]),
+        num(&c["import"]["clients"]),
+        num(&c["import"]["result"]["ops_per_sec"])
+    );
+    if !doc["mode"].as_str().is_some_and(|m| m == "smoke") && c["servers"].as_u64().is_some_and(|n| n != 1_000_000) {
+        let _ = writeln!(
+            md,
+            "This run imported {} servers (`--scale-servers`), not the default 1,000,000: at the import rate above, \
+             1,000,000 takes about {} minutes.\n",
+            num(&c["servers"]),
+            (1_000_000.0 / c["import"]["result"]["ops_per_sec"].as_f64().unwrap_or(1.0) / 60.0).round()
+        );
+    }
+    let _ = writeln!(md, "| figure | value |\n|---|---|");
+    for (label, key) in [
+        ("VmRSS before (KiB)", "rss_before_kib"),
+        ("VmRSS after (KiB)", "rss_after_kib"),
+        ("bytes per server (RSS)", "value"),
+        ("data directory bytes per server", "disk_bytes_per_server"),
+        ("snapshot size (bytes)", "snapshot_bytes"),
+        ("snapshot build (ms)", "snapshot_build_ms"),
+        ("learner catch-up from snapshot (ms)", "learner_catchup_ms"),
+        ("restart until ready (ms)", "restart_ms"),
+    ] {
+        let _ = writeln!(md, "| {label} | {} |", num(&c[key]));
+    }
+    let _ = writeln!(md, "\n### 5. Failover: `failover_ms`\n");
+    let _ = writeln!(
+        md,
+        "Three deciders, default timeouts (heartbeat 150 ms, election timeout 500-1000 ms). Four writers on the two \
+         followers Decide new servers back to back; kill -9 of the leader; time to the first acknowledgement of a \
+         write sent after the kill. Trials (ms): {}; median {} ms.\n",
+        f["trials_ms"],
+        num(&f["value"])
+    );
+    for (_, key) in crate::BENCHMARKS {
+        if let Some(error) = b[key]["error"].as_str() {
+            let _ = writeln!(md, "**{key} failed**: {error}\n");
+        }
+    }
+    if let Ok(notes) = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/notes.md")) {
+        let _ = writeln!(md, "{}", notes.trim_end());
+    }
+    md
+}
