@@ -254,8 +254,11 @@ impl Admin for AdminService {
 
     async fn list_events(&self, request: Request<pb::ListEventsRequest>) -> Result<Response<pb::ListEventsResponse>, Status> {
         let tenant = self.read_tenant(&request.into_inner().tenant).await?;
-        let events = tenant
-            .events
+        let events = self
+            .proposer
+            .view
+            .events(&tenant.name)
+            .map_err(|e| Status::internal(e.to_string()))?
             .iter()
             .map(|e| pb::Event {
                 id: e.id.clone(),

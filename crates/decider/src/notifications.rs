@@ -167,9 +167,16 @@ impl Notifier {
             if self.backoff.get(&tenant.name).is_some_and(|(_, next)| Instant::now() < *next) {
                 continue;
             }
+            let pending = match self.proposer.view.pending_events(&tenant.name) {
+                Ok(pending) => pending,
+                Err(error) => {
+                    tracing::warn!(tenant = %tenant.name, %error, "reading pending events failed");
+                    continue;
+                }
+            };
             let mut delivered = Vec::new();
             let mut failed = false;
-            for event in tenant.events.iter().filter(|e| !e.delivered) {
+            for event in &pending {
                 if !self.is_leader() {
                     break;
                 }

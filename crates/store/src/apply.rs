@@ -15,7 +15,7 @@ use ratchet_policy::{Episode, Policy, ServerRecord, Sighting, SightingEffect, Ti
 
 use crate::command::{Applied, Command, CommandError, ErrorKind, Notice, Observation, Response};
 use crate::model::{Connector, Counts, Event, EventKind, ServerEntry, Tenant};
-use crate::rocks::{server_key, Store, StoreError, CF_SERVERS};
+use crate::rocks::{event_key, server_key, tenant_prefix, Store, StoreError, CF_EVENTS, CF_PENDING_EVENTS, CF_SERVERS};
 use crate::view::VersionedPolicy;
 
 /// Pending changes of one apply batch, read through before the stored state.
@@ -28,7 +28,11 @@ pub(crate) struct Txn<'a> {
     pub policy_changed: bool,
     /// Servers written (Some) or deleted (None) by this batch.
     pub servers: HashMap<Vec<u8>, Option<ServerEntry>>,
-    /// The entry being applied and how many events it raised: event ids derive from both.
+    /// Events raised or updated by this batch, by key.
+    pub events: Vec<(Vec<u8>, Event)>,
+    /// Pending-event keys whose events the webhook took.
+    pub delivered: Vec<Vec<u8>>,
+    /// The entry being applied and how many events it raised: event ids and keys derive from both.
     index: u64,
     events_raised: u32,
 }
@@ -42,6 +46,8 @@ impl<'a> Txn<'a> {
             policy,
             policy_changed: false,
             servers: HashMap::new(),
+            events: Vec::new(),
+            delivered: Vec::new(),
             index: 0,
             events_raised: 0,
         }
@@ -100,30 +106,31 @@ impl<'a> Txn<'a> {
                 Applied::WebhookSet
             }),
             Command::Notify { notices } => self.notify(notices, at)?,
-            Command::MarkDelivered { tenant, ids } => self.mark_delivered(&tenant, &ids),
+            Command::MarkDelivered { tenant, ids } => self.mark_delivered(&tenant, &ids)?,
         })
     }
 
     /// Raises an event of the entry being applied; its id is the entry's index and rank.
     fn raise(&mut self, tenant: &str, kind: EventKind, server_fqdn: Option<&str>, message: String, at: Timestamp) {
-        self.events_raised += 1;
-        let id = format!("{}-{}", self.index, self.events_raised);
+        let id = format!("{}-{}", self.index, self.events_raised + 1);
         self.raise_with_id(tenant, id, kind, server_fqdn, message, at);
     }
 
     fn raise_with_id(&mut self, tenant: &str, id: String, kind: EventKind, server_fqdn: Option<&str>, message: String, at: Timestamp) {
-        if let Ok(record) = self.tenant_mut(tenant) {
-            let event = Event {
-                id,
-                tenant: tenant.to_owned(),
-                at,
-                kind,
-                server_fqdn: server_fqdn.map(str::to_owned),
-                message,
-                delivered: false,
-            };
-            record.push_event(event);
+        if !self.tenants.contains_key(tenant) {
+            return;
         }
+        self.events_raised += 1;
+        let event = Event {
+            id,
+            tenant: tenant.to_owned(),
+            at,
+            kind,
+            server_fqdn: server_fqdn.map(str::to_owned),
+            message,
+            delivered: false,
+        };
+        self.events.push((event_key(tenant, self.index, self.events_raised), event));
     }
 
     /// Raises the event that a sighting's effect on an episode calls for.
@@ -390,13 +397,35 @@ impl<'a> Txn<'a> {
         Ok(Ok(Applied::Notified { events: raised }))
     }
 
-    fn mark_delivered(&mut self, tenant: &str, ids: &[String]) -> Response {
-        let record = self.tenant_mut(tenant)?;
-        let mut marked = 0;
-        for event in record.events.iter_mut().filter(|e| !e.delivered && ids.contains(&e.id)) {
-            event.delivered = true;
-            marked += 1;
+    fn mark_delivered(&mut self, tenant: &str, ids: &[String]) -> Result<Response, StoreError> {
+        if !self.tenants.contains_key(tenant) {
+            return Ok(Err(CommandError::unknown_tenant(tenant)));
         }
-        Ok(Applied::MarkedDelivered { events: marked })
+        let mut marked = 0;
+        for (key, mut event) in pending_events(self.store, tenant)? {
+            if ids.contains(&event.id) {
+                event.delivered = true;
+                self.events.push((key.clone(), event));
+                self.delivered.push(key);
+                marked += 1;
+            }
+        }
+        Ok(Ok(Applied::MarkedDelivered { events: marked }))
     }
+}
+
+/// A tenant's events that the webhook has not taken, oldest first, with their keys.
+pub fn pending_events(store: &Store, tenant: &str) -> Result<Vec<(Vec<u8>, Event)>, StoreError> {
+    let prefix = tenant_prefix(tenant);
+    let mut pending = Vec::new();
+    for item in store.db().prefix_iterator_cf(store.cf(CF_PENDING_EVENTS), &prefix) {
+        let (key, _) = item?;
+        if !key.starts_with(&prefix) {
+            break;
+        }
+        if let Some(event) = store.get::<Event>(CF_EVENTS, &key)? {
+            pending.push((key.to_vec(), event));
+        }
+    }
+    Ok(pending)
 }

@@ -9,8 +9,6 @@ use serde::{Deserialize, Serialize};
 
 /// How many days of per-tenant daily counts the report keeps.
 pub const DAILY_COUNT_DAYS: usize = 90;
-/// How many events a tenant keeps; past that the oldest delivered ones go first.
-pub const MAX_EVENTS_PER_TENANT: usize = 1000;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Tenant {
@@ -24,9 +22,6 @@ pub struct Tenant {
     /// Where the leader POSTs this tenant's events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
-    /// Notifications, oldest first, with whether the webhook has taken them.
-    #[serde(default)]
-    pub events: Vec<Event>,
     /// Keys of time-driven notices already raised for the tenant (a pause's natural end).
     #[serde(default)]
     pub notices: BTreeSet<String>,
@@ -98,16 +93,7 @@ impl Tenant {
             pauses: PauseLedger::default(),
             daily: BTreeMap::new(),
             webhook_url: None,
-            events: Vec::new(),
             notices: BTreeSet::new(),
-        }
-    }
-
-    pub fn push_event(&mut self, event: Event) {
-        self.events.push(event);
-        if self.events.len() > MAX_EVENTS_PER_TENANT {
-            let oldest = self.events.iter().position(|e| e.delivered).unwrap_or(0);
-            self.events.remove(oldest);
         }
     }
 

@@ -17,8 +17,12 @@ pub const CF_RAFT: &str = "raft";
 pub const CF_META: &str = "meta";
 pub const CF_TENANTS: &str = "tenants";
 pub const CF_SERVERS: &str = "servers";
+/// Every tenant's events, keyed by tenant, then the log position that raised them.
+pub const CF_EVENTS: &str = "events";
+/// The keys of events the webhook has not taken yet: what the leader still has to send.
+pub const CF_PENDING_EVENTS: &str = "pending_events";
 /// The column families that make up the state machine, in snapshot order.
-pub const STATE_FAMILIES: [&str; 3] = [CF_META, CF_TENANTS, CF_SERVERS];
+pub const STATE_FAMILIES: [&str; 5] = [CF_META, CF_TENANTS, CF_SERVERS, CF_EVENTS, CF_PENDING_EVENTS];
 
 /// A shared handle on the open database.
 #[derive(Clone)]
@@ -40,7 +44,8 @@ impl Store {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let families = [CF_LOG, CF_RAFT, CF_META, CF_TENANTS, CF_SERVERS].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let families = [CF_LOG, CF_RAFT, CF_META, CF_TENANTS, CF_SERVERS, CF_EVENTS, CF_PENDING_EVENTS]
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&options, path, families)?;
         Ok(Store { db: Arc::new(db) })
     }
@@ -100,6 +105,15 @@ pub fn tenant_prefix(tenant: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(tenant.len() + 1);
     key.extend_from_slice(tenant.as_bytes());
     key.push(0);
+    key
+}
+
+/// The key of an event: its tenant's prefix, then the log index and rank that raised it,
+/// big-endian, so that a tenant's events iterate in the order they were raised.
+pub fn event_key(tenant: &str, index: u64, rank: u32) -> Vec<u8> {
+    let mut key = tenant_prefix(tenant);
+    key.extend_from_slice(&index.to_be_bytes());
+    key.extend_from_slice(&rank.to_be_bytes());
     key
 }
 

@@ -14,7 +14,7 @@ use rocksdb::{IteratorMode, WriteBatch};
 use crate::apply::Txn;
 use crate::command::{Applied, Response};
 use crate::model::{Connector, Tenant};
-use crate::rocks::{decode, encode, Store, StoreError, CF_META, CF_RAFT, CF_TENANTS, STATE_FAMILIES};
+use crate::rocks::{decode, encode, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_RAFT, CF_TENANTS, STATE_FAMILIES};
 use crate::snapshot::{read_records, SnapshotWriter};
 use crate::types::{read_error, write_error, Entry, LogId, Node, NodeId, StorageError, StoredMembership, TypeConfig};
 use crate::view::{Caches, Notifiers, StateView, VersionedPolicy};
@@ -167,6 +167,16 @@ impl StateMachine {
         );
         for name in &txn.tenants_dirty {
             batch.put_cf(tenants_cf, name, encode(&txn.tenants[name]));
+        }
+        let (events_cf, pending_cf) = (self.store.cf(CF_EVENTS), self.store.cf(CF_PENDING_EVENTS));
+        for (key, event) in &txn.events {
+            batch.put_cf(events_cf, key, encode(event));
+            if !event.delivered {
+                batch.put_cf(pending_cf, key, []);
+            }
+        }
+        for key in &txn.delivered {
+            batch.delete_cf(pending_cf, key);
         }
         for (key, server) in &txn.servers {
             match server {

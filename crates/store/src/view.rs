@@ -12,8 +12,8 @@ use ratchet_policy::Policy;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::model::{Connector, ServerEntry, Tenant};
-use crate::rocks::{decode, server_key, tenant_prefix, Store, StoreError, CF_SERVERS};
+use crate::model::{Connector, Event, ServerEntry, Tenant};
+use crate::rocks::{decode, server_key, tenant_prefix, Store, StoreError, CF_EVENTS, CF_SERVERS};
 
 /// The policy in force and the log index at which it took effect (0: the default).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -101,6 +101,28 @@ impl StateView {
             servers.push(decode(&key, &value)?);
         }
         Ok(servers)
+    }
+
+    /// A tenant's events, oldest first.
+    pub fn events(&self, tenant: &str) -> Result<Vec<Event>, StoreError> {
+        let prefix = tenant_prefix(tenant);
+        let mut events = Vec::new();
+        for item in self.store.db().prefix_iterator_cf(self.store.cf(CF_EVENTS), &prefix) {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            events.push(decode(&key, &value)?);
+        }
+        Ok(events)
+    }
+
+    /// A tenant's events that its webhook has not taken yet, oldest first.
+    pub fn pending_events(&self, tenant: &str) -> Result<Vec<Event>, StoreError> {
+        Ok(crate::apply::pending_events(&self.store, tenant)?
+            .into_iter()
+            .map(|(_, event)| event)
+            .collect())
     }
 
     pub fn store(&self) -> &Store {
