@@ -8,7 +8,8 @@
 # Other arguments go to ratchet-bench (e.g. --only decide,smtp, --scale-servers 200000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ratchet/target}"
+# The same target directory as the tests (CI keeps it outside the clone): no second build.
+target_dir="${CARGO_TARGET_DIR:-target}"
 
 smoke=""
 if [ "${1:-}" = "--smoke" ]; then
@@ -20,11 +21,11 @@ deploy/install-deps.sh
 if [ -n "$smoke" ]; then
   # The debug build that the tests already made: no second RocksDB compile in CI.
   cargo build --locked --bin ratchet --bin ratchet-bench
-  bin="$CARGO_TARGET_DIR/debug"
+  bin="$target_dir/debug"
   out=bench/out
 else
   cargo build --release --locked --bin ratchet --bin ratchet-bench
-  bin="$CARGO_TARGET_DIR/release"
+  bin="$target_dir/release"
   out=bench/out/full
 fi
 
