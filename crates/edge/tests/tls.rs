@@ -17,7 +17,7 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::ClientConfig;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -146,23 +146,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Smtp<S> {
 
     /// One complete reply, lines joined by '\n'; empty at EOF.
     async fn reply(&mut self) -> String {
-        let mut lines = Vec::new();
-        loop {
-            let mut line = String::new();
-            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read_line(&mut line))
-                .await
-                .expect("no reply in time")
-                .unwrap_or(0);
-            if n == 0 {
-                return lines.join("\n");
-            }
-            let line = line.trim_end().to_string();
-            let last = line.as_bytes().get(3) != Some(&b'-');
-            lines.push(line);
-            if last {
-                return lines.join("\n");
-            }
-        }
+        read_reply(&mut self.stream, Duration::from_secs(10)).await
     }
 
     async fn cmd(&mut self, line: &str) -> String {

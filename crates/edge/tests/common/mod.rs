@@ -20,6 +20,27 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_stream::Stream;
 
+/// One complete SMTP reply from any stream, its lines joined by '\n'; empty at EOF.
+pub async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R, limit: Duration) -> String {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(limit, reader.read_line(&mut line))
+            .await
+            .expect("no reply in time")
+            .unwrap_or(0);
+        if n == 0 {
+            return lines.join("\n");
+        }
+        let line = line.trim_end().to_string();
+        let last = line.as_bytes().get(3) != Some(&b'-');
+        lines.push(line);
+        if last {
+            return lines.join("\n");
+        }
+    }
+}
+
 pub const THROTTLE: &str = "450 4.7.230 Connecting Exchange server version is out-of-date; connection to Exchange Online throttled for 5 mins/hr. For more information see https://aka.ms/BlockUnsafeExchange.";
 pub const BLOCK: &str = "550 5.7.230 Connecting Exchange server version is out-of-date; connection to Exchange Online blocked for 60 mins/hr. For more information see https://aka.ms/BlockUnsafeExchange.";
 
@@ -105,23 +126,7 @@ impl Client {
     }
 
     pub async fn reply_within(&mut self, limit: Duration) -> String {
-        let mut lines = Vec::new();
-        loop {
-            let mut line = String::new();
-            let n = tokio::time::timeout(limit, self.stream.read_line(&mut line))
-                .await
-                .expect("no reply in time")
-                .unwrap_or(0);
-            if n == 0 {
-                return lines.join("\n");
-            }
-            let line = line.trim_end().to_string();
-            let last = line.as_bytes().get(3) != Some(&b'-');
-            lines.push(line);
-            if last {
-                return lines.join("\n");
-            }
-        }
+        read_reply(&mut self.stream, limit).await
     }
 
     pub async fn cmd(&mut self, line: &str) -> String {
