@@ -50,6 +50,22 @@ impl Ctl {
     }
 }
 
+/// `server import` for tenant bear.
+fn import_args<'a>(server: &'a str, build: &'a str, first_seen: &'a str) -> [&'a str; 10] {
+    [
+        "server",
+        "import",
+        "--tenant",
+        "bear",
+        "--server",
+        server,
+        "--build",
+        build,
+        "--first-seen",
+        first_seen,
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_command_in_both_forms_with_its_refusals() {
     let mut cluster = Cluster::new(3, TEST_CONFIG);
@@ -111,77 +127,20 @@ async fn every_command_in_both_forms_with_its_refusals() {
 
     // Servers.
     let first_seen = (Utc::now() - TimeDelta::days(65)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let imported = ctl.table(&[
-        "server",
-        "import",
-        "--tenant",
-        "bear",
-        "--server",
-        "EXCH1.bear.local",
-        "--build",
-        "15.1.2507.16",
-        "--first-seen",
-        &first_seen,
-    ]);
+    let imported = ctl.table(&import_args("EXCH1.bear.local", "15.1.2507.16", &first_seen));
     assert!(
         imported.contains("exch1.bear.local") && imported.contains(&first_seen),
         "{imported}"
     );
-    let imported = ctl.json(&[
-        "server",
-        "import",
-        "--tenant",
-        "bear",
-        "--server",
-        "exch2.bear.local",
-        "--build",
-        "15.0.1497.48",
-        "--first-seen",
-        &first_seen,
-    ]);
+    let imported = ctl.json(&import_args("exch2.bear.local", "15.0.1497.48", &first_seen));
     assert_eq!(imported["first_seen"], first_seen.as_str());
     let future = (Utc::now() + TimeDelta::days(2)).to_rfc3339();
+    assert!(ctl.refused(&import_args("x.bear", "15.0.1497.48", &future)).contains("first_seen:"));
     assert!(ctl
-        .refused(&[
-            "server",
-            "import",
-            "--tenant",
-            "bear",
-            "--server",
-            "x.bear",
-            "--build",
-            "15.0.1497.48",
-            "--first-seen",
-            &future
-        ])
-        .contains("first_seen:"));
-    assert!(ctl
-        .refused(&[
-            "server",
-            "import",
-            "--tenant",
-            "bear",
-            "--server",
-            "x.bear",
-            "--build",
-            "15.0.1497.48",
-            "--first-seen",
-            "last tuesday"
-        ])
+        .refused(&import_args("x.bear", "15.0.1497.48", "last tuesday"))
         .contains("is not an RFC 3339 instant"));
     assert!(ctl
-        .refused(&[
-            "server",
-            "import",
-            "--tenant",
-            "bear",
-            "--server",
-            "x.bear",
-            "--build",
-            "15.2.2562.17",
-            "--first-seen",
-            &first_seen
-        ])
+        .refused(&import_args("x.bear", "15.2.2562.17", &first_seen))
         .contains("not out of date"));
     assert!(ctl
         .table(&["server", "decommission", "--tenant", "bear", "--server", "exch2.bear.local"])

@@ -79,6 +79,11 @@ async fn bad_requests_name_the_field_and_change_nothing() {
     let mut admin = node.admin().await;
     add_tenant(&mut admin, "bear", "127.0.0.0/8").await;
     let applied_before = node.status().await.unwrap().last_applied_index;
+    let connector = |tenant: &str, cidr: &str| pb::AddConnectorRequest {
+        tenant: tenant.into(),
+        cidr: cidr.into(),
+        cert_name: String::new(),
+    };
     let import = |server_fqdn: &str, first_seen: &str| pb::ImportServerRequest {
         tenant: "bear".into(),
         server_fqdn: server_fqdn.into(),
@@ -98,26 +103,12 @@ async fn bad_requests_name_the_field_and_change_nothing() {
             "name",
         ),
         (
-            admin
-                .add_connector(pb::AddConnectorRequest {
-                    tenant: "bear".into(),
-                    cidr: "10.0.0.0/33".into(),
-                    cert_name: String::new(),
-                })
-                .await
-                .unwrap_err(),
+            admin.add_connector(connector("bear", "10.0.0.0/33")).await.unwrap_err(),
             tonic::Code::InvalidArgument,
             "cidr",
         ),
         (
-            admin
-                .add_connector(pb::AddConnectorRequest {
-                    tenant: "nobody".into(),
-                    cidr: "10.0.0.0/8".into(),
-                    cert_name: String::new(),
-                })
-                .await
-                .unwrap_err(),
+            admin.add_connector(connector("nobody", "10.0.0.0/8")).await.unwrap_err(),
             tonic::Code::NotFound,
             "tenant",
         ),
