@@ -17,7 +17,7 @@ if [ "${1:-}" = "--smoke" ]; then
   shift
 fi
 
-deploy/install-deps.sh
+deploy/install-deps.sh test
 if [ -n "$smoke" ]; then
   # The debug build that the tests already made: no second RocksDB compile in CI.
   cargo build --locked --bin ratchet --bin ratchet-bench

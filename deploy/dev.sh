@@ -3,5 +3,5 @@
 # (see `ratchet dev --help`). Extra arguments go to `ratchet dev`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-deploy/install-deps.sh
+deploy/install-deps.sh dev
 exec cargo run --locked --bin ratchet -- dev "$@"

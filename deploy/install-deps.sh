@@ -1,20 +1,51 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that building and testing Ratchet need, and nothing when
-# they are already there, so it is safe to run again.
-#   clang, libclang-dev: RocksDB's C++ build and its bindgen
-#   protobuf-compiler:   protoc, for proto/
-#   postfix, swaks:      real SMTP peers for the edge tests (smtp-sink, smtp-source, swaks)
-#   jq:                  the Helm chart's scripts, run by tests/helm_rendered.rs as in the image
-#   chromium:            renders the decider's report page headless in tests/report_page.rs
-#   redis-server, redis-tools, etcd-server, etcd-client: the anchors of bench/run.sh
-#                        (redis-benchmark, a three-node etcd; etcdctl to poke at it)
-#   python3, pip:        helm/check.py (only where no python3 is on PATH at all)
+# Installs what building, running and testing Ratchet need on Debian, and nothing that is
+# already there, so it is safe to run again. One argument says how much:
+#
+#   deploy/install-deps.sh dev     build and run `ratchet dev` (deploy/dev.sh)
+#   deploy/install-deps.sh test    dev, plus every peer the tests and benchmarks start
+#                                  (tests/run.sh, bench/run.sh)
+#
+# dev:
+#   clang, libclang-dev:         RocksDB's C++ build and its bindgen
+#   protobuf-compiler,
+#   libprotobuf-dev:             protoc and google/protobuf/*.proto (a Recommends of
+#                                protobuf-compiler, so not there with --no-install-recommends)
+#   swaks, libnet-ssleay-perl:   the README's first look sends mail with swaks; Net::SSLeay
+#                                (a Recommends again) gives it STARTTLS
+# test adds:
+#   postfix:                     real SMTP peers (smtp-sink, smtp-source, a private Postfix)
+#   jq:                          the Helm chart's scripts, run by tests/helm_rendered.rs
+#   chromium:                    renders the report page headless in tests/report_page.rs
+#   openssl:                     reads the certificates `ratchet certs` writes
+#   iproute2, iptables:          the fault suite's network namespaces, links and partitions
+#   redis-server, redis-tools,
+#   etcd-server, etcd-client:    the anchors of bench/run.sh
+#   python3-pip:                 only where python3 has no pip
 # and, with pip, what helm/check.py needs: helm-python-sdk (Helm's Go SDK, in-process) and
 # kubernetes-validate (the Kubernetes schemas), pinned because check.py uses their APIs.
+#
+# Servers among these (Postfix, Redis, etcd) are installed for their programs only: none is
+# configured, started or enabled; the tests and benchmarks start their own on loopback.
 set -euo pipefail
 
-packages=(clang libclang-dev protobuf-compiler postfix swaks jq chromium redis-server redis-tools etcd-server etcd-client)
-command -v python3 >/dev/null || packages+=(python3 python3-pip)
+profile="${1:-test}"
+dev_packages=(clang libclang-dev protobuf-compiler libprotobuf-dev swaks libnet-ssleay-perl)
+test_packages=(postfix jq chromium openssl iproute2 iptables redis-server redis-tools etcd-server etcd-client)
+services=(postfix redis-server etcd)
+case "$profile" in
+  dev) packages=("${dev_packages[@]}") ;;
+  test) packages=("${dev_packages[@]}" "${test_packages[@]}") ;;
+  *)
+    echo "install-deps.sh: unknown profile '$profile' (dev or test)" >&2
+    exit 2
+    ;;
+esac
+if [ "$profile" = test ]; then
+  command -v python3 >/dev/null || packages+=(python3)
+  python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
+fi
+
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -24,19 +55,34 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}" >&2
-  # Postfix is installed for its tools only: no mail system is configured or started.
   echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
+  # policy-rc.d answering 101 keeps the maintainer scripts from starting any service while
+  # we install; it is removed again however the install ends.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod 755 "$policy"
+    trap '$sudo rm -f "$policy"' EXIT
+  fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # On a systemd machine the packages enable their units for the next boot: undo that.
+  if [ -d /run/systemd/system ]; then
+    for unit in "${services[@]}"; do
+      if systemctl list-unit-files "$unit.service" >/dev/null 2>&1; then
+        $sudo systemctl disable --now "$unit.service" >/dev/null 2>&1 || true
+      fi
+    done
+  fi
 fi
 
+[ "$profile" = test ] || exit 0
 python_packages=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0)
-if ! python3 - "${python_packages[@]}" 2>/dev/null <<'PY'
+if ! python3 - "${python_packages[@]}" 2>/dev/null <<'PY'; then
 import sys
 from importlib.metadata import version
 sys.exit(any(version(name) != wanted for name, wanted in (p.split("==") for p in sys.argv[1:])))
 PY
-then
   echo "installing: ${python_packages[*]} (pip)" >&2
   # Debian's own python3 refuses pip outside a virtualenv (PEP 668); these two packages
   # have no Debian counterparts, so there they go in with --break-system-packages.

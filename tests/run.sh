@@ -3,7 +3,7 @@
 # after installing what they need. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-deploy/install-deps.sh
+deploy/install-deps.sh test
 python3 helm/check.py
 cargo test --workspace --locked "$@"
 # Every benchmark once, with tiny counts: that they run, not how fast (no thresholds).
