@@ -18,6 +18,7 @@
 #   jq:                          the Helm chart's scripts, run by tests/helm_rendered.rs
 #   chromium:                    renders the report page headless in tests/report_page.rs
 #   openssl:                     reads the certificates `ratchet certs` writes
+#   curl:                        the decider's pages over HTTPS with client certificates
 #   iproute2, iptables:          the fault suite's network namespaces, links and partitions
 #   redis-server, redis-tools,
 #   etcd-server, etcd-client:    the anchors of bench/run.sh
@@ -31,7 +32,7 @@ set -euo pipefail
 
 profile="${1:-test}"
 dev_packages=(clang libclang-dev protobuf-compiler libprotobuf-dev swaks libnet-ssleay-perl)
-test_packages=(postfix jq chromium openssl iproute2 iptables redis-server redis-tools etcd-server etcd-client)
+test_packages=(postfix jq chromium openssl curl iproute2 iptables redis-server redis-tools etcd-server etcd-client)
 services=(postfix redis-server etcd)
 case "$profile" in
   dev) packages=("${dev_packages[@]}") ;;

@@ -10,6 +10,7 @@ use ratchet_proto::v1 as pb;
 use ratchet_proto::v1::admin_client::AdminClient;
 use ratchet_proto::v1::cluster_client::ClusterClient;
 use ratchet_proto::v1::decision_client::DecisionClient;
+use ratchet_tls::Dialer;
 use tempfile::TempDir;
 use tonic::transport::Channel;
 
@@ -30,6 +31,10 @@ pub struct DeciderProcess {
     config: PathBuf,
     /// Extra environment variables for the process (e.g. OpenTelemetry settings).
     pub env: Vec<(String, String)>,
+    /// Arguments given at every start (e.g. `--cert`, `--key`, `--ca`).
+    pub args: Vec<String>,
+    /// How the test dials this node: plaintext, or TLS with a test certificate.
+    pub dialer: Dialer,
     child: Option<Child>,
 }
 
@@ -44,6 +49,7 @@ impl DeciderProcess {
             .arg(&self.data_dir)
             .args(["--listen", &self.grpc.to_string(), "--http", &self.http.to_string(), "--config"])
             .arg(&self.config)
+            .args(&self.args)
             .args(extra)
             .env("RUST_LOG", "info,openraft=info")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -71,10 +77,15 @@ impl DeciderProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// A channel to this node, connected now (or `Err` at once).
+    pub async fn try_channel(&self) -> Result<Channel, tonic::transport::Error> {
+        self.dialer.connect(self.dialer.endpoint(&self.grpc.to_string()).unwrap()).await
+    }
+
     pub async fn channel(&self) -> Channel {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            match Channel::from_shared(format!("http://{}", self.grpc)).unwrap().connect().await {
+            match self.try_channel().await {
                 Ok(channel) => return channel,
                 Err(error) if Instant::now() > deadline => panic!("{} unreachable: {error}\n{}", self.name, self.log()),
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -95,11 +106,7 @@ impl DeciderProcess {
     }
 
     pub async fn status(&self) -> Option<pb::StatusResponse> {
-        let channel = Channel::from_shared(format!("http://{}", self.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .ok()?;
+        let channel = self.try_channel().await.ok()?;
         ClusterClient::new(channel)
             .status(pb::StatusRequest {})
             .await
@@ -135,6 +142,8 @@ impl Cluster {
                 log: dir.path().join(format!("d{i}.log")),
                 config: config_path.clone(),
                 env: Vec::new(),
+                args: Vec::new(),
+                dialer: Dialer::Plain,
                 child: None,
             })
             .collect();

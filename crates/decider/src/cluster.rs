@@ -9,41 +9,26 @@ use ratchet_proto::v1::cluster_client::ClusterClient;
 use ratchet_proto::v1::cluster_server::Cluster;
 use ratchet_store::types::Raft;
 use ratchet_store::{Node, NodeId};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::identity::Identity;
-use crate::network::raft_client;
+use crate::peers::{leader, Leader, Peers};
 use crate::status::cluster_status;
 
 pub struct ClusterService {
     pub raft: Raft,
     pub identity: Identity,
-}
-
-enum Leader {
-    Here,
-    Elsewhere(ClusterClient<tonic::transport::Channel>),
+    pub peers: Peers,
 }
 
 impl ClusterService {
-    async fn leader(&self) -> Result<Leader, Status> {
-        let metrics = self.raft.metrics().borrow().clone();
-        let leader = metrics
-            .current_leader
-            .ok_or_else(|| Status::unavailable("no leader: try again once one is elected"))?;
-        if leader == metrics.id {
-            return Ok(Leader::Here);
+    /// The leader's cluster service, or `None` when this node leads.
+    fn leader_elsewhere(&self) -> Result<Option<ClusterClient<Channel>>, Status> {
+        match leader(&self.raft)? {
+            Leader::Here => Ok(None),
+            Leader::Elsewhere(node) => self.peers.cluster(&node.address).map(Some),
         }
-        let node = metrics
-            .membership_config
-            .membership()
-            .get_node(&leader)
-            .cloned()
-            .ok_or_else(|| Status::unavailable("leader not in membership"))?;
-        let client = ClusterClient::connect(format!("http://{}", node.address))
-            .await
-            .map_err(|e| Status::unavailable(format!("leader {node}: {e}")))?;
-        Ok(Leader::Elsewhere(client))
     }
 
     fn node_id_by_name(&self, name: &str) -> Result<NodeId, Status> {
@@ -87,11 +72,11 @@ impl Cluster for ClusterService {
         if request.name.trim().is_empty() || request.address.trim().is_empty() {
             return Err(Status::invalid_argument("name and address: both are required"));
         }
-        if let Leader::Elsewhere(mut leader) = self.leader().await? {
+        if let Some(mut leader) = self.leader_elsewhere()? {
             return leader.add_learner(request).await;
         }
         // The node tells us its own id: ids are drawn by each node and persisted with it.
-        let mut peer = raft_client(&request.address).map_err(|e| Status::invalid_argument(format!("address: {e}")))?;
+        let mut peer = self.peers.raft(&request.address)?;
         let identity = peer
             .identify(pb::IdentifyRequest {})
             .await
@@ -115,7 +100,7 @@ impl Cluster for ClusterService {
     }
 
     async fn promote(&self, request: Request<pb::PromoteRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
-        if let Leader::Elsewhere(mut leader) = self.leader().await? {
+        if let Some(mut leader) = self.leader_elsewhere()? {
             return leader.promote(request.into_inner()).await;
         }
         let id = self.node_id_by_name(&request.into_inner().name)?;
@@ -124,7 +109,7 @@ impl Cluster for ClusterService {
     }
 
     async fn remove(&self, request: Request<pb::RemoveRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
-        if let Leader::Elsewhere(mut leader) = self.leader().await? {
+        if let Some(mut leader) = self.leader_elsewhere()? {
             return leader.remove(request.into_inner()).await;
         }
         let id = self.node_id_by_name(&request.into_inner().name)?;

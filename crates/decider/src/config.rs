@@ -24,6 +24,19 @@ pub struct DeciderConfig {
     /// How often the leader looks for notices the clock brought about (stage entered,
     /// throttling or blocking soon, a pause's end).
     pub notify_scan_ms: u64,
+    /// A node gives verdicts only from state no older than this: it must have heard from a
+    /// leader within it and applied what that leader had committed (see `freshness`).
+    pub max_staleness_ms: u64,
+    /// A node whose clock is further than this from the group's median stops serving and
+    /// leading until it is back (see `skew`).
+    pub max_clock_skew_ms: u64,
+    /// Servers whose episode change may wait to be committed in the background at once.
+    pub sightings_queue: usize,
+    /// RocksDB's one block cache, shared by every column family; it also holds the
+    /// memtables' charge (see `rocksdb_write_buffer_mb`).
+    pub rocksdb_block_cache_mb: usize,
+    /// All RocksDB memtables together.
+    pub rocksdb_write_buffer_mb: usize,
 }
 
 impl Default for DeciderConfig {
@@ -37,6 +50,11 @@ impl Default for DeciderConfig {
             counter_flush_ms: 5_000,
             write_timeout_ms: 5_000,
             notify_scan_ms: 60_000,
+            max_staleness_ms: 5_000,
+            max_clock_skew_ms: 500,
+            sightings_queue: 100_000,
+            rocksdb_block_cache_mb: 128,
+            rocksdb_write_buffer_mb: 64,
         }
     }
 }
@@ -48,6 +66,11 @@ impl DeciderConfig {
         for (key, value) in [
             ("counter_flush_ms", config.counter_flush_ms),
             ("notify_scan_ms", config.notify_scan_ms),
+            ("max_staleness_ms", config.max_staleness_ms),
+            ("max_clock_skew_ms", config.max_clock_skew_ms),
+            ("sightings_queue", config.sightings_queue as u64),
+            ("rocksdb_block_cache_mb", config.rocksdb_block_cache_mb as u64),
+            ("rocksdb_write_buffer_mb", config.rocksdb_write_buffer_mb as u64),
         ] {
             if value == 0 {
                 anyhow::bail!("{key} must be at least 1");
@@ -70,12 +93,26 @@ impl DeciderConfig {
         Ok(config.validate()?)
     }
 
+    pub fn storage_options(&self) -> ratchet_store::StorageOptions {
+        ratchet_store::StorageOptions {
+            block_cache_bytes: self.rocksdb_block_cache_mb << 20,
+            write_buffer_bytes: self.rocksdb_write_buffer_mb << 20,
+        }
+    }
+
+    pub fn max_staleness(&self) -> Duration {
+        Duration::from_millis(self.max_staleness_ms)
+    }
+
+    pub fn max_clock_skew(&self) -> Duration {
+        Duration::from_millis(self.max_clock_skew_ms)
+    }
+
     pub fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.write_timeout_ms)
     }
 }
 
-/// Snapshot chunks travel as JSON in one gRPC message each; this keeps them well under
-/// `MAX_RAFT_MESSAGE_BYTES` after JSON's expansion of bytes.
-pub const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
+/// Snapshot chunks travel as raw bytes, one gRPC message each.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 4 << 20;
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 << 20;

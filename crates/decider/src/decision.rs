@@ -1,35 +1,47 @@
 //! The decision API: the verdict for one message, on the hot path of every edge.
 //!
-//! A known server is a local read: attribution from the in-memory connectors, the server
-//! record from RocksDB, the verdict from the policy engine. Only a sighting that changes
-//! a server's episode (first seen, remediated, relapsed) goes through consensus, and the
-//! answer then uses the record as committed: the winner's first-seen, whichever node won.
+//! Every verdict is computed from this node's own state, which must be fresh (see
+//! `freshness`): attribution from the in-memory connectors, the server record from
+//! RocksDB, the verdict from the policy engine. No message waits on consensus: a
+//! sighting that changes the server's episode (first seen, remediated, relapsed) is
+//! answered from the change as this node computes it, and handed to `sightings` to be
+//! committed in the background. Such an answer names no first-seen instant it has not
+//! seen committed.
 
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use chrono::{DurationRound, TimeDelta};
+use chrono::TimeDelta;
 use futures::Stream;
 use ratchet_policy::connectors::attribute;
 use ratchet_policy::products::{classify, BuildStatus};
+use ratchet_policy::window::verdict_valid_until;
 use ratchet_policy::{evaluate, Episode, ServerFacts, Sighting, SightingEffect, Verdict};
 use ratchet_proto::v1 as pb;
 use ratchet_proto::v1::decision_server::Decision;
 use ratchet_store::command::{validate_fqdn, MAX_BUILD_LEN};
-use ratchet_store::{Applied, Command, ServerEntry};
-use tokio_stream::wrappers::WatchStream;
+use ratchet_store::ServerSighting;
+use tokio_stream::wrappers::{IntervalStream, WatchStream};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::admin::connector_message;
 use crate::counters::CounterBuffer;
+use crate::freshness::Freshness;
 use crate::metrics::metrics;
 use crate::proposer::Proposer;
+use crate::sightings::SightingQueue;
+
+/// How often an open connector watch checks that this node is still fresh.
+const WATCH_FRESHNESS_EVERY: Duration = Duration::from_secs(1);
 
 pub struct DecisionService {
     pub proposer: Proposer,
     pub counters: Arc<CounterBuffer>,
+    pub sightings: Arc<SightingQueue>,
+    pub freshness: Freshness,
 }
 
 fn verdict_code(verdict: Verdict) -> pb::Verdict {
@@ -48,13 +60,13 @@ fn status_code(status: BuildStatus) -> pb::BuildStatus {
     }
 }
 
-/// Whether this sighting would change the server's episode, so it must be committed now.
-fn changes_episode(entry: Option<&ServerEntry>, sighting: Sighting, relapse_window_days: u32) -> bool {
-    let mut episode = entry.and_then(|e| e.record.episode.clone());
-    Episode::sight(&mut episode, sighting, TimeDelta::days(i64::from(relapse_window_days))) != SightingEffect::Unchanged
-}
-
 impl DecisionService {
+    fn fresh(&self) -> Result<(), Status> {
+        self.freshness
+            .check(&self.proposer.raft)
+            .map_err(|reason| Status::unavailable(format!("this decider is not fresh: {reason}")))
+    }
+
     #[tracing::instrument(name = "decider.decide", skip_all, fields(server = %request.server_fqdn, verdict = tracing::field::Empty))]
     async fn decide(&self, request: pb::DecideRequest) -> Result<pb::DecideResponse, Status> {
         let started = std::time::Instant::now();
@@ -63,16 +75,11 @@ impl DecisionService {
             .client_ip
             .parse()
             .map_err(|_| Status::invalid_argument(format!("connection.client_ip: {:?} is not an IP address", connection.client_ip)))?;
-        let server_fqdn = request.server_fqdn.trim().to_ascii_lowercase();
-        validate_fqdn("server_fqdn", &server_fqdn).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if request.build.len() > MAX_BUILD_LEN {
-            return Err(Status::invalid_argument(format!(
-                "build: is {} bytes long, over the limit of {MAX_BUILD_LEN}",
-                request.build.len()
-            )));
+        self.fresh()?;
+        if request.linearizable {
+            self.proposer.read_barrier().await?;
         }
         let cert_name = Some(connection.tls_client_cert_name.as_str()).filter(|name| !name.is_empty());
-
         let view = &self.proposer.view;
         let connectors = view.connectors().borrow().clone();
         let Some(tenant) = attribute(&connectors, client_ip, cert_name).map(|c| c.tenant.clone()) else {
@@ -81,59 +88,66 @@ impl DecisionService {
                 ..Default::default()
             });
         };
-        if request.linearizable {
-            self.proposer.read_barrier().await?;
+        let server_fqdn = request.server_fqdn.trim().to_ascii_lowercase();
+        // A stamp that cannot be a server's (an odd host, an overlong build) is an
+        // unidentified build: accepted and never enforced, like a malformed one.
+        if validate_fqdn("server_fqdn", &server_fqdn).is_err() || request.build.len() > MAX_BUILD_LEN {
+            return Ok(pb::DecideResponse {
+                verdict: pb::Verdict::Accept.into(),
+                tenant,
+                status: pb::BuildStatus::Unidentified.into(),
+                ..Default::default()
+            });
         }
 
         let now = self.proposer.now();
         let policy = view.policy();
+        let entry = view.server(&tenant, &server_fqdn).map_err(|e| Status::internal(e.to_string()))?;
+        let committed = entry.as_ref().and_then(|e| e.record.episode.clone());
         let status = classify(&policy.policy.products, &request.build).status;
-        let mut entry = view.server(&tenant, &server_fqdn).map_err(|e| Status::internal(e.to_string()))?;
-        if changes_episode(entry.as_ref(), Sighting { status, at: now }, policy.policy.relapse_window_days) {
-            let sight = Command::Sight {
+        let mut episode = committed.clone();
+        let relapse_window = TimeDelta::days(i64::from(policy.policy.relapse_window_days));
+        let effect = Episode::sight(&mut episode, Sighting { status, at: now }, relapse_window);
+        if effect != SightingEffect::Unchanged {
+            self.sightings.offer(ServerSighting {
                 tenant: tenant.clone(),
                 server_fqdn: server_fqdn.clone(),
                 build: request.build.clone(),
-            };
-            if let Applied::Server { entry: committed } = self.proposer.propose(sight).await? {
-                entry = Some(*committed);
-            }
+                seen_at: now,
+            });
         }
-        let episode = entry.as_ref().and_then(|e| e.record.episode.as_ref());
-        // Borrowed from the shared map: a tenant record also holds its events and daily counts.
+        // Borrowed from the shared map: a tenant record also holds its daily counts.
         let pauses = view.tenants().get(&tenant).map(|t| t.pauses.intervals()).unwrap_or_default();
         let facts = ServerFacts {
             tenant: &tenant,
             server_fqdn: &server_fqdn,
             build: &request.build,
-            episode,
+            episode: episode.as_ref(),
             pauses: &pauses,
         };
         let evaluation = evaluate(&policy.policy, facts, now);
-        self.counters.record(
-            &tenant,
-            &server_fqdn,
-            &request.build,
-            now,
-            evaluation.stage.unwrap_or(0),
-            evaluation.verdict,
-        );
-
-        metrics().decided(evaluation.verdict, evaluation.stage.unwrap_or(0), started.elapsed());
+        let stage = evaluation.stage.unwrap_or(0);
+        self.counters
+            .record(&tenant, &server_fqdn, &request.build, now, stage, evaluation.verdict);
+        metrics().decided(evaluation.verdict, stage, started.elapsed());
         tracing::Span::current().record("verdict", tracing::field::debug(evaluation.verdict));
 
-        let minute_end = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now) + TimeDelta::minutes(1);
+        // Only a committed instant is named: a new episode's first-seen is not yet one.
+        let first_seen = match effect {
+            SightingEffect::FirstDetected => None,
+            _ => episode.as_ref().map(|e| e.first_seen),
+        };
         Ok(pb::DecideResponse {
             verdict: verdict_code(evaluation.verdict).into(),
             tenant,
             status: status_code(evaluation.status).into(),
-            stage: evaluation.stage.unwrap_or(0),
+            stage,
             reply: evaluation.reply.unwrap_or_default(),
             throttle_min: evaluation.throttle_min,
             block_min: evaluation.block_min,
-            first_seen_unix_ms: episode.map_or(0, |e| e.first_seen.timestamp_millis()),
+            first_seen_unix_ms: first_seen.map_or(0, |at| at.timestamp_millis()),
             paused: evaluation.paused,
-            valid_until_unix_ms: minute_end.timestamp_millis(),
+            valid_until_unix_ms: verdict_valid_until(now).timestamp_millis(),
         })
     }
 }
@@ -148,14 +162,31 @@ impl Decision for DecisionService {
 
     type WatchConnectorsStream = ConnectorStream;
 
+    /// The connector table, only from a fresh node: a snapshot now and after each change,
+    /// each with the applied index it was read at. The stream ends with UNAVAILABLE as soon
+    /// as this node stops being fresh, so an edge moves to another decider.
     async fn watch_connectors(&self, _request: Request<pb::WatchConnectorsRequest>) -> Result<Response<ConnectorStream>, Status> {
+        self.fresh()?;
         let view = self.proposer.view.clone();
-        let stream = WatchStream::new(view.connectors()).map(move |connectors| {
+        let snapshots = WatchStream::new(view.connectors()).map(move |connectors| {
             Ok(pb::ConnectorSnapshot {
                 connectors: connectors.iter().map(connector_message).collect(),
                 applied_index: *view.applied().borrow(),
             })
         });
+        let (raft, freshness) = (self.proposer.raft.clone(), self.freshness.clone());
+        let stale = IntervalStream::new(tokio::time::interval(WATCH_FRESHNESS_EVERY)).filter_map(move |_| {
+            freshness
+                .check(&raft)
+                .err()
+                .map(|reason| Err(Status::unavailable(format!("this decider is no longer fresh: {reason}"))))
+        });
+        let stream = snapshots
+            .merge(stale)
+            .take_while(Result::is_ok)
+            .chain(tokio_stream::once(Err(Status::unavailable(
+                "this decider is no longer fresh: ask another",
+            ))));
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -8,15 +8,16 @@ use axum::routing::{get, post};
 use axum::Router;
 use ratchet_store::types::Raft;
 use ratchet_store::StateView;
+use std::sync::Arc;
+
+use ratchet_tls::Watched;
 use tokio::net::TcpListener;
 
 use crate::clock::Clock;
+use crate::freshness::Freshness;
 use crate::page;
 use crate::proposer::Proposer;
 use crate::report::tenant_report;
-
-/// A node is ready when it knows a leader and has applied what it has logged, within this.
-const READY_MAX_APPLY_LAG: u64 = 1_000;
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -25,6 +26,7 @@ pub struct HttpState {
     pub clock: Clock,
     /// The pause form's writes, and the pages' read barrier.
     pub proposer: Proposer,
+    pub freshness: Freshness,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -45,18 +47,14 @@ async fn metrics(State(state): State<HttpState>) -> Response {
     ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
+/// Ready means fresh: what a Decide would answer from (see `freshness`).
 async fn readyz(State(state): State<HttpState>) -> Response {
     let metrics = state.raft.metrics().borrow().clone();
     let applied = metrics.last_applied.map_or(0, |id| id.index);
-    let logged = metrics.last_log_index.unwrap_or(0);
-    match metrics.current_leader {
-        None => (StatusCode::SERVICE_UNAVAILABLE, "not ready: no leader known\n".to_owned()).into_response(),
-        Some(_) if logged.saturating_sub(applied) > READY_MAX_APPLY_LAG => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: applied {applied} of {logged}\n"),
-        )
-            .into_response(),
-        Some(leader) => format!("ready: leader {leader}, applied {applied}\n").into_response(),
+    match (state.freshness.check(&state.raft), metrics.current_leader) {
+        (Ok(()), Some(leader)) => format!("ready: leader {leader}, applied {applied}\n").into_response(),
+        (Ok(()), None) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: no leader known\n".to_owned()).into_response(),
+        (Err(reason), _) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response(),
     }
 }
 
@@ -68,6 +66,14 @@ async fn report(State(state): State<HttpState>, Path(name): Path<String>) -> Res
     }
 }
 
-pub async fn serve(listener: TcpListener, state: HttpState) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).await
+/// Serves plaintext, or TLS with the page roles of `http_tls` when given a configuration.
+pub async fn serve(listener: TcpListener, state: HttpState, tls: Option<Arc<Watched<Arc<rustls::ServerConfig>>>>) -> std::io::Result<()> {
+    match tls {
+        None => axum::serve(listener, router(state)).await,
+        Some(config) => {
+            let app = router(state).layer(axum::middleware::from_fn(crate::http_tls::require_role));
+            let listener = crate::http_tls::TlsListener::new(listener, config)?;
+            axum::serve(listener, app.into_make_service_with_connect_info::<crate::http_tls::PageCaller>()).await
+        }
+    }
 }

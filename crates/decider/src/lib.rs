@@ -3,31 +3,42 @@
 //! - `node`: starts a node: identity, storage, Raft, servers, and founding the cluster.
 //! - `identity`: the node id, persisted in the data directory for life.
 //! - `network` and `raft_service`: openraft's RPCs carried over gRPC, both directions.
+//! - `peers`: the shared channels to other deciders, and where the leader is.
 //! - `proposer`: writes from any node, forwarded to the leader; linearizable reads.
 //! - `decision`, `admin`, `cluster`: the public gRPC services.
+//! - `authorize`: the role each gRPC method needs, checked in front of every service.
+//! - `freshness`, `skew`: when this node may answer (in touch with a quorum, clock in step).
+//! - `sightings`: first sightings committed in the background, in batches.
 //! - `counters`: per-node aggregation of message counts, flushed to the log in batches.
 //! - `notifications`: the leader's scan for time-driven notices and webhook delivery.
 //! - `report`: the tenant report, one schema for gRPC, HTTP and the CLI.
-//! - `http`: health, readiness, metrics and the report API.
+//! - `http`: health, readiness, metrics and the report API; `http_tls`: the same over TLS,
+//!   with the role each page needs.
 //! - `metrics`: the Prometheus metrics served by `http`.
 //! - `clock`: the one place a decider reads the time.
 
 pub mod admin;
+pub mod authorize;
 pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod counters;
 pub mod decision;
+pub mod freshness;
 pub mod http;
+pub mod http_tls;
 pub mod identity;
 pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod notifications;
 pub mod page;
+pub mod peers;
 pub mod proposer;
 pub mod raft_service;
 pub mod report;
+pub mod sightings;
+pub mod skew;
 pub mod status;
 
 pub use config::DeciderConfig;

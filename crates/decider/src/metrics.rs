@@ -30,6 +30,8 @@ pub struct DeciderMetrics {
     decide_seconds: Histogram,
     writes: Family<Labels, Counter>,
     is_leader: Gauge,
+    has_leader: Gauge,
+    clock_skew_seconds: Gauge<f64, AtomicU64>,
     term: Gauge,
     last_log_index: Gauge,
     last_applied_index: Gauge,
@@ -37,7 +39,11 @@ pub struct DeciderMetrics {
     snapshots_built: Counter<u64, AtomicU64>,
     snapshots_installed: Counter<u64, AtomicU64>,
     elections: Counter,
+    sightings_queued: Gauge,
+    sightings_dropped: Counter,
+    sightings_committed: Counter,
     leader_changes: Counter,
+    refused_calls: Family<Labels, Counter>,
     live_data_bytes: Gauge<i64, AtomicI64>,
 }
 
@@ -67,6 +73,8 @@ impl DeciderMetrics {
             decide_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             writes: Family::default(),
             is_leader: Gauge::default(),
+            has_leader: Gauge::default(),
+            clock_skew_seconds: Gauge::default(),
             term: Gauge::default(),
             last_log_index: Gauge::default(),
             last_applied_index: Gauge::default(),
@@ -74,7 +82,11 @@ impl DeciderMetrics {
             snapshots_built: Counter::default(),
             snapshots_installed: Counter::default(),
             elections: Counter::default(),
+            sightings_queued: Gauge::default(),
+            sightings_dropped: Counter::default(),
+            sightings_committed: Counter::default(),
             leader_changes: Counter::default(),
+            refused_calls: Family::default(),
             live_data_bytes: Gauge::default(),
         };
         registry.register(
@@ -94,6 +106,17 @@ impl DeciderMetrics {
             m.writes.clone(),
         );
         registry.register("raft_is_leader", "1 if this node is the Raft leader", m.is_leader.clone());
+        registry.register(
+            "raft_has_leader",
+            "1 if this node knows a leader (itself included)",
+            m.has_leader.clone(),
+        );
+        registry.register_with_unit(
+            "clock_skew",
+            "This node's clock minus the group's median clock, as last measured",
+            Unit::Seconds,
+            m.clock_skew_seconds.clone(),
+        );
         registry.register("raft_term", "The current Raft term", m.term.clone());
         registry.register(
             "raft_last_log_index",
@@ -117,6 +140,21 @@ impl DeciderMetrics {
             m.snapshots_installed.clone(),
         );
         registry.register(
+            "decider_sightings_queued",
+            "Servers whose episode change waits to be committed in the background",
+            m.sightings_queued.clone(),
+        );
+        registry.register(
+            "decider_sightings_dropped",
+            "Episode changes dropped because the queue was full (the server's next message offers them again)",
+            m.sightings_dropped.clone(),
+        );
+        registry.register(
+            "decider_sightings_committed",
+            "Episode changes committed in the background",
+            m.sightings_committed.clone(),
+        );
+        registry.register(
             "raft_elections",
             "Term changes observed (each one an election)",
             m.elections.clone(),
@@ -125,6 +163,11 @@ impl DeciderMetrics {
             "raft_leader_changes",
             "Changes of the known leader observed",
             m.leader_changes.clone(),
+        );
+        registry.register(
+            "decider_refused_calls",
+            "gRPC calls refused before any handler ran, by status (unauthenticated, permission_denied)",
+            m.refused_calls.clone(),
         );
         registry.register_with_unit(
             "store_live_data",
@@ -147,6 +190,31 @@ impl DeciderMetrics {
         self.decide_seconds.observe(took.as_secs_f64());
     }
 
+    pub fn refused_call(&self, code: tonic::Code) {
+        let code = match code {
+            tonic::Code::Unauthenticated => "unauthenticated",
+            tonic::Code::PermissionDenied => "permission_denied",
+            _ => "other",
+        };
+        self.refused_calls.get_or_create(&vec![("code", code.to_owned())]).inc();
+    }
+
+    pub fn sightings_queued(&self, servers: usize) {
+        self.sightings_queued.set(servers as i64);
+    }
+
+    pub fn sighting_dropped(&self) {
+        self.sightings_dropped.inc();
+    }
+
+    pub fn sightings_committed(&self, servers: usize) {
+        self.sightings_committed.inc_by(servers as u64);
+    }
+
+    pub fn clock_skew(&self, skew: chrono::TimeDelta) {
+        self.clock_skew_seconds.set(skew.as_seconds_f64());
+    }
+
     pub fn write(&self, outcome: WriteOutcome) {
         let outcome = match outcome {
             WriteOutcome::Proposed => "proposed",
@@ -161,6 +229,7 @@ impl DeciderMetrics {
         let metrics = raft.metrics().borrow().clone();
         let last_log_index = metrics.last_log_index.unwrap_or(0);
         self.is_leader.set(i64::from(metrics.current_leader == Some(metrics.id)));
+        self.has_leader.set(i64::from(metrics.current_leader.is_some()));
         self.term.set(metrics.current_term as i64);
         self.last_log_index.set(last_log_index as i64);
         self.last_applied_index.set(metrics.last_applied.map_or(0, |id| id.index) as i64);

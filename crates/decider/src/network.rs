@@ -1,23 +1,25 @@
-//! The sending side of Raft over gRPC: openraft's messages to a peer, as JSON in a
-//! `RaftPayload`. Peers are reached through lazily connected, cached tonic channels.
+//! The sending side of Raft over gRPC: openraft's messages to a peer, as the typed
+//! protobuf messages of `proto/ratchet/v1/raft.proto`, over the peer's shared channel.
+//!
+//! Errors are told apart because openraft reacts to each differently: a batch too large
+//! for one message is `PayloadTooLarge` (openraft halves it and sends again), a peer that
+//! cannot be reached is `Unreachable` (openraft backs off), anything else is a network
+//! error (openraft retries).
 
-use std::time::Duration;
-
-use openraft::error::{Infallible, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{Infallible, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse,
 };
+use prost::Message;
 use ratchet_proto::v1::raft_client::RaftClient;
-use ratchet_proto::v1::RaftPayload;
+use ratchet_store::codec::Codec;
 use ratchet_store::{Node, NodeId, TypeConfig};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+use tonic::Code;
 
 use crate::config::MAX_RAFT_MESSAGE_BYTES;
-
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+use crate::peers::Peers;
 
 /// Every Raft message names the node it is for. A node that is not that one (a new member
 /// that came back at a departed member's address with an empty volume, or a reused pod IP)
@@ -25,28 +27,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// in time, which openraft cannot accept.
 pub const TARGET_NODE_HEADER: &str = "x-ratchet-raft-target";
 
-/// A gRPC client of another decider's internal Raft service.
-pub fn raft_client(address: &str) -> anyhow::Result<RaftClient<Channel>> {
-    let channel = Endpoint::from_shared(format!("http://{address}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .connect_lazy();
-    Ok(RaftClient::new(channel)
-        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES))
+pub struct Network {
+    pub peers: Peers,
 }
-
-pub fn to_payload<T: Serialize>(value: &T) -> RaftPayload {
-    RaftPayload {
-        json: serde_json::to_vec(value).expect("raft messages always serialise"),
-    }
-}
-
-pub fn from_payload<T: DeserializeOwned>(payload: &RaftPayload) -> Result<T, serde_json::Error> {
-    serde_json::from_slice(&payload.json)
-}
-
-pub struct Network;
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
@@ -55,7 +38,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             target,
             node: node.clone(),
-            client: raft_client(&node.address).ok(),
+            client: self.peers.raft(&node.address).ok(),
         }
     }
 }
@@ -69,43 +52,42 @@ pub struct Peer {
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, Node, RaftError<NodeId, E>>>;
 
-impl Peer {
-    /// Sends one request and decodes the peer's `Result<response, RaftError>`.
-    async fn call<Req, Resp, E>(&mut self, method: Method, request: &Req, option: &RPCOption) -> RpcResult<Resp, E>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
-    {
-        let Some(client) = self.client.as_mut() else {
-            return Err(RPCError::Unreachable(Unreachable::new(&AddressError(self.node.address.clone()))));
-        };
-        let mut message = tonic::Request::new(to_payload(request));
-        message.set_timeout(option.hard_ttl());
-        message.metadata_mut().insert(TARGET_NODE_HEADER, self.target.into());
-        let reply = match method {
-            Method::AppendEntries => client.append_entries(message).await,
-            Method::Vote => client.vote(message).await,
-            Method::InstallSnapshot => client.install_snapshot(message).await,
-        };
-        let payload = reply
-            .map_err(|status| RPCError::Unreachable(Unreachable::new(&status)))?
-            .into_inner();
-        let outcome: Result<Resp, RaftError<NodeId, E>> = from_payload(&payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        outcome.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Method {
-    AppendEntries,
-    Vote,
-    InstallSnapshot,
-}
+#[derive(Debug, thiserror::Error)]
+#[error("peer {0:?} has no valid gRPC address")]
+struct AddressError(String);
 
 #[derive(Debug, thiserror::Error)]
-#[error("peer address {0:?} is not a valid gRPC endpoint")]
-struct AddressError(String);
+#[error("{0} over the limit of {MAX_RAFT_MESSAGE_BYTES} bytes")]
+struct TooLarge(String);
+
+impl Peer {
+    /// Sends one message through `send` and decodes the peer's answer.
+    async fn call<Req, Resp, E, Fut>(
+        &mut self,
+        request: &Req,
+        option: &RPCOption,
+        send: impl FnOnce(RaftClient<Channel>, tonic::Request<Req::Message>) -> Fut,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Codec,
+        Resp: Codec,
+        E: std::error::Error,
+        Fut: std::future::Future<Output = Result<tonic::Response<Resp::Message>, tonic::Status>>,
+    {
+        let Some(client) = self.client.clone() else {
+            return Err(RPCError::Unreachable(Unreachable::new(&AddressError(self.node.address.clone()))));
+        };
+        let mut message = tonic::Request::new(request.to_message());
+        message.set_timeout(option.hard_ttl());
+        message.metadata_mut().insert(TARGET_NODE_HEADER, self.target.into());
+        let reply = send(client, message).await.map_err(|status| match status.code() {
+            Code::ResourceExhausted | Code::OutOfRange => RPCError::Network(NetworkError::new(&TooLarge(status.message().to_owned()))),
+            Code::Unavailable | Code::Cancelled | Code::FailedPrecondition => RPCError::Unreachable(Unreachable::new(&status)),
+            _ => RPCError::Network(NetworkError::new(&status)),
+        })?;
+        Resp::from_message(reply.into_inner()).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+}
 
 impl RaftNetwork<TypeConfig> for Peer {
     async fn append_entries(
@@ -113,7 +95,20 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, Infallible> {
-        self.call(Method::AppendEntries, &rpc, &option).await
+        // Checked before sending: a batch over the message limit would be refused by the
+        // peer forever; openraft splits it when told so.
+        let size = rpc.to_message().encoded_len();
+        if size > MAX_RAFT_MESSAGE_BYTES && rpc.entries.len() > 1 {
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(
+                rpc.entries.len() as u64 / 2,
+            )));
+        }
+        self.call(
+            &rpc,
+            &option,
+            |mut client, request| async move { client.append_entries(request).await },
+        )
+        .await
     }
 
     async fn install_snapshot(
@@ -121,10 +116,17 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call(Method::InstallSnapshot, &rpc, &option).await
+        let (target, node) = (self.target, self.node.clone());
+        let answer: Result<InstallSnapshotResponse<NodeId>, InstallSnapshotError> = self
+            .call::<_, _, InstallSnapshotError, _>(&rpc, &option, |mut client, request| async move {
+                client.install_snapshot(request).await
+            })
+            .await?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(target, node, RaftError::APIError(e))))
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>, Infallible> {
-        self.call(Method::Vote, &rpc, &option).await
+        self.call(&rpc, &option, |mut client, request| async move { client.vote(request).await })
+            .await
     }
 }

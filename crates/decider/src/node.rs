@@ -21,17 +21,24 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use ratchet_tls::{Dialer, Role, TlsFiles, TlsIncoming, Watched};
+
 use crate::admin::AdminService;
+use crate::authorize::AuthorizeLayer;
 use crate::clock::Clock;
 use crate::cluster::ClusterService;
 use crate::config::{DeciderConfig, MAX_RAFT_MESSAGE_BYTES};
 use crate::counters::CounterBuffer;
 use crate::decision::DecisionService;
+use crate::freshness::Freshness;
 use crate::http::HttpState;
 use crate::identity::{load_or_create, Identity};
-use crate::network::{raft_client, Network};
+use crate::network::Network;
+use crate::peers::Peers;
 use crate::proposer::Proposer;
 use crate::raft_service::RaftService;
+use crate::sightings::SightingQueue;
+use crate::skew::SkewCheck;
 
 const FOUNDING_RETRY: Duration = Duration::from_millis(300);
 
@@ -47,6 +54,10 @@ pub struct DeciderOptions {
     pub initial_cluster: Vec<(String, String)>,
     pub config: DeciderConfig,
     pub clock: Clock,
+    /// This node's certificate (role peer), its key and the cluster CA: every gRPC caller
+    /// must then present a certificate of that CA. `None`: plaintext (loopback, or
+    /// `--insecure`; the command line decides).
+    pub tls: Option<TlsFiles>,
 }
 
 /// A running decider. Dropping it stops its tasks.
@@ -57,6 +68,8 @@ pub struct Decider {
     pub proposer: Proposer,
     pub grpc_addr: SocketAddr,
     pub http_addr: Option<SocketAddr>,
+    counters: Arc<CounterBuffer>,
+    sightings: Arc<SightingQueue>,
     tasks: JoinSet<anyhow::Result<()>>,
 }
 
@@ -67,47 +80,85 @@ impl Decider {
         }
         let identity = load_or_create(&options.data_dir, &options.name)?;
         let db_path = options.data_dir.join("db");
-        let store = Store::open(&db_path).with_context(|| format!("opening the store in {}", db_path.display()))?;
-        let state_machine = StateMachine::open(store.clone()).context("loading the state machine")?;
+        let store = Store::open(&db_path, options.config.storage_options())
+            .with_context(|| format!("opening the store in {}", db_path.display()))?;
+        let state_machine = StateMachine::open(store.clone(), &options.data_dir.join("snapshots")).context("loading the state machine")?;
         let view = state_machine.view();
         let raft_config = Arc::new(options.config.raft_config()?);
-        let raft = Raft::new(identity.id, raft_config, Network, LogStore::new(store), state_machine)
+        let peers = Peers::new(Dialer::new(options.tls.as_ref(), Some(Role::Peer))?);
+        let grpc_tls = options.tls.as_ref().map(|files| tls_config(files, &[b"h2"])).transpose()?;
+        let http_tls = options.tls.as_ref().map(|files| tls_config(files, &[b"http/1.1"])).transpose()?;
+        let network = Network { peers: peers.clone() };
+        let raft = Raft::new(identity.id, raft_config, network, LogStore::new(store), state_machine)
             .await
             .context("starting raft")?;
+        let freshness = Freshness::new(options.config.max_staleness());
         let proposer = Proposer {
             raft: raft.clone(),
             view: view.clone(),
+            peers: peers.clone(),
             clock: options.clock,
+            freshness: freshness.clone(),
             write_timeout: options.config.write_timeout(),
         };
-        let counters = Arc::new(CounterBuffer::default());
+        let counters = Arc::new(CounterBuffer::new(identity.id));
+        let sightings = Arc::new(SightingQueue::new(options.config.sightings_queue));
 
         let grpc_addr = options.grpc.local_addr()?;
         let http_addr = options.http.as_ref().map(TcpListener::local_addr).transpose()?;
         let mut tasks = JoinSet::new();
         tasks.spawn(serve_grpc(
             options.grpc,
-            raft.clone(),
             proposer.clone(),
-            counters.clone(),
+            DecisionService {
+                proposer: proposer.clone(),
+                counters: counters.clone(),
+                sightings: sightings.clone(),
+                freshness: freshness.clone(),
+            },
             identity.clone(),
+            grpc_tls.clone(),
         ));
+        if let Some(watched) = grpc_tls {
+            tasks.spawn(async move {
+                ratchet_tls::files::keep_checking(watched).await;
+                Ok(())
+            });
+        }
         if let Some(listener) = options.http {
             let state = HttpState {
                 raft: raft.clone(),
                 view: view.clone(),
                 clock: options.clock,
                 proposer: proposer.clone(),
+                freshness: freshness.clone(),
             };
-            tasks.spawn(async move { Ok(crate::http::serve(listener, state).await?) });
+            tasks.spawn(async move { Ok(crate::http::serve(listener, state, http_tls).await?) });
         }
         let metrics_raft = raft.clone();
         let flush_every = Duration::from_millis(options.config.counter_flush_ms);
-        let flusher = proposer.clone();
+        let (flusher, flushed) = (proposer.clone(), counters.clone());
         tasks.spawn(async move {
-            counters.run(flusher, flush_every).await;
+            flushed.run(flusher, flush_every).await;
             Ok(())
         });
+        let (committer, queue) = (proposer.clone(), sightings.clone());
+        tasks.spawn(async move {
+            queue.run(committer).await;
+            Ok(())
+        });
+        let skew = SkewCheck {
+            raft: raft.clone(),
+            peers: peers.clone(),
+            clock: options.clock,
+            freshness: freshness.clone(),
+            max_skew: options.config.max_clock_skew(),
+        };
+        tasks.spawn(async move {
+            skew.run().await;
+            Ok(())
+        });
+        tasks.spawn(stop_when_raft_stops(raft.clone()));
         tasks.spawn(async move {
             crate::metrics::watch_raft(metrics_raft).await;
             Ok(())
@@ -125,7 +176,7 @@ impl Decider {
                     address: options.advertise.clone(),
                 },
             );
-            tasks.spawn(found_group(raft.clone(), me, options.initial_cluster));
+            tasks.spawn(found_group(raft.clone(), peers.clone(), me, options.initial_cluster));
         }
         tracing::info!(id = identity.id, name = %identity.name, grpc = %grpc_addr, "decider started");
         Ok(Decider {
@@ -135,29 +186,77 @@ impl Decider {
             proposer,
             grpc_addr,
             http_addr,
+            counters,
+            sightings,
             tasks,
         })
     }
 
-    /// Runs until a task fails or the process is stopped.
-    pub async fn wait(mut self) -> anyhow::Result<()> {
-        while let Some(finished) = self.tasks.join_next().await {
-            finished??;
-        }
-        Ok(())
+    /// Runs until a task fails (Raft stopping among them) or `stop` completes, then
+    /// commits what this node still holds (queued sightings, counts) and stops Raft.
+    pub async fn run_until(mut self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        let outcome = tokio::select! {
+            outcome = join_all(&mut self.tasks) => outcome,
+            () = stop => Ok(()),
+        };
+        self.stop().await;
+        outcome
     }
+
+    /// Commits what only this node holds, within the write timeout, and stops Raft.
+    async fn stop(&self) {
+        let flushed = tokio::time::timeout(self.proposer.write_timeout, async {
+            self.sightings.flush(&self.proposer).await;
+            self.counters.flush(&self.proposer).await;
+        });
+        if flushed.await.is_err() {
+            tracing::warn!("stopping without committing every count: the group did not answer in time");
+        }
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(%error, "stopping raft");
+        }
+    }
+}
+
+async fn join_all(tasks: &mut JoinSet<anyhow::Result<()>>) -> anyhow::Result<()> {
+    while let Some(finished) = tasks.join_next().await {
+        finished??;
+    }
+    Ok(())
+}
+
+/// Ends (with an error, so the process exits and is restarted) once Raft has stopped on
+/// its own: a storage fault, a corrupt record, an apply that failed. Such a node must not
+/// linger, serving nothing but looking alive.
+async fn stop_when_raft_stops(raft: Raft) -> anyhow::Result<()> {
+    let mut metrics = raft.metrics();
+    let stopped = metrics.wait_for(|m| m.running_state.is_err()).await;
+    match stopped {
+        Ok(m) => Err(anyhow::anyhow!("raft stopped: {:?}", m.running_state)),
+        Err(_) => Ok(()),
+    }
+}
+
+/// The TLS configuration of a listener, reloaded when its files change.
+fn tls_config(files: &TlsFiles, alpn: &'static [&'static [u8]]) -> anyhow::Result<Arc<Watched<Arc<rustls::ServerConfig>>>> {
+    let owned = files.clone();
+    let watched = Watched::of_files("decider certificate", files, move || {
+        ratchet_tls::grpc::server_config(&owned, Role::Peer, alpn)
+    })?;
+    Ok(Arc::new(watched))
 }
 
 async fn serve_grpc(
     listener: TcpListener,
-    raft: Raft,
     proposer: Proposer,
-    counters: Arc<CounterBuffer>,
+    decision: DecisionService,
     identity: Identity,
+    tls: Option<Arc<Watched<Arc<rustls::ServerConfig>>>>,
 ) -> anyhow::Result<()> {
+    let raft = proposer.raft.clone();
     use pb::{admin_server::AdminServer, cluster_server::ClusterServer, decision_server::DecisionServer, raft_server::RaftServer};
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<DecisionServer<DecisionService>>().await;
+    tokio::spawn(follow_readiness(health_reporter, raft.clone(), decision.freshness.clone()));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -167,27 +266,48 @@ async fn serve_grpc(
         proposer: proposer.clone(),
         identity: identity.clone(),
     };
-    tonic::transport::Server::builder()
+    let peers = proposer.peers.clone();
+    let router = tonic::transport::Server::builder()
         .trace_fn(grpc_span)
+        .layer(AuthorizeLayer)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(DecisionServer::new(DecisionService {
-            proposer: proposer.clone(),
-            counters,
-        }))
+        .add_service(DecisionServer::new(decision))
         .add_service(AdminServer::new(AdminService { proposer }))
         .add_service(ClusterServer::new(ClusterService {
             raft: raft.clone(),
             identity,
+            peers,
         }))
         .add_service(
             RaftServer::new(raft_service)
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
-        )
-        .serve_with_incoming(TcpListenerStream::new(listener))
-        .await?;
+        );
+    match tls {
+        Some(config) => router.serve_with_incoming(TlsIncoming::new(listener, config)).await?,
+        None => router.serve_with_incoming(TcpListenerStream::new(listener)).await?,
+    }
     Ok(())
+}
+
+/// Keeps gRPC health (the whole server, "", and the Decision service) in step with
+/// readiness: SERVING only while this node is fresh.
+async fn follow_readiness(reporter: tonic_health::server::HealthReporter, raft: Raft, freshness: Freshness) {
+    use pb::decision_server::DecisionServer;
+    use tonic_health::ServingStatus;
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        ticker.tick().await;
+        let status = match freshness.check(&raft) {
+            Ok(()) => ServingStatus::Serving,
+            Err(_) => ServingStatus::NotServing,
+        };
+        reporter.set_service_status("", status).await;
+        reporter
+            .set_service_status(<DecisionServer<DecisionService> as tonic::server::NamedService>::NAME, status)
+            .await;
+    }
 }
 
 /// The span of one incoming gRPC call, child of the trace context the caller sent (W3C
@@ -212,9 +332,9 @@ fn grpc_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
 }
 
 /// Learns every founding member's id, then founds the group unless one already exists.
-async fn found_group(raft: Raft, me: (NodeId, Node), initial_cluster: Vec<(String, String)>) -> anyhow::Result<()> {
+async fn found_group(raft: Raft, peers: Peers, me: (NodeId, Node), initial_cluster: Vec<(String, String)>) -> anyhow::Result<()> {
     let members = loop {
-        match identify_members(&me, &initial_cluster).await {
+        match identify_members(&peers, &me, &initial_cluster).await {
             Ok(Some(members)) => break members,
             Ok(None) => {
                 tracing::warn!("a founding member already belongs to a group: not founding another; join this node with `ratchet ctl cluster add-learner`");
@@ -238,10 +358,14 @@ async fn found_group(raft: Raft, me: (NodeId, Node), initial_cluster: Vec<(Strin
 
 /// Every founding member's id, `None` if one already belongs to a group, or the name of
 /// a member that cannot be reached yet.
-async fn identify_members(me: &(NodeId, Node), initial_cluster: &[(String, String)]) -> Result<Option<BTreeMap<NodeId, Node>>, String> {
+async fn identify_members(
+    peers: &Peers,
+    me: &(NodeId, Node),
+    initial_cluster: &[(String, String)],
+) -> Result<Option<BTreeMap<NodeId, Node>>, String> {
     let mut members = BTreeMap::from([me.clone()]);
     for (name, address) in initial_cluster.iter().filter(|(name, _)| *name != me.1.name) {
-        let mut client = raft_client(address).map_err(|e| format!("{name} ({e})"))?;
+        let mut client = peers.raft(address).map_err(|e| format!("{name} ({})", e.message()))?;
         let reply = tokio::time::timeout(Duration::from_secs(1), client.identify(pb::IdentifyRequest {}))
             .await
             .map_err(|_| format!("{name} at {address} (timed out)"))?

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, TimeDelta};
 use ratchet_policy::{evaluate, ServerFacts, Timestamp};
+use ratchet_store::command::MAX_NOTICES;
 use ratchet_store::{Command, Event, EventKind, Notice, Tenant};
 use tokio::time::Instant;
 
@@ -81,8 +82,11 @@ impl Notifier {
         if notices.is_empty() {
             return;
         }
-        if let Err(status) = self.proposer.propose(Command::Notify { notices }).await {
-            tracing::warn!(error = %status.message(), "raising notices failed; the next scan retries");
+        for notices in notices.chunks(MAX_NOTICES) {
+            let notices = notices.to_vec();
+            if let Err(error) = self.proposer.propose(Command::Notify { notices }).await {
+                return tracing::warn!(%error, "raising notices failed; the next scan retries");
+            }
         }
     }
 
@@ -201,8 +205,8 @@ impl Notifier {
                     tenant: tenant.name.clone(),
                     ids: delivered,
                 };
-                if let Err(status) = self.proposer.propose(command).await {
-                    tracing::warn!(tenant = %tenant.name, error = %status.message(), "recording deliveries failed; they will be sent again");
+                if let Err(error) = self.proposer.propose(command).await {
+                    tracing::warn!(tenant = %tenant.name, %error, "recording deliveries failed; they will be sent again");
                 }
             }
         }

@@ -1,9 +1,11 @@
 //! Writes from any node, and linearizable reads on any node.
 //!
-//! A write is stamped with this node's clock, validated (bad input never reaches the
-//! log), and proposed to the local Raft; a follower forwards it to the leader over the
-//! internal `Raft.Forward` RPC. While no leader is known the write waits, up to the write
-//! timeout. A request that may have reached a leader is never sent twice.
+//! A write is validated here (bad input never reaches the log) and proposed to the local
+//! Raft; a follower forwards it to the leader over the internal `Raft.Forward` RPC. The
+//! leader validates it again and stamps it with its own clock as it appends it: no other
+//! node's clock, and nothing a caller says, enters the log as time. While no leader is
+//! known the write waits, up to the write timeout; every wait has that deadline. A request
+//! that may have reached a leader is never sent twice.
 //!
 //! A linearizable read confirms with the leader's read index that this node has applied
 //! everything committed before the read began.
@@ -11,17 +13,18 @@
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
-use ratchet_proto::v1::ReadIndexRequest;
+use ratchet_proto::v1 as pb;
+use ratchet_store::codec::{Codec, DecodeError};
 use ratchet_store::types::Raft;
 use ratchet_store::{Applied, Command, CommandError, ErrorKind, Node, Request, Response, StateView};
-use serde::{Deserialize, Serialize};
 use tokio::time::{sleep, timeout, Instant};
 use tonic::Status;
 use tracing::Instrument;
 
 use crate::clock::Clock;
+use crate::freshness::Freshness;
 use crate::metrics::{metrics, WriteOutcome};
-use crate::network::{from_payload, raft_client, to_payload};
+use crate::peers::{leader, Leader, Peers};
 
 const NO_LEADER_RETRY: Duration = Duration::from_millis(100);
 
@@ -29,16 +32,72 @@ const NO_LEADER_RETRY: Duration = Duration::from_millis(100);
 pub struct Proposer {
     pub raft: Raft,
     pub view: StateView,
+    pub peers: Peers,
     pub clock: Clock,
+    /// Whether this node may stamp entries: a leader whose clock is off proposes nothing.
+    pub freshness: Freshness,
     pub write_timeout: Duration,
 }
 
 /// What proposing on one node came to; sent back to a follower that forwarded the write.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug)]
 pub enum ProposeOutcome {
     Applied(Response),
-    NotLeader { leader: Option<Node> },
+    NotLeader {
+        leader: Option<Node>,
+    },
+    /// The write may or may not have been made.
     Unavailable(String),
+}
+
+impl Codec for ProposeOutcome {
+    type Message = pb::ForwardResponse;
+
+    fn to_message(&self) -> pb::ForwardResponse {
+        use pb::forward_response::Outcome;
+        let outcome = match self {
+            ProposeOutcome::Applied(response) => Outcome::Applied(response.to_message()),
+            ProposeOutcome::NotLeader { leader } => Outcome::NotLeader(pb::NotLeader {
+                leader: leader.as_ref().map(Codec::to_message),
+            }),
+            ProposeOutcome::Unavailable(reason) => Outcome::Unavailable(reason.clone()),
+        };
+        pb::ForwardResponse { outcome: Some(outcome) }
+    }
+
+    fn from_message(message: pb::ForwardResponse) -> Result<Self, DecodeError> {
+        use pb::forward_response::Outcome;
+        Ok(match message.outcome.ok_or(DecodeError::Missing("forward_response.outcome"))? {
+            Outcome::Applied(response) => ProposeOutcome::Applied(Response::from_message(response)?),
+            Outcome::NotLeader(not_leader) => ProposeOutcome::NotLeader {
+                leader: not_leader.leader.map(Node::from_message).transpose()?,
+            },
+            Outcome::Unavailable(reason) => ProposeOutcome::Unavailable(reason),
+        })
+    }
+}
+
+/// Why a write did not succeed, told apart by what the caller may do next.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Refused by validation or by apply: nothing was written, and asking again is futile.
+    #[error("{0}")]
+    Refused(#[from] CommandError),
+    /// Certainly not written (no leader in time): safe to try again.
+    #[error("{0}")]
+    NotMade(String),
+    /// May or may not have been written: try again only with the same request id.
+    #[error("{0}")]
+    Indeterminate(String),
+}
+
+impl From<WriteError> for Status {
+    fn from(error: WriteError) -> Status {
+        match error {
+            WriteError::Refused(refusal) => command_status(refusal),
+            WriteError::NotMade(reason) | WriteError::Indeterminate(reason) => Status::unavailable(reason),
+        }
+    }
 }
 
 pub fn command_status(error: CommandError) -> Status {
@@ -56,83 +115,97 @@ impl Proposer {
         self.clock.now()
     }
 
-    /// Validates, stamps and commits a command, wherever the leader is.
+    /// Validates and commits a command, wherever the leader is.
     #[tracing::instrument(name = "raft.propose", skip_all)]
-    pub async fn propose(&self, command: Command) -> Result<Applied, Status> {
-        let at = self.clock.now();
-        command.validate(at).map_err(command_status)?;
+    pub async fn propose(&self, command: Command) -> Result<Applied, WriteError> {
+        command.validate(self.clock.now())?;
         // Refused here rather than at apply, so that it does not even reach the log. This
         // node may not have applied the write that created the tenant yet: it catches up
         // with the leader before it refuses. Apply checks again in any case.
         if let Some(tenant) = command.target_tenant().filter(|name| !self.view.tenants().contains_key(*name)) {
             let _ = self.read_barrier().await;
             if !self.view.tenants().contains_key(tenant) {
-                return Err(command_status(CommandError::unknown_tenant(tenant)));
+                return Err(CommandError::unknown_tenant(tenant).into());
             }
         }
-        let request = Request {
-            at,
-            command,
-            trace_parent: None,
-        };
         let deadline = Instant::now() + self.write_timeout;
         loop {
-            let (outcome, made) = match self.propose_here(request.clone()).await {
-                ProposeOutcome::NotLeader { leader: Some(leader) } => (self.forward(&leader, &request).await, WriteOutcome::Forwarded),
+            let (outcome, made) = match self.propose_here(command.clone()).await {
+                ProposeOutcome::NotLeader { leader: Some(leader) } => (self.forward(&leader, &command).await, WriteOutcome::Forwarded),
                 here => (here, WriteOutcome::Proposed),
             };
             match outcome {
                 ProposeOutcome::Applied(response) => {
                     metrics().write(made);
-                    return response.map_err(command_status);
+                    return Ok(response?);
                 }
                 ProposeOutcome::Unavailable(reason) => {
                     metrics().write(WriteOutcome::Failed);
-                    return Err(Status::unavailable(reason));
+                    return Err(WriteError::Indeterminate(reason));
                 }
                 ProposeOutcome::NotLeader { .. } if Instant::now() < deadline => sleep(NO_LEADER_RETRY).await,
                 ProposeOutcome::NotLeader { .. } => {
                     metrics().write(WriteOutcome::Failed);
-                    return Err(Status::unavailable("no leader: the write was not made"));
+                    return Err(WriteError::NotMade("no leader: the write was not made".into()));
                 }
             }
         }
     }
 
-    /// Proposes on this node's Raft, which accepts only if it leads.
+    /// Validates, stamps and proposes on this node's Raft, which accepts only if it leads.
+    /// The stamp is this node's clock as it appends the entry: the leader's.
     ///
-    /// The request is stamped with this span's trace context, so that its apply joins the
-    /// trace (see `ratchet_store::state_machine`); a stamp from the forwarding follower is
-    /// replaced by the leader's own, which is that stamp's descendant.
-    pub async fn propose_here(&self, mut request: Request) -> ProposeOutcome {
-        let span = tracing::info_span!("raft.client_write");
-        let written = async {
-            request.trace_parent = ratchet_proto::trace_context::current_traceparent();
-            self.raft.client_write(request).await
+    /// The request carries this span's trace context, so that its apply joins the trace
+    /// (see `ratchet_store::state_machine`); on a forwarded write that span is the child of
+    /// the follower's, whose context came in the call's metadata.
+    pub async fn propose_here(&self, command: Command) -> ProposeOutcome {
+        if let Some(fault) = self.freshness.clock_fault() {
+            // It is stepping aside (see `skew`): let the caller wait for a leader whose clock is good.
+            tracing::warn!(%fault, "not proposing with a skewed clock");
+            return ProposeOutcome::NotLeader { leader: None };
         }
-        .instrument(span)
-        .await;
-        match written {
-            Ok(written) => ProposeOutcome::Applied(written.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => ProposeOutcome::NotLeader {
+        let at = self.clock.now();
+        if let Err(refusal) = command.validate(at) {
+            return ProposeOutcome::Applied(Err(refusal));
+        }
+        let span = tracing::info_span!("raft.client_write");
+        let write = async {
+            let request = Request {
+                at,
+                command,
+                trace_parent: ratchet_proto::trace_context::current_traceparent(),
+            };
+            timeout(self.write_timeout, self.raft.client_write(request)).await
+        }
+        .instrument(span);
+        match write.await {
+            Ok(Ok(written)) => ProposeOutcome::Applied(written.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => ProposeOutcome::NotLeader {
                 leader: forward.leader_node,
             },
-            Err(error) => ProposeOutcome::Unavailable(format!("write failed: {error}")),
+            Ok(Err(error)) => ProposeOutcome::Unavailable(format!("write failed: {error}")),
+            Err(_) => ProposeOutcome::Unavailable(format!(
+                "no answer from the group within {:?}: the write may or may not have been made",
+                self.write_timeout
+            )),
         }
     }
 
     #[tracing::instrument(name = "raft.forward", skip_all, fields(otel.kind = "client", leader = %leader.name))]
-    async fn forward(&self, leader: &Node, request: &Request) -> ProposeOutcome {
-        let mut client = match raft_client(&leader.address) {
+    async fn forward(&self, leader: &Node, command: &Command) -> ProposeOutcome {
+        let mut client = match self.peers.raft(&leader.address) {
             Ok(client) => client,
-            Err(error) => return ProposeOutcome::Unavailable(error.to_string()),
+            Err(status) => return ProposeOutcome::Unavailable(status.message().to_owned()),
         };
-        let mut call = tonic::Request::new(to_payload(request));
+        let mut call = tonic::Request::new(pb::ForwardRequest {
+            command: Some(command.to_message()),
+        });
+        call.set_timeout(self.write_timeout);
         ratchet_proto::trace_context::inject(call.metadata_mut());
         match client.forward(call).await {
-            Ok(reply) => {
-                from_payload(reply.get_ref()).unwrap_or_else(|e| ProposeOutcome::Unavailable(format!("leader answered garbage: {e}")))
-            }
+            Ok(reply) => ProposeOutcome::from_message(reply.into_inner())
+                .unwrap_or_else(|e| ProposeOutcome::Unavailable(format!("leader answered garbage: {e}"))),
+            // Never sent: the leader could not be reached at all, so trying again is safe.
             Err(status) if status.code() == tonic::Code::Unavailable && status.message().contains("connect") => {
                 ProposeOutcome::NotLeader { leader: None }
             }
@@ -155,21 +228,19 @@ impl Proposer {
 
     /// The leader's read index: what must be applied here before a linearizable read.
     async fn read_index_once(&self) -> Result<u64, String> {
-        let leader = self.raft.current_leader().await.ok_or("no leader")?;
-        let metrics = self.raft.metrics().borrow().clone();
-        if leader == metrics.id {
-            let read_log_id = self.raft.ensure_linearizable().await.map_err(|e| e.to_string())?;
-            return Ok(read_log_id.map_or(0, |id| id.index));
+        match leader(&self.raft).map_err(|s| s.message().to_owned())? {
+            Leader::Here => {
+                let read_log_id = self.raft.ensure_linearizable().await.map_err(|e| e.to_string())?;
+                Ok(read_log_id.map_or(0, |id| id.index))
+            }
+            Leader::Elsewhere(node) => {
+                let mut client = self.peers.raft(&node.address).map_err(|s| s.message().to_owned())?;
+                let mut call = tonic::Request::new(pb::ReadIndexRequest {});
+                call.set_timeout(self.write_timeout);
+                let reply = client.read_index(call).await.map_err(|s| s.message().to_owned())?;
+                Ok(reply.into_inner().index)
+            }
         }
-        let node = metrics
-            .membership_config
-            .membership()
-            .get_node(&leader)
-            .cloned()
-            .ok_or("leader unknown")?;
-        let mut client = raft_client(&node.address).map_err(|e| e.to_string())?;
-        let reply = client.read_index(ReadIndexRequest {}).await.map_err(|s| s.message().to_owned())?;
-        Ok(reply.into_inner().index)
     }
 
     async fn wait_applied(&self, index: u64) -> Result<(), Status> {

@@ -1,14 +1,16 @@
 //! The receiving side of Raft over gRPC: peers' openraft messages handed to the local
-//! Raft, writes forwarded by followers, read-index requests, and identity.
+//! Raft, writes forwarded by followers (validated and stamped here, as a local one), read
+//! indexes, and identity.
 
+use ratchet_proto::v1 as pb;
 use ratchet_proto::v1::raft_server::Raft as RaftRpc;
-use ratchet_proto::v1::{IdentifyRequest, IdentifyResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse};
+use ratchet_store::codec::{Codec, DecodeError};
 use ratchet_store::types::Raft;
-use ratchet_store::Request;
-use tonic::{Response, Status};
+use ratchet_store::Command;
+use tonic::{Request, Response, Status};
 
 use crate::identity::Identity;
-use crate::network::{from_payload, to_payload, TARGET_NODE_HEADER};
+use crate::network::TARGET_NODE_HEADER;
 use crate::proposer::Proposer;
 
 pub struct RaftService {
@@ -17,13 +19,18 @@ pub struct RaftService {
     pub identity: Identity,
 }
 
-fn decode<T: serde::de::DeserializeOwned>(payload: &RaftPayload) -> Result<T, Status> {
-    from_payload(payload).map_err(|e| Status::invalid_argument(format!("json: not a valid raft message: {e}")))
+fn decode<T: Codec>(message: T::Message) -> Result<T, Status> {
+    T::from_message(message).map_err(|e: DecodeError| Status::invalid_argument(format!("not a valid raft message: {e}")))
+}
+
+/// A Raft call that failed on this node (its Raft has stopped): the sender backs off.
+fn stopped(error: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("raft is not running on this node: {error}"))
 }
 
 impl RaftService {
     /// Refuses a Raft message meant for another node id (see `TARGET_NODE_HEADER`).
-    fn check_target<T>(&self, request: &tonic::Request<T>) -> Result<(), Status> {
+    fn check_target<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let target = request
             .metadata()
             .get(TARGET_NODE_HEADER)
@@ -42,43 +49,69 @@ impl RaftService {
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
-    async fn append_entries(&self, request: tonic::Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn append_entries(&self, request: Request<pb::AppendEntriesRequest>) -> Result<Response<pb::AppendEntriesResponse>, Status> {
+        use openraft::raft::AppendEntriesResponse as A;
         self.check_target(&request)?;
-        let rpc = decode(request.get_ref())?;
-        Ok(Response::new(to_payload(&self.raft.append_entries(rpc).await)))
+        let request: openraft::raft::AppendEntriesRequest<_> = decode(request.into_inner())?;
+        let commit = request.leader_commit.map_or(0, |id| id.index);
+        let response = self.raft.append_entries(request).await.map_err(stopped)?;
+        // Accepted from the current leader (not refused for an old vote): it is a contact.
+        if !matches!(response, A::HigherVote(_)) {
+            self.proposer.freshness.heard_from_leader(commit);
+        }
+        Ok(Response::new(response.to_message()))
     }
 
-    async fn vote(&self, request: tonic::Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn vote(&self, request: Request<pb::VoteRequest>) -> Result<Response<pb::VoteResponse>, Status> {
         self.check_target(&request)?;
-        let rpc = decode(request.get_ref())?;
-        Ok(Response::new(to_payload(&self.raft.vote(rpc).await)))
+        let response = self.raft.vote(decode(request.into_inner())?).await.map_err(stopped)?;
+        Ok(Response::new(response.to_message()))
     }
 
-    async fn install_snapshot(&self, request: tonic::Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn install_snapshot(
+        &self,
+        request: Request<pb::InstallSnapshotRequest>,
+    ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
+        use openraft::error::RaftError;
         self.check_target(&request)?;
-        let rpc = decode(request.get_ref())?;
-        Ok(Response::new(to_payload(&self.raft.install_snapshot(rpc).await)))
+        let answer = match self.raft.install_snapshot(decode(request.into_inner())?).await {
+            Ok(response) => Ok(response),
+            Err(RaftError::APIError(mismatch)) => Err(mismatch),
+            Err(RaftError::Fatal(fatal)) => return Err(stopped(fatal)),
+        };
+        Ok(Response::new(answer.to_message()))
     }
 
-    async fn forward(&self, request: tonic::Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let request: Request = decode(request.get_ref())?;
-        Ok(Response::new(to_payload(&self.proposer.propose_here(request).await)))
+    async fn forward(&self, request: Request<pb::ForwardRequest>) -> Result<Response<pb::ForwardResponse>, Status> {
+        let command: Command = decode(
+            request
+                .into_inner()
+                .command
+                .ok_or_else(|| Status::invalid_argument("command: missing"))?,
+        )?;
+        Ok(Response::new(self.proposer.propose_here(command).await.to_message()))
     }
 
-    async fn read_index(&self, _request: tonic::Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+    async fn read_index(&self, _request: Request<pb::ReadIndexRequest>) -> Result<Response<pb::ReadIndexResponse>, Status> {
         let read_log_id = self
             .raft
             .ensure_linearizable()
             .await
             .map_err(|e| Status::unavailable(format!("not the leader: {e}")))?;
-        Ok(Response::new(ReadIndexResponse {
+        Ok(Response::new(pb::ReadIndexResponse {
             index: read_log_id.map_or(0, |id| id.index),
         }))
     }
 
-    async fn identify(&self, _request: tonic::Request<IdentifyRequest>) -> Result<Response<IdentifyResponse>, Status> {
+    async fn time(&self, _request: Request<pb::TimeRequest>) -> Result<Response<pb::TimeResponse>, Status> {
+        Ok(Response::new(pb::TimeResponse {
+            unix_micros: self.proposer.now().timestamp_micros(),
+        }))
+    }
+
+    async fn identify(&self, _request: Request<pb::IdentifyRequest>) -> Result<Response<pb::IdentifyResponse>, Status> {
         let initialized = self.raft.is_initialized().await.map_err(|e| Status::unavailable(e.to_string()))?;
-        Ok(Response::new(IdentifyResponse {
+        Ok(Response::new(pb::IdentifyResponse {
             id: self.identity.id,
             name: self.identity.name.clone(),
             initialized,

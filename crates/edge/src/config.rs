@@ -84,6 +84,13 @@ pub struct EdgeConfig {
     /// when this and `tls_key_file` are set. Both files are watched: a changed pair is used
     /// for new handshakes; one that does not load is logged and the old one kept.
     pub tls_cert_file: Option<PathBuf>,
+    /// The edge's own certificate for its gRPC calls to the deciders (role edge, from
+    /// `ratchet certs issue`), with its key and the cluster CA: all three or none. Set by
+    /// `--cert`, `--key` and `--ca` too. None: plaintext, to loopback deciders only unless
+    /// `--insecure` is given.
+    pub decider_cert_file: Option<PathBuf>,
+    pub decider_key_file: Option<PathBuf>,
+    pub decider_ca_file: Option<PathBuf>,
     /// The private key of `tls_cert_file`, PEM (PKCS#8, PKCS#1 or SEC1).
     pub tls_key_file: Option<PathBuf>,
     /// CA certificates, PEM. When set, clients are asked for a certificate, which must
@@ -122,6 +129,9 @@ impl Default for EdgeConfig {
             relay_data_timeout_secs: 600,
             shutdown_grace_secs: 30,
             tls_cert_file: None,
+            decider_cert_file: None,
+            decider_key_file: None,
+            decider_ca_file: None,
             tls_key_file: None,
             tls_client_ca_file: None,
             require_tls: false,
@@ -185,6 +195,7 @@ impl EdgeConfig {
     /// The TLS keys go together, and their files must load (each error names the key and
     /// the file).
     fn validate_tls(&self) -> anyhow::Result<()> {
+        self.decider_tls()?;
         match (&self.tls_cert_file, &self.tls_key_file) {
             (Some(_), None) => bail!("tls_key_file: required when tls_cert_file is set"),
             (None, Some(_)) => bail!("tls_cert_file: required when tls_key_file is set"),
@@ -252,5 +263,17 @@ mod tests {
         c.next_hop = "nowhere".into();
         assert!(c.validate().unwrap_err().to_string().starts_with("next_hop"));
         assert_eq!(EdgeConfig::parse_address_list(" a:1, b:2 ,"), vec!["a:1", "b:2"]);
+    }
+}
+
+impl EdgeConfig {
+    /// The files of the edge's mutual TLS to the deciders, when configured.
+    pub fn decider_tls(&self) -> anyhow::Result<Option<ratchet_tls::TlsFiles>> {
+        ratchet_tls::TlsFiles::from_flags(
+            self.decider_cert_file.clone(),
+            self.decider_key_file.clone(),
+            self.decider_ca_file.clone(),
+        )
+        .map_err(|_| anyhow::anyhow!("decider_cert_file, decider_key_file and decider_ca_file go together: give all three or none"))
     }
 }

@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use ratchet_proto::v1::decision_client::DecisionClient;
 use ratchet_proto::v1::{DecideRequest, DecideResponse};
+use ratchet_tls::Dialer;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::metrics::{metrics, Fallback};
 
@@ -27,6 +28,8 @@ pub(crate) struct Decider {
 
 pub(crate) struct DeciderPool {
     targets: Vec<String>,
+    /// Plaintext, or mutual TLS with the edge's certificate (role edge).
+    dialer: Dialer,
     connect_timeout: Duration,
     resolved: Mutex<HashMap<String, Vec<SocketAddr>>>,
     deciders: RwLock<Arc<Vec<Decider>>>,
@@ -38,9 +41,10 @@ pub(crate) struct DeciderPool {
 }
 
 impl DeciderPool {
-    pub fn new(targets: Vec<String>, connect_timeout: Duration) -> Arc<Self> {
+    pub fn new(targets: Vec<String>, dialer: Dialer, connect_timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
             targets,
+            dialer,
             connect_timeout,
             resolved: Mutex::default(),
             deciders: RwLock::new(Arc::new(Vec::new())),
@@ -119,14 +123,16 @@ impl DeciderPool {
     }
 
     fn channel(&self, addr: SocketAddr) -> Channel {
-        Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = self
+            .dialer
+            .endpoint(&addr.to_string())
             .expect("a socket address is a valid URI authority")
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true)
-            .connect_lazy()
+            .keep_alive_while_idle(true);
+        self.dialer.connect_lazy(endpoint)
     }
 
     fn current(&self) -> Arc<Vec<Decider>> {

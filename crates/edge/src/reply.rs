@@ -131,9 +131,6 @@ pub fn bad_recipient() -> Reply {
 pub fn ready_for_tls() -> Reply {
     Reply::new(220, "2.0.0 Ready to start TLS")
 }
-pub fn tls_unavailable() -> Reply {
-    Reply::new(454, "4.7.0 TLS not available due to temporary reason")
-}
 pub fn tls_required() -> Reply {
     Reply::new(530, "5.7.0 Must issue a STARTTLS command first")
 }

@@ -20,6 +20,8 @@ use crate::build::{BuildDetector, ExchangeDetector};
 use crate::config::EdgeConfig;
 use crate::connection::Connection;
 use crate::connectors::{self, ConnectorTable};
+use ratchet_tls::{Dialer, Role};
+
 use crate::deciders::{self, DeciderPool};
 use crate::limits::{Refusal, SessionLimits};
 use crate::reply;
@@ -54,8 +56,13 @@ pub async fn serve_with_http(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let tls = TlsFiles::of(&config).map(TlsSettings::new).transpose()?;
-    let deciders = DeciderPool::new(config.deciders.clone(), Duration::from_millis(config.decider_connect_timeout_ms));
+    let tls = TlsFiles::of(&config).map(tls::settings).transpose()?;
+    let dialer = Dialer::new(config.decider_tls()?.as_ref(), Some(Role::Edge))?;
+    let deciders = DeciderPool::new(
+        config.deciders.clone(),
+        dialer,
+        Duration::from_millis(config.decider_connect_timeout_ms),
+    );
     deciders.refresh().await;
     let (table_tx, connectors) = ConnectorTable::new();
     let mut background = JoinSet::new();
@@ -70,7 +77,7 @@ pub async fn serve_with_http(
     ));
 
     if let Some(tls) = &tls {
-        background.spawn(tls::keep_checking(tls.clone()));
+        background.spawn(ratchet_tls::files::keep_checking(tls.clone()));
     }
     let (draining_tx, draining) = watch::channel(false);
     if let Some(http) = http {

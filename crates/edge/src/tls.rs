@@ -5,41 +5,32 @@
 //! - [`TlsFiles`] is what the config names: a certificate chain and its key, and optionally
 //!   a CA whose client certificates are requested and verified but not required (a sender
 //!   without one is served as before and attributed by address alone).
-//! - [`TlsSettings`] holds the rustls configuration in use. Before each handshake it
-//!   compares the files' metadata (modification time, size, inode) with what it loaded, a
-//!   few `stat` calls, and loads the files again when they changed; a background task does
-//!   the same every few seconds so that a broken new pair is reported promptly. A pair that
-//!   does not load is logged once and the previous one stays in service; it is tried again
-//!   as soon as the files change again (cert-manager and Kubernetes write the two files one
-//!   after the other).
+//! - [`TlsSettings`] holds the acceptor in use, rebuilt when the files change, as every
+//!   certificate of Ratchet is (`ratchet_tls::files::Watched`): a pair that does not load
+//!   is logged once and the previous one stays in service.
 //! - [`EdgeStream`] is the socket a session reads: plain TCP until STARTTLS, TLS after.
 //!   [`Transport`] is the seam the session is generic over.
 
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
 
-use anyhow::{anyhow, bail};
-use rustls::crypto::CryptoProvider;
+use anyhow::anyhow;
+use ratchet_tls::files::{read_certificates, read_key, read_roots};
+use ratchet_tls::Watched;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::EdgeConfig;
-
-/// How often the background task looks at the certificate files.
-pub(crate) const CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The files named by `tls_cert_file`, `tls_key_file` and `tls_client_ca_file`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,137 +51,43 @@ impl TlsFiles {
         })
     }
 
-    fn paths(&self) -> impl Iterator<Item = &Path> {
-        [Some(self.cert.as_path()), Some(self.key.as_path()), self.client_ca.as_deref()]
+    fn paths(&self) -> Vec<PathBuf> {
+        [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()]
             .into_iter()
             .flatten()
-    }
-
-    /// What the files look like on disk now; a missing file has no stamp.
-    fn stamp(&self) -> Stamp {
-        Stamp(
-            self.paths()
-                .map(|p| std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len(), m.ino(), m.dev())))
-                .collect(),
-        )
+            .cloned()
+            .collect()
     }
 }
 
-/// Per file: modification time, size, inode and device. A replaced file (written next to
-/// it and renamed, as Kubernetes does) has a new inode even if time and size look the same.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Stamp(Vec<Option<(Option<SystemTime>, u64, u64, u64)>>);
+/// The acceptor in service, rebuilt when the files change (see `ratchet_tls::files`).
+pub(crate) type TlsSettings = Watched<TlsAcceptor>;
 
-/// One loaded certificate: the acceptor for new handshakes, and what to log about it.
-struct Loaded {
-    acceptor: TlsAcceptor,
-    stamp: Stamp,
-}
-
-/// The TLS configuration in service, reloaded when its files change.
-pub(crate) struct TlsSettings {
-    files: TlsFiles,
-    current: RwLock<Loaded>,
-    /// The stamp of files that failed to load, so that they are reported once, not at
-    /// every handshake.
-    failed: Mutex<Option<Stamp>>,
-}
-
-impl TlsSettings {
-    /// Loads the files; an error names the key and the file at fault.
-    pub fn new(files: TlsFiles) -> anyhow::Result<Arc<Self>> {
-        let stamp = files.stamp();
+/// Loads the files and keeps watching them; an error names the key and the file at fault.
+pub(crate) fn settings(files: TlsFiles) -> anyhow::Result<Arc<TlsSettings>> {
+    let paths = files.paths();
+    let settings = Watched::new("STARTTLS certificate", paths, move || {
         let (config, about) = load(&files)?;
         tracing::info!(cert = %files.cert.display(), certificate = %about, client_ca = ?files.client_ca, "TLS certificate loaded");
-        Ok(Arc::new(Self {
-            files,
-            current: RwLock::new(Loaded {
-                acceptor: TlsAcceptor::from(config),
-                stamp,
-            }),
-            failed: Mutex::new(None),
-        }))
-    }
-
-    /// The acceptor for a new handshake, after picking up changed files.
-    pub fn acceptor(&self) -> Result<TlsAcceptor, String> {
-        self.check();
-        match self.current.read() {
-            Ok(loaded) => Ok(loaded.acceptor.clone()),
-            Err(_) => Err("TLS settings unavailable (poisoned lock)".into()),
-        }
-    }
-
-    /// Loads the files again if they changed since they were loaded (or since they last
-    /// failed to load). Returns whether a new certificate went into service.
-    pub fn check(&self) -> bool {
-        let stamp = self.files.stamp();
-        let unchanged = self.current.read().map(|l| l.stamp == stamp).unwrap_or(true);
-        if unchanged {
-            return false;
-        }
-        // One reload at a time; whoever waited here may find the work done.
-        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-        let done = self.current.read().map(|l| l.stamp == stamp).unwrap_or(true);
-        if done || failed.as_ref() == Some(&stamp) {
-            return false;
-        }
-        match load(&self.files) {
-            Ok((config, about)) => {
-                if let Ok(mut current) = self.current.write() {
-                    *current = Loaded {
-                        acceptor: TlsAcceptor::from(config),
-                        stamp,
-                    };
-                }
-                *failed = None;
-                tracing::info!(cert = %self.files.cert.display(), certificate = %about, "TLS certificate reloaded");
-                true
-            }
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "new TLS certificate files do not load; keeping the previous certificate");
-                *failed = Some(stamp);
-                false
-            }
-        }
-    }
-}
-
-/// Looks at the certificate files every [`CHECK_INTERVAL`], forever.
-pub(crate) async fn keep_checking(tls: Arc<TlsSettings>) {
-    loop {
-        tokio::time::sleep(CHECK_INTERVAL).await;
-        let tls = tls.clone();
-        let _ = tokio::task::spawn_blocking(move || tls.check()).await;
-    }
-}
-
-/// The provider every TLS object of the edge uses.
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+        Ok(TlsAcceptor::from(config))
+    })?;
+    Ok(Arc::new(settings))
 }
 
 /// Builds a rustls server configuration from the files, checking that the key belongs to
 /// the certificate. Errors name the config key and the file.
 pub(crate) fn load(files: &TlsFiles) -> anyhow::Result<(Arc<ServerConfig>, CertSummary)> {
     let certs = read_certificates("tls_cert_file", &files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| anyhow!("tls_key_file: {}: {}", files.key.display(), pem_error("a PEM private key", e)))?;
+    let key = read_key("tls_key_file", &files.key)?;
     let about = CertSummary::of(&certs[0]).map_err(|e| anyhow!("tls_cert_file: {}: {e}", files.cert.display()))?;
-    let provider = provider();
-    let builder = ServerConfig::builder_with_provider(provider.clone())
+    let builder = ServerConfig::builder_with_provider(ratchet_tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| anyhow!("TLS: {e}"))?;
     let builder = match &files.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            for cert in read_certificates("tls_client_ca_file", ca)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| anyhow!("tls_client_ca_file: {}: unusable CA certificate: {e}", ca.display()))?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            let roots = read_roots("tls_client_ca_file", ca)?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), ratchet_tls::provider())
                 .allow_unauthenticated()
                 .build()
                 .map_err(|e| anyhow!("tls_client_ca_file: {}: {e}", ca.display()))?;
@@ -210,24 +107,6 @@ pub(crate) fn load(files: &TlsFiles) -> anyhow::Result<(Arc<ServerConfig>, CertS
         ),
     })?;
     Ok((Arc::new(config), about))
-}
-
-fn read_certificates(key: &str, path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| anyhow!("{key}: {}: {}", path.display(), pem_error("PEM certificates", e)))?;
-    if certs.is_empty() {
-        bail!("{key}: {}: no PEM certificate (BEGIN CERTIFICATE) in it", path.display());
-    }
-    Ok(certs)
-}
-
-fn pem_error(wanted: &str, e: rustls_pki_types::pem::Error) -> String {
-    match e {
-        rustls_pki_types::pem::Error::Io(e) => format!("cannot read: {e}"),
-        rustls_pki_types::pem::Error::NoItemsFound => format!("no {wanted} in it"),
-        e => format!("not {wanted}: {e}"),
-    }
 }
 
 /// What the log says about a certificate that goes into service.

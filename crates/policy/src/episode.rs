@@ -55,6 +55,18 @@ impl Episode {
         self.remediated_at.is_none()
     }
 
+    /// When the episode last changed: it started, was remediated, or relapsed. Evidence
+    /// older than this (a late counter flush, a sighting queued before a remediation) must
+    /// not move the episode again.
+    pub fn last_change(&self) -> Timestamp {
+        let relapsed = self.remediated_gaps.last().map(|gap| gap.end);
+        [Some(self.first_seen), self.remediated_at, relapsed]
+            .into_iter()
+            .flatten()
+            .max()
+            .expect("first_seen is always there")
+    }
+
     /// The intervals that do not count toward age: remediated gaps, and the current
     /// remediation, which stops the clock until a relapse.
     pub fn stopped_intervals(&self) -> Vec<Interval> {

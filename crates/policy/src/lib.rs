@@ -22,7 +22,7 @@ pub mod window;
 pub use clock::{Interval, Timestamp};
 pub use episode::{Episode, Sighting, SightingEffect};
 pub use evaluate::{evaluate, Evaluation, ServerFacts, Verdict};
-pub use pause::{PauseError, PauseGrant, PauseLedger};
+pub use pause::{Charge, Pause, PauseError, PauseGrant, PauseLedger};
 pub use policy::{Policy, PolicyError};
 pub use products::{BuildStatus, Classification};
 pub use report::{server_report, ServerRecord, ServerReport};

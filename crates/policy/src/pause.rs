@@ -33,10 +33,11 @@ pub struct Pause {
     charges: Vec<Charge>,
 }
 
+/// Days one request charged to one calendar year.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Charge {
-    year: i32,
-    days: u32,
+pub struct Charge {
+    pub year: i32,
+    pub days: u32,
 }
 
 /// The answer to a granted pause request.
@@ -74,11 +75,41 @@ impl Pause {
     pub fn days_charged(&self) -> u32 {
         self.charges.iter().map(|c| c.days).sum()
     }
+
+    /// What each request that made up this pause was charged, in request order.
+    pub fn charges(&self) -> &[Charge] {
+        &self.charges
+    }
+
+    /// A pause as stored (see ratchet-store's codec): the inverse of its accessors.
+    pub fn from_parts(start: Timestamp, end: Timestamp, ended_early: bool, charges: Vec<Charge>) -> Self {
+        Pause {
+            start,
+            end,
+            ended_early,
+            charges,
+        }
+    }
 }
 
 impl PauseLedger {
     pub fn pauses(&self) -> &[Pause] {
         &self.pauses
+    }
+
+    /// Days charged per calendar year, net of refunds.
+    pub fn charged(&self) -> &BTreeMap<i32, u32> {
+        &self.charged
+    }
+
+    /// The grant each request id received.
+    pub fn grants(&self) -> &BTreeMap<String, PauseGrant> {
+        &self.grants
+    }
+
+    /// A ledger as stored (see ratchet-store's codec): the inverse of its accessors.
+    pub fn from_parts(pauses: Vec<Pause>, charged: BTreeMap<i32, u32>, grants: BTreeMap<String, PauseGrant>) -> Self {
+        PauseLedger { pauses, charged, grants }
     }
 
     /// The paused intervals, for subtracting from servers' ages.

@@ -58,6 +58,13 @@ pub fn minute_of_hour(at: Timestamp) -> u32 {
     at.minute()
 }
 
+/// Until when a verdict given at `at` may be reused: windows move only at minute
+/// boundaries, so to the end of the current minute.
+pub fn verdict_valid_until(at: Timestamp) -> Timestamp {
+    use chrono::{DurationRound, TimeDelta};
+    at.duration_trunc(TimeDelta::minutes(1)).unwrap_or(at) + TimeDelta::minutes(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,8 +13,11 @@ use clap::{Args, Subcommand};
 use ratchet_proto::v1 as pb;
 use ratchet_proto::v1::admin_client::AdminClient;
 use ratchet_proto::v1::cluster_client::ClusterClient;
+use ratchet_tls::Dialer;
 use serde_json::{json, Value};
 use tonic::transport::Channel;
+
+use crate::tls_args::TlsArgs;
 
 use crate::table;
 
@@ -26,6 +29,9 @@ pub struct CtlArgs {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// This operator's certificate (any role), key and the cluster CA.
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(subcommand)]
     command: CtlCommand,
 }
@@ -175,24 +181,36 @@ enum ClusterCommand {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn connect(endpoints: &[String]) -> anyhow::Result<Channel> {
+async fn connect(endpoints: &[String], tls: &TlsArgs) -> anyhow::Result<Channel> {
+    let dialer = Dialer::new(tls.files()?.as_ref(), None)?;
     let mut failures = Vec::new();
     for endpoint in endpoints {
-        let url = if endpoint.contains("://") {
-            endpoint.clone()
-        } else {
-            format!("http://{endpoint}")
-        };
-        let attempt = Channel::from_shared(url)
-            .map_err(|e| anyhow!("{e}"))?
+        if !dialer.is_tls() {
+            tls.check_plaintext_dial("--endpoints", endpoint)?;
+        }
+        let attempt = dialer
+            .endpoint(endpoint)
+            .map_err(|e| anyhow!("--endpoints {endpoint}: {e}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT);
-        match attempt.connect().await {
+        match dialer.connect(attempt).await {
             Ok(channel) => return Ok(channel),
-            Err(error) => failures.push(format!("{endpoint} ({error})")),
+            Err(error) => failures.push(format!("{endpoint} ({})", with_causes(&error))),
         }
     }
     Err(anyhow!("no decider reachable at --endpoints: {}", failures.join(", ")))
+}
+
+/// An error and its causes, on one line (tonic's own says only "transport error").
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        line.push_str(": ");
+        line.push_str(&next.to_string());
+        cause = next.source();
+    }
+    line
 }
 
 /// A gRPC refusal as one line: what kind, and the decider's message naming the field.
@@ -204,6 +222,8 @@ fn refusal(status: tonic::Status) -> anyhow::Error {
         tonic::Code::FailedPrecondition => "refused",
         tonic::Code::Unavailable => "unavailable",
         tonic::Code::DeadlineExceeded => "timed out",
+        tonic::Code::Unauthenticated => "not authenticated",
+        tonic::Code::PermissionDenied => "permission denied",
         _ => "error",
     };
     anyhow!("{kind}: {}", status.message())
@@ -228,7 +248,7 @@ fn print_json(value: &Value) {
 }
 
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
-    let channel = connect(&args.endpoints).await?;
+    let channel = connect(&args.endpoints, &args.tls).await?;
     let mut admin = AdminClient::new(channel.clone());
     let json = args.json;
     match args.command {

@@ -8,6 +8,8 @@ use ratchet_decider::clock::Clock;
 use ratchet_decider::{Decider, DeciderConfig, DeciderOptions};
 use tokio::net::TcpListener;
 
+use crate::tls_args::TlsArgs;
+
 #[derive(clap::Args)]
 pub struct DeciderArgs {
     /// This node's name, unique in the group (e.g. the pod name).
@@ -34,8 +36,10 @@ pub struct DeciderArgs {
     config: Option<PathBuf>,
     /// TEST ONLY: shift this node's clock by this many seconds (may be negative), to reach
     /// a given minute of the hour or age in tests. Never set it in production.
-    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true, hide = true)]
     test_clock_offset_secs: i64,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 fn parse_member(text: &str) -> Result<(String, String), String> {
@@ -62,6 +66,8 @@ pub async fn run(args: DeciderArgs) -> anyhow::Result<()> {
                 .map(|(_, address)| address.clone())
         })
         .unwrap_or_else(|| args.listen.to_string());
+    let tls = args.tls.files()?;
+    args.tls.check_plaintext_listen("--listen", args.listen)?;
     let grpc = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("--listen {}", args.listen))?;
@@ -78,6 +84,7 @@ pub async fn run(args: DeciderArgs) -> anyhow::Result<()> {
         initial_cluster: args.initial_cluster,
         config,
         clock: Clock::shifted(chrono::Duration::seconds(args.test_clock_offset_secs)),
+        tls,
     })
     .await?;
     println!(
@@ -90,13 +97,7 @@ pub async fn run(args: DeciderArgs) -> anyhow::Result<()> {
             None => String::new(),
         }
     );
-    let raft = decider.raft.clone();
-    tokio::select! {
-        outcome = decider.wait() => outcome,
-        () = crate::signal::terminated() => {
-            // Stop Raft cleanly: the log and state are already durable, this only ends its
-            // tasks before the process exits.
-            raft.shutdown().await.map_err(|e| anyhow::anyhow!("stopping raft: {e}"))
-        }
-    }
+    // On SIGTERM: commit what only this node holds (queued sightings, counts), then stop
+    // Raft; the log and state are durable already.
+    decider.run_until(crate::signal::terminated()).await
 }

@@ -58,6 +58,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         initial_cluster: vec![("dev".into(), grpc_addr.clone())],
         config: DeciderConfig::default(),
         clock: Clock::default(),
+        tls: None,
     })
     .await?;
     wait_for_leadership(&decider).await?;
@@ -65,17 +66,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .proposer
         .propose(Command::AddTenant { name: DEMO_TENANT.into() })
         .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let connector = Command::AddConnector {
         tenant: DEMO_TENANT.into(),
         cidr: DEMO_CONNECTOR.parse()?,
         cert_name: None,
     };
-    decider
-        .proposer
-        .propose(connector)
-        .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+    decider.proposer.propose(connector).await.map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let (next_hop, sink) = match args.next_hop {
         Some(next_hop) => (next_hop, None),
@@ -111,9 +108,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if let Some(sink) = sink {
         tokio::spawn(crate::dev_sink::serve(sink));
     }
+    // The edge drains and stops on SIGTERM; the decider then commits what it holds and stops.
+    let (stop_decider, decider_stopped) = tokio::sync::oneshot::channel::<()>();
+    let decider = decider.run_until(async {
+        let _ = decider_stopped.await;
+    });
+    tokio::pin!(decider);
     tokio::select! {
-        outcome = ratchet_edge::serve_with_http(edge_config, smtp, Some(edge_http), terminated()) => outcome,
-        outcome = decider.wait() => outcome,
+        outcome = ratchet_edge::serve_with_http(edge_config, smtp, Some(edge_http), terminated()) => {
+            let _ = stop_decider.send(());
+            decider.await?;
+            outcome
+        }
+        outcome = &mut decider => outcome,
     }
 }
 

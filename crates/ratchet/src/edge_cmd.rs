@@ -8,6 +8,7 @@ use ratchet_edge::EdgeConfig;
 use tokio::net::TcpListener;
 
 use crate::signal::terminated;
+use crate::tls_args::TlsArgs;
 
 #[derive(clap::Args)]
 pub struct EdgeArgs {
@@ -26,6 +27,9 @@ pub struct EdgeArgs {
     /// Edge settings (TOML): limits, timeouts, decide deadline; flags win over the file.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The certificate (role edge), key and CA for the gRPC link to the deciders.
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
@@ -35,7 +39,16 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
     };
     config.deciders = EdgeConfig::parse_address_list(&args.deciders);
     config.next_hop = args.next_hop;
+    if args.tls.cert.is_some() || args.tls.key.is_some() || args.tls.ca.is_some() {
+        (config.decider_cert_file, config.decider_key_file, config.decider_ca_file) =
+            (args.tls.cert.clone(), args.tls.key.clone(), args.tls.ca.clone());
+    }
     config.validate()?;
+    if config.decider_cert_file.is_none() {
+        for decider in &config.deciders {
+            args.tls.check_plaintext_dial("--deciders", decider)?;
+        }
+    }
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("--listen {}", args.listen))?;

@@ -1,5 +1,6 @@
 //! `ratchet`: the one binary. Each subcommand lives in its own module.
 
+mod certs_cmd;
 mod ctl_cmd;
 mod decider_cmd;
 mod dev_cmd;
@@ -9,6 +10,7 @@ mod policy_cmd;
 mod signal;
 mod table;
 mod telemetry;
+mod tls_args;
 
 use std::process::ExitCode;
 
@@ -49,6 +51,8 @@ enum Command {
     Ctl(ctl_cmd::CtlArgs),
     /// Evaluate, show or check an enforcement policy, with no cluster.
     Policy(policy_cmd::PolicyArgs),
+    /// Make the cluster CA and issue certificates with roles (mutual TLS on every link).
+    Certs(certs_cmd::CertsArgs),
 }
 
 /// Logs on stderr (text or JSON, levels from RUST_LOG) and, when an OTLP endpoint is
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
         Command::Edge(args) => serve(cli.log_format, "ratchet-edge", edge_cmd::run(args)),
         Command::Ctl(args) => runtime().and_then(|rt| rt.block_on(ctl_cmd::run(args))),
         Command::Policy(args) => policy_cmd::run(args),
+        Command::Certs(args) => certs_cmd::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

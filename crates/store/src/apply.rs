@@ -11,11 +11,11 @@ use std::sync::Arc;
 use chrono::Duration;
 use ratchet_policy::pause::PauseError;
 use ratchet_policy::products::{classify, BuildStatus};
-use ratchet_policy::{Episode, Policy, ServerRecord, Sighting, SightingEffect, Timestamp};
+use ratchet_policy::{Episode, Policy, Sighting, SightingEffect, Timestamp};
 
-use crate::command::{Applied, Command, CommandError, ErrorKind, Notice, Observation, Response};
-use crate::model::{Connector, Counts, Event, EventKind, ServerEntry, Tenant};
-use crate::rocks::{event_key, server_key, tenant_prefix, Store, StoreError, CF_EVENTS, CF_PENDING_EVENTS, CF_SERVERS};
+use crate::command::{Applied, Command, CommandError, ErrorKind, Notice, Observation, Response, ServerSighting};
+use crate::model::{flush_key, Connector, Counts, Event, EventKind, LastFlush, ServerEntry, Tenant};
+use crate::rocks::{event_key, server_key, tenant_prefix, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_SERVERS};
 use crate::view::VersionedPolicy;
 
 /// Pending changes of one apply batch, read through before the stored state.
@@ -28,10 +28,10 @@ pub(crate) struct Txn<'a> {
     pub policy_changed: bool,
     /// Servers written (Some) or deleted (None) by this batch.
     pub servers: HashMap<Vec<u8>, Option<ServerEntry>>,
-    /// Events raised or updated by this batch, by key.
+    /// The last counted flush of each node, as this batch changed them.
+    pub flushes: HashMap<u64, u64>,
+    /// Events raised or updated by this batch, by key, in order (a later one wins).
     pub events: Vec<(Vec<u8>, Event)>,
-    /// Pending-event keys whose events the webhook took.
-    pub delivered: Vec<Vec<u8>>,
     /// The entry being applied and how many events it raised: event ids and keys derive from both.
     index: u64,
     events_raised: u32,
@@ -46,8 +46,8 @@ impl<'a> Txn<'a> {
             policy,
             policy_changed: false,
             servers: HashMap::new(),
+            flushes: HashMap::new(),
             events: Vec::new(),
-            delivered: Vec::new(),
             index: 0,
             events_raised: 0,
         }
@@ -85,19 +85,19 @@ impl<'a> Txn<'a> {
         Ok(match command {
             Command::AddTenant { name } => Ok(self.add_tenant(name, at)),
             Command::AddConnector { tenant, cidr, cert_name } => self.add_connector(Connector { tenant, cidr, cert_name }),
-            Command::Sight {
-                tenant,
-                server_fqdn,
-                build,
-            } => self.sight(tenant, server_fqdn, build, at)?,
-            Command::Observe { observations } => self.observe(observations, at)?,
+            Command::Sight { sightings } => self.sight(sightings, at)?,
+            Command::Observe {
+                node_id,
+                flush_id,
+                observations,
+            } => self.observe(node_id, flush_id, observations, at)?,
             Command::ImportServer {
                 tenant,
                 server_fqdn,
                 build,
                 first_seen,
             } => self.import(tenant, server_fqdn, build, first_seen, at)?,
-            Command::Decommission { tenant, server_fqdn } => self.decommission(&tenant, &server_fqdn)?,
+            Command::Decommission { tenant, server_fqdn } => self.decommission(&tenant, &server_fqdn, at)?,
             Command::Pause { tenant, days, request_id } => self.pause(&tenant, days, request_id.as_deref(), at),
             Command::EndPause { tenant } => self.end_pause(&tenant, at),
             Command::SetPolicy { policy } => self.set_policy(*policy, index),
@@ -192,46 +192,63 @@ impl<'a> Txn<'a> {
         Ok(Applied::ConnectorAdded { created: true })
     }
 
-    /// Records one sighting of a server: creates it if new, and moves its episode.
+    /// Applies one piece of evidence about a server, seen at `seen_at` by the node that
+    /// decided the message: creates the server if new, and moves its episode, whose
+    /// instants are the entry's stamp `at`. Evidence older than the episode's last change
+    /// (a sighting queued before a remediation, a late counter flush) moves nothing, and
+    /// evidence older than a decommission is not the server's at all (`None`): nothing
+    /// applied later moves a record backwards.
     fn record_sighting(
         &mut self,
         tenant: &str,
         server_fqdn: &str,
         build: &str,
+        seen_at: Timestamp,
         at: Timestamp,
-    ) -> Result<(ServerEntry, SightingEffect), StoreError> {
+    ) -> Result<Option<(ServerEntry, SightingEffect)>, StoreError> {
         let status = classify(&self.policy().products, build).status;
         let relapse_window = Duration::days(i64::from(self.policy().relapse_window_days));
-        let mut entry = self.server(tenant, server_fqdn)?.unwrap_or_else(|| ServerEntry {
-            record: ServerRecord {
-                tenant: tenant.to_owned(),
-                server_fqdn: server_fqdn.to_owned(),
-                build: build.to_owned(),
-                last_seen: at,
-                episode: None,
-            },
-            counters: BTreeMap::new(),
-            notices: BTreeSet::new(),
-        });
-        let effect = Episode::sight(&mut entry.record.episode, Sighting { status, at }, relapse_window);
-        if at >= entry.record.last_seen {
-            entry.record.last_seen = at;
+        let seen_at = seen_at.min(at);
+        let mut entry = match self.server(tenant, server_fqdn)? {
+            Some(entry) if entry.decommissioned_at.is_some_and(|gone| seen_at < gone) => return Ok(None),
+            Some(entry) if !entry.is_decommissioned() => entry,
+            _ => ServerEntry::new(tenant, server_fqdn, build, seen_at),
+        };
+        let current = entry.record.episode.as_ref().is_none_or(|e| seen_at >= e.last_change());
+        let effect = match current {
+            true => Episode::sight(&mut entry.record.episode, Sighting { status, at }, relapse_window),
+            false => SightingEffect::Unchanged,
+        };
+        if seen_at >= entry.record.last_seen {
+            entry.record.last_seen = seen_at;
             entry.record.build = build.to_owned();
         }
-        Ok((entry, effect))
+        Ok(Some((entry, effect)))
     }
 
-    fn sight(&mut self, tenant: String, server_fqdn: String, build: String, at: Timestamp) -> Result<Response, StoreError> {
-        if !self.tenants.contains_key(&tenant) {
-            return Ok(Err(CommandError::unknown_tenant(&tenant)));
+    fn sight(&mut self, sightings: Vec<ServerSighting>, at: Timestamp) -> Result<Response, StoreError> {
+        let mut changed = 0;
+        for sighting in sightings {
+            // A tenant unknown here was removed since: nothing to record.
+            if !self.tenants.contains_key(&sighting.tenant) {
+                continue;
+            }
+            let recorded = self.record_sighting(&sighting.tenant, &sighting.server_fqdn, &sighting.build, sighting.seen_at, at)?;
+            if let Some((mut entry, effect)) = recorded {
+                changed += usize::from(effect != SightingEffect::Unchanged);
+                self.raise_for_sighting(&mut entry, effect, at);
+                self.put_server(entry);
+            }
         }
-        let (mut entry, effect) = self.record_sighting(&tenant, &server_fqdn, &build, at)?;
-        self.raise_for_sighting(&mut entry, effect, at);
-        self.put_server(entry.clone());
-        Ok(Ok(Applied::Server { entry: Box::new(entry) }))
+        Ok(Ok(Applied::Sighted { changed }))
     }
 
-    fn observe(&mut self, observations: Vec<Observation>, at: Timestamp) -> Result<Response, StoreError> {
+    fn observe(&mut self, node_id: u64, flush_id: u64, observations: Vec<Observation>, at: Timestamp) -> Result<Response, StoreError> {
+        if self.last_flush(node_id)? == Some(flush_id) {
+            // The same flush again (its first answer was lost): counted already.
+            return Ok(Ok(Applied::Observed { servers: 0 }));
+        }
+        self.flushes.insert(node_id, flush_id);
         let day = at.format("%Y-%m-%d").to_string();
         let mut servers = 0;
         for observation in observations {
@@ -239,21 +256,37 @@ impl<'a> Txn<'a> {
             if !self.tenants.contains_key(&observation.tenant) {
                 continue;
             }
-            let seen_at = observation.last_seen.min(at);
-            let (mut entry, effect) = self.record_sighting(&observation.tenant, &observation.server_fqdn, &observation.build, seen_at)?;
-            self.raise_for_sighting(&mut entry, effect, at);
+            let recorded = self.record_sighting(
+                &observation.tenant,
+                &observation.server_fqdn,
+                &observation.build,
+                observation.last_seen,
+                at,
+            )?;
             let mut total = Counts::default();
-            for (stage, counts) in &observation.counts {
-                entry.counters.entry(*stage).or_default().add(*counts);
-                total.add(*counts);
+            observation.counts.iter().for_each(|(_, counts)| total.add(*counts));
+            // Counts from before a decommission still count for the tenant's day, not the server.
+            if let Some((mut entry, effect)) = recorded {
+                self.raise_for_sighting(&mut entry, effect, at);
+                for (stage, counts) in &observation.counts {
+                    entry.counters.entry(*stage).or_default().add(*counts);
+                }
+                self.put_server(entry);
+                servers += 1;
             }
             self.tenant_mut(&observation.tenant)
                 .expect("checked above")
                 .count_day(day.clone(), total);
-            self.put_server(entry);
-            servers += 1;
         }
         Ok(Ok(Applied::Observed { servers }))
+    }
+
+    /// The id of the last flush of `node_id` that was counted.
+    fn last_flush(&self, node_id: u64) -> Result<Option<u64>, StoreError> {
+        match self.flushes.get(&node_id) {
+            Some(id) => Ok(Some(*id)),
+            None => Ok(self.store.get::<LastFlush>(CF_META, &flush_key(node_id))?.map(|f| f.0)),
+        }
     }
 
     fn import(
@@ -281,7 +314,10 @@ impl<'a> Txn<'a> {
             );
             return Ok(Err(CommandError::invalid("build", message)));
         }
-        let (mut entry, _) = self.record_sighting(&tenant, &server_fqdn, &build, first_seen)?;
+        let mut entry = match self.server(&tenant, &server_fqdn)? {
+            Some(entry) if !entry.is_decommissioned() => entry,
+            _ => ServerEntry::new(&tenant, &server_fqdn, &build, first_seen),
+        };
         entry.record.build = build;
         entry.record.episode = Some(Episode::starting(first_seen));
         entry.notices.clear();
@@ -295,17 +331,21 @@ impl<'a> Txn<'a> {
         Ok(Ok(Applied::Server { entry: Box::new(entry) }))
     }
 
-    fn decommission(&mut self, tenant: &str, server_fqdn: &str) -> Result<Response, StoreError> {
+    /// Takes a server out of the report. What remains is a tombstone with the instant, so
+    /// that evidence from before it (a late flush) cannot bring the server back.
+    fn decommission(&mut self, tenant: &str, server_fqdn: &str, at: Timestamp) -> Result<Response, StoreError> {
         if !self.tenants.contains_key(tenant) {
             return Ok(Err(CommandError::unknown_tenant(tenant)));
         }
-        if self.server(tenant, server_fqdn)?.is_none() {
+        let Some(entry) = self.server(tenant, server_fqdn)?.filter(|e| !e.is_decommissioned()) else {
             return Ok(Err(CommandError::not_found(
                 "server_fqdn",
                 format!("tenant {tenant:?} has no server {server_fqdn:?}"),
             )));
-        }
-        self.servers.insert(server_key(tenant, server_fqdn), None);
+        };
+        let mut tombstone = ServerEntry::new(tenant, server_fqdn, &entry.record.build, entry.record.last_seen);
+        tombstone.decommissioned_at = Some(at);
+        self.put_server(tombstone);
         Ok(Ok(Applied::Decommissioned))
     }
 
@@ -397,35 +437,30 @@ impl<'a> Txn<'a> {
         Ok(Ok(Applied::Notified { events: raised }))
     }
 
+    /// Marks the tenant's undelivered events with these ids delivered. Pending events are
+    /// read through the batch: an event raised earlier in the same batch is found, so the
+    /// outcome does not depend on where batch boundaries fall.
     fn mark_delivered(&mut self, tenant: &str, ids: &[String]) -> Result<Response, StoreError> {
         if !self.tenants.contains_key(tenant) {
             return Ok(Err(CommandError::unknown_tenant(tenant)));
         }
+        let mut pending = BTreeMap::new();
+        for key in self.store.keys_with_prefix(CF_PENDING_EVENTS, &tenant_prefix(tenant))? {
+            if let Some(event) = self.store.get::<Event>(CF_EVENTS, &key)? {
+                pending.insert(key, event);
+            }
+        }
+        for (key, event) in self.events.iter().filter(|(_, e)| e.tenant == tenant) {
+            pending.insert(key.clone(), event.clone());
+        }
         let mut marked = 0;
-        for (key, mut event) in pending_events(self.store, tenant)? {
-            if ids.contains(&event.id) {
+        for (key, mut event) in pending {
+            if !event.delivered && ids.contains(&event.id) {
                 event.delivered = true;
-                self.events.push((key.clone(), event));
-                self.delivered.push(key);
+                self.events.push((key, event));
                 marked += 1;
             }
         }
         Ok(Ok(Applied::MarkedDelivered { events: marked }))
     }
-}
-
-/// A tenant's events that the webhook has not taken, oldest first, with their keys.
-pub fn pending_events(store: &Store, tenant: &str) -> Result<Vec<(Vec<u8>, Event)>, StoreError> {
-    let prefix = tenant_prefix(tenant);
-    let mut pending = Vec::new();
-    for item in store.db().prefix_iterator_cf(store.cf(CF_PENDING_EVENTS), &prefix) {
-        let (key, _) = item?;
-        if !key.starts_with(&prefix) {
-            break;
-        }
-        if let Some(event) = store.get::<Event>(CF_EVENTS, &key)? {
-            pending.push((key.to_vec(), event));
-        }
-    }
-    Ok(pending)
 }

@@ -20,6 +20,12 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 pub const MAX_CERT_NAME_LEN: usize = 253;
 /// Observations in one counter flush; a node with more flushes several entries.
 pub const MAX_OBSERVATIONS: usize = 10_000;
+/// Sightings in one entry; a node with more proposes several.
+pub const MAX_SIGHTINGS: usize = 10_000;
+/// Notices in one entry; a scan that finds more proposes several, so that no entry grows
+/// past what one Raft message carries.
+pub const MAX_NOTICES: usize = 10_000;
+pub const MAX_MESSAGE_LEN: usize = 1024;
 pub const MAX_URL_LEN: usize = 2048;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,15 +51,18 @@ pub enum Command {
         cidr: IpNet,
         cert_name: Option<String>,
     },
-    /// A message from a server, recorded now because it changes the server's episode
-    /// (first seen, remediated, relapsed). Answers the server as stored: the winner's first-seen.
+    /// Messages from servers that change their episodes (first seen, remediated,
+    /// relapsed), gathered by one node and committed in the background, many per entry.
+    /// Apply is insert-if-absent: a repeated or late sighting never moves first-seen.
     Sight {
-        tenant: String,
-        server_fqdn: String,
-        build: String,
+        sightings: Vec<ServerSighting>,
     },
     /// Counters and last-seen of many servers, aggregated by one node over a few seconds.
+    /// `flush_id` is drawn per flush by node `node_id`; a flush resent after an ambiguous
+    /// failure carries the same id and is counted once.
     Observe {
+        node_id: u64,
+        flush_id: u64,
         observations: Vec<Observation>,
     },
     ImportServer {
@@ -105,6 +114,17 @@ pub struct Notice {
     pub message: String,
 }
 
+/// One message's evidence about a server's episode, as the deciding node saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServerSighting {
+    pub tenant: String,
+    pub server_fqdn: String,
+    pub build: String,
+    /// When the deciding node saw it (its clock): older than the episode's last change,
+    /// it changes nothing.
+    pub seen_at: Timestamp,
+}
+
 /// What one node saw of one server since its last flush.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
@@ -133,6 +153,10 @@ pub enum Applied {
     },
     Server {
         entry: Box<crate::model::ServerEntry>,
+    },
+    /// Sightings applied, and how many changed an episode.
+    Sighted {
+        changed: usize,
     },
     Observed {
         servers: usize,
@@ -210,15 +234,7 @@ impl CommandError {
 
 /// Checks a tenant name: 1 to 64 of lower-case letters, digits, '-', '_' and '.'.
 pub fn validate_tenant(field: &str, name: &str) -> Result<(), CommandError> {
-    if name.is_empty() {
-        return Err(CommandError::invalid(field, "must not be empty"));
-    }
-    if name.len() > MAX_TENANT_LEN {
-        return Err(CommandError::invalid(
-            field,
-            format!("is {} bytes long, over the limit of {MAX_TENANT_LEN}", name.len()),
-        ));
-    }
+    validate_nonempty(field, name, MAX_TENANT_LEN)?;
     if !name
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
@@ -233,15 +249,7 @@ pub fn validate_tenant(field: &str, name: &str) -> Result<(), CommandError> {
 
 /// Checks a server FQDN (already lower-cased): 1 to 253 bytes of host-name characters.
 pub fn validate_fqdn(field: &str, fqdn: &str) -> Result<(), CommandError> {
-    if fqdn.is_empty() {
-        return Err(CommandError::invalid(field, "must not be empty"));
-    }
-    if fqdn.len() > MAX_FQDN_LEN {
-        return Err(CommandError::invalid(
-            field,
-            format!("is {} bytes long, over the limit of {MAX_FQDN_LEN}", fqdn.len()),
-        ));
-    }
+    validate_nonempty(field, fqdn, MAX_FQDN_LEN)?;
     if !fqdn.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
         return Err(CommandError::invalid(field, format!("{fqdn:?} is not a host name")));
     }
@@ -268,6 +276,13 @@ fn validate_len(field: &str, value: &str, max: usize) -> Result<(), CommandError
     Ok(())
 }
 
+fn validate_count(field: &str, count: usize, max: usize) -> Result<(), CommandError> {
+    if count > max {
+        return Err(CommandError::invalid(field, format!("{count} is over the limit of {max}")));
+    }
+    Ok(())
+}
+
 fn validate_nonempty(field: &str, value: &str, max: usize) -> Result<(), CommandError> {
     if value.trim().is_empty() {
         return Err(CommandError::invalid(field, "must not be empty"));
@@ -279,9 +294,12 @@ impl Command {
     /// The existing tenant this command acts on, if it acts on one.
     pub fn target_tenant(&self) -> Option<&str> {
         match self {
-            Command::AddTenant { .. } | Command::Observe { .. } | Command::SetPolicy { .. } | Command::Notify { .. } => None,
+            Command::AddTenant { .. }
+            | Command::Sight { .. }
+            | Command::Observe { .. }
+            | Command::SetPolicy { .. }
+            | Command::Notify { .. } => None,
             Command::AddConnector { tenant, .. }
-            | Command::Sight { tenant, .. }
             | Command::ImportServer { tenant, .. }
             | Command::Decommission { tenant, .. }
             | Command::Pause { tenant, .. }
@@ -301,22 +319,16 @@ impl Command {
                     .as_deref()
                     .map_or(Ok(()), |name| validate_nonempty("cert_name", name, MAX_CERT_NAME_LEN))
             }
-            Command::Sight {
-                tenant,
-                server_fqdn,
-                build,
-            } => {
-                validate_tenant("tenant", tenant)?;
-                validate_fqdn("server_fqdn", server_fqdn)?;
-                validate_len("build", build, MAX_BUILD_LEN)
+            Command::Sight { sightings } => {
+                validate_count("sightings", sightings.len(), MAX_SIGHTINGS)?;
+                sightings.iter().try_for_each(|s| {
+                    validate_tenant("sightings.tenant", &s.tenant)?;
+                    validate_fqdn("sightings.server_fqdn", &s.server_fqdn)?;
+                    validate_len("sightings.build", &s.build, MAX_BUILD_LEN)
+                })
             }
-            Command::Observe { observations } => {
-                if observations.len() > MAX_OBSERVATIONS {
-                    return Err(CommandError::invalid(
-                        "observations",
-                        format!("{} is over the limit of {MAX_OBSERVATIONS}", observations.len()),
-                    ));
-                }
+            Command::Observe { observations, .. } => {
+                validate_count("observations", observations.len(), MAX_OBSERVATIONS)?;
                 observations.iter().try_for_each(|o| {
                     validate_tenant("observations.tenant", &o.tenant)?;
                     validate_fqdn("observations.server_fqdn", &o.server_fqdn)?;
@@ -359,7 +371,14 @@ impl Command {
                 validate_tenant("tenant", tenant)?;
                 url.as_deref().map_or(Ok(()), validate_url)
             }
-            Command::Notify { notices } => notices.iter().try_for_each(|n| validate_tenant("notices.tenant", &n.tenant)),
+            Command::Notify { notices } => {
+                validate_count("notices", notices.len(), MAX_NOTICES)?;
+                notices.iter().try_for_each(|n| {
+                    validate_tenant("notices.tenant", &n.tenant)?;
+                    validate_len("notices.key", &n.key, MAX_FQDN_LEN + 64)?;
+                    validate_len("notices.message", &n.message, MAX_MESSAGE_LEN)
+                })
+            }
             Command::MarkDelivered { tenant, .. } => validate_tenant("tenant", tenant),
         }
     }

@@ -13,7 +13,10 @@
 //! - `command`: what clients propose (tenants, connectors, sightings, pauses, policy, counts)
 //!   and what apply answers; validation of every field.
 //! - `model`: the stored records (tenants, servers with counters).
-//! - `rocks`: the RocksDB database, its column families and key encoding.
+//! - `codec`: the stored and replicated schema (protobuf, `proto/ratchet/state/v1`), and the
+//!   conversions between it and the types the rules work with.
+//! - `rocks`: the RocksDB database, its column families, key encoding and memory bounds.
+//! - `snapshot`: the snapshot file format, streamed and checksummed.
 //! - `apply`: the deterministic state transitions, one function per command.
 //! - `log_store` and `state_machine`: openraft's storage traits on RocksDB.
 //! - `view`: what the decider reads from the applied state, with in-memory caches for the
@@ -23,6 +26,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod apply;
+pub mod codec;
 pub mod command;
 pub mod log_store;
 pub mod model;
@@ -32,10 +36,10 @@ pub mod state_machine;
 pub mod types;
 pub mod view;
 
-pub use command::{Applied, Command, CommandError, ErrorKind, Notice, Observation, Request, Response};
+pub use command::{Applied, Command, CommandError, ErrorKind, Notice, Observation, Request, Response, ServerSighting};
 pub use log_store::LogStore;
 pub use model::{Connector, Event, EventKind, ServerEntry, Tenant};
-pub use rocks::Store;
+pub use rocks::{StorageOptions, Store};
 pub use state_machine::StateMachine;
 pub use types::{Node, NodeId, TypeConfig};
 pub use view::StateView;

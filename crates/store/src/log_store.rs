@@ -9,6 +9,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::Vote;
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
+use crate::codec::Codec;
 use crate::rocks::{decode, encode, log_index, log_key, Store, CF_LOG, CF_RAFT};
 use crate::types::{read_error, write_error, Entry, LogId, NodeId, StorageError, TypeConfig};
 
@@ -38,9 +39,13 @@ impl LogStore {
         }
     }
 
-    fn put_raft<T: serde::Serialize>(&self, key: &[u8], value: &T, synced: bool) -> Result<(), StorageError> {
+    /// Writes (or, for `None`, deletes) one value of `raft`.
+    fn put_raft<T: Codec>(&self, key: &[u8], value: Option<&T>, synced: bool) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.store.cf(CF_RAFT), key, encode(value));
+        match value {
+            Some(value) => batch.put_cf(self.store.cf(CF_RAFT), key, encode(value)),
+            None => batch.delete_cf(self.store.cf(CF_RAFT), key),
+        }
         if synced {
             self.store.write_synced(batch).map_err(write_error)
         } else {
@@ -90,7 +95,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        self.put_raft(VOTE, vote, true)
+        self.put_raft(VOTE, Some(vote), true)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
@@ -98,11 +103,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.put_raft(COMMITTED, &committed, false)
+        self.put_raft(COMMITTED, committed.as_ref(), false)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.store.get::<Option<LogId>>(CF_RAFT, COMMITTED).map_err(read_error)?.flatten())
+        self.store.get(CF_RAFT, COMMITTED).map_err(read_error)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>

@@ -82,6 +82,43 @@ pub struct ServerEntry {
     /// throttling or blocking soon); cleared when a new episode starts.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub notices: BTreeSet<String>,
+    /// Set while the server is decommissioned: it is out of the report, and evidence older
+    /// than this (a late flush) cannot bring it back; a later sighting starts it afresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decommissioned_at: Option<Timestamp>,
+}
+
+impl ServerEntry {
+    /// A server seen for the first time.
+    pub fn new(tenant: &str, server_fqdn: &str, build: &str, at: Timestamp) -> Self {
+        ServerEntry {
+            record: ServerRecord {
+                tenant: tenant.to_owned(),
+                server_fqdn: server_fqdn.to_owned(),
+                build: build.to_owned(),
+                last_seen: at,
+                episode: None,
+            },
+            counters: BTreeMap::new(),
+            notices: BTreeSet::new(),
+            decommissioned_at: None,
+        }
+    }
+
+    pub fn is_decommissioned(&self) -> bool {
+        self.decommissioned_at.is_some()
+    }
+}
+
+/// The last counter flush of one node that apply counted (see `Command::Observe`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LastFlush(pub u64);
+
+/// Where a node's last counted flush is kept, in `meta`.
+pub fn flush_key(node_id: u64) -> Vec<u8> {
+    let mut key = b"flush/".to_vec();
+    key.extend_from_slice(&node_id.to_be_bytes());
+    key
 }
 
 impl Tenant {

@@ -1,16 +1,25 @@
-//! The RocksDB database under one decider: column families, key encoding, and the JSON
-//! encoding of stored values.
+//! The RocksDB database under one decider: column families, key encoding, memory bounds,
+//! and the format check at open.
 //!
 //! One database holds both the Raft log (`log`, `raft`) and the state machine (`meta`,
-//! `tenants`, `servers`), so that a node's data directory is one thing to back up, and
-//! apply can write a batch of state and its applied log id atomically.
+//! `tenants`, `servers`, `events`, `pending_events`), so that a node's data directory is
+//! one thing to back up, and apply can write a batch of state and its applied log id
+//! atomically. Values are encoded by `codec` (protobuf behind a format byte).
+//!
+//! Memory is bounded and shared, not per column family: one LRU block cache
+//! (`StorageOptions::block_cache_bytes`, default 128 MiB) serves every family, and one write
+//! buffer manager caps all memtables together (`write_buffer_bytes`, default 64 MiB, its
+//! memory charged to the same cache). Every family is LZ4-compressed.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBatch, WriteBufferManager,
+    WriteOptions, DB,
+};
+
+use crate::codec::{self, Codec, DecodeError, FORMAT_VERSION};
 
 pub const CF_LOG: &str = "log";
 pub const CF_RAFT: &str = "raft";
@@ -23,6 +32,29 @@ pub const CF_EVENTS: &str = "events";
 pub const CF_PENDING_EVENTS: &str = "pending_events";
 /// The column families that make up the state machine, in snapshot order.
 pub const STATE_FAMILIES: [&str; 5] = [CF_META, CF_TENANTS, CF_SERVERS, CF_EVENTS, CF_PENDING_EVENTS];
+const ALL_FAMILIES: [&str; 7] = [CF_LOG, CF_RAFT, CF_META, CF_TENANTS, CF_SERVERS, CF_EVENTS, CF_PENDING_EVENTS];
+
+/// The format of the whole database, in `raft`: a database of another format is refused at
+/// open, before anything reads it.
+const FORMAT: &[u8] = b"format";
+
+/// How much memory RocksDB may take.
+#[derive(Clone, Copy, Debug)]
+pub struct StorageOptions {
+    /// The one block cache every column family reads through; it also holds the memtables' charge.
+    pub block_cache_bytes: usize,
+    /// All memtables of all column families together.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions {
+            block_cache_bytes: 128 << 20,
+            write_buffer_bytes: 64 << 20,
+        }
+    }
+}
 
 /// A shared handle on the open database.
 #[derive(Clone)]
@@ -35,19 +67,66 @@ pub enum StoreError {
     #[error("rocksdb: {0}")]
     Rocks(#[from] rocksdb::Error),
     #[error("stored value under {key:?} is not readable: {source}")]
-    Corrupt { key: String, source: serde_json::Error },
+    Corrupt { key: String, source: DecodeError },
+    #[error("{0}")]
+    Format(String),
 }
 
 impl Store {
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let mut options = Options::default();
-        options.create_if_missing(true);
-        options.create_missing_column_families(true);
-        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let families = [CF_LOG, CF_RAFT, CF_META, CF_TENANTS, CF_SERVERS, CF_EVENTS, CF_PENDING_EVENTS]
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-        let db = DB::open_cf_descriptors(&options, path, families)?;
-        Ok(Store { db: Arc::new(db) })
+    pub fn open(path: &Path, options: StorageOptions) -> Result<Store, StoreError> {
+        let cache = Cache::new_lru_cache(options.block_cache_bytes);
+        let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(options.write_buffer_bytes, false, cache.clone());
+        let family_options = || {
+            let mut table = BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            let mut family = Options::default();
+            family.set_block_based_table_factory(&table);
+            family.set_compression_type(DBCompressionType::Lz4);
+            family.set_write_buffer_size(options.write_buffer_bytes / 4);
+            family
+        };
+        let mut db_options = Options::default();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        db_options.set_write_buffer_manager(&write_buffers);
+        let families = ALL_FAMILIES.map(|name| ColumnFamilyDescriptor::new(name, family_options()));
+        let db = DB::open_cf_descriptors(&db_options, path, families)?;
+        let store = Store { db: Arc::new(db) };
+        store.check_format(path)?;
+        Ok(store)
+    }
+
+    /// Refuses a database written in another format; stamps a new one with this one's.
+    fn check_format(&self, path: &Path) -> Result<(), StoreError> {
+        match self.db.get_cf(self.cf(CF_RAFT), FORMAT)?.as_deref() {
+            Some([version]) if *version == FORMAT_VERSION => Ok(()),
+            Some(other) => Err(StoreError::Format(format!(
+                "{} was written in storage format {other:?}; this release reads format {FORMAT_VERSION} only: \
+                 run the release that wrote it, or restore this node from a snapshot (`ratchet restore`)",
+                path.display()
+            ))),
+            None if self.is_empty()? => {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(self.cf(CF_RAFT), FORMAT, [FORMAT_VERSION]);
+                self.write_synced(batch)
+            }
+            None => Err(StoreError::Format(format!(
+                "{} holds data of an earlier release (JSON records, before storage format {FORMAT_VERSION}); \
+                 this release cannot read it: run the release that wrote it, or restore this node from a snapshot \
+                 (`ratchet restore`)",
+                path.display()
+            ))),
+        }
+    }
+
+    fn is_empty(&self) -> Result<bool, StoreError> {
+        for family in ALL_FAMILIES {
+            if let Some(item) = self.db.iterator_cf(self.cf(family), rocksdb::IteratorMode::Start).next() {
+                item?;
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     pub fn db(&self) -> &DB {
@@ -58,11 +137,38 @@ impl Store {
         self.db.cf_handle(name).expect("every column family is created at open")
     }
 
-    pub fn get<T: DeserializeOwned>(&self, family: &str, key: &[u8]) -> Result<Option<T>, StoreError> {
+    pub fn get<T: Codec>(&self, family: &str, key: &[u8]) -> Result<Option<T>, StoreError> {
         match self.db.get_pinned_cf(self.cf(family), key)? {
             Some(bytes) => decode(key, &bytes).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Every value under a key prefix, in key order, with its key.
+    pub fn scan_prefix<T: Codec>(&self, family: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        let mut found = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(family), prefix) {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let value = decode(&key, &value)?;
+            found.push((key.into_vec(), value));
+        }
+        Ok(found)
+    }
+
+    /// Every key under a prefix, in key order.
+    pub fn keys_with_prefix(&self, family: &str, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut keys = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(family), prefix) {
+            let (key, _) = item?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            keys.push(key.into_vec());
+        }
+        Ok(keys)
     }
 
     /// Writes a batch, synced to disk before returning.
@@ -82,12 +188,12 @@ impl Store {
     }
 }
 
-pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("stored types always serialise")
+pub fn encode<T: Codec>(value: &T) -> Vec<u8> {
+    codec::encode(value)
 }
 
-pub fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+pub fn decode<T: Codec>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    codec::decode(bytes).map_err(|source| StoreError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         source,
     })

@@ -1,22 +1,33 @@
 //! openraft's state machine on RocksDB: apply, snapshots, and the in-memory caches that
 //! readers share.
+//!
+//! Snapshots are files in the node's snapshot directory (format: `snapshot`), built by
+//! streaming a RocksDB point-in-time view to disk and installed by streaming a file back,
+//! so memory stays flat however large the state. Installing replaces the state in several
+//! write batches; a marker in `raft` says an install is under way, so a node that crashes
+//! in the middle finishes the install from the same file when it opens again, and never
+//! runs on half a state.
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Seek};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
-use openraft::{EntryPayload, SnapshotMeta};
+use openraft::EntryPayload;
 use ratchet_policy::Timestamp;
 use rocksdb::{IteratorMode, WriteBatch};
 
 use crate::apply::Txn;
 use crate::command::{Applied, Response};
-use crate::model::{Connector, Tenant};
-use crate::rocks::{decode, encode, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_RAFT, CF_TENANTS, STATE_FAMILIES};
-use crate::snapshot::{read_records, SnapshotWriter};
-use crate::types::{read_error, write_error, Entry, LogId, Node, NodeId, StorageError, StoredMembership, TypeConfig};
+use crate::model::{flush_key, Connector, LastFlush, Tenant};
+use crate::rocks::{
+    decode, encode, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_RAFT, CF_SERVERS, CF_TENANTS, STATE_FAMILIES,
+};
+use crate::snapshot::{verify, SnapshotFormatError, SnapshotReader, SnapshotWriter};
+use crate::types::{read_error, write_error, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::view::{Caches, Notifiers, StateView, VersionedPolicy};
 
 const APPLIED: &[u8] = b"applied";
@@ -24,8 +35,12 @@ const MEMBERSHIP: &[u8] = b"membership";
 const POLICY: &[u8] = b"policy";
 /// The stamp of the last applied entry: time in the log never runs backwards.
 const CLOCK: &[u8] = b"clock";
+/// In `raft`: the current snapshot's description; its data is `snapshot_path(id)`.
 const SNAPSHOT_META: &[u8] = b"snapshot_meta";
-const SNAPSHOT_DATA: &[u8] = b"snapshot_data";
+/// In `raft`: present while the current snapshot is being installed into the state.
+const INSTALLING: &[u8] = b"installing";
+/// Records written per batch while installing a snapshot.
+const INSTALL_BATCH_BYTES: usize = 8 << 20;
 
 /// Snapshots built and installed by this process, for the decider's metrics.
 static SNAPSHOTS_BUILT: AtomicU64 = AtomicU64::new(0);
@@ -38,11 +53,11 @@ pub fn snapshot_counts() -> (u64, u64) {
 
 /// The span of applying one batch of entries, with its log index range.
 ///
-/// How the apply joins the trace of the request that caused it: the proposing node stamps
-/// each request with the `traceparent` of its `raft.client_write` span (on the leader, the
-/// child of the `Forward` call a follower made, itself a child of that follower's Decide),
-/// and that stamp travels inside the log entry. A batch whose entries carry stamps becomes
-/// the child of the first one and links the others, so one trace runs from an edge's SMTP
+/// How the apply joins the trace of the request that caused it: the leader stamps each
+/// request with the `traceparent` of its `raft.client_write` span (the child of the
+/// `Forward` call a follower made, itself a child of that follower's Decide), and that
+/// stamp travels inside the log entry. A batch whose entries carry stamps becomes the
+/// child of the first one and links the others, so one trace runs from an edge's SMTP
 /// session to the apply on the leader (and on every follower that applies the entry).
 /// Entries with no stamp (counter flushes, blank entries, tracing off) leave the span at
 /// debug level, so they add no trace of their own.
@@ -74,20 +89,34 @@ fn apply_span(entries: &[Entry]) -> tracing::Span {
 #[derive(Clone)]
 pub struct StateMachine {
     store: Store,
+    /// Where snapshot files live: one current `ID.snap`, and `.part` files being written.
+    snapshot_dir: Arc<PathBuf>,
     caches: Arc<Caches>,
     notifiers: Arc<Notifiers>,
     snapshots_built: Arc<AtomicU64>,
 }
 
 impl StateMachine {
-    /// Opens the state machine over a store and loads its caches.
-    pub fn open(store: Store) -> Result<StateMachine, StoreError> {
+    /// Opens the state machine over a store, finishes an interrupted snapshot install, and
+    /// loads its caches.
+    pub fn open(store: Store, snapshot_dir: &Path) -> Result<StateMachine, StoreError> {
+        std::fs::create_dir_all(snapshot_dir).map_err(|e| StoreError::Format(format!("creating {}: {e}", snapshot_dir.display())))?;
         let machine = StateMachine {
             store,
+            snapshot_dir: Arc::new(snapshot_dir.to_owned()),
             caches: Arc::default(),
             notifiers: Arc::new(Notifiers::new()),
             snapshots_built: Arc::default(),
         };
+        machine.remove_snapshot_files(|name| name.ends_with(".part"));
+        if machine.store.db().get_cf(machine.store.cf(CF_RAFT), INSTALLING)?.is_some() {
+            let meta: SnapshotMeta = machine
+                .store
+                .get(CF_RAFT, SNAPSHOT_META)?
+                .ok_or_else(|| StoreError::Format("an interrupted snapshot install left no snapshot to finish it from".into()))?;
+            tracing::warn!(snapshot = %meta.snapshot_id, "finishing a snapshot install that was interrupted");
+            machine.install_file(&machine.snapshot_path(&meta.snapshot_id))?;
+        }
         machine.reload_caches()?;
         Ok(machine)
     }
@@ -104,7 +133,7 @@ impl StateMachine {
             let tenant: Tenant = decode(&key, &value)?;
             tenants.insert(tenant.name.clone(), tenant);
         }
-        let applied: Option<LogId> = self.store.get::<Option<LogId>>(CF_META, APPLIED)?.flatten();
+        let applied: Option<LogId> = self.store.get(CF_META, APPLIED)?;
         *self.caches.policy.write().expect("policy lock") = Arc::new(policy);
         self.publish_tenants(Arc::new(tenants));
         self.notifiers.applied.send_replace(applied.map_or(0, |id| id.index));
@@ -124,7 +153,7 @@ impl StateMachine {
     }
 
     fn read_applied_state(&self) -> Result<(Option<LogId>, StoredMembership), StoreError> {
-        let applied = self.store.get(CF_META, APPLIED)?.flatten();
+        let applied = self.store.get(CF_META, APPLIED)?;
         let membership = self.store.get(CF_META, MEMBERSHIP)?.unwrap_or_default();
         Ok((applied, membership))
     }
@@ -160,29 +189,27 @@ impl StateMachine {
         }
 
         let mut batch = WriteBatch::default();
-        let (meta, tenants_cf, servers_cf) = (
-            self.store.cf(CF_META),
-            self.store.cf(CF_TENANTS),
-            self.store.cf(crate::rocks::CF_SERVERS),
-        );
+        let (meta, tenants_cf, servers_cf) = (self.store.cf(CF_META), self.store.cf(CF_TENANTS), self.store.cf(CF_SERVERS));
         for name in &txn.tenants_dirty {
             batch.put_cf(tenants_cf, name, encode(&txn.tenants[name]));
         }
         let (events_cf, pending_cf) = (self.store.cf(CF_EVENTS), self.store.cf(CF_PENDING_EVENTS));
         for (key, event) in &txn.events {
             batch.put_cf(events_cf, key, encode(event));
-            if !event.delivered {
+            if event.delivered {
+                batch.delete_cf(pending_cf, key);
+            } else {
                 batch.put_cf(pending_cf, key, []);
             }
-        }
-        for key in &txn.delivered {
-            batch.delete_cf(pending_cf, key);
         }
         for (key, server) in &txn.servers {
             match server {
                 Some(entry) => batch.put_cf(servers_cf, key, encode(entry)),
                 None => batch.delete_cf(servers_cf, key),
             }
+        }
+        for (node_id, flush_id) in &txn.flushes {
+            batch.put_cf(meta, flush_key(*node_id), encode(&LastFlush(*flush_id)));
         }
         if txn.policy_changed {
             batch.put_cf(meta, POLICY, encode(&*txn.policy));
@@ -193,7 +220,9 @@ impl StateMachine {
         if let Some(clock) = clock {
             batch.put_cf(meta, CLOCK, encode(&clock));
         }
-        batch.put_cf(meta, APPLIED, encode(&last_applied));
+        if let Some(applied) = &last_applied {
+            batch.put_cf(meta, APPLIED, encode(applied));
+        }
         // Not synced: the log is, and a lost apply is replayed from it after a crash.
         self.store.db().write(batch)?;
 
@@ -209,57 +238,35 @@ impl StateMachine {
         Ok(responses)
     }
 
-    /// Writes every state record, read from one RocksDB snapshot, into a snapshot blob.
-    fn build(&self) -> Result<(Option<LogId>, StoredMembership, Vec<u8>), StoreError> {
-        let snapshot = self.store.db().snapshot();
-        let read_meta = |key: &[u8]| snapshot.get_cf(self.store.cf(CF_META), key);
-        let applied: Option<LogId> = read_meta(APPLIED)?.map(|bytes| decode(APPLIED, &bytes)).transpose()?.flatten();
-        let membership: StoredMembership = read_meta(MEMBERSHIP)?
+    /// The file of the snapshot with this id. Ids come from the leader; only their safe
+    /// characters make the name.
+    fn snapshot_path(&self, snapshot_id: &str) -> PathBuf {
+        let name: String = snapshot_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.snapshot_dir.join(format!("{name}.snap"))
+    }
+
+    /// Writes a snapshot of the applied state to its file, streamed from one RocksDB
+    /// point-in-time view, and makes it the current snapshot.
+    fn build(&self) -> Result<SnapshotMeta, StoreError> {
+        let view = self.store.db().snapshot();
+        let read_meta = |key: &[u8]| view.get_cf(self.store.cf(CF_META), key);
+        let last_log_id: Option<LogId> = read_meta(APPLIED)?.map(|bytes| decode(APPLIED, &bytes)).transpose()?;
+        let last_membership: StoredMembership = read_meta(MEMBERSHIP)?
             .map(|bytes| decode(MEMBERSHIP, &bytes))
             .transpose()?
             .unwrap_or_default();
-        let mut writer = SnapshotWriter::new(Vec::new()).expect("writing to memory");
-        for (family_index, family) in STATE_FAMILIES.iter().enumerate() {
-            for item in snapshot.iterator_cf(self.store.cf(family), IteratorMode::Start) {
-                let (key, value) = item?;
-                writer.record(family_index as u8, &key, &value).expect("writing to memory");
-            }
-        }
-        Ok((applied, membership, writer.finish()))
-    }
-
-    /// Replaces the whole state with a snapshot's records.
-    fn install(&self, data: &[u8]) -> Result<(), StorageError> {
-        let records = read_records(data, STATE_FAMILIES.len()).map_err(read_error)?;
-        let mut batch = WriteBatch::default();
-        for family in STATE_FAMILIES {
-            let cf = self.store.cf(family);
-            for item in self.store.db().iterator_cf(cf, IteratorMode::Start) {
-                let (key, _) = item.map_err(read_error)?;
-                batch.delete_cf(cf, key);
-            }
-        }
-        for (family_index, key, value) in records {
-            batch.put_cf(self.store.cf(STATE_FAMILIES[usize::from(family_index)]), key, value);
-        }
-        self.store.write_synced(batch).map_err(write_error)?;
-        self.reload_caches().map_err(read_error)
-    }
-
-    fn save_current_snapshot(&self, meta: &SnapshotMeta<NodeId, Node>, data: &[u8]) -> Result<(), StorageError> {
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.store.cf(CF_RAFT), SNAPSHOT_META, encode(meta));
-        batch.put_cf(self.store.cf(CF_RAFT), SNAPSHOT_DATA, data);
-        self.store.write_synced(batch).map_err(write_error)
-    }
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (last_log_id, last_membership, data) = self.build().map_err(read_error)?;
         let sequence = self.snapshots_built.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match last_log_id {
-            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, sequence),
+            Some(id) => format!("{}-{}-{}-{}", id.leader_id.term, id.leader_id.node_id, id.index, sequence),
             None => format!("empty-{sequence}"),
         };
         let meta = SnapshotMeta {
@@ -267,13 +274,149 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership,
             snapshot_id,
         };
-        self.save_current_snapshot(&meta, &data)?;
+        let path = self.snapshot_path(&meta.snapshot_id);
+        let part = path.with_extension("part");
+        let io = |e: std::io::Error| StoreError::Format(format!("writing snapshot {}: {e}", part.display()));
+        let mut writer = SnapshotWriter::new(BufWriter::new(File::create(&part).map_err(io)?), &meta).map_err(io)?;
+        for (family_index, family) in STATE_FAMILIES.iter().enumerate() {
+            for item in view.iterator_cf(self.store.cf(family), IteratorMode::Start) {
+                let (key, value) = item?;
+                writer.record(family_index as u8, &key, &value).map_err(io)?;
+            }
+        }
+        let file = writer.finish().map_err(io)?.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&part, &path).map_err(io)?;
+        self.make_current(&meta, false)?;
+        Ok(meta)
+    }
+
+    /// Records `meta` as the current snapshot (synced), optionally marking that its install
+    /// into the state is under way, and removes every other snapshot file.
+    fn make_current(&self, meta: &SnapshotMeta, installing: bool) -> Result<(), StoreError> {
+        sync_directory(&self.snapshot_dir);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.store.cf(CF_RAFT), SNAPSHOT_META, encode(meta));
+        if installing {
+            batch.put_cf(self.store.cf(CF_RAFT), INSTALLING, []);
+        }
+        self.store.write_synced(batch)?;
+        let current = self.snapshot_path(&meta.snapshot_id);
+        self.remove_snapshot_files(|name| name.ends_with(".snap") && Some(name) != current.file_name().and_then(|n| n.to_str()));
+        Ok(())
+    }
+
+    fn remove_snapshot_files(&self, doomed: impl Fn(&str) -> bool) {
+        let Ok(entries) = std::fs::read_dir(&*self.snapshot_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_str().is_some_and(&doomed) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// Takes a received snapshot file: checks it whole and against the description Raft
+    /// announced, keeps it as the current snapshot, and replaces the state with its records.
+    fn receive(&self, mut received: File, announced: &SnapshotMeta) -> Result<(), StoreError> {
+        let part = self.snapshot_dir.join(format!("received-{}.part", std::process::id()));
+        let io = |e: std::io::Error| StoreError::Format(format!("keeping a received snapshot in {}: {e}", part.display()));
+        received.rewind().map_err(io)?;
+        let mut copy = BufWriter::new(File::create(&part).map_err(io)?);
+        std::io::copy(&mut received, &mut copy).map_err(io)?;
+        copy.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
+        let meta = verify(BufReader::new(File::open(&part).map_err(io)?), STATE_FAMILIES.len()).map_err(refused)?;
+        if meta != *announced {
+            let _ = std::fs::remove_file(&part);
+            return Err(StoreError::Format(format!(
+                "snapshot refused: the file describes snapshot {} at {:?}, but {} at {:?} was announced",
+                meta.snapshot_id, meta.last_log_id, announced.snapshot_id, announced.last_log_id
+            )));
+        }
+        let path = self.snapshot_path(&meta.snapshot_id);
+        std::fs::rename(&part, &path).map_err(io)?;
+        self.make_current(&meta, true)?;
+        self.install_file(&path)?;
+        self.remove_snapshot_files(|name| name.ends_with(".part"));
+        Ok(())
+    }
+
+    /// Replaces the whole state with a snapshot file's records, then clears the install
+    /// marker. Safe to run again after a crash: it starts from an empty state each time.
+    fn install_file(&self, path: &Path) -> Result<(), StoreError> {
+        let io = |e: std::io::Error| StoreError::Format(format!("reading snapshot {}: {e}", path.display()));
+        let mut reader = SnapshotReader::new(BufReader::new(File::open(path).map_err(io)?), STATE_FAMILIES.len()).map_err(refused)?;
+        let mut batch = WriteBatch::default();
+        for family in STATE_FAMILIES {
+            // Every state key starts with an ASCII byte (names, "applied", ...): this range is all of them.
+            batch.delete_range_cf(self.store.cf(family), b"".as_slice(), [0xFFu8; 8].as_slice());
+        }
+        while let Some((family_index, key, value)) = reader.next_record().map_err(refused)? {
+            batch.put_cf(self.store.cf(STATE_FAMILIES[usize::from(family_index)]), key, value);
+            if batch.size_in_bytes() >= INSTALL_BATCH_BYTES {
+                self.store.db().write(std::mem::take(&mut batch))?;
+            }
+        }
+        batch.delete_cf(self.store.cf(CF_RAFT), INSTALLING);
+        self.store.write_synced(batch)?;
+        self.reload_caches()
+    }
+
+    /// The current snapshot, opened for reading.
+    fn current(&self) -> Result<Option<(SnapshotMeta, File)>, StoreError> {
+        let Some(meta) = self.store.get::<SnapshotMeta>(CF_RAFT, SNAPSHOT_META)? else {
+            return Ok(None);
+        };
+        let path = self.snapshot_path(&meta.snapshot_id);
+        let file = File::open(&path).map_err(|e| StoreError::Format(format!("opening snapshot {}: {e}", path.display())))?;
+        Ok(Some((meta, file)))
+    }
+
+    /// Runs storage work that may take long (a whole snapshot) off the async workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(StateMachine) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let machine = self.clone();
+        tokio::task::spawn_blocking(move || work(machine))
+            .await
+            .map_err(|e| StoreError::Format(format!("snapshot task failed: {e}")))?
+    }
+}
+
+fn refused(error: SnapshotFormatError) -> StoreError {
+    StoreError::Format(format!("snapshot refused: {error}"))
+}
+
+/// Makes a rename in `dir` durable (best effort: not every filesystem supports it).
+fn sync_directory(dir: &Path) {
+    if let Ok(dir) = File::open(dir) {
+        let _ = dir.sync_all();
+    }
+}
+
+fn snapshot_of(meta: SnapshotMeta, file: File) -> Snapshot<TypeConfig> {
+    Snapshot {
+        meta,
+        snapshot: Box::new(tokio::fs::File::from_std(file)),
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (meta, file) = self
+            .blocking(|machine| {
+                let meta = machine.build()?;
+                let (_, file) = machine.current()?.expect("just built");
+                Ok((meta, file))
+            })
+            .await
+            .map_err(read_error)?;
         SNAPSHOTS_BUILT.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "built snapshot");
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        tracing::info!(snapshot = %meta.snapshot_id, bytes, "built snapshot");
+        Ok(snapshot_of(meta, file))
     }
 }
 
@@ -296,31 +439,37 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let path = self.snapshot_dir.join(format!("receiving-{}.part", std::process::id()));
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(|e| write_error(StoreError::Format(format!("creating {}: {e}", path.display()))))?;
+        Ok(Box::new(file))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta<NodeId, Node>, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        self.install(&data)?;
-        self.save_current_snapshot(meta, &data)?;
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, mut snapshot: Box<tokio::fs::File>) -> Result<(), StorageError> {
+        use tokio::io::AsyncWriteExt;
+        snapshot
+            .flush()
+            .await
+            .map_err(|e| write_error(StoreError::Format(format!("flushing a received snapshot: {e}"))))?;
+        let received = snapshot.into_std().await;
+        let announced = meta.clone();
+        self.blocking(move |machine| machine.receive(received, &announced))
+            .await
+            .map_err(write_error)?;
         SNAPSHOTS_INSTALLED.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "installed snapshot");
+        tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let meta: Option<SnapshotMeta<NodeId, Node>> = self.store.get(CF_RAFT, SNAPSHOT_META).map_err(read_error)?;
-        let Some(meta) = meta else { return Ok(None) };
-        let data = self
-            .store
-            .db()
-            .get_cf(self.store.cf(CF_RAFT), SNAPSHOT_DATA)
-            .map_err(read_error)?
-            .unwrap_or_default();
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        }))
+        let current = self.blocking(|machine| machine.current()).await.map_err(read_error)?;
+        Ok(current.map(|(meta, file)| snapshot_of(meta, file)))
     }
 }

@@ -1,7 +1,6 @@
 //! The openraft type configuration and node identity, in one place.
 
 use std::fmt;
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +27,7 @@ openraft::declare_raft_types!(
         R = Response,
         NodeId = NodeId,
         Node = Node,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
 );
 
 pub type Entry = openraft::Entry<TypeConfig>;

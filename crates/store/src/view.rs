@@ -9,14 +9,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use ratchet_policy::Policy;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::model::{Connector, Event, ServerEntry, Tenant};
-use crate::rocks::{decode, server_key, tenant_prefix, Store, StoreError, CF_EVENTS, CF_SERVERS};
+use crate::rocks::{server_key, tenant_prefix, Store, StoreError, CF_EVENTS, CF_PENDING_EVENTS, CF_SERVERS};
 
 /// The policy in force and the log index at which it took effect (0: the default).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct VersionedPolicy {
     pub version: u64,
     pub policy: Policy,
@@ -85,47 +84,39 @@ impl StateView {
         self.applied.clone()
     }
 
+    /// A server in the report: decommissioned ones are not.
     pub fn server(&self, tenant: &str, server_fqdn: &str) -> Result<Option<ServerEntry>, StoreError> {
-        self.store.get(CF_SERVERS, &server_key(tenant, server_fqdn))
+        Ok(self
+            .store
+            .get::<ServerEntry>(CF_SERVERS, &server_key(tenant, server_fqdn))?
+            .filter(|entry| !entry.is_decommissioned()))
     }
 
-    /// All servers of a tenant, ordered by FQDN.
+    /// All servers of a tenant in the report, ordered by FQDN.
     pub fn servers(&self, tenant: &str) -> Result<Vec<ServerEntry>, StoreError> {
-        let prefix = tenant_prefix(tenant);
-        let mut servers = Vec::new();
-        for item in self.store.db().prefix_iterator_cf(self.store.cf(CF_SERVERS), &prefix) {
-            let (key, value) = item?;
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            servers.push(decode(&key, &value)?);
-        }
-        Ok(servers)
+        let all: Vec<ServerEntry> = values(self.store.scan_prefix(CF_SERVERS, &tenant_prefix(tenant))?);
+        Ok(all.into_iter().filter(|entry| !entry.is_decommissioned()).collect())
     }
 
     /// A tenant's events, oldest first.
     pub fn events(&self, tenant: &str) -> Result<Vec<Event>, StoreError> {
-        let prefix = tenant_prefix(tenant);
-        let mut events = Vec::new();
-        for item in self.store.db().prefix_iterator_cf(self.store.cf(CF_EVENTS), &prefix) {
-            let (key, value) = item?;
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            events.push(decode(&key, &value)?);
-        }
-        Ok(events)
+        Ok(values(self.store.scan_prefix(CF_EVENTS, &tenant_prefix(tenant))?))
     }
 
     /// A tenant's events that its webhook has not taken yet, oldest first.
     pub fn pending_events(&self, tenant: &str) -> Result<Vec<Event>, StoreError> {
-        Ok(crate::apply::pending_events(&self.store, tenant)?
-            .into_iter()
-            .map(|(_, event)| event)
-            .collect())
+        let mut pending = Vec::new();
+        for key in self.store.keys_with_prefix(CF_PENDING_EVENTS, &tenant_prefix(tenant))? {
+            pending.extend(self.store.get::<Event>(CF_EVENTS, &key)?);
+        }
+        Ok(pending)
     }
 
     pub fn store(&self) -> &Store {
         &self.store
     }
+}
+
+fn values<T>(keyed: Vec<(Vec<u8>, T)>) -> Vec<T> {
+    keyed.into_iter().map(|(_, value)| value).collect()
 }

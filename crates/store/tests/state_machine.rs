@@ -4,7 +4,8 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
-use ratchet_store::{Applied, Command, ErrorKind, Request, Response, StateMachine, Store, TypeConfig};
+use ratchet_store::rocks::STATE_FAMILIES;
+use ratchet_store::{Applied, Command, ErrorKind, Request, Response, ServerSighting, StateMachine, StorageOptions, Store, TypeConfig};
 
 const OUT_OF_DATE: &str = "15.0.1497.48";
 const COMPLIANT: &str = "15.2.2562.17";
@@ -31,8 +32,23 @@ struct Machine {
 
 impl Machine {
     fn open(dir: &std::path::Path) -> Machine {
-        let machine = StateMachine::open(Store::open(dir).unwrap()).unwrap();
+        let store = Store::open(&dir.join("db"), StorageOptions::default()).unwrap();
+        let machine = StateMachine::open(store, &dir.join("snapshots")).unwrap();
         Machine { machine, next_index: 1 }
+    }
+
+    /// Every key and value of every state column family, in order.
+    fn dump(&self) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
+        let view = self.machine.view();
+        let store = view.store();
+        let mut records = Vec::new();
+        for family in STATE_FAMILIES {
+            for item in store.db().iterator_cf(store.cf(family), rocksdb::IteratorMode::Start) {
+                let (key, value) = item.unwrap();
+                records.push((family, key.to_vec(), value.to_vec()));
+            }
+        }
+        records
     }
 
     async fn apply(&mut self, batch: Vec<(DateTime<Utc>, Command)>) -> Vec<Response> {
@@ -51,18 +67,22 @@ impl Machine {
     }
 }
 
-fn sight(server: &str, build: &str) -> Command {
+/// A sighting of one of bear's servers, seen by the deciding node at `seen_at`.
+fn sight(seen_at: DateTime<Utc>, server: &str, build: &str) -> Command {
     Command::Sight {
-        tenant: "bear".into(),
-        server_fqdn: server.into(),
-        build: build.into(),
+        sightings: vec![ServerSighting {
+            tenant: "bear".into(),
+            server_fqdn: server.into(),
+            build: build.into(),
+            seen_at,
+        }],
     }
 }
 
-fn first_seen(response: &Response) -> DateTime<Utc> {
-    match response {
-        Ok(Applied::Server { entry }) => entry.record.episode.as_ref().unwrap().first_seen,
-        other => panic!("not a server: {other:?}"),
+impl Machine {
+    fn first_seen(&self, server: &str) -> DateTime<Utc> {
+        let entry = self.machine.view().server("bear", server).unwrap().expect("the server is recorded");
+        entry.record.episode.expect("an episode").first_seen
     }
 }
 
@@ -71,21 +91,19 @@ async fn sightings_in_one_batch_see_each_other_and_time_never_runs_backwards() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Machine::open(dir.path());
     m.one(day(0), Command::AddTenant { name: "bear".into() }).await.unwrap();
-    let replies = m
-        .apply(vec![
-            (day(5), sight("exch1", OUT_OF_DATE)),
-            (day(3), sight("exch1", OUT_OF_DATE)),
-            (day(2), sight("exch2", OUT_OF_DATE)),
-        ])
-        .await;
-    assert_eq!(first_seen(&replies[0]), day(5));
+    m.apply(vec![
+        (day(5), sight(day(5), "exch1", OUT_OF_DATE)),
+        (day(3), sight(day(3), "exch1", OUT_OF_DATE)),
+        (day(2), sight(day(2), "exch2", OUT_OF_DATE)),
+    ])
+    .await;
     assert_eq!(
-        first_seen(&replies[1]),
+        m.first_seen("exch1"),
         day(5),
-        "the second sighting finds the first one of the same batch"
+        "the second sighting finds the first one of the same batch, and older evidence moves nothing"
     );
     assert_eq!(
-        first_seen(&replies[2]),
+        m.first_seen("exch2"),
         day(5),
         "a stamp earlier than the previous entry's is raised to it"
     );
@@ -95,8 +113,10 @@ async fn sightings_in_one_batch_see_each_other_and_time_never_runs_backwards() {
 async fn refusals_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Machine::open(dir.path());
-    let unknown = m.one(day(0), sight("exch1", OUT_OF_DATE)).await.unwrap_err();
-    assert_eq!((unknown.kind, unknown.field.as_str()), (ErrorKind::NotFound, "tenant"));
+    // A sighting for a tenant removed since it was queued records nothing.
+    let unknown = m.one(day(0), sight(day(0), "exch1", OUT_OF_DATE)).await.unwrap();
+    assert!(matches!(unknown, Applied::Sighted { changed: 0 }), "{unknown:?}");
+    assert!(m.machine.view().server("bear", "exch1").unwrap().is_none());
     m.one(day(0), Command::AddTenant { name: "bear".into() }).await.unwrap();
     let compliant_import = m
         .one(
@@ -135,13 +155,14 @@ async fn remediation_and_relapse_follow_the_policy() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Machine::open(dir.path());
     m.one(day(0), Command::AddTenant { name: "bear".into() }).await.unwrap();
-    m.one(day(0), sight("exch1", OUT_OF_DATE)).await.unwrap();
-    m.one(day(40), sight("exch1", COMPLIANT)).await.unwrap();
-    let relapse = m.one(day(50), sight("exch1", OUT_OF_DATE)).await;
-    assert_eq!(first_seen(&relapse), day(0), "inside the relapse window the old episode resumes");
-    m.one(day(60), sight("exch1", COMPLIANT)).await.unwrap();
-    let fresh = m.one(day(100), sight("exch1", OUT_OF_DATE)).await;
-    assert_eq!(first_seen(&fresh), day(100), "after the window a new episode starts");
+    for (at, build) in [(day(0), OUT_OF_DATE), (day(40), COMPLIANT), (day(50), OUT_OF_DATE)] {
+        m.one(at, sight(at, "exch1", build)).await.unwrap();
+    }
+    assert_eq!(m.first_seen("exch1"), day(0), "inside the relapse window the old episode resumes");
+    for (at, build) in [(day(60), COMPLIANT), (day(100), OUT_OF_DATE)] {
+        m.one(at, sight(at, "exch1", build)).await.unwrap();
+    }
+    assert_eq!(m.first_seen("exch1"), day(100), "after the window a new episode starts");
     m.one(
         day(101),
         Command::Decommission {
@@ -171,7 +192,7 @@ async fn a_snapshot_installs_the_same_state_elsewhere_and_state_survives_reopeni
         .await
         .unwrap();
     for i in 0..50 {
-        source.one(day(i), sight(&format!("exch{i}"), OUT_OF_DATE)).await.unwrap();
+        source.one(day(i), sight(day(i), &format!("exch{i}"), OUT_OF_DATE)).await.unwrap();
     }
     source
         .one(
@@ -205,4 +226,74 @@ async fn a_snapshot_installs_the_same_state_elsewhere_and_state_survives_reopeni
     let reopened = Machine::open(target_dir.path());
     assert_eq!(reopened.machine.view().servers("bear").unwrap().len(), 50);
     assert_eq!(reopened.machine.view().tenant("bear").unwrap().pauses.pauses().len(), 1);
+}
+
+#[tokio::test]
+async fn where_batch_boundaries_fall_changes_nothing() {
+    // The leader applies entries one by one; a follower catching up gets them in one batch.
+    // An event raised and marked delivered within one batch must end as it does apart.
+    let pause = |id: &str| Command::Pause {
+        tenant: "bear".into(),
+        days: 1,
+        request_id: Some(id.into()),
+    };
+    let commands = vec![
+        (day(0), Command::AddTenant { name: "bear".into() }),
+        (day(1), pause("r1")),
+        (
+            day(1),
+            Command::MarkDelivered {
+                tenant: "bear".into(),
+                ids: vec!["3-1".into()],
+            },
+        ),
+        (day(2), sight(day(2), "exch1", OUT_OF_DATE)),
+        (day(3), sight(day(3), "exch1", COMPLIANT)),
+        (
+            day(3),
+            Command::MarkDelivered {
+                tenant: "bear".into(),
+                ids: vec!["5-1".into(), "6-1".into()],
+            },
+        ),
+    ];
+    let (one_dir, split_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut one_batch = Machine::open(one_dir.path());
+    one_batch.apply(commands.clone()).await;
+    let mut one_by_one = Machine::open(split_dir.path());
+    for command in commands {
+        one_by_one.apply(vec![command]).await;
+    }
+    let events = one_batch.machine.view().events("bear").unwrap();
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(events.iter().all(|e| e.delivered), "{events:?}");
+    assert!(one_batch.machine.view().pending_events("bear").unwrap().is_empty());
+    assert_eq!(one_batch.dump(), one_by_one.dump());
+}
+
+#[tokio::test]
+async fn an_install_cut_short_by_a_crash_is_finished_when_the_node_opens_again() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let mut source = Machine::open(source_dir.path());
+    source.one(day(0), Command::AddTenant { name: "bear".into() }).await.unwrap();
+    for i in 0..20 {
+        source.one(day(i), sight(day(i), &format!("exch{i}"), OUT_OF_DATE)).await.unwrap();
+    }
+    let snapshot = source.machine.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let target_dir = tempfile::tempdir().unwrap();
+    let mut target = Machine::open(target_dir.path());
+    target.machine.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+    let installed = target.dump();
+
+    // A crash in the middle of the install: the marker is still there, half the state gone.
+    {
+        let view = target.machine.view();
+        let db = view.store().db();
+        db.put_cf(view.store().cf("raft"), b"installing", b"").unwrap();
+        db.delete_cf(view.store().cf("servers"), b"bear\0exch3").unwrap();
+    }
+    drop(target);
+    let reopened = Machine::open(target_dir.path());
+    assert_eq!(reopened.dump(), installed);
+    assert_eq!(reopened.machine.view().servers("bear").unwrap().len(), 20);
 }

@@ -18,12 +18,13 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
-use ratchet_store::Command;
+use ratchet_store::{Command, ErrorKind};
 use serde::Deserialize;
 use tonic::Code;
 
 use self::html::message_page;
 use crate::http::HttpState;
+use crate::proposer::WriteError;
 use crate::report::tenant_report;
 
 /// What the pause form posts.
@@ -154,7 +155,10 @@ pub async fn pause(State(state): State<HttpState>, Path(name): Path<String>, hea
     };
     match state.proposer.propose(command).await {
         Ok(_) => Redirect::to(&format!("/tenants/{name}")).into_response(),
-        Err(status) if status.code() == Code::NotFound && status.message().starts_with("tenant") => unknown_tenant(&name),
-        Err(status) => refused(status_code(status.code()), status.message()),
+        Err(WriteError::Refused(refusal)) if refusal.kind == ErrorKind::NotFound && refusal.field == "tenant" => unknown_tenant(&name),
+        Err(error) => {
+            let status = tonic::Status::from(error);
+            refused(status_code(status.code()), status.message())
+        }
     }
 }

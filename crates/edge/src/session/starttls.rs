@@ -33,13 +33,7 @@ impl<S: Transport> Session<S> {
         if self.transaction.is_some() {
             return self.error(reply::bad_sequence("MAIL transaction in progress")).await;
         }
-        let acceptor = match tls.acceptor() {
-            Ok(acceptor) => acceptor,
-            Err(why) => {
-                tracing::error!(session = %self.id, peer = %self.peer, error = %why, "cannot start TLS");
-                return self.reply(reply::tls_unavailable()).await;
-            }
-        };
+        let acceptor = tls.current();
         if self.reply(reply::ready_for_tls()).await == Flow::Close || self.conn.flush().await.is_err() {
             return Flow::Close;
         }

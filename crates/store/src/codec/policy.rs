@@ -1,0 +1,111 @@
+//! The enforcement policy in the stored schema: it travels in the log (`SetPolicy`) and
+//! sits in the state, so unlike the TOML an operator writes, it tolerates fields a newer
+//! release added.
+
+use ratchet_policy::products::Product;
+use ratchet_policy::stages::Stage;
+use ratchet_policy::{BuildVersion, Policy};
+
+use super::{each, messages, pb, Codec, DecodeError};
+use crate::view::VersionedPolicy;
+
+impl Codec for VersionedPolicy {
+    type Message = pb::VersionedPolicy;
+
+    fn to_message(&self) -> pb::VersionedPolicy {
+        pb::VersionedPolicy {
+            version: self.version,
+            policy: Some(self.policy.to_message()),
+        }
+    }
+
+    fn from_message(message: pb::VersionedPolicy) -> Result<Self, DecodeError> {
+        Ok(VersionedPolicy {
+            version: message.version,
+            policy: super::required("policy", message.policy)?,
+        })
+    }
+}
+
+impl Codec for Policy {
+    type Message = pb::Policy;
+
+    fn to_message(&self) -> pb::Policy {
+        pb::Policy {
+            service_name: self.service_name.clone(),
+            info_url: self.info_url.clone(),
+            pause_freezes_clock: self.pause_freezes_clock,
+            pause_budget_days: self.pause_budget_days,
+            relapse_window_days: self.relapse_window_days,
+            warning_days: self.warning_days,
+            stages: messages(&self.stages),
+            products: messages(&self.products),
+        }
+    }
+
+    fn from_message(message: pb::Policy) -> Result<Self, DecodeError> {
+        Ok(Policy {
+            service_name: message.service_name,
+            info_url: message.info_url,
+            pause_freezes_clock: message.pause_freezes_clock,
+            pause_budget_days: message.pause_budget_days,
+            relapse_window_days: message.relapse_window_days,
+            warning_days: message.warning_days,
+            stages: each(message.stages)?,
+            products: each(message.products)?,
+        })
+    }
+}
+
+impl Codec for Stage {
+    type Message = pb::Stage;
+
+    fn to_message(&self) -> pb::Stage {
+        pb::Stage {
+            from_days: self.from_days,
+            throttle_min: self.throttle_min,
+            block_min: self.block_min,
+        }
+    }
+
+    fn from_message(message: pb::Stage) -> Result<Self, DecodeError> {
+        Ok(Stage {
+            from_days: message.from_days,
+            throttle_min: message.throttle_min,
+            block_min: message.block_min,
+        })
+    }
+}
+
+impl Codec for Product {
+    type Message = pb::Product;
+
+    fn to_message(&self) -> pb::Product {
+        pb::Product {
+            name: self.name.clone(),
+            from: self.from.to_string(),
+            until: self.until.map(|b| b.to_string()),
+            compliant_from: self.compliant_from.map(|b| b.to_string()),
+            recommended: self.recommended.iter().map(BuildVersion::to_string).collect(),
+        }
+    }
+
+    fn from_message(message: pb::Product) -> Result<Self, DecodeError> {
+        let build = |field: &'static str, text: &str| text.parse::<BuildVersion>().map_err(|e| DecodeError::invalid(field, e.to_string()));
+        Ok(Product {
+            from: build("product.from", &message.from)?,
+            until: message.until.as_deref().map(|b| build("product.until", b)).transpose()?,
+            compliant_from: message
+                .compliant_from
+                .as_deref()
+                .map(|b| build("product.compliant_from", b))
+                .transpose()?,
+            recommended: message
+                .recommended
+                .iter()
+                .map(|b| build("product.recommended", b))
+                .collect::<Result<_, _>>()?,
+            name: message.name,
+        })
+    }
+}

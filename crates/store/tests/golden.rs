@@ -1,0 +1,318 @@
+//! Golden files of the stored and replicated format: one file per record kind and per
+//! log entry kind, in `tests/golden/`. Each value below must encode to exactly its file's
+//! bytes and its file must decode to exactly the value, so a change that would silently
+//! alter what is on disk or on the wire fails here. A deliberate format change adds new
+//! files (and a new format version); it never rewrites the old ones. To write the files
+//! of a new kind: `RATCHET_BLESS=1 cargo test -p ratchet-store --test golden`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::path::PathBuf;
+
+use chrono::{DateTime, TimeZone, Utc};
+use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership};
+use ratchet_policy::clock::Interval;
+use ratchet_policy::{Episode, PauseLedger, Policy, ServerRecord};
+use ratchet_store::codec::{decode, encode, Codec, FORMAT_VERSION};
+use ratchet_store::model::Counts;
+use ratchet_store::types::{Entry, SnapshotMeta, StoredMembership};
+use ratchet_store::view::VersionedPolicy;
+use ratchet_store::{Command, Connector, Event, EventKind, Node, Notice, Observation, Request, ServerEntry, ServerSighting, Tenant};
+
+fn at(day: u32, hour: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, day, hour, 0, 0).unwrap() + chrono::Duration::nanoseconds(123_456_789)
+}
+
+fn golden_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.v{FORMAT_VERSION}.bin"))
+}
+
+/// Checks one value against its golden file, or writes the file when blessing.
+fn check<T: Codec + PartialEq + Debug>(name: &str, value: &T) {
+    let path = golden_path(name);
+    let bytes = encode(value);
+    if std::env::var_os("RATCHET_BLESS").is_some() && !path.exists() {
+        std::fs::write(&path, &bytes).unwrap();
+    }
+    let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (bless new kinds with RATCHET_BLESS=1)", path.display()));
+    assert_eq!(bytes, golden, "{name}: encoding changed from {}", path.display());
+    assert_eq!(
+        &decode::<T>(&golden).unwrap(),
+        value,
+        "{name}: the golden file no longer decodes to the same value"
+    );
+}
+
+fn tenant() -> Tenant {
+    let mut pauses = PauseLedger::default();
+    pauses.request(90, 7, Some("r-1"), at(2, 9)).unwrap();
+    pauses.request(90, 3, Some("r-2"), at(3, 9)).unwrap();
+    pauses.end(at(4, 9)).unwrap();
+    Tenant {
+        name: "bear".into(),
+        created_at: at(1, 0),
+        connectors: vec![
+            Connector {
+                tenant: "bear".into(),
+                cidr: "10.0.0.0/8".parse().unwrap(),
+                cert_name: None,
+            },
+            Connector {
+                tenant: "bear".into(),
+                cidr: "2001:db8::/32".parse().unwrap(),
+                cert_name: Some("mx.bear.example".into()),
+            },
+        ],
+        pauses,
+        daily: BTreeMap::from([(
+            "2026-03-02".to_owned(),
+            Counts {
+                accepted: 10,
+                throttled: 2,
+                blocked: 1,
+            },
+        )]),
+        webhook_url: Some("https://hooks.bear.example/ratchet".into()),
+        notices: BTreeSet::from(["pause-ends-4-1".to_owned()]),
+    }
+}
+
+fn server() -> ServerEntry {
+    ServerEntry {
+        record: ServerRecord {
+            tenant: "bear".into(),
+            server_fqdn: "exch1.bear.local".into(),
+            build: "15.0.1497.48".into(),
+            last_seen: at(20, 12),
+            episode: Some(Episode {
+                first_seen: at(1, 8),
+                remediated_gaps: vec![Interval::new(at(5, 0), at(6, 0))],
+                remediated_at: None,
+            }),
+        },
+        decommissioned_at: None,
+        counters: BTreeMap::from([
+            (
+                1,
+                Counts {
+                    accepted: 40,
+                    throttled: 0,
+                    blocked: 0,
+                },
+            ),
+            (
+                2,
+                Counts {
+                    accepted: 30,
+                    throttled: 5,
+                    blocked: 0,
+                },
+            ),
+        ]),
+        notices: BTreeSet::from(["stage-2".to_owned()]),
+    }
+}
+
+fn event() -> Event {
+    Event {
+        id: "42-1".into(),
+        tenant: "bear".into(),
+        at: at(2, 9),
+        kind: EventKind::PauseStarted,
+        server_fqdn: None,
+        message: "enforcement paused for 7 days".into(),
+        delivered: true,
+    }
+}
+
+fn membership() -> Membership<u64, Node> {
+    let node = |name: &str| Node {
+        name: name.into(),
+        address: format!("{name}.deciders:7001"),
+    };
+    Membership::new(
+        vec![BTreeSet::from([11, 22, 33])],
+        BTreeMap::from([(11, node("d0")), (22, node("d1")), (33, node("d2")), (44, node("learner"))]),
+    )
+}
+
+fn log_id(index: u64) -> LogId<u64> {
+    LogId::new(CommittedLeaderId::new(3, 22), index)
+}
+
+fn entry(index: u64, payload: EntryPayload<ratchet_store::TypeConfig>) -> Entry {
+    Entry {
+        log_id: log_id(index),
+        payload,
+    }
+}
+
+fn commands() -> Vec<(&'static str, Command)> {
+    vec![
+        ("add_tenant", Command::AddTenant { name: "bear".into() }),
+        (
+            "add_connector",
+            Command::AddConnector {
+                tenant: "bear".into(),
+                cidr: "192.0.2.0/24".parse().unwrap(),
+                cert_name: Some("mx.bear.example".into()),
+            },
+        ),
+        (
+            "sight",
+            Command::Sight {
+                sightings: vec![ServerSighting {
+                    tenant: "bear".into(),
+                    server_fqdn: "exch1.bear.local".into(),
+                    build: "15.0.1497.48".into(),
+                    seen_at: at(20, 12),
+                }],
+            },
+        ),
+        (
+            "observe",
+            Command::Observe {
+                node_id: 2,
+                flush_id: 17,
+                observations: vec![Observation {
+                    tenant: "bear".into(),
+                    server_fqdn: "exch1.bear.local".into(),
+                    build: "15.0.1497.48".into(),
+                    last_seen: at(20, 12),
+                    counts: vec![(
+                        2,
+                        Counts {
+                            accepted: 3,
+                            throttled: 1,
+                            blocked: 0,
+                        },
+                    )],
+                }],
+            },
+        ),
+        (
+            "import_server",
+            Command::ImportServer {
+                tenant: "bear".into(),
+                server_fqdn: "old.bear.local".into(),
+                build: "15.0.1497.2".into(),
+                first_seen: at(1, 0),
+            },
+        ),
+        (
+            "decommission",
+            Command::Decommission {
+                tenant: "bear".into(),
+                server_fqdn: "old.bear.local".into(),
+            },
+        ),
+        (
+            "pause",
+            Command::Pause {
+                tenant: "bear".into(),
+                days: 7,
+                request_id: Some("r-1".into()),
+            },
+        ),
+        ("end_pause", Command::EndPause { tenant: "bear".into() }),
+        (
+            "set_policy",
+            Command::SetPolicy {
+                policy: Box::new(Policy::default()),
+            },
+        ),
+        (
+            "set_webhook",
+            Command::SetWebhook {
+                tenant: "bear".into(),
+                url: Some("https://hooks.bear.example/ratchet".into()),
+            },
+        ),
+        (
+            "notify",
+            Command::Notify {
+                notices: vec![Notice {
+                    tenant: "bear".into(),
+                    server_fqdn: Some("exch1.bear.local".into()),
+                    key: "stage-2".into(),
+                    kind: EventKind::StageEntered,
+                    message: "exch1.bear.local entered stage 2".into(),
+                }],
+            },
+        ),
+        (
+            "mark_delivered",
+            Command::MarkDelivered {
+                tenant: "bear".into(),
+                ids: vec!["42-1".into()],
+            },
+        ),
+    ]
+}
+
+#[test]
+fn records_match_their_golden_files() {
+    check("record_tenant", &tenant());
+    check("record_server", &server());
+    check("record_event", &event());
+    check(
+        "record_policy",
+        &VersionedPolicy {
+            version: 17,
+            policy: Policy::default(),
+        },
+    );
+    check("record_clock", &at(20, 12));
+    check("record_applied", &log_id(120));
+    check("record_vote", &openraft::Vote::new_committed(3, 22));
+    check("record_membership", &StoredMembership::new(Some(log_id(1)), membership()));
+    check(
+        "record_snapshot_meta",
+        &SnapshotMeta {
+            last_log_id: Some(log_id(120)),
+            last_membership: StoredMembership::new(Some(log_id(1)), membership()),
+            snapshot_id: "3-22-120-0".into(),
+        },
+    );
+}
+
+#[test]
+fn log_entries_of_every_kind_match_their_golden_files() {
+    check("entry_blank", &entry(1, EntryPayload::Blank));
+    check("entry_membership", &entry(2, EntryPayload::Membership(membership())));
+    for (name, command) in commands() {
+        let request = Request {
+            at: at(10, 10),
+            command,
+            trace_parent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        };
+        check(&format!("entry_{name}"), &entry(100, EntryPayload::Normal(request)));
+    }
+}
+
+#[test]
+fn fields_a_newer_release_added_are_ignored() {
+    let mut bytes = encode(&tenant());
+    // Field 99, varint 1: unknown to this release.
+    bytes.extend_from_slice(&[0x98, 0x06, 0x01]);
+    assert_eq!(decode::<Tenant>(&bytes).unwrap(), tenant());
+}
+
+#[test]
+fn a_command_this_release_does_not_know_is_refused_loudly() {
+    use ratchet_store::codec::pb;
+    let unknown = pb::Entry {
+        log_id: Some(log_id(5).to_message()),
+        payload: Some(pb::entry::Payload::Request(pb::Request {
+            at: Some(at(1, 0).to_message()),
+            command: Some(pb::Command { command: None }),
+            trace_parent: String::new(),
+        })),
+    };
+    let mut bytes = vec![FORMAT_VERSION];
+    prost::Message::encode(&unknown, &mut bytes).unwrap();
+    let error = decode::<Entry>(&bytes).unwrap_err().to_string();
+    assert!(error.contains("upgrade this node"), "{error}");
+}
