@@ -240,8 +240,19 @@ def check_invariants(release: Release, values: dict[str, Any], objects, findings
         any(c["name"] == "check-identity" for c in pod.get("initContainers", [])),
         "decider: the check-identity init container must guard pods on new volumes",
     )
-    for probe, path in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")]:
-        findings.require(decider.get(probe, {}).get("httpGet", {}).get("path") == path, f"decider: {probe} must be GET {path}")
+    for probe, path in [("startupProbe", "/healthz"), ("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")]:
+        get = decider.get(probe, {}).get("httpGet", {})
+        findings.require(get.get("path") == path and get.get("port") == "http", f"decider: {probe} must be GET {path} on port http")
+    http_port = next((p["containerPort"] for p in decider.get("ports", []) if p["name"] == "http"), None)
+    findings.require(
+        (flag(args, "--http") or "").endswith(f":{http_port}"),
+        f"decider: --http {flag(args, '--http')} is not the container port named http ({http_port})",
+    )
+    # Opening a large store happens before the HTTP port answers: the startup probe must
+    # wait minutes, not the default 30 s, or the kubelet restarts it over and over.
+    startup = decider.get("startupProbe", {})
+    startup_budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+    findings.require(startup_budget >= 300, f"decider: the startupProbe gives up after {startup_budget}s; allow at least 300s")
 
     sts_name = sts["metadata"]["name"]
     own = [name for name, _ in members if name.rsplit("-", 1)[0] == sts_name]
@@ -289,6 +300,13 @@ def check_invariants(release: Release, values: dict[str, Any], objects, findings
             period > sleep + grace,
             f"edge: terminationGracePeriodSeconds {period} must exceed preStop {sleep}s + shutdown_grace_secs {grace}",
         )
+        # Readiness: /readyz (able to enforce) unless the edge fails open, where a decider
+        # outage must not take every edge out of the Service; an explicit value wins.
+        fail_open = _toml_value(edge_toml, "accept_without_verdict") == "true"
+        wanted = values.get("edge", {}).get("readinessProbe", {}).get("path") or ("/healthz" if fail_open else "/readyz")
+        for probe, path in [("readinessProbe", wanted), ("livenessProbe", "/healthz")]:
+            get = edge.get(probe, {}).get("httpGet", {})
+            findings.require(get.get("path") == path and get.get("port") == "http", f"edge: {probe} must be GET {path} on port http")
         smtp_port = next(p["containerPort"] for p in edge["ports"] if p["name"] == "smtp")
         findings.require(smtp_port > 1024, "edge: the SMTP container port must be unprivileged (non-root)")
         edge_services = [s for s in find(objects, "Service", "edge") if s["metadata"]["name"] == edges[0]["metadata"]["name"]]
@@ -306,12 +324,18 @@ def check_invariants(release: Release, values: dict[str, Any], objects, findings
     return facts
 
 
-def _toml_int(text: str, key: str, default: int) -> int:
+def _toml_value(text: str, key: str) -> str | None:
+    """The raw value of a top-level `key = value` line (the chart writes flat TOML)."""
     for line in text.splitlines():
         name, _, value = line.partition("=")
-        if name.strip() == key and value.strip().isdigit():
-            return int(value.strip())
-    return default
+        if name.strip() == key:
+            return value.strip()
+    return None
+
+
+def _toml_int(text: str, key: str, default: int) -> int:
+    value = _toml_value(text, key)
+    return int(value) if value is not None and value.isdigit() else default
 
 
 def check_layout(value_set: ValueSet, facts: dict[str, dict[str, Any]]) -> list[str]:

@@ -245,6 +245,21 @@ release (scale-up pods may already be members), as host:port,...; the script ski
 {{- end -}}
 
 {{/* The edge's grace period: longer than the preStop sleep and the drain together. */}}
+{{/*
+The edge's readiness path: edge.readinessProbe.path when set; otherwise /readyz (ready to
+enforce), or /healthz when the edge fails open (config.accept_without_verdict), so that a
+decider outage does not take every edge out of the Service at once.
+*/}}
+{{- define "ratchet.edge.readinessPath" -}}
+{{- if .Values.edge.readinessProbe.path -}}
+{{- .Values.edge.readinessProbe.path -}}
+{{- else if .Values.edge.config.accept_without_verdict -}}
+/healthz
+{{- else -}}
+/readyz
+{{- end -}}
+{{- end -}}
+
 {{- define "ratchet.edge.terminationGracePeriodSeconds" -}}
 {{- $needed := add (int .Values.edge.preStopSleepSeconds) (int (default 30 .Values.edge.config.shutdown_grace_secs)) -}}
 {{- if kindIs "invalid" .Values.edge.terminationGracePeriodSeconds -}}
