@@ -614,9 +614,9 @@ def check_checkov(rendered: Rendered, stage: Findings) -> str:
     listed = {skip["id"] for skip in skips}
     documented = documented_skips()
     for check_id in sorted(listed - documented):
-        stage.fail(f"checkov: {CHECKOV_SKIPS.name} skips {check_id}, but helm/ratchet/README.md does not say why")
+        stage.fail(f"{CHECKOV_SKIPS.name} skips {check_id}, but helm/ratchet/README.md does not say why")
     for check_id in sorted(documented - listed):
-        stage.fail(f"checkov: helm/ratchet/README.md explains skipping {check_id}, which {CHECKOV_SKIPS.name} does not skip")
+        stage.fail(f"helm/ratchet/README.md explains skipping {check_id}, which {CHECKOV_SKIPS.name} does not skip")
     with tempfile.TemporaryDirectory(prefix="ratchet-checkov-") as tmp:
         for (value_set, release), objects in rendered.items():
             directory = Path(tmp) / value_set / release
@@ -653,11 +653,11 @@ def check_checkov(rendered: Rendered, stage: Findings) -> str:
                 accepted += 1
             else:
                 failed += 1
-                stage.fail(f"checkov {finding['check_id']} ({finding['check_name']}): {resource} in {release}")
+                stage.fail(f"{finding['check_id']} ({finding['check_name']}): {resource} in {release}")
     for skip in skips:
         for pattern in skip["resources"]:
             if (skip["id"], pattern) not in used:
-                stage.fail(f"checkov: {CHECKOV_SKIPS.name} accepts {skip['id']} for {pattern}, which no longer fails: remove it (and its README row)")
+                stage.fail(f"{CHECKOV_SKIPS.name} accepts {skip['id']} for {pattern}, which no longer fails: remove it (and its README row)")
     version = subprocess.run([str(CHECKOV), "--version"], capture_output=True, text=True).stdout.strip()
     return f"checkov {version}: {passed} passed, {accepted} accepted ({CHECKOV_SKIPS.relative_to(CHART)}), {failed} failed"
 

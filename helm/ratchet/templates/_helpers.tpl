@@ -48,6 +48,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{- define "ratchet.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- with .Values.image.digest }}@{{ . }}{{ end -}}
 {{- end -}}
 
 {{- define "ratchet.serviceAccountName" -}}
