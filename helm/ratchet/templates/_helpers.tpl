@@ -245,7 +245,6 @@ release (scale-up pods may already be members), as host:port,...; the script ski
 {{- printf "%s-edge" (include "ratchet.fullname" .) -}}
 {{- end -}}
 
-{{/* The edge's grace period: longer than the preStop sleep and the drain together. */}}
 {{/*
 The edge's readiness path: edge.readinessProbe.path when set; otherwise /readyz (ready to
 enforce), or /healthz when the edge fails open (config.accept_without_verdict), so that a
@@ -261,6 +260,7 @@ decider outage does not take every edge out of the Service at once.
 {{- end -}}
 {{- end -}}
 
+{{/* The edge's grace period: longer than the preStop sleep and the drain together. */}}
 {{- define "ratchet.edge.terminationGracePeriodSeconds" -}}
 {{- $needed := add (int .Values.edge.preStopSleepSeconds) (int (default 30 .Values.edge.config.shutdown_grace_secs)) -}}
 {{- if kindIs "invalid" .Values.edge.terminationGracePeriodSeconds -}}
