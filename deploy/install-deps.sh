@@ -22,18 +22,25 @@
 #   iproute2, iptables:          the fault suite's network namespaces, links and partitions
 #   redis-server, redis-tools,
 #   etcd-server, etcd-client:    the anchors of bench/run.sh
+#   prometheus:                  promtool, which helm/check.py runs on the chart's alert rules
+#                                and their unit tests
 #   python3-pip:                 only where python3 has no pip
+#   python3-venv:                only where python3 cannot make a virtualenv (Debian's
+#                                python3 needs it for ensurepip)
 # and, with pip, what helm/check.py needs: helm-python-sdk (Helm's Go SDK, in-process) and
-# kubernetes-validate (the Kubernetes schemas), pinned because check.py uses their APIs.
+# kubernetes-validate (the Kubernetes schemas), pinned because check.py uses their APIs;
+# and checkov, pinned, in its own virtualenv ($RATCHET_VENV, default
+# ~/.cache/ratchet/venv), where its many pinned dependencies cannot clash with anything.
 #
-# Servers among these (Postfix, Redis, etcd) are installed for their programs only: none is
-# configured, started or enabled; the tests and benchmarks start their own on loopback.
+# Servers among these (Postfix, Redis, etcd, Prometheus) are installed for their programs
+# only: none is configured, started or enabled; the tests and benchmarks start their own on
+# loopback.
 set -euo pipefail
 
 profile="${1:-test}"
 dev_packages=(clang libclang-dev protobuf-compiler libprotobuf-dev swaks libnet-ssleay-perl)
-test_packages=(postfix jq chromium openssl curl iproute2 iptables redis-server redis-tools etcd-server etcd-client)
-services=(postfix redis-server etcd)
+test_packages=(postfix jq chromium openssl curl iproute2 iptables redis-server redis-tools etcd-server etcd-client prometheus)
+services=(postfix redis-server etcd prometheus)
 case "$profile" in
   dev) packages=("${dev_packages[@]}") ;;
   test) packages=("${dev_packages[@]}" "${test_packages[@]}") ;;
@@ -45,6 +52,7 @@ esac
 if [ "$profile" = test ]; then
   command -v python3 >/dev/null || packages+=(python3)
   python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || packages+=(python3-venv)
 fi
 
 missing=()
@@ -89,4 +97,14 @@ PY
   # have no Debian counterparts, so there they go in with --break-system-packages.
   python3 -m pip install --quiet "${python_packages[@]}" 2>/dev/null ||
     python3 -m pip install --quiet --break-system-packages "${python_packages[@]}"
+fi
+
+# checkov for helm/check.py, in a virtualenv of its own: Debian's python3 refuses pip
+# installs outside one (PEP 668), and checkov pins dozens of dependencies.
+checkov_version=3.3.30
+venv="${RATCHET_VENV:-$HOME/.cache/ratchet/venv}"
+if [ "$("$venv/bin/checkov" --version 2>/dev/null)" != "$checkov_version" ]; then
+  echo "installing: checkov==$checkov_version (pip, in the virtualenv $venv)" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "checkov==$checkov_version"
 fi

@@ -5,8 +5,21 @@
         For every value set (default, five voters, three regions): lints the chart, renders
         it for each release of the set, validates every rendered object against the
         Kubernetes schemas, and checks the chart's own invariants (a group that can found
-        itself, a PDB that keeps a quorum, edges that drain). Prints a summary and exits
-        non-zero on any failure.
+        itself, a PDB that keeps a quorum, edges that drain, probes on the right paths).
+        Then, over everything rendered:
+          alerts   promtool check rules on the PrometheusRule, and promtool test rules with
+                   ratchet/ci/prometheus-rules-test.yaml
+          upgrade  the fields Kubernetes cannot change in place (StatefulSet selector,
+                   serviceName, volumeClaimTemplates, podManagementPolicy; Deployment
+                   selector; Service clusterIP) against ratchet/ci/immutable-fields.json
+          checkov  checkov's Kubernetes checks; the findings accepted on purpose are listed
+                   in ratchet/ci/checkov-skips.yaml and explained in ratchet/README.md
+        Prints a summary and exits non-zero on any failure.
+
+    python3 helm/check.py immutable --update
+        Records the immutable fields as rendered now in ratchet/ci/immutable-fields.json.
+        Refuses a changed or removed field unless Chart.yaml's version was raised
+        incompatibly (major; minor for 0.y.z) since the record.
 
     python3 helm/check.py pods [--values FILE]... [--set KEY=VALUE]... [--release NAME]
                                [--namespace NS] [--cluster-domain DOMAIN]
@@ -16,16 +29,24 @@
         included). tests/helm_rendered.rs starts real deciders from this.
 
 Helm runs in-process through the PyPI package helm-python-sdk, which bundles Helm's Go
-SDK; schemas come from kubernetes-validate. Both install with pip (deploy/install-deps.sh);
-nothing else is fetched: no chart repositories, no cluster.
+SDK; schemas come from kubernetes-validate. Both install with pip; promtool comes from
+Debian's prometheus package and checkov (PyPI) lives in its own virtualenv under
+~/.cache/ratchet/venv ($RATCHET_VENV): deploy/install-deps.sh test installs all of them.
+Nothing else is fetched: no chart repositories, no cluster.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import json
+import os
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +69,29 @@ KUBE_VERSION = "1.34.0"
 
 # Objects whose schemas are CRDs that kubernetes-validate does not ship: rendered and
 # parsed, but not schema-validated (reported as such).
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
+
+# The alerts' promtool unit tests, and the release whose rendered rules they test (its
+# values switch the PrometheusRule on; the tests' series carry its namespace and jobs).
+RULES_TEST = CHART / "ci" / "prometheus-rules-test.yaml"
+RULES_RELEASE = ("five-voters", "ratchet")
+
+# Fields that Kubernetes refuses to change on an existing object, so that `helm upgrade`
+# fails on them (kind -> dotted paths in the object). Their rendered values, for every
+# release of every value set, are recorded in IMMUTABLE_FILE.
+IMMUTABLE_FIELDS = {
+    "StatefulSet": ["spec.selector", "spec.serviceName", "spec.volumeClaimTemplates", "spec.podManagementPolicy"],
+    "Deployment": ["spec.selector"],
+    # A headless Service cannot become a ClusterIP one, nor the reverse.
+    "Service": ["spec.clusterIP"],
+}
+IMMUTABLE_FILE = CHART / "ci" / "immutable-fields.json"
+
+# checkov runs from its own virtualenv (deploy/install-deps.sh test makes it); the findings
+# accepted on purpose are listed in CHECKOV_SKIPS and explained in CHART_README.
+CHECKOV = Path(os.environ.get("RATCHET_VENV", Path.home() / ".cache" / "ratchet" / "venv")) / "bin" / "checkov"
+CHECKOV_SKIPS = CHART / "ci" / "checkov-skips.yaml"
+CHART_README = CHART / "README.md"
 
 
 @dataclasses.dataclass
@@ -240,8 +283,19 @@ def check_invariants(release: Release, values: dict[str, Any], objects, findings
         any(c["name"] == "check-identity" for c in pod.get("initContainers", [])),
         "decider: the check-identity init container must guard pods on new volumes",
     )
-    for probe, path in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")]:
-        findings.require(decider.get(probe, {}).get("httpGet", {}).get("path") == path, f"decider: {probe} must be GET {path}")
+    for probe, path in [("startupProbe", "/healthz"), ("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")]:
+        get = decider.get(probe, {}).get("httpGet", {})
+        findings.require(get.get("path") == path and get.get("port") == "http", f"decider: {probe} must be GET {path} on port http")
+    http_port = next((p["containerPort"] for p in decider.get("ports", []) if p["name"] == "http"), None)
+    findings.require(
+        (flag(args, "--http") or "").endswith(f":{http_port}"),
+        f"decider: --http {flag(args, '--http')} is not the container port named http ({http_port})",
+    )
+    # Opening a large store happens before the HTTP port answers: the startup probe must
+    # wait minutes, not the default 30 s, or the kubelet restarts it over and over.
+    startup = decider.get("startupProbe", {})
+    startup_budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+    findings.require(startup_budget >= 300, f"decider: the startupProbe gives up after {startup_budget}s; allow at least 300s")
 
     sts_name = sts["metadata"]["name"]
     own = [name for name, _ in members if name.rsplit("-", 1)[0] == sts_name]
@@ -289,6 +343,13 @@ def check_invariants(release: Release, values: dict[str, Any], objects, findings
             period > sleep + grace,
             f"edge: terminationGracePeriodSeconds {period} must exceed preStop {sleep}s + shutdown_grace_secs {grace}",
         )
+        # Readiness: /readyz (able to enforce) unless the edge fails open, where a decider
+        # outage must not take every edge out of the Service; an explicit value wins.
+        fail_open = _toml_value(edge_toml, "accept_without_verdict") == "true"
+        wanted = values.get("edge", {}).get("readinessProbe", {}).get("path") or ("/healthz" if fail_open else "/readyz")
+        for probe, path in [("readinessProbe", wanted), ("livenessProbe", "/healthz")]:
+            get = edge.get(probe, {}).get("httpGet", {})
+            findings.require(get.get("path") == path and get.get("port") == "http", f"edge: {probe} must be GET {path} on port http")
         smtp_port = next(p["containerPort"] for p in edge["ports"] if p["name"] == "smtp")
         findings.require(smtp_port > 1024, "edge: the SMTP container port must be unprivileged (non-root)")
         edge_services = [s for s in find(objects, "Service", "edge") if s["metadata"]["name"] == edges[0]["metadata"]["name"]]
@@ -306,12 +367,18 @@ def check_invariants(release: Release, values: dict[str, Any], objects, findings
     return facts
 
 
-def _toml_int(text: str, key: str, default: int) -> int:
+def _toml_value(text: str, key: str) -> str | None:
+    """The raw value of a top-level `key = value` line (the chart writes flat TOML)."""
     for line in text.splitlines():
         name, _, value = line.partition("=")
-        if name.strip() == key and value.strip().isdigit():
-            return int(value.strip())
-    return default
+        if name.strip() == key:
+            return value.strip()
+    return None
+
+
+def _toml_int(text: str, key: str, default: int) -> int:
+    value = _toml_value(text, key)
+    return int(value) if value is not None and value.isdigit() else default
 
 
 def check_layout(value_set: ValueSet, facts: dict[str, dict[str, Any]]) -> list[str]:
@@ -341,12 +408,267 @@ def check_layout(value_set: ValueSet, facts: dict[str, dict[str, Any]]) -> list[
     return failures
 
 
+# --------------------------------------------------------------------------- whole-chart checks
+
+Rendered = dict[tuple[str, str], list[tuple[str, dict[str, Any]]]]  # (value set, release) -> objects
+
+
+def render_all(chart: helm.Chart) -> Rendered:
+    rendered: Rendered = {}
+    for value_set in VALUE_SETS:
+        for release in value_set.releases:
+            values = load_values(release.values_files)
+            rendered[(value_set.name, release.name)] = objects_of(render(chart, release.name, release.namespace, values))
+    return rendered
+
+
+def check_alerts(rendered: Rendered, stage: Findings) -> str:
+    """promtool on the alerts: `check rules` on every rendered PrometheusRule, and the unit
+    tests of RULES_TEST on the rules RULES_RELEASE renders."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        stage.fail("promtool is missing: run deploy/install-deps.sh test (Debian package prometheus)")
+        return "promtool missing"
+    rules = {key: found[0] for key, objects in rendered.items() if (found := find(objects, "PrometheusRule"))}
+    if RULES_RELEASE not in rules:
+        stage.fail(f"{'/'.join(RULES_RELEASE)} renders no PrometheusRule, so {RULES_TEST.name} has nothing to test")
+        return "no rules rendered"
+    with tempfile.TemporaryDirectory(prefix="ratchet-rules-") as tmp:
+        for (value_set, release), rule in sorted(rules.items()):
+            name = f"{value_set}-{release}.yaml"
+            (Path(tmp) / name).write_text(yaml.safe_dump(rule["spec"], sort_keys=False, width=1000))
+            run = subprocess.run([promtool, "check", "rules", name], cwd=tmp, capture_output=True, text=True)
+            if run.returncode != 0:
+                stage.fail(f"promtool check rules ({value_set}/{release}):\n{(run.stdout + run.stderr).rstrip()}")
+        # The test file names its rules file rules.yaml, relative to itself.
+        shutil.copy(Path(tmp) / f"{RULES_RELEASE[0]}-{RULES_RELEASE[1]}.yaml", Path(tmp) / "rules.yaml")
+        shutil.copy(RULES_TEST, Path(tmp) / RULES_TEST.name)
+        run = subprocess.run([promtool, "test", "rules", RULES_TEST.name], cwd=tmp, capture_output=True, text=True)
+        if run.returncode != 0:
+            stage.fail(f"promtool test rules {RULES_TEST.relative_to(CHART)}:\n{(run.stdout + run.stderr).rstrip()}")
+    alerts = sum(len(group.get("rules", [])) for group in rules[RULES_RELEASE]["spec"]["groups"])
+    tests = len(yaml.safe_load(RULES_TEST.read_text()).get("tests", []))
+    return f"{alerts} alerts, promtool check rules on {len(rules)} release(s), {tests} unit tests ({RULES_TEST.relative_to(CHART)})"
+
+
+def dig(document: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(document, dict) or part not in document:
+            return None
+        document = document[part]
+    return document
+
+
+def immutable_fields(rendered: Rendered) -> dict[str, dict[str, dict[str, Any]]]:
+    """"value set/release" -> "Kind/name" -> field -> its rendered value (null: not set)."""
+    fields: dict[str, dict[str, dict[str, Any]]] = {}
+    for (value_set, release), objects in sorted(rendered.items()):
+        release_fields = {}
+        for _, document in objects:
+            kind = document.get("kind")
+            if kind in IMMUTABLE_FIELDS:
+                release_fields[f"{kind}/{document['metadata']['name']}"] = {f: dig(document, f) for f in IMMUTABLE_FIELDS[kind]}
+        fields[f"{value_set}/{release}"] = dict(sorted(release_fields.items()))
+    return fields
+
+
+def immutable_differences(current: dict, recorded: dict) -> list[tuple[bool, str]]:
+    """(breaking, message) for each difference from the record. Additions (a new release or
+    object) are not breaking; a changed field, or an object gone, is."""
+    differences = []
+    before_all = recorded.get("releases", {})
+    for release in sorted(set(before_all) | set(current)):
+        if release not in current:
+            differences.append((False, f"{release}: recorded, but no longer a release that check.py renders"))
+            continue
+        if release not in before_all:
+            differences.append((False, f"{release}: a new release, not recorded yet"))
+            continue
+        before, after = before_all[release], current[release]
+        for name in sorted(set(before) | set(after)):
+            if name not in before:
+                differences.append((False, f"{release}: {name} is new, not recorded yet"))
+            elif name not in after:
+                consequence = " (a new name is a new StatefulSet: new, empty volumes)" if name.startswith("StatefulSet/") else ""
+                differences.append((True, f"{release}: {name} is no longer rendered: renamed or removed{consequence}"))
+            else:
+                for field in sorted(set(before[name]) | set(after[name])):
+                    for where, old, new in leaf_differences(before[name].get(field), after[name].get(field), field):
+                        differences.append((True, f"{release}: {name} {where}: {old} -> {new}"))
+    return differences
+
+
+ABSENT = object()
+
+
+def leaf_differences(old: Any, new: Any, where: str) -> list[tuple[str, str, str]]:
+    """(path, old, new) for each value that differs between two JSON-like values."""
+    if old == new:
+        return []
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            difference
+            for key in sorted(set(old) | set(new))
+            for difference in leaf_differences(old.get(key, ABSENT), new.get(key, ABSENT), f"{where}.{key}")
+        ]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [difference for i, (a, b) in enumerate(zip(old, new)) for difference in leaf_differences(a, b, f"{where}[{i}]")]
+    show = lambda value: "(not set)" if value is ABSENT or value is None else json.dumps(value, sort_keys=True)  # noqa: E731
+    return [(where, show(old), show(new))]
+
+
+def breaking_part(version: str) -> tuple[int, ...]:
+    """The part of a SemVer version that an incompatible release raises, as Cargo reads
+    SemVer: the major version, or for 0.y.z the minor, or for 0.0.z the patch."""
+    match = re.match(r"^(\d+)\.(\d+)\.(\d+)", version)
+    if not match:
+        raise ValueError(f"chart version {version!r} is not SemVer")
+    major, minor, patch = (int(part) for part in match.groups())
+    return (major,) if major else (0, minor) if minor else (0, 0, patch)
+
+
+IMMUTABLE_HOWTO = f"""\
+Kubernetes does not change these fields of an existing object: `helm upgrade` from a release
+of this chart would fail ("spec: Forbidden: updates to statefulset spec for fields other
+than ..."), and the only way on is deleting the object by hand. If the change is deliberate:
+  1. raise the chart's version in Chart.yaml to a new major one (for 0.y.z, a new minor;
+     the part Cargo's SemVer reads as incompatible),
+  2. say in helm/ratchet/README.md how to upgrade across it (e.g. `kubectl delete
+     statefulset <name> --cascade=orphan` before `helm upgrade`),
+  3. run `python3 helm/check.py immutable --update` and commit
+     {IMMUTABLE_FILE.relative_to(CHART.parent.parent)} with the change."""
+
+
+def check_immutable(rendered: Rendered, stage: Findings) -> str:
+    """The upgrade check: the immutable fields rendered now against IMMUTABLE_FILE."""
+    current = immutable_fields(rendered)
+    objects = sum(len(release) for release in current.values())
+    name = IMMUTABLE_FILE.relative_to(CHART)
+    if not IMMUTABLE_FILE.exists():
+        stage.fail(f"{name} is missing: run `python3 helm/check.py immutable --update` and commit it")
+        return "no record"
+    recorded = json.loads(IMMUTABLE_FILE.read_text())
+    differences = immutable_differences(current, recorded)
+    breaking = [message for is_breaking, message in differences if is_breaking]
+    additions = [message for is_breaking, message in differences if not is_breaking]
+    for message in breaking:
+        stage.fail(message)
+    if breaking:
+        stage.fail(IMMUTABLE_HOWTO)
+    for message in additions:
+        stage.fail(message)
+    if additions and not breaking:
+        stage.fail(f"{name} lacks new objects only (no chart version bump needed): run `python3 helm/check.py immutable --update` and commit it")
+    return f"immutable fields of {objects} objects in {len(current)} releases vs {name} (recorded at chart {recorded.get('chartVersion')})"
+
+
+def update_immutable() -> int:
+    """`check.py immutable --update`: records the immutable fields as rendered now. A change
+    to a recorded field needs the chart's version raised incompatibly since the record."""
+    chart = helm.Chart.load(str(CHART))
+    current = immutable_fields(render_all(chart))
+    name = IMMUTABLE_FILE.relative_to(CHART.parent.parent)
+    if IMMUTABLE_FILE.exists():
+        recorded = json.loads(IMMUTABLE_FILE.read_text())
+        breaking = [message for is_breaking, message in immutable_differences(current, recorded) if is_breaking]
+        if breaking and not breaking_part(chart.version) > breaking_part(recorded["chartVersion"]):
+            for message in breaking:
+                print(f"  {message}", file=sys.stderr)
+            print(
+                f"helm/check.py: not updating {name}: the changes above break `helm upgrade`, and the chart's "
+                f"version {chart.version} is not an incompatible bump of {recorded['chartVersion']} (recorded).\n{IMMUTABLE_HOWTO}",
+                file=sys.stderr,
+            )
+            return 1
+        if not immutable_differences(current, recorded):
+            print(f"{name}: up to date")
+            return 0
+    record = {
+        "comment": [
+            "Fields that Kubernetes does not change in place, as helm/check.py renders them for",
+            "each release of its value sets. check.py fails when a change alters one; update with",
+            "`python3 helm/check.py immutable --update`, which needs an incompatible chart version",
+            "bump for a changed or removed field (see helm/ratchet/README.md, Upgrades).",
+        ],
+        "chartVersion": chart.version,
+        "fields": {kind: paths for kind, paths in IMMUTABLE_FIELDS.items()},
+        "releases": current,
+    }
+    IMMUTABLE_FILE.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"{name}: recorded {sum(len(r) for r in current.values())} objects of {len(current)} releases at chart {chart.version}")
+    return 0
+
+
+def documented_skips() -> set[str]:
+    """Check ids in the chart README's table of accepted checkov findings."""
+    return set(re.findall(r"^\|\s*`?(CKV2?_K8S_\d+)`?\s*\|", CHART_README.read_text(), re.MULTILINE))
+
+
+def check_checkov(rendered: Rendered, stage: Findings) -> str:
+    """checkov's Kubernetes checks over every rendered object; findings listed in
+    CHECKOV_SKIPS (each explained in the chart README) are accepted."""
+    if not CHECKOV.exists():
+        stage.fail(f"checkov is missing ({CHECKOV}): run deploy/install-deps.sh test, which installs it in that virtualenv")
+        return "checkov missing"
+    skips = yaml.safe_load(CHECKOV_SKIPS.read_text()) or []
+    listed = {skip["id"] for skip in skips}
+    documented = documented_skips()
+    for check_id in sorted(listed - documented):
+        stage.fail(f"{CHECKOV_SKIPS.name} skips {check_id}, but helm/ratchet/README.md does not say why")
+    for check_id in sorted(documented - listed):
+        stage.fail(f"helm/ratchet/README.md explains skipping {check_id}, which {CHECKOV_SKIPS.name} does not skip")
+    with tempfile.TemporaryDirectory(prefix="ratchet-checkov-") as tmp:
+        for (value_set, release), objects in rendered.items():
+            directory = Path(tmp) / value_set / release
+            directory.mkdir(parents=True)
+            for index, (_, document) in enumerate(objects):
+                path = directory / f"{index:02d}-{document['kind']}-{document['metadata']['name']}.yaml"
+                path.write_text(yaml.safe_dump(document, sort_keys=False))
+        run = subprocess.run(
+            [str(CHECKOV), "--directory", tmp, "--framework", "kubernetes", "--skip-download", "--output", "json", "--compact"],
+            capture_output=True,
+            text=True,
+        )
+        try:
+            reports = json.loads(run.stdout)
+        except json.JSONDecodeError:
+            stage.fail(f"checkov exited {run.returncode} without a JSON report: {(run.stderr or run.stdout).strip()[-2000:]}")
+            return "checkov failed"
+    reports = reports if isinstance(reports, list) else [reports]
+    passed = accepted = failed = 0
+    used: set[tuple[str, str]] = set()
+    for report in reports:
+        passed += report.get("summary", {}).get("passed", 0)
+        for finding in report.get("results", {}).get("failed_checks", []):
+            kind, _, name = finding["resource"].partition(".")
+            name = name.rpartition(".")[2] if "." in name else name
+            resource = f"{kind}/{name}"
+            release = "/".join(Path(finding["file_path"]).parts[1:3])
+            match = next(
+                ((skip["id"], pattern) for skip in skips for pattern in skip["resources"] if skip["id"] == finding["check_id"] and fnmatch.fnmatchcase(resource, pattern)),
+                None,
+            )
+            if match:
+                used.add(match)
+                accepted += 1
+            else:
+                failed += 1
+                stage.fail(f"{finding['check_id']} ({finding['check_name']}): {resource} in {release}")
+    for skip in skips:
+        for pattern in skip["resources"]:
+            if (skip["id"], pattern) not in used:
+                stage.fail(f"{CHECKOV_SKIPS.name} accepts {skip['id']} for {pattern}, which no longer fails: remove it (and its README row)")
+    version = subprocess.run([str(CHECKOV), "--version"], capture_output=True, text=True).stdout.strip()
+    return f"checkov {version}: {passed} passed, {accepted} accepted ({CHECKOV_SKIPS.relative_to(CHART)}), {failed} failed"
+
+
 def check_all() -> int:
     chart = helm.Chart.load(str(CHART))
     print(f"chart {chart.name} {chart.version} (Helm SDK {helm.helm_sdk_version()}), Kubernetes schemas {KUBE_VERSION}")
     rows = []
     failed = 0
     notes: dict[str, list[str]] = {}  # note -> where, printed once at the end
+    rendered: Rendered = {}
     for value_set in VALUE_SETS:
         facts = {}
         for release in value_set.releases:
@@ -358,6 +680,7 @@ def check_all() -> int:
                 values = load_values(release.values_files)
                 lint_verdict = lint(release, values, findings)
                 objects = objects_of(render(chart, release.name, release.namespace, values))
+                rendered[(value_set.name, release.name)] = objects
                 validated, skipped = validate(objects, findings)
                 facts[release.name] = check_invariants(release, values, objects, findings)
             except helm.HelmError as error:
@@ -386,11 +709,32 @@ def check_all() -> int:
     for row in [header] + rows:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
     releases = sum(1 for row in rows if row[1] != "(layout)")
+
+    # Checks of the chart as a whole, over what the releases above rendered.
+    stages = []
+    if not failed:
+        for name, run in [
+            ("alerts", lambda stage: check_alerts(rendered, stage)),
+            ("upgrade", lambda stage: check_immutable(rendered, stage)),
+            ("checkov", lambda stage: check_checkov(rendered, stage)),
+        ]:
+            stage = Findings()
+            detail = run(stage)
+            for failure in stage.failures:
+                print(f"  FAIL  {name}: {failure}")
+            failed += bool(stage.failures)
+            stages.append((name, detail, "FAIL" if stage.failures else "ok"))
+    print()
+    for name, detail, verdict in stages:
+        print(f"{name:<8}  {verdict:<4}  {detail}")
     print()
     if failed:
-        print(f"chart check FAILED: {failed} of {len(rows)} rows failed")
+        print(f"chart check FAILED: {failed} of {len(rows) + len(stages)} rows and checks failed")
         return 1
-    print(f"chart check ok: {len(VALUE_SETS)} value sets, {releases} releases linted, rendered and validated")
+    print(
+        f"chart check ok: {len(VALUE_SETS)} value sets, {releases} releases linted, rendered and validated; "
+        f"{', '.join(name for name, _, _ in stages)} ok"
+    )
     return 0
 
 
@@ -529,7 +873,11 @@ def main() -> int:
     pods_parser.add_argument("--release", default="ratchet")
     pods_parser.add_argument("--namespace", default="ratchet")
     pods_parser.add_argument("--cluster-domain", default="cluster.local")
+    immutable_parser = commands.add_parser("immutable", help="record the fields Kubernetes cannot change in place")
+    immutable_parser.add_argument("--update", action="store_true", required=True, help=f"rewrite {IMMUTABLE_FILE.name}")
     arguments = parser.parse_args()
+    if arguments.command == "immutable":
+        return update_immutable()
     if arguments.command == "pods":
         try:
             return pods(arguments)

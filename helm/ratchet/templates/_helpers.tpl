@@ -48,6 +48,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{- define "ratchet.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- with .Values.image.digest }}@{{ . }}{{ end -}}
 {{- end -}}
 
 {{- define "ratchet.serviceAccountName" -}}
@@ -242,6 +243,21 @@ release (scale-up pods may already be members), as host:port,...; the script ski
 
 {{- define "ratchet.edge.name" -}}
 {{- printf "%s-edge" (include "ratchet.fullname" .) -}}
+{{- end -}}
+
+{{/*
+The edge's readiness path: edge.readinessProbe.path when set; otherwise /readyz (ready to
+enforce), or /healthz when the edge fails open (config.accept_without_verdict), so that a
+decider outage does not take every edge out of the Service at once.
+*/}}
+{{- define "ratchet.edge.readinessPath" -}}
+{{- if .Values.edge.readinessProbe.path -}}
+{{- .Values.edge.readinessProbe.path -}}
+{{- else if .Values.edge.config.accept_without_verdict -}}
+/healthz
+{{- else -}}
+/readyz
+{{- end -}}
 {{- end -}}
 
 {{/* The edge's grace period: longer than the preStop sleep and the drain together. */}}
