@@ -19,11 +19,19 @@ async fn committed_first_seen(node: &common::cluster::DeciderProcess, client_ip:
     let mut decision = node.decision().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let reply = decision.decide(decide_request(client_ip, fqdn, OUT_OF_DATE)).await.unwrap().into_inner();
+        let reply = decision
+            .decide(decide_request(client_ip, fqdn, OUT_OF_DATE))
+            .await
+            .unwrap()
+            .into_inner();
         if reply.first_seen_unix_ms != 0 {
             return reply.first_seen_unix_ms;
         }
-        assert!(Instant::now() < deadline, "{}: the first sighting of {fqdn} was never committed", node.name);
+        assert!(
+            Instant::now() < deadline,
+            "{}: the first sighting of {fqdn} was never committed",
+            node.name
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -198,7 +206,10 @@ async fn bad_requests_name_the_field_and_change_nothing() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((nameless.verdict(), nameless.status()), (pb::Verdict::Accept, pb::BuildStatus::Unidentified));
+    assert_eq!(
+        (nameless.verdict(), nameless.status()),
+        (pb::Verdict::Accept, pb::BuildStatus::Unidentified)
+    );
     // Refusals at apply (end_pause) write an entry but change no state; none of the others
     // reached the log.
     let applied_after = node.status().await.unwrap().last_applied_index;
@@ -279,7 +290,11 @@ async fn concurrent_first_sightings_agree_everywhere() {
         for i in (0..SERVERS).step_by(97) {
             let fqdn = format!("exch{i}.bear.local");
             let at = committed_first_seen(node, "127.0.0.5", &fqdn).await;
-            assert_eq!(*committed.entry(fqdn.clone()).or_insert(at), at, "{fqdn}: nodes disagree on first-seen");
+            assert_eq!(
+                *committed.entry(fqdn.clone()).or_insert(at),
+                at,
+                "{fqdn}: nodes disagree on first-seen"
+            );
         }
     }
     for answer in &answers {

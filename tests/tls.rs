@@ -297,6 +297,37 @@ async fn ctl_and_edges_present_their_certificates() {
         String::from_utf8_lossy(&listed.stderr)
     );
 
+    // Every admin write is in the audit trail with who made it, refusals included.
+    let refused = ctl(&operator, &["connector", "add", "--tenant", "nobody", "--cidr", "10.1.0.0/16"]);
+    assert!(!refused.status.success());
+    let audit = ctl(&viewer, &["--json", "audit"]);
+    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
+    let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    let lines: Vec<(String, String, String)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_owned(),
+                e["action"].as_str().unwrap().to_owned(),
+                e["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let op = "spiffe://ratchet.local/operator/op".to_owned();
+    assert!(lines.contains(&(op.clone(), "tenant add acme".into(), "ok".into())), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|(who, what, outcome)| *who == op && what.starts_with("connector add 10.1.0.0/16") && outcome.starts_with("refused: ")),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|(_, what, _)| what.contains("evil")),
+        "a call refused for its role never ran: {lines:?}"
+    );
+
     // The pages over HTTPS: probes open, reports for viewers, the pause form for operators.
     let http = cluster.nodes[0].http;
     let curl = |files: Option<&TlsFiles>, method: &str, path: &str| -> String {

@@ -50,6 +50,16 @@ pub async fn run(env: &Env, settings: &Settings) -> anyhow::Result<serde_json::V
 }
 
 /// Imports `count` servers named `srv{i}.bench.local` into `tenant`, `clients` at a time.
+/// An import of one out-of-date server of tenant `bench`, first seen at `first_seen`.
+pub fn import_request(server_fqdn: String, first_seen: &str) -> pb::ImportServerRequest {
+    pb::ImportServerRequest {
+        tenant: "bench".into(),
+        server_fqdn,
+        build: OUT_OF_DATE_BUILD.into(),
+        first_seen: first_seen.to_owned(),
+    }
+}
+
 pub async fn import_servers(node: &Decider, tenant: &str, count: u64, clients: usize) -> anyhow::Result<load::LoadResult> {
     let admin = AdminClient::new(node.channel().await?);
     let first_seen = (chrono::Utc::now() - chrono::TimeDelta::days(1)).to_rfc3339();
@@ -58,9 +68,7 @@ pub async fn import_servers(node: &Decider, tenant: &str, count: u64, clients: u
         let mut admin = admin.clone();
         let request = pb::ImportServerRequest {
             tenant: tenant.clone(),
-            server_fqdn: format!("srv{i}.bench.local"),
-            build: OUT_OF_DATE_BUILD.into(),
-            first_seen: first_seen.clone(),
+            ..import_request(format!("srv{i}.bench.local"), &first_seen)
         };
         async move {
             admin.import_server(request).await?;

@@ -1,8 +1,8 @@
 //! `failover_ms`: from kill -9 of the leader of a three-node group (default timeouts:
 //! heartbeat 150 ms, election timeout 500-1000 ms) to the first acknowledged write.
 //!
-//! Writers (two per follower, each on its own connection) Decide new servers back to back
-//! (each a consensus write, forwarded by the follower to the leader). The leader is
+//! Writers (two per follower, each on its own connection) import new servers back to back
+//! (each an acknowledged consensus write, forwarded by the follower to the leader). The leader is
 //! killed; the failover time is from the kill to the first acknowledgement of a write
 //! sent after it (a reply already in flight at the kill may be the old leader's; a
 //! request stuck on the dead leader fails at once, as its connection is reset). The
@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use ratchet_proto::v1::decision_client::DecisionClient;
+use ratchet_proto::v1::admin_client::AdminClient;
 use serde_json::json;
 
-use crate::decide::CLIENT_IP;
+use crate::decide::import_request;
 use crate::load::round;
-use crate::procs::{add_tenant, decide_request, Cluster, Env, OUT_OF_DATE_BUILD};
+use crate::procs::{add_tenant, Cluster, Env};
 use crate::Settings;
 
 pub async fn run(env: &Env, settings: &Settings) -> anyhow::Result<serde_json::Value> {
@@ -27,6 +27,7 @@ pub async fn run(env: &Env, settings: &Settings) -> anyhow::Result<serde_json::V
     let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
     add_tenant(&cluster.nodes[leader], "bench", "10.0.0.0/8").await?;
     let sequence = Arc::new(AtomicU64::new(0));
+    let first_seen = (chrono::Utc::now() - chrono::TimeDelta::days(1)).to_rfc3339();
     let mut trials = Vec::new();
     for _ in 0..settings.failover_trials {
         let leader = cluster.wait_leader(Duration::from_secs(60)).await?;
@@ -39,16 +40,17 @@ pub async fn run(env: &Env, settings: &Settings) -> anyhow::Result<serde_json::V
         let stop = Arc::new(AtomicBool::new(false));
         let mut writers = Vec::new();
         for &follower in followers.iter().chain(followers.iter()) {
-            let mut client = DecisionClient::new(cluster.nodes[follower].channel().await?);
+            let mut client = AdminClient::new(cluster.nodes[follower].channel().await?);
             let (acks, stop, sequence) = (acks.clone(), stop.clone(), sequence.clone());
+            let first_seen = first_seen.clone();
             writers.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let n = sequence.fetch_add(1, Ordering::Relaxed);
-                    let request = decide_request(CLIENT_IP, format!("fo{n}.bench.local"), OUT_OF_DATE_BUILD);
+                    let request = import_request(format!("fo{n}.bench.local"), &first_seen);
                     let sent = Instant::now();
-                    match client.decide(request).await {
-                        Ok(reply) if reply.get_ref().first_seen_unix_ms != 0 => acks.lock().unwrap().push((sent, Instant::now())),
-                        _ => tokio::time::sleep(Duration::from_millis(5)).await,
+                    match client.import_server(request).await {
+                        Ok(_) => acks.lock().unwrap().push((sent, Instant::now())),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
                     }
                 }
             }));

@@ -11,6 +11,7 @@ use ratchet_proto::v1::admin_server::Admin;
 use ratchet_store::{Applied, Command};
 use tonic::{Request, Response, Status};
 
+use crate::authorize::actor_of;
 use crate::proposer::Proposer;
 use crate::report::tenant_report;
 
@@ -74,8 +75,9 @@ impl AdminService {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn add_tenant(&self, request: Request<pb::AddTenantRequest>) -> Result<Response<pb::AddTenantResponse>, Status> {
+        let actor = actor_of(&request);
         let name = key(&request.into_inner().name);
-        match self.proposer.propose(Command::AddTenant { name }).await? {
+        match self.proposer.propose_as(actor, Command::AddTenant { name }).await? {
             Applied::TenantAdded { created } => Ok(Response::new(pb::AddTenantResponse { created })),
             other => Err(unexpected(other)),
         }
@@ -99,6 +101,7 @@ impl Admin for AdminService {
     }
 
     async fn add_connector(&self, request: Request<pb::AddConnectorRequest>) -> Result<Response<pb::AddConnectorResponse>, Status> {
+        let actor = actor_of(&request);
         let request = request.into_inner();
         let cidr = parse_cidr(&request.cidr)?;
         let cert_name = Some(request.cert_name.trim().to_owned()).filter(|name| !name.is_empty());
@@ -107,7 +110,7 @@ impl Admin for AdminService {
             cidr,
             cert_name,
         };
-        match self.proposer.propose(command).await? {
+        match self.proposer.propose_as(actor, command).await? {
             Applied::ConnectorAdded { created } => Ok(Response::new(pb::AddConnectorResponse { created })),
             other => Err(unexpected(other)),
         }
@@ -120,6 +123,7 @@ impl Admin for AdminService {
     }
 
     async fn import_server(&self, request: Request<pb::ImportServerRequest>) -> Result<Response<pb::ImportServerResponse>, Status> {
+        let actor = actor_of(&request);
         let request = request.into_inner();
         let first_seen = parse_instant("first_seen", &request.first_seen)?;
         let command = Command::ImportServer {
@@ -128,7 +132,7 @@ impl Admin for AdminService {
             build: request.build.trim().to_owned(),
             first_seen,
         };
-        match self.proposer.propose(command).await? {
+        match self.proposer.propose_as(actor, command).await? {
             Applied::Server { entry } => {
                 let first_seen = entry.record.episode.map(|e| rfc3339(e.first_seen)).unwrap_or_default();
                 Ok(Response::new(pb::ImportServerResponse {
@@ -144,12 +148,13 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::DecommissionServerRequest>,
     ) -> Result<Response<pb::DecommissionServerResponse>, Status> {
+        let actor = actor_of(&request);
         let request = request.into_inner();
         let command = Command::Decommission {
             tenant: key(&request.tenant),
             server_fqdn: key(&request.server_fqdn),
         };
-        self.proposer.propose(command).await?;
+        self.proposer.propose_as(actor, command).await?;
         Ok(Response::new(pb::DecommissionServerResponse { removed: true }))
     }
 
@@ -162,6 +167,7 @@ impl Admin for AdminService {
     }
 
     async fn pause(&self, request: Request<pb::PauseRequest>) -> Result<Response<pb::PauseResponse>, Status> {
+        let actor = actor_of(&request);
         let request = request.into_inner();
         // Every pause carries a request id, so that no retry can charge it twice.
         let request_id = Some(request.request_id)
@@ -172,7 +178,7 @@ impl Admin for AdminService {
             days: request.days,
             request_id: Some(request_id),
         };
-        match self.proposer.propose(command).await? {
+        match self.proposer.propose_as(actor, command).await? {
             Applied::Paused { grant } => Ok(Response::new(pb::PauseResponse {
                 days: grant.days,
                 paused_from: rfc3339(grant.paused_from),
@@ -184,10 +190,11 @@ impl Admin for AdminService {
     }
 
     async fn end_pause(&self, request: Request<pb::EndPauseRequest>) -> Result<Response<pb::EndPauseResponse>, Status> {
+        let actor = actor_of(&request);
         let command = Command::EndPause {
             tenant: key(&request.into_inner().tenant),
         };
-        match self.proposer.propose(command).await? {
+        match self.proposer.propose_as(actor, command).await? {
             Applied::PauseEnded {
                 ended_at,
                 refunded_days,
@@ -233,21 +240,30 @@ impl Admin for AdminService {
     }
 
     async fn set_policy(&self, request: Request<pb::SetPolicyRequest>) -> Result<Response<pb::SetPolicyResponse>, Status> {
+        let actor = actor_of(&request);
         let policy = Policy::from_toml(&request.into_inner().policy_toml).map_err(|e| Status::invalid_argument(format!("policy: {e}")))?;
-        match self.proposer.propose(Command::SetPolicy { policy: Box::new(policy) }).await? {
+        match self
+            .proposer
+            .propose_as(actor, Command::SetPolicy { policy: Box::new(policy) })
+            .await?
+        {
             Applied::PolicySet { version } => Ok(Response::new(pb::SetPolicyResponse { version })),
             other => Err(unexpected(other)),
         }
     }
 
     async fn set_webhook(&self, request: Request<pb::SetWebhookRequest>) -> Result<Response<pb::SetWebhookResponse>, Status> {
+        let actor = actor_of(&request);
         let request = request.into_inner();
         let url = Some(request.url.trim().to_owned()).filter(|url| !url.is_empty());
         self.proposer
-            .propose(Command::SetWebhook {
-                tenant: key(&request.tenant),
-                url,
-            })
+            .propose_as(
+                actor,
+                Command::SetWebhook {
+                    tenant: key(&request.tenant),
+                    url,
+                },
+            )
             .await?;
         Ok(Response::new(pb::SetWebhookResponse {}))
     }
@@ -276,5 +292,31 @@ impl Admin for AdminService {
             events,
             webhook_url: tenant.webhook_url.unwrap_or_default(),
         }))
+    }
+
+    async fn list_audit(&self, request: Request<pb::ListAuditRequest>) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let request = request.into_inner();
+        self.proposer.read_barrier().await?;
+        let tenant = Some(key(&request.tenant)).filter(|t| !t.is_empty());
+        let since = (request.since_unix_ms != 0)
+            .then(|| DateTime::<Utc>::from_timestamp_millis(request.since_unix_ms))
+            .flatten();
+        let records = self
+            .proposer
+            .view
+            .audit(tenant.as_deref(), since)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let entries = records
+            .into_iter()
+            .map(|record| pb::AuditEntry {
+                index: record.index,
+                at_unix_ms: record.at.timestamp_millis(),
+                actor: record.actor,
+                action: record.action,
+                tenant: record.tenant.unwrap_or_default(),
+                outcome: record.outcome,
+            })
+            .collect();
+        Ok(Response::new(pb::ListAuditResponse { entries }))
     }
 }

@@ -23,7 +23,7 @@ pub fn role_needed(path: &str) -> Option<Role> {
         "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection" => Some(Role::Viewer),
         "ratchet.v1.Decision" => Some(Role::Edge),
         "ratchet.v1.Admin" => Some(match method {
-            "ListTenants" | "ListConnectors" | "Report" | "ListPauses" | "GetPolicy" | "ListEvents" => Role::Viewer,
+            "ListTenants" | "ListConnectors" | "Report" | "ListPauses" | "GetPolicy" | "ListEvents" | "ListAudit" => Role::Viewer,
             "SetPolicy" => Role::Admin,
             // AddTenant, AddConnector, ImportServer, DecommissionServer, Pause, EndPause,
             // SetWebhook, and any method added later until it is placed here.
@@ -54,6 +54,27 @@ fn refusal(path: &str, caller: Option<&Caller>) -> Option<Status> {
             "{path} needs role {needed}; the caller is {identity} (role {})",
             identity.role
         ))),
+    }
+}
+
+/// Whether another decider made the call (one passing on a call it received, whose own
+/// node has recorded it in the audit trail already).
+pub fn from_peer<T>(request: &tonic::Request<T>) -> bool {
+    matches!(request.extensions().get::<Caller>(), Some(Caller { identity: Some(identity), .. }) if identity.role == Role::Peer)
+}
+
+/// Who made a call, in words for the audit trail: the certificate's SPIFFE ID, or the
+/// address of a caller on a plaintext listener.
+pub fn actor_of<T>(request: &tonic::Request<T>) -> String {
+    match request.extensions().get::<Caller>() {
+        Some(Caller {
+            identity: Some(identity), ..
+        }) => identity.spiffe_id(),
+        Some(Caller { remote, identity: None }) => format!("unauthenticated {}", remote.ip()),
+        None => match request.remote_addr() {
+            Some(remote) => format!("plaintext {}", remote.ip()),
+            None => "unknown".into(),
+        },
     }
 }
 

@@ -12,17 +12,42 @@ use ratchet_store::{Node, NodeId};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use ratchet_store::Command;
+
+use crate::authorize::{actor_of, from_peer};
 use crate::identity::Identity;
 use crate::peers::{leader, Leader, Peers};
+use crate::proposer::Proposer;
 use crate::status::cluster_status;
 
 pub struct ClusterService {
     pub raft: Raft,
     pub identity: Identity,
     pub peers: Peers,
+    /// For the audit trail of membership changes.
+    pub proposer: Proposer,
 }
 
 impl ClusterService {
+    /// Records a membership change in the audit trail, on the node the operator called (a
+    /// call passed on to the leader is recorded where it came in).
+    async fn audited<T, R>(&self, request: &Request<R>, action: String, outcome: Result<T, Status>) -> Result<T, Status> {
+        if !from_peer(request) {
+            let note = Command::Audit {
+                action,
+                tenant: None,
+                outcome: match &outcome {
+                    Ok(_) => "ok".to_owned(),
+                    Err(status) => format!("refused: {}", status.message()),
+                },
+            };
+            if let Err(error) = self.proposer.propose_as(actor_of(request), note).await {
+                tracing::warn!(%error, "a membership change could not be recorded in the audit trail");
+            }
+        }
+        outcome
+    }
+
     /// The leader's cluster service, or `None` when this node leads.
     fn leader_elsewhere(&self) -> Result<Option<ClusterClient<Channel>>, Status> {
         match leader(&self.raft)? {
@@ -68,7 +93,26 @@ impl Cluster for ClusterService {
     }
 
     async fn add_learner(&self, request: Request<pb::AddLearnerRequest>) -> Result<Response<pb::AddLearnerResponse>, Status> {
-        let request = request.into_inner();
+        let action = format!("cluster add-learner {} {}", request.get_ref().name, request.get_ref().address);
+        let outcome = self.add_learner_here(request.get_ref().clone()).await;
+        self.audited(&request, action, outcome).await
+    }
+
+    async fn promote(&self, request: Request<pb::PromoteRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+        let action = format!("cluster promote {}", request.get_ref().name);
+        let outcome = self.promote_here(request.get_ref().clone()).await;
+        self.audited(&request, action, outcome).await
+    }
+
+    async fn remove(&self, request: Request<pb::RemoveRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+        let action = format!("cluster remove {}", request.get_ref().name);
+        let outcome = self.remove_here(request.get_ref().clone()).await;
+        self.audited(&request, action, outcome).await
+    }
+}
+
+impl ClusterService {
+    async fn add_learner_here(&self, request: pb::AddLearnerRequest) -> Result<Response<pb::AddLearnerResponse>, Status> {
         if request.name.trim().is_empty() || request.address.trim().is_empty() {
             return Err(Status::invalid_argument("name and address: both are required"));
         }
@@ -99,20 +143,20 @@ impl Cluster for ClusterService {
         Ok(Response::new(pb::AddLearnerResponse { id: identity.id }))
     }
 
-    async fn promote(&self, request: Request<pb::PromoteRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+    async fn promote_here(&self, request: pb::PromoteRequest) -> Result<Response<pb::MembershipResponse>, Status> {
         if let Some(mut leader) = self.leader_elsewhere()? {
-            return leader.promote(request.into_inner()).await;
+            return leader.promote(request).await;
         }
-        let id = self.node_id_by_name(&request.into_inner().name)?;
+        let id = self.node_id_by_name(&request.name)?;
         self.change(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
         Ok(Response::new(self.membership()))
     }
 
-    async fn remove(&self, request: Request<pb::RemoveRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+    async fn remove_here(&self, request: pb::RemoveRequest) -> Result<Response<pb::MembershipResponse>, Status> {
         if let Some(mut leader) = self.leader_elsewhere()? {
-            return leader.remove(request.into_inner()).await;
+            return leader.remove(request).await;
         }
-        let id = self.node_id_by_name(&request.into_inner().name)?;
+        let id = self.node_id_by_name(&request.name)?;
         let is_voter = self
             .raft
             .metrics()

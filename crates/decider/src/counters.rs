@@ -99,7 +99,9 @@ impl CounterBuffer {
                 Err(WriteError::NotMade(_) | WriteError::Indeterminate(_)) => {
                     return tracing::warn!("counter flush still not confirmed; sending it again with the next one");
                 }
-                Err(WriteError::Refused(refusal)) => tracing::error!(%refusal, "counter flush refused; its counts are lost"),
+                Err(WriteError::Invalid(refusal) | WriteError::Refused(refusal)) => {
+                    tracing::error!(%refusal, "counter flush refused; its counts are lost")
+                }
                 Ok(_) => {}
             }
             *unsure = None;
@@ -114,7 +116,9 @@ impl CounterBuffer {
             };
             match proposer.propose(flush.clone()).await {
                 Ok(_) => {}
-                Err(WriteError::Refused(refusal)) => tracing::error!(%refusal, "counter flush refused; its counts are lost"),
+                Err(WriteError::Invalid(refusal) | WriteError::Refused(refusal)) => {
+                    tracing::error!(%refusal, "counter flush refused; its counts are lost")
+                }
                 Err(error) => {
                     tracing::warn!(servers = batch.len(), %error, "counter flush not confirmed; it will be sent again as it is");
                     *unsure = Some(flush);

@@ -273,11 +273,14 @@ async fn serve_grpc(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(DecisionServer::new(decision))
-        .add_service(AdminServer::new(AdminService { proposer }))
+        .add_service(AdminServer::new(AdminService {
+            proposer: proposer.clone(),
+        }))
         .add_service(ClusterServer::new(ClusterService {
             raft: raft.clone(),
             identity,
             peers,
+            proposer,
         }))
         .add_service(
             RaftServer::new(raft_service)

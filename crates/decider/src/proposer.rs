@@ -80,7 +80,10 @@ impl Codec for ProposeOutcome {
 /// Why a write did not succeed, told apart by what the caller may do next.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    /// Refused by validation or by apply: nothing was written, and asking again is futile.
+    /// Refused before it reached the log (bad input, unknown tenant): asking again is futile.
+    #[error("{0}")]
+    Invalid(CommandError),
+    /// Refused by apply: it is in the log, changed nothing, and asking again is futile.
     #[error("{0}")]
     Refused(#[from] CommandError),
     /// Certainly not written (no leader in time): safe to try again.
@@ -94,10 +97,21 @@ pub enum WriteError {
 impl From<WriteError> for Status {
     fn from(error: WriteError) -> Status {
         match error {
-            WriteError::Refused(refusal) => command_status(refusal),
+            WriteError::Invalid(refusal) | WriteError::Refused(refusal) => command_status(refusal),
             WriteError::NotMade(reason) | WriteError::Indeterminate(reason) => Status::unavailable(reason),
         }
     }
+}
+
+/// Cut to what an audit note may hold (user input may be long: it may be why it was refused).
+fn truncated(mut text: String) -> String {
+    let max = ratchet_store::command::MAX_MESSAGE_LEN;
+    if text.len() > max {
+        let cut = (0..=max - 3).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
 }
 
 pub fn command_status(error: CommandError) -> Status {
@@ -115,23 +129,49 @@ impl Proposer {
         self.clock.now()
     }
 
-    /// Validates and commits a command, wherever the leader is.
-    #[tracing::instrument(name = "raft.propose", skip_all)]
+    /// Validates and commits one of the system's own writes (sightings, counts, notices),
+    /// wherever the leader is.
     pub async fn propose(&self, command: Command) -> Result<Applied, WriteError> {
-        command.validate(self.clock.now())?;
+        self.propose_by(None, command).await
+    }
+
+    /// Validates and commits an admin write asked for by `actor` (see
+    /// `authorize::actor_of`), recorded in the audit trail with its outcome, whether apply
+    /// or validation refuses it.
+    pub async fn propose_as(&self, actor: String, command: Command) -> Result<Applied, WriteError> {
+        let (action, tenant) = (command.describe(), command.target_tenant().map(str::to_owned));
+        let outcome = self.propose_by(Some(actor.clone()), command).await;
+        if let Err(WriteError::Invalid(refusal)) = &outcome {
+            let note = Command::Audit {
+                action: truncated(action),
+                tenant: tenant.filter(|t| t.len() <= ratchet_store::command::MAX_TENANT_LEN),
+                outcome: truncated(format!("refused: {refusal}")),
+            };
+            if let Err(error) = self.propose_by(Some(actor), note).await {
+                tracing::warn!(%error, "a refused request could not be recorded in the audit trail");
+            }
+        }
+        outcome
+    }
+
+    #[tracing::instrument(name = "raft.propose", skip_all)]
+    async fn propose_by(&self, actor: Option<String>, command: Command) -> Result<Applied, WriteError> {
+        command.validate(self.clock.now()).map_err(WriteError::Invalid)?;
         // Refused here rather than at apply, so that it does not even reach the log. This
         // node may not have applied the write that created the tenant yet: it catches up
         // with the leader before it refuses. Apply checks again in any case.
         if let Some(tenant) = command.target_tenant().filter(|name| !self.view.tenants().contains_key(*name)) {
             let _ = self.read_barrier().await;
             if !self.view.tenants().contains_key(tenant) {
-                return Err(CommandError::unknown_tenant(tenant).into());
+                return Err(WriteError::Invalid(CommandError::unknown_tenant(tenant)));
             }
         }
         let deadline = Instant::now() + self.write_timeout;
         loop {
-            let (outcome, made) = match self.propose_here(command.clone()).await {
-                ProposeOutcome::NotLeader { leader: Some(leader) } => (self.forward(&leader, &command).await, WriteOutcome::Forwarded),
+            let (outcome, made) = match self.propose_here(command.clone(), actor.clone()).await {
+                ProposeOutcome::NotLeader { leader: Some(leader) } => {
+                    (self.forward(&leader, &command, actor.as_deref()).await, WriteOutcome::Forwarded)
+                }
                 here => (here, WriteOutcome::Proposed),
             };
             match outcome {
@@ -158,7 +198,7 @@ impl Proposer {
     /// The request carries this span's trace context, so that its apply joins the trace
     /// (see `ratchet_store::state_machine`); on a forwarded write that span is the child of
     /// the follower's, whose context came in the call's metadata.
-    pub async fn propose_here(&self, command: Command) -> ProposeOutcome {
+    pub async fn propose_here(&self, command: Command, actor: Option<String>) -> ProposeOutcome {
         if let Some(fault) = self.freshness.clock_fault() {
             // It is stepping aside (see `skew`): let the caller wait for a leader whose clock is good.
             tracing::warn!(%fault, "not proposing with a skewed clock");
@@ -174,6 +214,7 @@ impl Proposer {
                 at,
                 command,
                 trace_parent: ratchet_proto::trace_context::current_traceparent(),
+                actor,
             };
             timeout(self.write_timeout, self.raft.client_write(request)).await
         }
@@ -192,13 +233,14 @@ impl Proposer {
     }
 
     #[tracing::instrument(name = "raft.forward", skip_all, fields(otel.kind = "client", leader = %leader.name))]
-    async fn forward(&self, leader: &Node, command: &Command) -> ProposeOutcome {
+    async fn forward(&self, leader: &Node, command: &Command, actor: Option<&str>) -> ProposeOutcome {
         let mut client = match self.peers.raft(&leader.address) {
             Ok(client) => client,
             Err(status) => return ProposeOutcome::Unavailable(status.message().to_owned()),
         };
         let mut call = tonic::Request::new(pb::ForwardRequest {
             command: Some(command.to_message()),
+            actor: actor.unwrap_or_default().to_owned(),
         });
         call.set_timeout(self.write_timeout);
         ratchet_proto::trace_context::inject(call.metadata_mut());

@@ -82,14 +82,13 @@ impl RaftRpc for RaftService {
         Ok(Response::new(answer.to_message()))
     }
 
+    /// A follower's write: validated and stamped here as a local one is. The actor is the
+    /// forwarding peer's word for who asked it, which a peer (and only a peer) may give.
     async fn forward(&self, request: Request<pb::ForwardRequest>) -> Result<Response<pb::ForwardResponse>, Status> {
-        let command: Command = decode(
-            request
-                .into_inner()
-                .command
-                .ok_or_else(|| Status::invalid_argument("command: missing"))?,
-        )?;
-        Ok(Response::new(self.proposer.propose_here(command).await.to_message()))
+        let request = request.into_inner();
+        let command: Command = decode(request.command.ok_or_else(|| Status::invalid_argument("command: missing"))?)?;
+        let actor = Some(request.actor).filter(|actor| !actor.is_empty());
+        Ok(Response::new(self.proposer.propose_here(command, actor).await.to_message()))
     }
 
     async fn read_index(&self, _request: Request<pb::ReadIndexRequest>) -> Result<Response<pb::ReadIndexResponse>, Status> {

@@ -72,6 +72,15 @@ enum CtlCommand {
         #[arg(long)]
         url: String,
     },
+    /// The audit trail: every admin write, who made it (from the certificate), and how it ended.
+    Audit {
+        /// Only this tenant's entries.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only entries at or after this instant (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// The replicated policy: show, set.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -516,6 +525,48 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     })
                     .collect();
                 table::print(&["AT", "KIND", "SERVER", "DELIVERED", "MESSAGE", "ID"], &rows);
+            }
+        }
+        CtlCommand::Audit { tenant, since } => {
+            let since_unix_ms = match since {
+                Some(text) => DateTime::parse_from_rfc3339(&text)
+                    .map_err(|e| anyhow!("--since: {text:?} is not an RFC 3339 instant: {e}"))?
+                    .timestamp_millis(),
+                None => 0,
+            };
+            let reply = admin
+                .list_audit(pb::ListAuditRequest {
+                    tenant: tenant.unwrap_or_default(),
+                    since_unix_ms,
+                })
+                .await
+                .map_err(refusal)?
+                .into_inner();
+            if json {
+                let entries: Vec<Value> = reply
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        json!({ "index": e.index, "at": date(e.at_unix_ms), "actor": e.actor, "action": e.action,
+                                "tenant": Some(&e.tenant).filter(|t| !t.is_empty()), "outcome": e.outcome })
+                    })
+                    .collect();
+                print_json(&json!({ "entries": entries }));
+            } else {
+                let rows: Vec<Vec<String>> = reply
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            date(e.at_unix_ms).unwrap_or_default(),
+                            e.actor.clone(),
+                            or_dash(&e.tenant),
+                            e.action.clone(),
+                            e.outcome.clone(),
+                        ]
+                    })
+                    .collect();
+                table::print(&["AT", "WHO", "TENANT", "WHAT", "OUTCOME"], &rows);
             }
         }
         CtlCommand::Webhook { tenant, url } => {

@@ -14,7 +14,7 @@ use ratchet_policy::products::{classify, BuildStatus};
 use ratchet_policy::{Episode, Policy, Sighting, SightingEffect, Timestamp};
 
 use crate::command::{Applied, Command, CommandError, ErrorKind, Notice, Observation, Response, ServerSighting};
-use crate::model::{flush_key, Connector, Counts, Event, EventKind, LastFlush, ServerEntry, Tenant};
+use crate::model::{flush_key, AuditRecord, Connector, Counts, Event, EventKind, LastFlush, ServerEntry, Tenant};
 use crate::rocks::{event_key, server_key, tenant_prefix, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_SERVERS};
 use crate::view::VersionedPolicy;
 
@@ -32,6 +32,8 @@ pub(crate) struct Txn<'a> {
     pub flushes: HashMap<u64, u64>,
     /// Events raised or updated by this batch, by key, in order (a later one wins).
     pub events: Vec<(Vec<u8>, Event)>,
+    /// Audit records of this batch's admin writes.
+    pub audit: Vec<AuditRecord>,
     /// The entry being applied and how many events it raised: event ids and keys derive from both.
     index: u64,
     events_raised: u32,
@@ -48,6 +50,7 @@ impl<'a> Txn<'a> {
             servers: HashMap::new(),
             flushes: HashMap::new(),
             events: Vec::new(),
+            audit: Vec::new(),
             index: 0,
             events_raised: 0,
         }
@@ -107,7 +110,32 @@ impl<'a> Txn<'a> {
             }),
             Command::Notify { notices } => self.notify(notices, at)?,
             Command::MarkDelivered { tenant, ids } => self.mark_delivered(&tenant, &ids)?,
+            Command::Audit { .. } => Ok(Applied::Nothing),
         })
+    }
+
+    /// Applies an admin write and records it in the audit trail with its outcome.
+    pub fn apply_audited(&mut self, index: u64, at: Timestamp, actor: String, command: Command) -> Result<Response, StoreError> {
+        let (action, tenant) = (command.describe(), command.target_tenant().map(str::to_owned));
+        let noted = match &command {
+            Command::Audit { tenant, outcome, .. } => Some((tenant.clone(), outcome.clone())),
+            _ => None,
+        };
+        let response = self.apply(index, at, command)?;
+        let (tenant, outcome) = match (noted, &response) {
+            (Some(noted), _) => noted,
+            (None, Ok(_)) => (tenant, "ok".to_owned()),
+            (None, Err(refusal)) => (tenant, format!("refused: {refusal}")),
+        };
+        self.audit.push(AuditRecord {
+            index,
+            at,
+            actor,
+            action,
+            tenant,
+            outcome,
+        });
+        Ok(response)
     }
 
     /// Raises an event of the entry being applied; its id is the entry's index and rank.

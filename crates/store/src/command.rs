@@ -38,6 +38,11 @@ pub struct Request {
     /// the command means; absent from entries written without tracing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_parent: Option<String>,
+    /// Who asked for it (an operator's certificate identity): set on admin writes, which
+    /// apply then records in the audit trail with their outcome; `None` for the system's
+    /// own writes (sightings, counts, notices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -99,6 +104,13 @@ pub enum Command {
     MarkDelivered {
         tenant: String,
         ids: Vec<String>,
+    },
+    /// An admin action that is not itself a command (a membership change, a request
+    /// refused before it reached the log): recorded in the audit trail, nothing else.
+    Audit {
+        action: String,
+        tenant: Option<String>,
+        outcome: String,
     },
 }
 
@@ -298,7 +310,8 @@ impl Command {
             | Command::Sight { .. }
             | Command::Observe { .. }
             | Command::SetPolicy { .. }
-            | Command::Notify { .. } => None,
+            | Command::Notify { .. }
+            | Command::Audit { .. } => None,
             Command::AddConnector { tenant, .. }
             | Command::ImportServer { tenant, .. }
             | Command::Decommission { tenant, .. }
@@ -380,6 +393,41 @@ impl Command {
                 })
             }
             Command::MarkDelivered { tenant, .. } => validate_tenant("tenant", tenant),
+            Command::Audit { action, tenant, outcome } => {
+                validate_nonempty("action", action, MAX_MESSAGE_LEN)?;
+                validate_len("outcome", outcome, MAX_MESSAGE_LEN)?;
+                tenant.as_deref().map_or(Ok(()), |t| validate_len("tenant", t, MAX_TENANT_LEN))
+            }
+        }
+    }
+
+    /// What the command does, in one line for the audit trail (no secrets in it).
+    pub fn describe(&self) -> String {
+        match self {
+            Command::AddTenant { name } => format!("tenant add {name}"),
+            Command::AddConnector { cidr, cert_name, .. } => match cert_name {
+                Some(name) => format!("connector add {cidr} cert_name={name}"),
+                None => format!("connector add {cidr}"),
+            },
+            Command::Sight { sightings } => format!("sight {} servers", sightings.len()),
+            Command::Observe { observations, .. } => format!("observe {} servers", observations.len()),
+            Command::ImportServer {
+                server_fqdn, first_seen, ..
+            } => format!("server import {server_fqdn} first_seen={}", first_seen.to_rfc3339()),
+            Command::Decommission { server_fqdn, .. } => format!("server decommission {server_fqdn}"),
+            Command::Pause { days, request_id, .. } => match request_id {
+                Some(id) => format!("pause {days} days request_id={id}"),
+                None => format!("pause {days} days"),
+            },
+            Command::EndPause { .. } => "pause end".into(),
+            Command::SetPolicy { .. } => "policy set".into(),
+            Command::SetWebhook { url, .. } => match url {
+                Some(url) => format!("webhook set {url}"),
+                None => "webhook off".into(),
+            },
+            Command::Notify { notices } => format!("notify {} notices", notices.len()),
+            Command::MarkDelivered { ids, .. } => format!("mark delivered {} events", ids.len()),
+            Command::Audit { action, .. } => action.clone(),
         }
     }
 }

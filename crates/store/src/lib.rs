@@ -38,7 +38,7 @@ pub mod view;
 
 pub use command::{Applied, Command, CommandError, ErrorKind, Notice, Observation, Request, Response, ServerSighting};
 pub use log_store::LogStore;
-pub use model::{Connector, Event, EventKind, ServerEntry, Tenant};
+pub use model::{AuditRecord, Connector, Event, EventKind, ServerEntry, Tenant};
 pub use rocks::{StorageOptions, Store};
 pub use state_machine::StateMachine;
 pub use types::{Node, NodeId, TypeConfig};

@@ -121,6 +121,28 @@ pub fn flush_key(node_id: u64) -> Vec<u8> {
     key
 }
 
+/// One line of the audit trail: who did what, when, and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// The log index of the entry: unique, and the order of the trail.
+    pub index: u64,
+    pub at: Timestamp,
+    pub actor: String,
+    pub action: String,
+    pub tenant: Option<String>,
+    /// "ok", or what refused it.
+    pub outcome: String,
+}
+
+/// Where the audit record of entry `index` is kept, in `meta`; in index order.
+pub fn audit_key(index: u64) -> Vec<u8> {
+    let mut key = AUDIT_PREFIX.to_vec();
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+pub const AUDIT_PREFIX: &[u8] = b"audit/";
+
 impl Tenant {
     pub fn new(name: String, created_at: Timestamp) -> Self {
         Tenant {

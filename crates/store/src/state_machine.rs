@@ -22,7 +22,7 @@ use rocksdb::{IteratorMode, WriteBatch};
 
 use crate::apply::Txn;
 use crate::command::{Applied, Response};
-use crate::model::{flush_key, Connector, LastFlush, Tenant};
+use crate::model::{audit_key, flush_key, Connector, LastFlush, Tenant};
 use crate::rocks::{
     decode, encode, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_RAFT, CF_SERVERS, CF_TENANTS, STATE_FAMILIES,
 };
@@ -178,7 +178,10 @@ impl StateMachine {
                 EntryPayload::Normal(request) => {
                     let at = clock.map_or(request.at, |previous| previous.max(request.at));
                     clock = Some(at);
-                    txn.apply(entry.log_id.index, at, request.command)?
+                    match request.actor {
+                        Some(actor) => txn.apply_audited(entry.log_id.index, at, actor, request.command)?,
+                        None => txn.apply(entry.log_id.index, at, request.command)?,
+                    }
                 }
                 EntryPayload::Membership(config) => {
                     membership = Some(StoredMembership::new(Some(entry.log_id), config));
@@ -207,6 +210,9 @@ impl StateMachine {
                 Some(entry) => batch.put_cf(servers_cf, key, encode(entry)),
                 None => batch.delete_cf(servers_cf, key),
             }
+        }
+        for record in &txn.audit {
+            batch.put_cf(meta, audit_key(record.index), encode(record));
         }
         for (node_id, flush_id) in &txn.flushes {
             batch.put_cf(meta, flush_key(*node_id), encode(&LastFlush(*flush_id)));

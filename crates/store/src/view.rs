@@ -8,11 +8,11 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use ratchet_policy::Policy;
+use ratchet_policy::{Policy, Timestamp};
 use tokio::sync::watch;
 
-use crate::model::{Connector, Event, ServerEntry, Tenant};
-use crate::rocks::{server_key, tenant_prefix, Store, StoreError, CF_EVENTS, CF_PENDING_EVENTS, CF_SERVERS};
+use crate::model::{AuditRecord, Connector, Event, ServerEntry, Tenant, AUDIT_PREFIX};
+use crate::rocks::{server_key, tenant_prefix, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_SERVERS};
 
 /// The policy in force and the log index at which it took effect (0: the default).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -110,6 +110,16 @@ impl StateView {
             pending.extend(self.store.get::<Event>(CF_EVENTS, &key)?);
         }
         Ok(pending)
+    }
+
+    /// The audit trail, oldest first: everything, or one tenant's entries, from `since`.
+    pub fn audit(&self, tenant: Option<&str>, since: Option<Timestamp>) -> Result<Vec<AuditRecord>, StoreError> {
+        let all: Vec<AuditRecord> = values(self.store.scan_prefix(CF_META, AUDIT_PREFIX)?);
+        Ok(all
+            .into_iter()
+            .filter(|record| tenant.is_none_or(|t| record.tenant.as_deref() == Some(t)))
+            .filter(|record| since.is_none_or(|since| record.at >= since))
+            .collect())
     }
 
     pub fn store(&self) -> &Store {

@@ -17,7 +17,9 @@ use ratchet_store::codec::{decode, encode, Codec, FORMAT_VERSION};
 use ratchet_store::model::Counts;
 use ratchet_store::types::{Entry, SnapshotMeta, StoredMembership};
 use ratchet_store::view::VersionedPolicy;
-use ratchet_store::{Command, Connector, Event, EventKind, Node, Notice, Observation, Request, ServerEntry, ServerSighting, Tenant};
+use ratchet_store::{
+    AuditRecord, Command, Connector, Event, EventKind, Node, Notice, Observation, Request, ServerEntry, ServerSighting, Tenant,
+};
 
 fn at(day: u32, hour: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, day, hour, 0, 0).unwrap() + chrono::Duration::nanoseconds(123_456_789)
@@ -249,6 +251,14 @@ fn commands() -> Vec<(&'static str, Command)> {
                 ids: vec!["42-1".into()],
             },
         ),
+        (
+            "audit",
+            Command::Audit {
+                action: "cluster promote d3".into(),
+                tenant: None,
+                outcome: "ok".into(),
+            },
+        ),
     ]
 }
 
@@ -267,6 +277,17 @@ fn records_match_their_golden_files() {
     check("record_clock", &at(20, 12));
     check("record_applied", &log_id(120));
     check("record_vote", &openraft::Vote::new_committed(3, 22));
+    check(
+        "record_audit",
+        &AuditRecord {
+            index: 101,
+            at: at(10, 11),
+            actor: "spiffe://ratchet.local/operator/alice".into(),
+            action: "pause 3 days request_id=r-2".into(),
+            tenant: Some("bear".into()),
+            outcome: "refused: days: only 2 pause days remain".into(),
+        },
+    );
     check("record_membership", &StoredMembership::new(Some(log_id(1)), membership()));
     check(
         "record_snapshot_meta",
@@ -287,9 +308,17 @@ fn log_entries_of_every_kind_match_their_golden_files() {
             at: at(10, 10),
             command,
             trace_parent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            actor: None,
         };
         check(&format!("entry_{name}"), &entry(100, EntryPayload::Normal(request)));
     }
+    let by_operator = Request {
+        at: at(10, 11),
+        command: Command::EndPause { tenant: "bear".into() },
+        trace_parent: None,
+        actor: Some("spiffe://ratchet.local/operator/alice".into()),
+    };
+    check("entry_end_pause_by_operator", &entry(101, EntryPayload::Normal(by_operator)));
 }
 
 #[test]
@@ -309,6 +338,7 @@ fn a_command_this_release_does_not_know_is_refused_loudly() {
             at: Some(at(1, 0).to_message()),
             command: Some(pb::Command { command: None }),
             trace_parent: String::new(),
+            actor: String::new(),
         })),
     };
     let mut bytes = vec![FORMAT_VERSION];

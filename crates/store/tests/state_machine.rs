@@ -21,6 +21,7 @@ fn entry(index: u64, at: DateTime<Utc>, command: Command) -> Entry<TypeConfig> {
             at,
             command,
             trace_parent: None,
+            actor: None,
         }),
     }
 }
@@ -296,4 +297,57 @@ async fn an_install_cut_short_by_a_crash_is_finished_when_the_node_opens_again()
     let reopened = Machine::open(target_dir.path());
     assert_eq!(reopened.dump(), installed);
     assert_eq!(reopened.machine.view().servers("bear").unwrap().len(), 20);
+}
+
+#[tokio::test]
+async fn admin_writes_are_audited_with_who_what_and_how_they_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Machine::open(dir.path());
+    let operator = "spiffe://ratchet.local/operator/alice";
+    let audited = |index: u64, at: DateTime<Utc>, command: Command| Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Request {
+            at,
+            command,
+            trace_parent: None,
+            actor: Some(operator.into()),
+        }),
+    };
+    let entries = vec![
+        audited(2, day(0), Command::AddTenant { name: "bear".into() }),
+        audited(3, day(1), Command::EndPause { tenant: "bear".into() }),
+        audited(
+            4,
+            day(2),
+            Command::Audit {
+                action: "cluster promote d3".into(),
+                tenant: None,
+                outcome: "ok".into(),
+            },
+        ),
+    ];
+    m.machine.apply(entries).await.unwrap();
+    // A system write (no actor) is not in the trail.
+    m.one(day(3), sight(day(3), "exch1", OUT_OF_DATE)).await.unwrap();
+
+    let trail = m.machine.view().audit(None, None).unwrap();
+    let lines: Vec<(u64, &str, &str, Option<&str>, &str)> = trail
+        .iter()
+        .map(|r| {
+            (
+                r.index,
+                r.actor.as_str(),
+                r.action.as_str(),
+                r.tenant.as_deref(),
+                r.outcome.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0], (2, operator, "tenant add bear", None, "ok"));
+    assert_eq!((lines[1].0, lines[1].2, lines[1].3), (3, "pause end", Some("bear")));
+    assert!(lines[1].4.starts_with("refused: "), "{lines:?}");
+    assert_eq!(lines[2], (4, operator, "cluster promote d3", None, "ok"));
+    assert_eq!(m.machine.view().audit(Some("bear"), None).unwrap().len(), 1);
+    assert_eq!(m.machine.view().audit(None, Some(day(2))).unwrap().len(), 1);
 }

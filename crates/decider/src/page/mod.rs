@@ -14,16 +14,17 @@ mod html;
 mod report;
 mod tenants;
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
+use axum::{Extension, Form};
 use ratchet_store::{Command, ErrorKind};
 use serde::Deserialize;
 use tonic::Code;
 
 use self::html::message_page;
 use crate::http::HttpState;
+use crate::http_tls::PageCaller;
 use crate::proposer::WriteError;
 use crate::report::tenant_report;
 
@@ -131,7 +132,13 @@ fn cross_origin(headers: &HeaderMap) -> bool {
 }
 
 /// `POST /tenants/{name}/pause`: pauses (or extends the pause) and goes back to the page.
-pub async fn pause(State(state): State<HttpState>, Path(name): Path<String>, headers: HeaderMap, Form(form): Form<PauseForm>) -> Response {
+pub async fn pause(
+    State(state): State<HttpState>,
+    Path(name): Path<String>,
+    caller: Option<Extension<ConnectInfo<PageCaller>>>,
+    headers: HeaderMap,
+    Form(form): Form<PauseForm>,
+) -> Response {
     let name = key(&name);
     if cross_origin(&headers) {
         return message_page(StatusCode::FORBIDDEN, "Refused", "The pause form was posted from another site.");
@@ -153,9 +160,18 @@ pub async fn pause(State(state): State<HttpState>, Path(name): Path<String>, hea
         days,
         request_id: Some(request_id.clone()),
     };
-    match state.proposer.propose(command).await {
+    // Who, for the audit trail: the browser's certificate, or "plaintext page" on a
+    // plaintext listener (loopback or --insecure).
+    let actor = match caller
+        .as_ref()
+        .and_then(|Extension(ConnectInfo(PageCaller(caller)))| caller.identity.as_ref())
+    {
+        Some(identity) => identity.spiffe_id(),
+        None => "plaintext page".to_owned(),
+    };
+    match state.proposer.propose_as(actor, command).await {
         Ok(_) => Redirect::to(&format!("/tenants/{name}")).into_response(),
-        Err(WriteError::Refused(refusal)) if refusal.kind == ErrorKind::NotFound && refusal.field == "tenant" => unknown_tenant(&name),
+        Err(WriteError::Invalid(refusal)) if refusal.kind == ErrorKind::NotFound && refusal.field == "tenant" => unknown_tenant(&name),
         Err(error) => {
             let status = tonic::Status::from(error);
             refused(status_code(status.code()), status.message())

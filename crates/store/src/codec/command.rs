@@ -15,6 +15,7 @@ impl Codec for Request {
             at: Some(self.at.to_message()),
             command: Some(self.command.to_message()),
             trace_parent: self.trace_parent.clone().unwrap_or_default(),
+            actor: self.actor.clone().unwrap_or_default(),
         }
     }
 
@@ -23,6 +24,7 @@ impl Codec for Request {
             at: required("request.at", message.at)?,
             command: required("request.command", message.command)?,
             trace_parent: Some(message.trace_parent).filter(|t| !t.is_empty()),
+            actor: Some(message.actor).filter(|a| !a.is_empty()),
         })
     }
 }
@@ -78,6 +80,11 @@ impl Codec for Command {
                 notices: messages(&notices),
             }),
             Command::MarkDelivered { tenant, ids } => C::MarkDelivered(pb::MarkDelivered { tenant, ids }),
+            Command::Audit { action, tenant, outcome } => C::Audit(pb::Audit {
+                action,
+                tenant: tenant.unwrap_or_default(),
+                outcome,
+            }),
         };
         pb::Command { command: Some(command) }
     }
@@ -132,6 +139,11 @@ impl Codec for Command {
             C::MarkDelivered(c) => Command::MarkDelivered {
                 tenant: c.tenant,
                 ids: c.ids,
+            },
+            C::Audit(c) => Command::Audit {
+                action: c.action,
+                tenant: Some(c.tenant).filter(|t| !t.is_empty()),
+                outcome: c.outcome,
             },
         })
     }

@@ -1,5 +1,5 @@
 //! The state machine's records in the stored schema: tenants (connectors, pause ledger,
-//! daily counts), servers (episode, counters) and events.
+//! daily counts), servers (episode, counters), events and the audit trail.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,7 +8,7 @@ use ratchet_policy::{Charge, Episode, Pause, PauseGrant, PauseLedger, ServerReco
 
 use super::command::{parse_cidr, stage_counts};
 use super::{each, messages, optional, pb, required, Codec, DecodeError};
-use crate::model::{Connector, Counts, Event, EventKind, LastFlush, ServerEntry, Tenant};
+use crate::model::{AuditRecord, Connector, Counts, Event, EventKind, LastFlush, ServerEntry, Tenant};
 
 impl Codec for Tenant {
     type Message = pb::Tenant;
@@ -327,5 +327,31 @@ impl Codec for LastFlush {
 
     fn from_message(message: pb::LastFlush) -> Result<Self, DecodeError> {
         Ok(LastFlush(message.flush_id))
+    }
+}
+
+impl Codec for AuditRecord {
+    type Message = pb::AuditRecord;
+
+    fn to_message(&self) -> pb::AuditRecord {
+        pb::AuditRecord {
+            index: self.index,
+            at: Some(self.at.to_message()),
+            actor: self.actor.clone(),
+            action: self.action.clone(),
+            tenant: self.tenant.clone().unwrap_or_default(),
+            outcome: self.outcome.clone(),
+        }
+    }
+
+    fn from_message(message: pb::AuditRecord) -> Result<Self, DecodeError> {
+        Ok(AuditRecord {
+            index: message.index,
+            at: required("audit_record.at", message.at)?,
+            actor: message.actor,
+            action: message.action,
+            tenant: Some(message.tenant).filter(|t| !t.is_empty()),
+            outcome: message.outcome,
+        })
     }
 }
