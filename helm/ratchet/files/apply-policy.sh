@@ -6,22 +6,32 @@
 # Runs after every install and upgrade, possibly while a new group is still founding: it
 # retries until the group answers, for WAIT_SECONDS at most.
 #
-# Environment: ENDPOINTS (deciders, host:port,...), POLICY_FILE, WAIT_SECONDS.
+# Environment: ENDPOINTS (deciders, host:port,...), POLICY_FILE, WAIT_SECONDS,
+# CTL_TLS_FLAGS (below; the certificate must have role admin for policy set).
 set -eu
 : "${ENDPOINTS:?}" "${POLICY_FILE:?}"
 WAIT_SECONDS=${WAIT_SECONDS:-600}
+
+# ratchet ctl with this pod's credentials. CTL_TLS_FLAGS (set by the chart) is
+# "--cert FILE --key FILE --ca FILE" (tls.enabled) or "--insecure" (tls.enabled false);
+# unset, ratchet ctl reads RATCHET_CERT, RATCHET_KEY and RATCHET_CA if set, else speaks
+# plaintext to loopback only.
+ctl() {
+  # shellcheck disable=SC2086 # one word per flag; the chart's paths have no spaces
+  ratchet ctl ${CTL_TLS_FLAGS:-} "$@"
+}
 
 # A broken policy fails the Job at once, with the rule named, before touching the group.
 ratchet policy check "$POLICY_FILE"
 
 deadline=$(($(date +%s) + WAIT_SECONDS))
 while :; do
-  if current=$(ratchet ctl --endpoints "$ENDPOINTS" --json policy show 2>&1); then
+  if current=$(ctl --endpoints "$ENDPOINTS" --json policy show 2>&1); then
     if [ "$(printf '%s' "$current" | jq -r .policy_toml)" = "$(cat "$POLICY_FILE")" ]; then
       echo "the group already has this policy (version $(printf '%s' "$current" | jq -r .version))"
       exit 0
     fi
-    if ratchet ctl --endpoints "$ENDPOINTS" policy set "$POLICY_FILE"; then
+    if ctl --endpoints "$ENDPOINTS" policy set "$POLICY_FILE"; then
       exit 0
     fi
   else

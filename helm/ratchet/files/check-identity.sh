@@ -17,11 +17,20 @@
 # leader (a group being founded, or scale-up before anything answers) starts too.
 #
 # Environment: POD_NAME, SELF_ADDRESS, JOIN_ENDPOINTS (as join.sh), DATA_DIR (the
-# decider's --data-dir), RETRY_SECONDS.
+# decider's --data-dir), RETRY_SECONDS, CTL_TLS_FLAGS (as join.sh).
 set -u
 
 : "${POD_NAME:?}" "${SELF_ADDRESS:?}" "${JOIN_ENDPOINTS:?}" "${DATA_DIR:?}"
 RETRY_SECONDS=${RETRY_SECONDS:-5}
+
+# ratchet ctl with this pod's credentials. CTL_TLS_FLAGS (set by the chart) is
+# "--cert FILE --key FILE --ca FILE" (tls.enabled) or "--insecure" (tls.enabled false);
+# unset, ratchet ctl reads RATCHET_CERT, RATCHET_KEY and RATCHET_CA if set, else speaks
+# plaintext to loopback only.
+ctl() {
+  # shellcheck disable=SC2086 # one word per flag; the chart's paths have no spaces
+  ratchet ctl ${CTL_TLS_FLAGS:-} "$@"
+}
 
 if [ -e "$DATA_DIR/identity.json" ]; then
   echo "check-identity $POD_NAME: the volume holds this node's identity: starting" >&2
@@ -32,7 +41,7 @@ fi
 group_lists_this_name() {
   for endpoint in $(printf '%s' "$JOIN_ENDPOINTS" | tr ',' ' '); do
     [ "$endpoint" = "$SELF_ADDRESS" ] && continue
-    status=$(ratchet ctl --endpoints "$endpoint" --json cluster status 2>/dev/null) || continue
+    status=$(ctl --endpoints "$endpoint" --json cluster status 2>/dev/null) || continue
     printf '%s' "$status" | jq -e '.leader_id != 0' >/dev/null 2>&1 || continue
     seen_at=$endpoint
     printf '%s' "$status" | jq -e --arg name "$POD_NAME" 'any(.members[]; .name == $name)' >/dev/null
