@@ -393,8 +393,13 @@ CERTIFICATE_USAGES = {
     "ipsec user", "timestamping", "ocsp signing", "microsoft sgc", "netscape sgc",
 }
 # Where the chart's scripts call `ratchet ctl`: outside a quoted string (log messages that
-# tell an operator what to type do not count).
+# tell an operator what to type do not count). Each must be the script's ctl() wrapper,
+# which adds --insecure when the chart sets CTL_INSECURE (tls.enabled false).
 RATCHET_CTL = re.compile(r"ratchet ctl\b")
+CTL_WRAPPER_CALLS = ('ratchet ctl --insecure "$@"', 'ratchet ctl "$@"')
+# The environment through which ratchet (and so every ratchet ctl of a script) takes its
+# certificate, and the chart's switch for --insecure in scripts.
+TLS_ENV = {"RATCHET_CERT": "--cert", "RATCHET_KEY": "--key", "RATCHET_CA": "--ca"}
 
 
 def tls_mode(values: dict[str, Any]) -> str:
@@ -410,26 +415,52 @@ def tls_secret_name(release: Release, values: dict[str, Any], component: str) ->
     return named or f"{fullname}-{component}-mtls"
 
 
-def ctl_calls_without_flags(script: str) -> list[str]:
-    """Lines of a shell script that run `ratchet ctl` without CTL_TLS_FLAGS."""
+CTL_FUNCTION = re.compile(r"^([ \t]*)ctl\(\) \{\n.*?^\1\}$", re.MULTILINE | re.DOTALL)
+
+
+def bare_ctl_calls(script: str) -> list[str]:
+    """What is wrong with how a shell script runs `ratchet ctl`: a call other than through
+    its ctl() wrapper, or a wrapper that does not add --insecure exactly when CTL_INSECURE
+    is true (the wrapper is run, with a stand-in for ratchet, to find out)."""
     bare = []
+    calls = 0
     for line in script.splitlines():
         stripped = line.strip()
         if stripped.startswith("#"):
             continue
         for match in RATCHET_CTL.finditer(line):
-            if line[: match.start()].count('"') % 2 == 0 and "CTL_TLS_FLAGS" not in line[match.end() :]:
-                bare.append(stripped)
+            if line[: match.start()].count('"') % 2 == 0:
+                calls += 1
+                if not line[match.start() :].strip().startswith(CTL_WRAPPER_CALLS):
+                    bare.append(stripped)
+    if not calls:
+        return bare
+    wrapper = CTL_FUNCTION.search(script)
+    if wrapper is None:
+        return bare + ["(no ctl() wrapper)"]
+    stand_in = 'ratchet() { printf "%s\\n" "$*"; }\n'
+    for insecure, expected in [("true", "ctl --insecure cluster status"), ("", "ctl cluster status")]:
+        run = subprocess.run(
+            ["sh", "-c", stand_in + wrapper.group(0) + "\nctl cluster status"],
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **({"CTL_INSECURE": insecure} if insecure else {})},
+            capture_output=True,
+            text=True,
+        )
+        if run.stdout.strip() != expected:
+            state = "CTL_INSECURE=true" if insecure else "without CTL_INSECURE"
+            bare.append(f"(its ctl() wrapper, {state}, runs `ratchet {run.stdout.strip()}`, expected `ratchet {expected}`)")
     return bare
 
 
 def check_tls(release: Release, values: dict[str, Any], objects, notes: str, findings: Findings) -> None:
     """tls.enabled: every container of the decider, edge, hook Job and test pods gives its
-    ratchet process the component's certificate: --cert, --key and --ca (in its args, or in
-    CTL_TLS_FLAGS for the containers whose scripts run `ratchet ctl`) naming tls.crt,
+    ratchet process the component's certificate: --cert, --key and --ca (in its args, or as
+    RATCHET_CERT, RATCHET_KEY and RATCHET_CA, which ratchet reads, for the containers whose
+    scripts run `ratchet ctl`) naming tls.crt,
     tls.key and ca.crt of the component's Secret, mounted in that container; with
     cert-manager, a Certificate with the component's role makes that Secret. tls.enabled
-    false: --insecure instead, no certificates, and NOTES.txt says so. The deciders' probes
+    false: --insecure instead (CTL_INSECURE=true for scripts), no certificates, and
+    NOTES.txt says so. The deciders' probes
     and scrapes follow: HTTPS with TLS, HTTP without; the edges' stay HTTP."""
     tls = values.get("tls", {}) or {}
     enabled = tls.get("enabled", True)
@@ -452,14 +483,19 @@ def check_tls(release: Release, values: dict[str, Any], objects, notes: str, fin
         for spec in (pod.get("initContainers", []) or []) + pod["containers"]:
             name = f"{where} container {spec['name']}"
             env = {e["name"]: e.get("value") for e in spec.get("env", []) or []}
-            if "CTL_TLS_FLAGS" in env:
-                tokens, source = (env["CTL_TLS_FLAGS"] or "").split(), "env CTL_TLS_FLAGS"
-            else:
-                tokens, source = [str(a) for a in spec.get("args", []) or []], "args"
-            # An inline script (the helm test) must hand the flags to every ratchet ctl.
+            # What the container's ratchet processes get: flags in its args, and the
+            # environment (RATCHET_* for any ratchet, CTL_INSECURE for the scripts' ctl).
+            tokens = [str(a) for a in spec.get("args", []) or []]
+            for variable, option in TLS_ENV.items():
+                if variable in env:
+                    tokens += [option, str(env[variable])]
+            if env.get("CTL_INSECURE") == "true":
+                tokens.append("--insecure")
+            source = "args and env"
+            # An inline script (the helm test) must run ratchet ctl through its wrapper.
             for text in [str(a) for a in (spec.get("command", []) or []) + (spec.get("args", []) or [])]:
-                for line in ctl_calls_without_flags(text):
-                    findings.fail(f"tls: {name} runs ratchet ctl without $CTL_TLS_FLAGS: {line}")
+                for line in bare_ctl_calls(text):
+                    findings.fail(f"tls: {name} runs ratchet ctl without the CTL_INSECURE wrapper: {line}")
             if not enabled:
                 findings.require("--insecure" in tokens, f"tls off: {name} lacks --insecure ({source})")
                 present = [f for f in TLS_FILES if f in tokens]
@@ -547,12 +583,12 @@ def check_tls(release: Release, values: dict[str, Any], objects, notes: str, fin
             if wanted == "https":
                 findings.require(bool(endpoint.get("tlsConfig")), f"tls: ServiceMonitor/{monitor['metadata']['name']} scrapes https without a tlsConfig")
 
-    # Scripts in the ConfigMaps: every ratchet ctl they run gets CTL_TLS_FLAGS.
+    # Scripts in the ConfigMaps: every ratchet ctl they run goes through the wrapper.
     for config_map in find(objects, "ConfigMap"):
         for key, text in (config_map.get("data") or {}).items():
             if key.endswith(".sh"):
-                for line in ctl_calls_without_flags(text):
-                    findings.fail(f"tls: {key} runs ratchet ctl without CTL_TLS_FLAGS: {line}")
+                for line in bare_ctl_calls(text):
+                    findings.fail(f"tls: {key} runs ratchet ctl without the CTL_INSECURE wrapper: {line}")
 
     if not enabled:
         findings.require("WARNING: tls.enabled is false" in notes, "tls off: NOTES.txt does not warn about plaintext")

@@ -6,19 +6,23 @@
 # Runs after every install and upgrade, possibly while a new group is still founding: it
 # retries until the group answers, for WAIT_SECONDS at most.
 #
-# Environment: ENDPOINTS (deciders, host:port,...), POLICY_FILE, WAIT_SECONDS,
-# CTL_TLS_FLAGS (below; the certificate must have role admin for policy set).
+# Environment: ENDPOINTS (deciders, host:port,...), POLICY_FILE, WAIT_SECONDS; RATCHET_CERT,
+# RATCHET_KEY and RATCHET_CA (a certificate with role admin, which policy set needs) or
+# CTL_INSECURE (see ctl below).
 set -eu
 : "${ENDPOINTS:?}" "${POLICY_FILE:?}"
 WAIT_SECONDS=${WAIT_SECONDS:-600}
 
-# ratchet ctl with this pod's credentials. CTL_TLS_FLAGS (set by the chart) is
-# "--cert FILE --key FILE --ca FILE" (tls.enabled) or "--insecure" (tls.enabled false);
-# unset, ratchet ctl reads RATCHET_CERT, RATCHET_KEY and RATCHET_CA if set, else speaks
-# plaintext to loopback only.
+# ratchet ctl as this pod. With the chart's tls.enabled, ratchet reads the pod's
+# certificate from RATCHET_CERT, RATCHET_KEY and RATCHET_CA. With tls.enabled false the
+# chart sets CTL_INSECURE=true instead, and every call says --insecure: plaintext, with
+# no authentication at all.
 ctl() {
-  # shellcheck disable=SC2086 # one word per flag; the chart's paths have no spaces
-  ratchet ctl ${CTL_TLS_FLAGS:-} "$@"
+  if [ "${CTL_INSECURE:-false}" = true ]; then
+    ratchet ctl --insecure "$@"
+  else
+    ratchet ctl "$@"
+  fi
 }
 
 # A broken policy fails the Job at once, with the rule named, before touching the group.

@@ -17,19 +17,22 @@
 # leader (a group being founded, or scale-up before anything answers) starts too.
 #
 # Environment: POD_NAME, SELF_ADDRESS, JOIN_ENDPOINTS (as join.sh), DATA_DIR (the
-# decider's --data-dir), RETRY_SECONDS, CTL_TLS_FLAGS (as join.sh).
+# decider's --data-dir), RETRY_SECONDS; RATCHET_CERT, RATCHET_KEY, RATCHET_CA or CTL_INSECURE (as join.sh).
 set -u
 
 : "${POD_NAME:?}" "${SELF_ADDRESS:?}" "${JOIN_ENDPOINTS:?}" "${DATA_DIR:?}"
 RETRY_SECONDS=${RETRY_SECONDS:-5}
 
-# ratchet ctl with this pod's credentials. CTL_TLS_FLAGS (set by the chart) is
-# "--cert FILE --key FILE --ca FILE" (tls.enabled) or "--insecure" (tls.enabled false);
-# unset, ratchet ctl reads RATCHET_CERT, RATCHET_KEY and RATCHET_CA if set, else speaks
-# plaintext to loopback only.
+# ratchet ctl as this pod. With the chart's tls.enabled, ratchet reads the pod's
+# certificate from RATCHET_CERT, RATCHET_KEY and RATCHET_CA. With tls.enabled false the
+# chart sets CTL_INSECURE=true instead, and every call says --insecure: plaintext, with
+# no authentication at all.
 ctl() {
-  # shellcheck disable=SC2086 # one word per flag; the chart's paths have no spaces
-  ratchet ctl ${CTL_TLS_FLAGS:-} "$@"
+  if [ "${CTL_INSECURE:-false}" = true ]; then
+    ratchet ctl --insecure "$@"
+  else
+    ratchet ctl "$@"
+  fi
 }
 
 if [ -e "$DATA_DIR/identity.json" ]; then

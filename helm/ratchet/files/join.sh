@@ -27,21 +27,26 @@
 #   PROMOTE         true: make this node a voter; false: leave it a learner
 #   RETRY_SECONDS   pause between attempts
 #   MARKER_FILE     written with this node's id once it has been a member
-#   CTL_TLS_FLAGS   ratchet ctl's TLS flags: the decider's own certificate (role peer,
-#                   which includes admin for add-learner and promote), or --insecure
+#   RATCHET_CERT, RATCHET_KEY, RATCHET_CA
+#                   the decider's own certificate, read by ratchet ctl (role peer, which
+#                   includes admin for add-learner and promote); or, without TLS,
+#   CTL_INSECURE    true: ratchet ctl --insecure (see ctl below)
 set -u
 
 : "${POD_NAME:?}" "${SELF_ADDRESS:?}" "${LOCAL_ENDPOINT:?}" "${JOIN_ENDPOINTS:?}" "${MARKER_FILE:?}"
 PROMOTE=${PROMOTE:-true}
 RETRY_SECONDS=${RETRY_SECONDS:-5}
 
-# ratchet ctl with this pod's credentials. CTL_TLS_FLAGS (set by the chart) is
-# "--cert FILE --key FILE --ca FILE" (tls.enabled) or "--insecure" (tls.enabled false);
-# unset, ratchet ctl reads RATCHET_CERT, RATCHET_KEY and RATCHET_CA if set, else speaks
-# plaintext to loopback only.
+# ratchet ctl as this pod. With the chart's tls.enabled, ratchet reads the pod's
+# certificate from RATCHET_CERT, RATCHET_KEY and RATCHET_CA. With tls.enabled false the
+# chart sets CTL_INSECURE=true instead, and every call says --insecure: plaintext, with
+# no authentication at all.
 ctl() {
-  # shellcheck disable=SC2086 # one word per flag; the chart's paths have no spaces
-  ratchet ctl ${CTL_TLS_FLAGS:-} "$@"
+  if [ "${CTL_INSECURE:-false}" = true ]; then
+    ratchet ctl --insecure "$@"
+  else
+    ratchet ctl "$@"
+  fi
 }
 
 log() { echo "join $POD_NAME: $*" >&2; }

@@ -355,8 +355,8 @@ changed files. The role each one must carry:
 {{- end -}}
 
 {{/*
-The TLS flags of every ratchet process (decider, edge, ctl), as one line: the mounted
-certificate, or --insecure when tls.enabled is false.
+The TLS flags of the decider and edge processes, as one line: the mounted certificate,
+or --insecure when tls.enabled is false.
 
 tls.enabled: false means PLAINTEXT AND NO AUTHENTICATION on every gRPC link: anyone who
 reaches a decider's gRPC port may change the policy, tenants and the group's membership.
@@ -382,12 +382,25 @@ says it for you only because tls.enabled: false asked for exactly that.
 {{- end -}}
 
 {{/*
-Environment of the containers whose scripts run `ratchet ctl` (join.sh, check-identity.sh,
-apply-policy.sh, the helm test): CTL_TLS_FLAGS, which they pass to every ratchet ctl.
+Environment of the containers that run `ratchet ctl` (the decider container, for kubectl
+exec; join.sh, check-identity.sh, apply-policy.sh, the helm test): with tls.enabled the
+certificate, which ratchet reads from RATCHET_CERT, RATCHET_KEY and RATCHET_CA; without,
+CTL_INSECURE=true, which the scripts turn into `ratchet ctl --insecure`.
 */}}
 {{- define "ratchet.tls.ctlEnv" -}}
-- name: CTL_TLS_FLAGS
-  value: {{ include "ratchet.tls.flags" . | quote }}
+{{- if .Values.tls.enabled -}}
+{{- $dir := include "ratchet.tls.dir" . -}}
+- name: RATCHET_CERT
+  value: {{ $dir }}/tls.crt
+- name: RATCHET_KEY
+  value: {{ $dir }}/tls.key
+- name: RATCHET_CA
+  value: {{ $dir }}/ca.crt
+{{- else -}}
+# !!! tls.enabled is false: ratchet ctl --insecure, plaintext and unauthenticated.
+- name: CTL_INSECURE
+  value: "true"
+{{- end -}}
 {{- end -}}
 
 {{/* The volume mount of the component's certificate, when tls.enabled. */}}
