@@ -2,10 +2,12 @@
 """Checks the Helm chart in helm/ratchet without a cluster or a helm binary.
 
     python3 helm/check.py
-        For every value set (default, five voters, three regions): lints the chart, renders
-        it for each release of the set, validates every rendered object against the
-        Kubernetes schemas, and checks the chart's own invariants (a group that can found
-        itself, a PDB that keeps a quorum, edges that drain, probes on the right paths).
+        For every value set (default, five voters, TLS disabled, cert-manager, three
+        regions): lints the chart, renders it for each release of the set, validates every
+        rendered object against the Kubernetes schemas, and checks the chart's own
+        invariants (a group that can found itself, a PDB that keeps a quorum, edges that
+        drain, probes on the right paths, every ratchet process given its component's
+        certificate from a mounted Secret, or --insecure when TLS is off).
         Then, over everything rendered:
           alerts   promtool check rules on the PrometheusRule, and promtool test rules with
                    ratchet/ci/prometheus-rules-test.yaml
