@@ -2,10 +2,12 @@
 """Checks the Helm chart in helm/ratchet without a cluster or a helm binary.
 
     python3 helm/check.py
-        For every value set (default, five voters, three regions): lints the chart, renders
-        it for each release of the set, validates every rendered object against the
-        Kubernetes schemas, and checks the chart's own invariants (a group that can found
-        itself, a PDB that keeps a quorum, edges that drain, probes on the right paths).
+        For every value set (default, five voters, TLS disabled, cert-manager, three
+        regions): lints the chart, renders it for each release of the set, validates every
+        rendered object against the Kubernetes schemas, and checks the chart's own
+        invariants (a group that can found itself, a PDB that keeps a quorum, edges that
+        drain, probes on the right paths, every ratchet process given its component's
+        certificate from a mounted Secret, or --insecure when TLS is off).
         Then, over everything rendered:
           alerts   promtool check rules on the PrometheusRule, and promtool test rules with
                    ratchet/ci/prometheus-rules-test.yaml
@@ -69,7 +71,11 @@ KUBE_VERSION = "1.34.0"
 
 # Objects whose schemas are CRDs that kubernetes-validate does not ship: rendered and
 # parsed, but not schema-validated (reported as such).
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
+CRD_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+    ("cert-manager.io/v1", "Certificate"),
+}
 
 # The alerts' promtool unit tests, and the release whose rendered rules they test (its
 # values switch the PrometheusRule on; the tests' series carry its namespace and jobs).
@@ -110,6 +116,10 @@ class ValueSet:
 VALUE_SETS = [
     ValueSet("default", [Release("ratchet", "ratchet", ["ci/default-values.yaml"])]),
     ValueSet("five-voters", [Release("ratchet", "ratchet", ["ci/five-voters-values.yaml"])]),
+    # Transport security the other two ways: off (--insecure everywhere), and certificates
+    # from cert-manager (the sets above use pre-made Secrets, the default).
+    ValueSet("tls-disabled", [Release("ratchet", "ratchet", ["ci/tls-disabled-values.yaml"])]),
+    ValueSet("cert-manager", [Release("ratchet", "ratchet", ["ci/cert-manager-values.yaml"])]),
     # One release per region; together they must describe one group.
     ValueSet(
         "three-region",
@@ -365,6 +375,225 @@ def check_invariants(release: Release, values: dict[str, Any], objects, findings
             )
         findings.require(bool(find(objects, "HorizontalPodAutoscaler", "edge")) or not values.get("edge", {}).get("autoscaling", {}).get("enabled", True), "edge: no HPA")
     return facts
+
+
+# Transport security (tls.* in values.yaml): the role each component's certificate must
+# carry, the file each flag names in a mounted Secret, and what a cert-manager Certificate
+# may say (cert-manager.io/v1 spec fields; its CRD is not validated, see CRD_KINDS).
+TLS_ROLES = {"decider": "peer", "edge": "edge", "policy": "admin", "test": "viewer"}
+TLS_FILES = {"--cert": "tls.crt", "--key": "tls.key", "--ca": "ca.crt"}
+CERTIFICATE_SPEC_FIELDS = {
+    "secretName", "secretTemplate", "commonName", "literalSubject", "subject", "duration", "renewBefore",
+    "renewBeforePercentage", "dnsNames", "ipAddresses", "uris", "otherNames", "emailAddresses", "usages",
+    "privateKey", "issuerRef", "isCA", "keystores", "revisionHistoryLimit", "additionalOutputFormats",
+    "nameConstraints", "encodeUsagesInRequest",
+}
+CERTIFICATE_USAGES = {
+    "signing", "digital signature", "content commitment", "key encipherment", "key agreement",
+    "data encipherment", "cert sign", "crl sign", "encipher only", "decipher only", "any", "server auth",
+    "client auth", "code signing", "email protection", "s/mime", "ipsec end system", "ipsec tunnel",
+    "ipsec user", "timestamping", "ocsp signing", "microsoft sgc", "netscape sgc",
+}
+# Where the chart's scripts call `ratchet ctl`: outside a quoted string (log messages that
+# tell an operator what to type do not count). Each must be the script's ctl() wrapper,
+# which adds --insecure when the chart sets CTL_INSECURE (tls.enabled false).
+RATCHET_CTL = re.compile(r"ratchet ctl\b")
+CTL_WRAPPER_CALLS = ('ratchet ctl --insecure "$@"', 'ratchet ctl "$@"')
+# The environment through which ratchet (and so every ratchet ctl of a script) takes its
+# certificate, and the chart's switch for --insecure in scripts.
+TLS_ENV = {"RATCHET_CERT": "--cert", "RATCHET_KEY": "--key", "RATCHET_CA": "--ca"}
+
+
+def tls_mode(values: dict[str, Any]) -> str:
+    tls = values.get("tls", {}) or {}
+    if not tls.get("enabled", True):
+        return "off (--insecure)"
+    return "mTLS, cert-manager" if (tls.get("certManager", {}) or {}).get("enabled", False) else "mTLS, Secrets"
+
+
+def tls_secret_name(release: Release, values: dict[str, Any], component: str) -> str:
+    named = ((values.get("tls", {}) or {}).get("secrets", {}) or {}).get(component)
+    fullname = (values.get("fullnameOverride") or release.name)[:40].rstrip("-")
+    return named or f"{fullname}-{component}-mtls"
+
+
+CTL_FUNCTION = re.compile(r"^([ \t]*)ctl\(\) \{\n.*?^\1\}$", re.MULTILINE | re.DOTALL)
+
+
+def bare_ctl_calls(script: str) -> list[str]:
+    """What is wrong with how a shell script runs `ratchet ctl`: a call other than through
+    its ctl() wrapper, or a wrapper that does not add --insecure exactly when CTL_INSECURE
+    is true (the wrapper is run, with a stand-in for ratchet, to find out)."""
+    bare = []
+    calls = 0
+    for line in script.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            continue
+        for match in RATCHET_CTL.finditer(line):
+            if line[: match.start()].count('"') % 2 == 0:
+                calls += 1
+                if not line[match.start() :].strip().startswith(CTL_WRAPPER_CALLS):
+                    bare.append(stripped)
+    if not calls:
+        return bare
+    wrapper = CTL_FUNCTION.search(script)
+    if wrapper is None:
+        return bare + ["(no ctl() wrapper)"]
+    stand_in = 'ratchet() { printf "%s\\n" "$*"; }\n'
+    for insecure, expected in [("true", "ctl --insecure cluster status"), ("", "ctl cluster status")]:
+        run = subprocess.run(
+            ["sh", "-c", stand_in + wrapper.group(0) + "\nctl cluster status"],
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **({"CTL_INSECURE": insecure} if insecure else {})},
+            capture_output=True,
+            text=True,
+        )
+        if run.stdout.strip() != expected:
+            state = "CTL_INSECURE=true" if insecure else "without CTL_INSECURE"
+            bare.append(f"(its ctl() wrapper, {state}, runs `ratchet {run.stdout.strip()}`, expected `ratchet {expected}`)")
+    return bare
+
+
+def check_tls(release: Release, values: dict[str, Any], objects, notes: str, findings: Findings) -> None:
+    """tls.enabled: every container of the decider, edge, hook Job and test pods gives its
+    ratchet process the component's certificate: --cert, --key and --ca (in its args, or as
+    RATCHET_CERT, RATCHET_KEY and RATCHET_CA, which ratchet reads, for the containers whose
+    scripts run `ratchet ctl`) naming tls.crt,
+    tls.key and ca.crt of the component's Secret, mounted in that container; with
+    cert-manager, a Certificate with the component's role makes that Secret. tls.enabled
+    false: --insecure instead (CTL_INSECURE=true for scripts), no certificates, and
+    NOTES.txt says so. The deciders' probes
+    and scrapes follow: HTTPS with TLS, HTTP without; the edges' stay HTTP."""
+    tls = values.get("tls", {}) or {}
+    enabled = tls.get("enabled", True)
+    cert_manager = enabled and (tls.get("certManager", {}) or {}).get("enabled", False)
+    trust_domain = tls.get("trustDomain", "ratchet.local")
+
+    pods: list[tuple[str, str, dict[str, Any]]] = []  # (component, object, pod spec)
+    for kind, component in [("StatefulSet", "decider"), ("Deployment", "edge"), ("Job", "policy")]:
+        for workload in find(objects, kind, component):
+            pods.append((component, f"{kind}/{workload['metadata']['name']}", workload["spec"]["template"]["spec"]))
+    for pod in find(objects, "Pod", "test"):
+        pods.append(("test", f"Pod/{pod['metadata']['name']}", pod["spec"]))
+    findings.require(any(c == "decider" for c, _, _ in pods), "tls: no decider pods to check")
+
+    certificates = {c["spec"].get("secretName"): c for c in find(objects, "Certificate")}
+    secrets_used: dict[str, str] = {}
+    for component, where, pod in pods:
+        volumes = {v["name"]: v for v in pod.get("volumes", []) or []}
+        expected_secret = tls_secret_name(release, values, component)
+        for spec in (pod.get("initContainers", []) or []) + pod["containers"]:
+            name = f"{where} container {spec['name']}"
+            env = {e["name"]: e.get("value") for e in spec.get("env", []) or []}
+            # What the container's ratchet processes get: flags in its args, and the
+            # environment (RATCHET_* for any ratchet, CTL_INSECURE for the scripts' ctl).
+            tokens = [str(a) for a in spec.get("args", []) or []]
+            for variable, option in TLS_ENV.items():
+                if variable in env:
+                    tokens += [option, str(env[variable])]
+            if env.get("CTL_INSECURE") == "true":
+                tokens.append("--insecure")
+            source = "args and env"
+            # An inline script (the helm test) must run ratchet ctl through its wrapper.
+            for text in [str(a) for a in (spec.get("command", []) or []) + (spec.get("args", []) or [])]:
+                for line in bare_ctl_calls(text):
+                    findings.fail(f"tls: {name} runs ratchet ctl without the CTL_INSECURE wrapper: {line}")
+            if not enabled:
+                findings.require("--insecure" in tokens, f"tls off: {name} lacks --insecure ({source})")
+                present = [f for f in TLS_FILES if f in tokens]
+                findings.require(not present, f"tls off: {name} still has {present} ({source})")
+                continue
+            findings.require("--insecure" not in tokens, f"tls: {name} has --insecure although tls.enabled ({source})")
+            mounts = spec.get("volumeMounts", []) or []
+            for option, file in TLS_FILES.items():
+                path = flag(tokens, option)
+                if path is None:
+                    findings.fail(f"tls: {name} lacks {option} ({source})")
+                    continue
+                mount = next((m for m in mounts if path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+                if mount is None:
+                    findings.fail(f"tls: {name} {option} {path} is not in any of its volume mounts")
+                    continue
+                volume = volumes.get(mount["name"], {})
+                secret = volume.get("secret")
+                if secret is None:
+                    findings.fail(f"tls: {name} {option} {path} is on volume {mount['name']}, which is not a Secret")
+                    continue
+                relative = path[len(mount["mountPath"].rstrip("/")) + 1 :]
+                items = secret.get("items")
+                key = next((i["key"] for i in items if i["path"] == relative), None) if items else relative
+                findings.require(
+                    key == file,
+                    f"tls: {name} {option} {path} is key {key!r} of Secret {secret.get('secretName')}, expected {file}",
+                )
+                findings.require(
+                    secret.get("secretName") == expected_secret,
+                    f"tls: {name} {option} reads Secret {secret.get('secretName')}, expected {expected_secret}",
+                )
+                findings.require("subPath" not in mount, f"tls: {name} mounts its certificate with subPath: renewals would never reach it")
+                secrets_used[secret.get("secretName")] = component
+        if not enabled:
+            secret_volumes = [v["name"] for v in volumes.values() if "secret" in v and v["secret"].get("secretName") == expected_secret]
+            findings.require(not secret_volumes, f"tls off: {where} still mounts {secret_volumes}")
+
+    # cert-manager: one Certificate per Secret in use, for the component's role.
+    if cert_manager:
+        for secret, component in sorted(secrets_used.items()):
+            certificate = certificates.get(secret)
+            if certificate is None:
+                findings.fail(f"tls: no cert-manager Certificate makes Secret {secret} ({component})")
+                continue
+            spec = certificate["spec"]
+            name = f"Certificate/{certificate['metadata']['name']}"
+            unknown = set(spec) - CERTIFICATE_SPEC_FIELDS
+            findings.require(not unknown, f"tls: {name} has fields cert-manager.io/v1 does not know: {sorted(unknown)}")
+            spiffe = [u for u in spec.get("uris", []) or [] if u.startswith("spiffe://")]
+            role = TLS_ROLES[component]
+            findings.require(
+                len(spiffe) == 1 and re.fullmatch(rf"spiffe://{re.escape(trust_domain)}/{role}/[^/]+", spiffe[0]) is not None,
+                f"tls: {name} must name exactly one spiffe://{trust_domain}/{role}/NAME, has {spiffe}",
+            )
+            usages = set(spec.get("usages", []) or [])
+            findings.require(not usages - CERTIFICATE_USAGES, f"tls: {name} has unknown usages {sorted(usages - CERTIFICATE_USAGES)}")
+            # ratchet checks its own certificate as a server certificate, and presents it as a client.
+            findings.require({"server auth", "client auth"} <= usages, f"tls: {name} needs usages server auth and client auth, has {sorted(usages)}")
+            findings.require(bool((spec.get("issuerRef") or {}).get("name")), f"tls: {name} has no issuerRef.name")
+        extra = sorted(set(certificates) - set(secrets_used))
+        findings.require(not extra, f"tls: Certificates for Secrets that no pod mounts: {extra}")
+    else:
+        findings.require(not certificates, f"tls: Certificates rendered although cert-manager is off: {sorted(certificates)}")
+
+    # Probes: the decider's HTTP port is HTTPS with a certificate; the edge's stays HTTP.
+    scheme = "HTTPS" if enabled else "HTTP"
+    for component, where, pod in pods:
+        if component not in ("decider", "edge"):
+            continue
+        main = container(pod, component)
+        wanted = scheme if component == "decider" else "HTTP"
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            get = (main.get(probe) or {}).get("httpGet")
+            if get is not None:
+                findings.require(get.get("scheme", "HTTP") == wanted, f"tls: {where} {probe} scheme {get.get('scheme', 'HTTP')}, expected {wanted}")
+    for monitor in find(objects, "ServiceMonitor"):
+        component = monitor["metadata"]["labels"].get("app.kubernetes.io/component")
+        wanted = ("https" if enabled else "http") if component == "decider" else "http"
+        for endpoint in monitor["spec"].get("endpoints", []):
+            findings.require(
+                endpoint.get("scheme", "http") == wanted,
+                f"tls: ServiceMonitor/{monitor['metadata']['name']} scrapes {endpoint.get('scheme', 'http')}, expected {wanted}",
+            )
+            if wanted == "https":
+                findings.require(bool(endpoint.get("tlsConfig")), f"tls: ServiceMonitor/{monitor['metadata']['name']} scrapes https without a tlsConfig")
+
+    # Scripts in the ConfigMaps: every ratchet ctl they run goes through the wrapper.
+    for config_map in find(objects, "ConfigMap"):
+        for key, text in (config_map.get("data") or {}).items():
+            if key.endswith(".sh"):
+                for line in bare_ctl_calls(text):
+                    findings.fail(f"tls: {key} runs ratchet ctl without the CTL_INSECURE wrapper: {line}")
+
+    if not enabled:
+        findings.require("WARNING: tls.enabled is false" in notes, "tls off: NOTES.txt does not warn about plaintext")
 
 
 def _toml_value(text: str, key: str) -> str | None:
@@ -674,22 +903,27 @@ def check_all() -> int:
         for release in value_set.releases:
             findings = Findings()
             lint_verdict = "-"
+            tls_verdict = "-"
             objects: list = []
             validated = skipped = 0
             try:
                 values = load_values(release.values_files)
                 lint_verdict = lint(release, values, findings)
-                objects = objects_of(render(chart, release.name, release.namespace, values))
+                texts = render(chart, release.name, release.namespace, values)
+                objects = objects_of(texts)
                 rendered[(value_set.name, release.name)] = objects
                 validated, skipped = validate(objects, findings)
                 facts[release.name] = check_invariants(release, values, objects, findings)
+                tls_verdict = tls_mode(values)
+                notes_text = next((text for path, text in texts.items() if path.endswith("/NOTES.txt")), "")
+                check_tls(release, values, objects, notes_text, findings)
             except helm.HelmError as error:
                 findings.fail(f"{type(error).__name__}: {error}")
             except (KeyError, StopIteration, ValueError) as error:
                 findings.fail(f"rendered objects lack what the checks expect: {error!r}")
             verdict = "FAIL" if findings.failures else "ok"
             failed += bool(findings.failures)
-            rows.append((value_set.name, release.name, ", ".join(release.values_files), lint_verdict, len(objects), validated, skipped, verdict))
+            rows.append((value_set.name, release.name, ", ".join(release.values_files), lint_verdict, len(objects), validated, skipped, tls_verdict, verdict))
             for note in findings.notes:
                 notes.setdefault(note, []).append(f"{value_set.name}/{release.name}")
             for failure in findings.failures:
@@ -699,11 +933,11 @@ def check_all() -> int:
             for failure in layout_failures:
                 print(f"  FAIL  {failure}")
             failed += bool(layout_failures)
-            rows.append((value_set.name, "(layout)", f"{len(value_set.releases)} releases, one group", "-", "-", "-", "-", "FAIL" if layout_failures else "ok"))
+            rows.append((value_set.name, "(layout)", f"{len(value_set.releases)} releases, one group", "-", "-", "-", "-", "-", "FAIL" if layout_failures else "ok"))
 
     for note, where in notes.items():
         print(f"  note  {note} ({', '.join(where) if len(where) < 3 else f'{len(where)} releases'})")
-    header = ("value set", "release", "values", "lint", "objects", "valid", "CRD", "result")
+    header = ("value set", "release", "values", "lint", "objects", "valid", "CRD", "tls", "result")
     widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
     print()
     for row in [header] + rows:

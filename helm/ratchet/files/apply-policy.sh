@@ -6,22 +6,36 @@
 # Runs after every install and upgrade, possibly while a new group is still founding: it
 # retries until the group answers, for WAIT_SECONDS at most.
 #
-# Environment: ENDPOINTS (deciders, host:port,...), POLICY_FILE, WAIT_SECONDS.
+# Environment: ENDPOINTS (deciders, host:port,...), POLICY_FILE, WAIT_SECONDS; RATCHET_CERT,
+# RATCHET_KEY and RATCHET_CA (a certificate with role admin, which policy set needs) or
+# CTL_INSECURE (see ctl below).
 set -eu
 : "${ENDPOINTS:?}" "${POLICY_FILE:?}"
 WAIT_SECONDS=${WAIT_SECONDS:-600}
+
+# ratchet ctl as this pod. With the chart's tls.enabled, ratchet reads the pod's
+# certificate from RATCHET_CERT, RATCHET_KEY and RATCHET_CA. With tls.enabled false the
+# chart sets CTL_INSECURE=true instead, and every call says --insecure: plaintext, with
+# no authentication at all.
+ctl() {
+  if [ "${CTL_INSECURE:-false}" = true ]; then
+    ratchet ctl --insecure "$@"
+  else
+    ratchet ctl "$@"
+  fi
+}
 
 # A broken policy fails the Job at once, with the rule named, before touching the group.
 ratchet policy check "$POLICY_FILE"
 
 deadline=$(($(date +%s) + WAIT_SECONDS))
 while :; do
-  if current=$(ratchet ctl --endpoints "$ENDPOINTS" --json policy show 2>&1); then
+  if current=$(ctl --endpoints "$ENDPOINTS" --json policy show 2>&1); then
     if [ "$(printf '%s' "$current" | jq -r .policy_toml)" = "$(cat "$POLICY_FILE")" ]; then
       echo "the group already has this policy (version $(printf '%s' "$current" | jq -r .version))"
       exit 0
     fi
-    if ratchet ctl --endpoints "$ENDPOINTS" policy set "$POLICY_FILE"; then
+    if ctl --endpoints "$ENDPOINTS" policy set "$POLICY_FILE"; then
       exit 0
     fi
   else

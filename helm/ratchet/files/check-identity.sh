@@ -17,11 +17,23 @@
 # leader (a group being founded, or scale-up before anything answers) starts too.
 #
 # Environment: POD_NAME, SELF_ADDRESS, JOIN_ENDPOINTS (as join.sh), DATA_DIR (the
-# decider's --data-dir), RETRY_SECONDS.
+# decider's --data-dir), RETRY_SECONDS; RATCHET_CERT, RATCHET_KEY, RATCHET_CA or CTL_INSECURE (as join.sh).
 set -u
 
 : "${POD_NAME:?}" "${SELF_ADDRESS:?}" "${JOIN_ENDPOINTS:?}" "${DATA_DIR:?}"
 RETRY_SECONDS=${RETRY_SECONDS:-5}
+
+# ratchet ctl as this pod. With the chart's tls.enabled, ratchet reads the pod's
+# certificate from RATCHET_CERT, RATCHET_KEY and RATCHET_CA. With tls.enabled false the
+# chart sets CTL_INSECURE=true instead, and every call says --insecure: plaintext, with
+# no authentication at all.
+ctl() {
+  if [ "${CTL_INSECURE:-false}" = true ]; then
+    ratchet ctl --insecure "$@"
+  else
+    ratchet ctl "$@"
+  fi
+}
 
 if [ -e "$DATA_DIR/identity.json" ]; then
   echo "check-identity $POD_NAME: the volume holds this node's identity: starting" >&2
@@ -32,7 +44,7 @@ fi
 group_lists_this_name() {
   for endpoint in $(printf '%s' "$JOIN_ENDPOINTS" | tr ',' ' '); do
     [ "$endpoint" = "$SELF_ADDRESS" ] && continue
-    status=$(ratchet ctl --endpoints "$endpoint" --json cluster status 2>/dev/null) || continue
+    status=$(ctl --endpoints "$endpoint" --json cluster status 2>/dev/null) || continue
     printf '%s' "$status" | jq -e '.leader_id != 0' >/dev/null 2>&1 || continue
     seen_at=$endpoint
     printf '%s' "$status" | jq -e --arg name "$POD_NAME" 'any(.members[]; .name == $name)' >/dev/null

@@ -27,11 +27,27 @@
 #   PROMOTE         true: make this node a voter; false: leave it a learner
 #   RETRY_SECONDS   pause between attempts
 #   MARKER_FILE     written with this node's id once it has been a member
+#   RATCHET_CERT, RATCHET_KEY, RATCHET_CA
+#                   the decider's own certificate, read by ratchet ctl (role peer, which
+#                   includes admin for add-learner and promote); or, without TLS,
+#   CTL_INSECURE    true: ratchet ctl --insecure (see ctl below)
 set -u
 
 : "${POD_NAME:?}" "${SELF_ADDRESS:?}" "${LOCAL_ENDPOINT:?}" "${JOIN_ENDPOINTS:?}" "${MARKER_FILE:?}"
 PROMOTE=${PROMOTE:-true}
 RETRY_SECONDS=${RETRY_SECONDS:-5}
+
+# ratchet ctl as this pod. With the chart's tls.enabled, ratchet reads the pod's
+# certificate from RATCHET_CERT, RATCHET_KEY and RATCHET_CA. With tls.enabled false the
+# chart sets CTL_INSECURE=true instead, and every call says --insecure: plaintext, with
+# no authentication at all.
+ctl() {
+  if [ "${CTL_INSECURE:-false}" = true ]; then
+    ratchet ctl --insecure "$@"
+  else
+    ratchet ctl "$@"
+  fi
+}
 
 log() { echo "join $POD_NAME: $*" >&2; }
 
@@ -48,7 +64,7 @@ idle() {
 }
 
 # `ratchet ctl --json cluster status` of one endpoint, or a failure.
-status_of() { ratchet ctl --endpoints "$1" --json cluster status 2>/dev/null; }
+status_of() { ctl --endpoints "$1" --json cluster status 2>/dev/null; }
 
 # The node id digit for digit, for messages and the marker: jq 1.6 reads numbers as
 # doubles, which is fine for comparing two ids read the same way but not for printing one.
@@ -68,7 +84,7 @@ while :; do
   if [ -n "$my_role" ]; then
     if [ "$PROMOTE" = true ] && [ "$my_role" = learner ]; then
       log "promoting $POD_NAME (id $my_id) to voter"
-      if output=$(ratchet ctl --endpoints "$LOCAL_ENDPOINT" cluster promote --name "$POD_NAME" 2>&1); then
+      if output=$(ctl --endpoints "$LOCAL_ENDPOINT" cluster promote --name "$POD_NAME" 2>&1); then
         log "$(printf '%s' "$output" | tr '\n' ' ')"
       else
         log "promote failed, will retry: $output"
@@ -114,7 +130,7 @@ while :; do
   fi
 
   log "adding $POD_NAME (id $my_id) at $SELF_ADDRESS as a learner, through $group_endpoint"
-  if output=$(ratchet ctl --endpoints "$group_endpoint" cluster add-learner --name "$POD_NAME" --address "$SELF_ADDRESS" 2>&1); then
+  if output=$(ctl --endpoints "$group_endpoint" cluster add-learner --name "$POD_NAME" --address "$SELF_ADDRESS" 2>&1); then
     log "$output"
   else
     log "add-learner failed, will retry: $output"

@@ -316,3 +316,121 @@ own (matchLabelKeys pod-template-hash), so that old pods on their way out do not
   {{- end }}
 {{- end -}}
 {{- end -}}
+
+{{/* ------------------------------------------------------------------ transport security */}}
+
+{{/*
+Mutual TLS between Ratchet's processes (tls.*). Each component has its own certificate,
+in a Secret with tls.crt, tls.key and ca.crt (what cert-manager writes), mounted whole at
+/etc/ratchet/mtls so that a renewed certificate reaches the running process, which reloads
+changed files. The role each one must carry:
+
+  decider  peer    every decider pod: the decider, its join sidecar, its check-identity
+  edge     edge    the edges' Decide and WatchConnectors calls
+  policy   admin   the policy hook Job (ratchet ctl policy show, policy set)
+  test     viewer  the helm test pod (ratchet ctl cluster status)
+*/}}
+
+{{- define "ratchet.tls.roles" -}}
+{{- dict "decider" "peer" "edge" "edge" "policy" "admin" "test" "viewer" | toJson -}}
+{{- end -}}
+
+{{- define "ratchet.tls.role" -}}
+{{- get (include "ratchet.tls.roles" . | fromJson) .component | required (printf "no TLS role for component %s" .component) -}}
+{{- end -}}
+
+{{/* The Secret of one component: (dict "root" $ "component" "decider"). */}}
+{{- define "ratchet.tls.secretName" -}}
+{{- $name := get .root.Values.tls.secrets .component -}}
+{{- default (printf "%s-%s-mtls" (include "ratchet.fullname" .root) .component) $name -}}
+{{- end -}}
+
+{{/* The SPIFFE ID of one component's certificate: spiffe://<trust domain>/<role>/<fullname>-<component>. */}}
+{{- define "ratchet.tls.spiffeId" -}}
+{{- printf "spiffe://%s/%s/%s-%s" .root.Values.tls.trustDomain (include "ratchet.tls.role" .) (include "ratchet.fullname" .root) .component -}}
+{{- end -}}
+
+{{- define "ratchet.tls.dir" -}}
+/etc/ratchet/mtls
+{{- end -}}
+
+{{/*
+The TLS flags of the decider and edge processes, as one line: the mounted certificate,
+or --insecure when tls.enabled is false.
+
+tls.enabled: false means PLAINTEXT AND NO AUTHENTICATION on every gRPC link: anyone who
+reaches a decider's gRPC port may change the policy, tenants and the group's membership.
+The binary refuses plaintext on anything but loopback unless told --insecure; the chart
+says it for you only because tls.enabled: false asked for exactly that.
+*/}}
+{{- define "ratchet.tls.flags" -}}
+{{- if .Values.tls.enabled -}}
+{{- $dir := include "ratchet.tls.dir" . -}}
+--cert {{ $dir }}/tls.crt --key {{ $dir }}/tls.key --ca {{ $dir }}/ca.crt
+{{- else -}}
+--insecure
+{{- end -}}
+{{- end -}}
+
+{{/* The same flags as YAML list items, for a container's args. */}}
+{{- define "ratchet.tls.args" -}}
+{{- $items := list -}}
+{{- range splitList " " (include "ratchet.tls.flags" .) -}}
+{{- $items = append $items (printf "- %s" (quote .)) -}}
+{{- end -}}
+{{- join "\n" $items -}}
+{{- end -}}
+
+{{/*
+Environment of the containers that run `ratchet ctl` (the decider container, for kubectl
+exec; join.sh, check-identity.sh, apply-policy.sh, the helm test): with tls.enabled the
+certificate, which ratchet reads from RATCHET_CERT, RATCHET_KEY and RATCHET_CA; without,
+CTL_INSECURE=true, which the scripts turn into `ratchet ctl --insecure`.
+*/}}
+{{- define "ratchet.tls.ctlEnv" -}}
+{{- if .Values.tls.enabled -}}
+{{- $dir := include "ratchet.tls.dir" . -}}
+- name: RATCHET_CERT
+  value: {{ $dir }}/tls.crt
+- name: RATCHET_KEY
+  value: {{ $dir }}/tls.key
+- name: RATCHET_CA
+  value: {{ $dir }}/ca.crt
+{{- else -}}
+# !!! tls.enabled is false: ratchet ctl --insecure, plaintext and unauthenticated.
+- name: CTL_INSECURE
+  value: "true"
+{{- end -}}
+{{- end -}}
+
+{{/* The volume mount of the component's certificate, when tls.enabled. */}}
+{{- define "ratchet.tls.volumeMount" -}}
+- name: mtls
+  mountPath: {{ include "ratchet.tls.dir" . }}
+  readOnly: true
+{{- end -}}
+
+{{/*
+The volume of one component's certificate, when tls.enabled: (dict "root" $ "component"
+"decider"). The whole Secret, no subPath: renewals reach the running process, which
+reloads the files. A Secret without one of the three keys keeps the pod from starting,
+with the key named in its events.
+*/}}
+{{- define "ratchet.tls.volume" -}}
+- name: mtls
+  secret:
+    secretName: {{ include "ratchet.tls.secretName" . }}
+    defaultMode: 0440
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+      - key: ca.crt
+        path: ca.crt
+{{- end -}}
+
+{{/* The decider's probes: HTTPS when it has a certificate (the kubelet sends none and needs none). */}}
+{{- define "ratchet.decider.probeScheme" -}}
+{{- if .Values.tls.enabled }}HTTPS{{ else }}HTTP{{ end -}}
+{{- end -}}
