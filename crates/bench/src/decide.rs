@@ -6,6 +6,9 @@
 //! a server drawn at random among them, one request outstanding each, for a fixed time.
 //! A known server with an unchanged episode is a local read: no consensus.
 //!
+//! Ratchet runs twice, with mutual TLS (the deployed configuration, the one the ratio is
+//! of) and without; the report gives both.
+//!
 //! Anchor: `redis-benchmark -t get -c <clients> -n N -r <servers> --csv` against a local
 //! `redis-server --save '' --appendonly no`, keys populated first with `-t set`.
 
@@ -18,25 +21,35 @@ use ratchet_proto::v1::decision_client::DecisionClient;
 use serde_json::json;
 
 use crate::load::{self, mix, round, Limit};
-use crate::procs::{add_tenant, decide_request, free_port, wait_listening, Decider, Env, Proc, OUT_OF_DATE_BUILD, QUIET_LOG};
+use crate::procs::{add_tenant, decide_request, free_port, wait_listening, Certs, Decider, Env, Proc, OUT_OF_DATE_BUILD, QUIET_LOG};
 use crate::Settings;
 
 pub const CLIENT_IP: &str = "10.1.2.3";
 
+/// The ratio is Ratchet with mutual TLS on (as deployed) against Redis; the same run
+/// without TLS is reported beside it, and what TLS costs.
 pub async fn run(env: &Env, settings: &Settings) -> anyhow::Result<serde_json::Value> {
-    let ratchet = ratchet_side(env, settings).await?;
+    let certs = Certs::make(env)?;
+    let with_tls = ratchet_side(env, settings, Some(&certs)).await?;
+    let plaintext = ratchet_side(env, settings, None).await?;
     let redis = redis_side(env, settings)?;
-    let ratio = ratchet.ops_per_sec() / redis.ops_per_sec;
+    let ratio = with_tls.ops_per_sec() / redis.ops_per_sec;
     Ok(json!({
         "ratio": round(ratio, 3),
         "goal": ">= 1.0",
         "met": ratio >= 1.0,
         "clients": settings.clients,
         "ratchet": {
-            "what": format!("Decide for {} known servers, one decider", settings.decide_servers),
+            "what": format!("Decide for {} known servers, one decider, mutual TLS", settings.decide_servers),
             "servers": settings.decide_servers,
-            "result": ratchet.summary(),
+            "result": with_tls.summary(),
         },
+        "ratchet_plaintext": {
+            "what": "the same without TLS",
+            "result": plaintext.summary(),
+            "ratio": round(plaintext.ops_per_sec() / redis.ops_per_sec, 3),
+        },
+        "tls_throughput_share": round(with_tls.ops_per_sec() / plaintext.ops_per_sec(), 3),
         "anchor": {
             "what": "redis-benchmark -t get",
             "requests": settings.redis_requests,
@@ -82,8 +95,12 @@ pub async fn import_servers(node: &Decider, tenant: &str, count: u64, clients: u
     Ok(result)
 }
 
-async fn ratchet_side(env: &Env, settings: &Settings) -> anyhow::Result<load::LoadResult> {
-    let mut node = Decider::new(env, "decide0", "", QUIET_LOG)?;
+async fn ratchet_side(env: &Env, settings: &Settings, tls: Option<&Certs>) -> anyhow::Result<load::LoadResult> {
+    let name = if tls.is_some() { "decide-tls" } else { "decide0" };
+    let mut node = Decider::new(env, name, "", QUIET_LOG)?;
+    if let Some(certs) = tls {
+        node = node.with_tls(certs)?;
+    }
     let founding = format!("{}={}", node.name, node.grpc);
     node.start(Some(&founding))?;
     node.wait_ready(Duration::from_secs(30))?;
@@ -94,7 +111,7 @@ async fn ratchet_side(env: &Env, settings: &Settings) -> anyhow::Result<load::Lo
     // One connection per client, as redis-benchmark opens one per client.
     let mut clients = Vec::new();
     for _ in 0..settings.clients {
-        clients.push(DecisionClient::new(node.channel().await?));
+        clients.push(DecisionClient::new(node.edge_channel().await?));
     }
     let check = clients[0]
         .clone()

@@ -109,6 +109,46 @@ pub struct Env {
     pub work: PathBuf,
 }
 
+/// A cluster CA and the certificates a TLS benchmark needs (made by `ratchet certs`):
+/// `peer` for deciders, `bench` (admin) for the load generator's admin calls and
+/// `bench-edge` (edge) for its Decide calls, as an edge makes them.
+pub struct Certs {
+    dir: PathBuf,
+}
+
+impl Certs {
+    pub fn make(env: &Env) -> anyhow::Result<Certs> {
+        let dir = env.work.join("certs");
+        let certs = |args: &[&str]| -> anyhow::Result<()> {
+            let output = std::process::Command::new(&env.ratchet)
+                .arg("certs")
+                .args(args)
+                .arg("--dir")
+                .arg(&dir)
+                .output()?;
+            anyhow::ensure!(
+                output.status.success(),
+                "ratchet certs {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            Ok(())
+        };
+        certs(&["init"])?;
+        certs(&["issue", "--role", "peer", "--name", "peer"])?;
+        certs(&["issue", "--role", "admin", "--name", "bench"])?;
+        certs(&["issue", "--role", "edge", "--name", "bench-edge"])?;
+        Ok(Certs { dir })
+    }
+
+    pub fn files(&self, name: &str) -> ratchet_tls::TlsFiles {
+        ratchet_tls::TlsFiles {
+            cert: self.dir.join(format!("{name}.pem")),
+            key: self.dir.join(format!("{name}-key.pem")),
+            ca: self.dir.join("ca.pem"),
+        }
+    }
+}
+
 /// One `ratchet decider` node.
 pub struct Decider {
     pub name: String,
@@ -120,6 +160,14 @@ pub struct Decider {
     rust_log: String,
     ratchet: PathBuf,
     pub proc: Option<Proc>,
+    /// Mutual TLS on its listeners, and for the benchmark's own calls to it.
+    tls: Option<DeciderTls>,
+}
+
+struct DeciderTls {
+    files: ratchet_tls::TlsFiles,
+    admin: ratchet_tls::Dialer,
+    edge: ratchet_tls::Dialer,
 }
 
 /// RUST_LOG for deciders: the binary's default (openraft warnings only).
@@ -139,7 +187,18 @@ impl Decider {
             rust_log: rust_log.to_owned(),
             ratchet: env.ratchet.clone(),
             proc: None,
+            tls: None,
         })
+    }
+
+    /// Serves mutual TLS with the peer certificate of `certs`; the benchmark calls as admin.
+    pub fn with_tls(mut self, certs: &Certs) -> anyhow::Result<Decider> {
+        self.tls = Some(DeciderTls {
+            files: certs.files("peer"),
+            admin: ratchet_tls::Dialer::new(Some(&certs.files("bench")), None)?,
+            edge: ratchet_tls::Dialer::new(Some(&certs.files("bench-edge")), None)?,
+        });
+        Ok(self)
     }
 
     /// Starts the node; `initial_cluster` only for a founding start.
@@ -150,6 +209,11 @@ impl Decider {
         args.push(self.data_dir.display().to_string());
         args.extend(["--listen".into(), self.grpc.to_string(), "--http".into(), self.http.to_string()]);
         args.extend(["--config".into(), self.config.display().to_string()]);
+        if let Some(DeciderTls { files, .. }) = &self.tls {
+            for (flag, path) in [("--cert", &files.cert), ("--key", &files.key), ("--ca", &files.ca)] {
+                args.extend([flag.to_owned(), path.display().to_string()]);
+            }
+        }
         if let Some(members) = initial_cluster {
             args.extend(["--initial-cluster".into(), members.to_owned()]);
         }
@@ -171,7 +235,14 @@ impl Decider {
     }
 
     pub fn is_ready(&self) -> bool {
-        http_get(self.http, "/readyz").is_some_and(|(code, _)| code == 200)
+        match &self.tls {
+            None => http_get(self.http, "/readyz").is_some_and(|(code, _)| code == 200),
+            // Over HTTPS (open to anyone, no client certificate needed).
+            Some(_) => std::process::Command::new("curl")
+                .args(["-skf", "-o", "/dev/null", &format!("https://{}/readyz", self.http)])
+                .status()
+                .is_ok_and(|status| status.success()),
+        }
     }
 
     pub fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
@@ -185,8 +256,21 @@ impl Decider {
         Ok(())
     }
 
+    /// A connection for admin calls.
     pub async fn channel(&self) -> anyhow::Result<Channel> {
-        Ok(Channel::from_shared(format!("http://{}", self.grpc))?.connect().await?)
+        self.connect(self.tls.as_ref().map(|tls| &tls.admin)).await
+    }
+
+    /// A connection for Decide, as an edge (role edge under TLS).
+    pub async fn edge_channel(&self) -> anyhow::Result<Channel> {
+        self.connect(self.tls.as_ref().map(|tls| &tls.edge)).await
+    }
+
+    async fn connect(&self, dialer: Option<&ratchet_tls::Dialer>) -> anyhow::Result<Channel> {
+        match dialer {
+            None => Ok(Channel::from_shared(format!("http://{}", self.grpc))?.connect().await?),
+            Some(dialer) => Ok(dialer.connect(dialer.endpoint(&self.grpc.to_string())?).await?),
+        }
     }
 
     pub async fn status(&self) -> Option<pb::StatusResponse> {
