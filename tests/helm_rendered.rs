@@ -9,6 +9,11 @@
 //! directory of its own (the PersistentVolumeClaim's directory survives a pod restart, as
 //! the claim does). `tini --`, which only forwards signals as PID 1 in the image, is left
 //! out. Everything else, the start and join scripts included, runs as rendered.
+//!
+//! With `tls.enabled` (the chart's default) each pod mounts its component's certificate
+//! Secret; the test makes those Secrets' files with the real `ratchet certs` (one CA, one
+//! certificate per component with the role the chart's README gives it), and its own
+//! `ratchet ctl` calls present an admin certificate from the same CA.
 
 mod common;
 
@@ -16,7 +21,7 @@ use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cluster::free_port;
@@ -25,6 +30,11 @@ use tempfile::TempDir;
 
 const CHECK_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../helm/check.py");
 const GRPC_PORT: u16 = 7001;
+/// The release every rendering uses; with no fullnameOverride it is also the chart's fullname.
+const RELEASE: &str = "ratchet";
+/// Each component's certificate Secret (`<fullname>-<component>-mtls`) and the role of its
+/// certificate, as helm/ratchet/README.md ("Transport security") lists them.
+const TLS_ROLES: [(&str, &str); 4] = [("decider", "peer"), ("edge", "edge"), ("policy", "admin"), ("test", "viewer")];
 
 /// One container of a pod, with addresses and paths already moved to this machine.
 struct Container {
@@ -47,6 +57,10 @@ struct Pod {
     rendered_dns: String,
     init_containers: Vec<Container>,
     containers: Vec<Container>,
+    /// RATCHET_CERT, RATCHET_KEY and RATCHET_CA of an admin certificate for the test's own
+    /// `ratchet ctl` calls when the chart renders TLS; empty without TLS (plaintext on
+    /// loopback needs nothing).
+    ctl_env: Vec<(String, String)>,
 }
 
 impl Container {
@@ -165,9 +179,19 @@ impl Pod {
             .log()
     }
 
+    /// `ratchet ctl --endpoints <this pod> ARGS...` as the test's operator.
+    fn ctl(&self, args: &[&str]) -> Output {
+        common::ratchet()
+            .args(["ctl", "--endpoints", &self.grpc])
+            .args(args)
+            .envs(self.ctl_env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("the ratchet binary runs")
+    }
+
     /// `ratchet ctl --json cluster status` against this pod, if it answers.
     fn status(&self) -> Option<Value> {
-        let output = common::run(["ctl", "--endpoints", &self.grpc, "--json", "cluster", "status"]);
+        let output = self.ctl(&["--json", "cluster", "status"]);
         output.status.success().then(|| serde_json::from_slice(&output.stdout).unwrap())
     }
 
@@ -199,7 +223,7 @@ impl Layout {
             "--values",
             "ci/default-values.yaml",
             "--release",
-            "ratchet",
+            RELEASE,
             "--namespace",
             "ratchet",
         ]);
@@ -216,6 +240,7 @@ impl Layout {
         );
         let rendered: Value = serde_json::from_slice(&output.stdout).unwrap();
         let dir = tempfile::tempdir().unwrap();
+        let mut ca = Ca::new(dir.path().join("ca"));
         let rendered_pods = rendered["pods"].as_array().unwrap();
 
         // Every container port of every pod gets a loopback port of its own.
@@ -252,7 +277,7 @@ impl Layout {
                     addresses.insert(format!("{host}:{port}"), address.clone());
                 }
             }
-            let volumes = lay_out_volumes(&root, &pod["volumes"]);
+            let volumes = lay_out_volumes(&root, &pod["volumes"], &mut ca);
             let mut containers = Vec::new();
             let mut init_containers = Vec::new();
             let mut rendered_args = Vec::new();
@@ -321,7 +346,20 @@ impl Layout {
                 rendered_args,
                 init_containers,
                 containers,
+                ctl_env: Vec::new(),
             });
+        }
+        // The test's own calls: an admin certificate from the pods' CA, if they have one.
+        if ca.is_made() {
+            let (cert, key) = ca.issue("admin", "helm-rendered-test-operator");
+            let ctl_env = vec![
+                ("RATCHET_CERT".to_owned(), cert.display().to_string()),
+                ("RATCHET_KEY".to_owned(), key.display().to_string()),
+                ("RATCHET_CA".to_owned(), ca.cert().display().to_string()),
+            ];
+            for pod in &mut pods {
+                pod.ctl_env = ctl_env.clone();
+            }
         }
         Layout { pods, _dir: dir }
     }
@@ -362,9 +400,53 @@ impl Layout {
     }
 }
 
-/// Creates each volume's directory: ConfigMaps with their files, the claim and emptyDirs
+/// The cluster CA made with `ratchet certs init`, on first use, and the certificates
+/// issued from it with `ratchet certs issue`, each once.
+struct Ca {
+    dir: PathBuf,
+    made: bool,
+    issued: BTreeMap<String, (PathBuf, PathBuf)>,
+}
+
+impl Ca {
+    fn new(dir: PathBuf) -> Ca {
+        Ca {
+            dir,
+            made: false,
+            issued: BTreeMap::new(),
+        }
+    }
+
+    fn is_made(&self) -> bool {
+        self.made
+    }
+
+    /// The CA's certificate, what a Secret's ca.crt holds.
+    fn cert(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// DIR/NAME.pem and DIR/NAME-key.pem, issued for `role` the first time they are asked for.
+    fn issue(&mut self, role: &str, name: &str) -> (PathBuf, PathBuf) {
+        let dir = self.dir.to_str().unwrap().to_owned();
+        if !self.made {
+            common::stdout_of(["certs", "init", "--dir", &dir]);
+            self.made = true;
+        }
+        self.issued
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                common::stdout_of(["certs", "issue", "--dir", &dir, "--role", role, "--name", name]);
+                (self.dir.join(format!("{name}.pem")), self.dir.join(format!("{name}-key.pem")))
+            })
+            .clone()
+    }
+}
+
+/// Creates each volume's directory: ConfigMaps with their files, a certificate Secret with
+/// tls.crt, tls.key and ca.crt issued by `ca` for its component, the claim and emptyDirs
 /// empty. Returns volume name -> directory.
-fn lay_out_volumes(root: &Path, volumes: &Value) -> BTreeMap<String, PathBuf> {
+fn lay_out_volumes(root: &Path, volumes: &Value, ca: &mut Ca) -> BTreeMap<String, PathBuf> {
     let mut directories = BTreeMap::new();
     for (name, source) in volumes.as_object().unwrap() {
         let directory = root.join("volumes").join(name);
@@ -373,6 +455,15 @@ fn lay_out_volumes(root: &Path, volumes: &Value) -> BTreeMap<String, PathBuf> {
             for (file, content) in files {
                 std::fs::write(directory.join(file), content.as_str().unwrap()).unwrap();
             }
+        } else if let Some(secret) = source["secret"]["secretName"].as_str() {
+            let (component, role) = TLS_ROLES
+                .iter()
+                .find(|(component, _)| secret == format!("{RELEASE}-{component}-mtls"))
+                .unwrap_or_else(|| panic!("volume {name}: Secret {secret} is no component's certificate"));
+            let (cert, key) = ca.issue(role, &format!("{RELEASE}-{component}"));
+            std::fs::copy(cert, directory.join("tls.crt")).unwrap();
+            std::fs::copy(key, directory.join("tls.key")).unwrap();
+            std::fs::copy(ca.cert(), directory.join("ca.crt")).unwrap();
         } else {
             assert!(
                 source.get("persistentVolumeClaim").is_some() || source.get("emptyDir").is_some(),
@@ -434,7 +525,16 @@ fn member_ids(status: &Value) -> BTreeMap<String, u64> {
 
 #[test]
 fn the_rendered_statefulset_founds_one_group_and_a_restarted_pod_rejoins_as_itself() {
-    let mut layout = Layout::render(&[]);
+    founds_one_group_and_a_restarted_pod_rejoins_as_itself(true);
+}
+
+#[test]
+fn without_tls_the_rendered_statefulset_founds_one_group_and_a_restarted_pod_rejoins_as_itself() {
+    founds_one_group_and_a_restarted_pod_rejoins_as_itself(false);
+}
+
+fn founds_one_group_and_a_restarted_pod_rejoins_as_itself(tls: bool) {
+    let mut layout = Layout::render(if tls { &[] } else { &["tls.enabled=false"] });
     let names: Vec<String> = layout.pods.iter().map(|p| p.name.clone()).collect();
     assert_eq!(names, ["ratchet-decider-0", "ratchet-decider-1", "ratchet-decider-2"]);
 
@@ -452,6 +552,17 @@ fn the_rendered_statefulset_founds_one_group_and_a_restarted_pod_rejoins_as_itse
             format!("{}.ratchet-decider-headless.ratchet.svc.cluster.local", pod.name)
         );
         assert_eq!(flag(&pod.rendered_args, "--initial-cluster"), founders);
+        if tls {
+            assert_eq!(flag(&pod.rendered_args, "--cert"), "/etc/ratchet/mtls/tls.crt");
+            assert_eq!(flag(&pod.rendered_args, "--key"), "/etc/ratchet/mtls/tls.key");
+            assert_eq!(flag(&pod.rendered_args, "--ca"), "/etc/ratchet/mtls/ca.crt");
+            assert!(!pod.rendered_args.contains(&"--insecure".to_owned()), "{:?}", pod.rendered_args);
+            assert!(!pod.ctl_env.is_empty(), "the test's ctl calls carry an admin certificate");
+        } else {
+            assert!(pod.rendered_args.contains(&"--insecure".to_owned()), "{:?}", pod.rendered_args);
+            assert!(!pod.rendered_args.contains(&"--cert".to_owned()), "{:?}", pod.rendered_args);
+            assert!(pod.ctl_env.is_empty());
+        }
     }
 
     // Pods start in any order (podManagementPolicy: Parallel, scheduled as nodes allow).
@@ -460,6 +571,20 @@ fn the_rendered_statefulset_founds_one_group_and_a_restarted_pod_rejoins_as_itse
         std::thread::sleep(Duration::from_millis(300));
     }
     let statuses = layout.wait_for_group(3);
+    if tls {
+        // The group answers only to a certificate from its CA.
+        let anonymous = common::ratchet()
+            .args(["ctl", "--endpoints", &layout.pods[0].grpc, "--json", "cluster", "status"])
+            .env_remove("RATCHET_CERT")
+            .env_remove("RATCHET_KEY")
+            .env_remove("RATCHET_CA")
+            .output()
+            .unwrap();
+        assert!(
+            !anonymous.status.success(),
+            "a TLS decider answered ratchet ctl without a certificate"
+        );
+    }
     let ids = member_ids(&statuses["ratchet-decider-0"]);
     assert_eq!(ids.keys().cloned().collect::<Vec<_>>(), names, "members are named after their pods");
     for pod in &layout.pods {
@@ -593,15 +718,7 @@ fn a_pod_whose_volume_is_lost_comes_back_as_a_new_member_once_the_old_one_is_rem
 
     // The operator's procedure (NOTES.txt): remove the old member. The pod then starts as
     // a new node, and its join sidecar adds it and promotes it.
-    let removed = common::run([
-        "ctl",
-        "--endpoints",
-        &layout.pods[0].grpc,
-        "cluster",
-        "remove",
-        "--name",
-        "ratchet-decider-1",
-    ]);
+    let removed = layout.pods[0].ctl(&["cluster", "remove", "--name", "ratchet-decider-1"]);
     assert!(
         removed.status.success(),
         "cluster remove: {}\n{}",
