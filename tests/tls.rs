@@ -160,7 +160,7 @@ async fn call_everything(node: &DeciderProcess, dialer: &Dialer, tag: &str) -> V
         ),
         outcome(admin.add_tenant(pb::AddTenantRequest { name: format!("t-{tag}") }).await),
         outcome(admin.list_tenants(pb::ListTenantsRequest {}).await),
-        outcome(cluster.status(pb::StatusRequest {}).await),
+        outcome(cluster.status(pb::StatusRequest::default()).await),
         outcome(
             decision
                 .decide(decide_request("127.0.0.1", "ex1.corp.example", "15.0.1497.2"))

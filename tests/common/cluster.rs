@@ -108,10 +108,22 @@ impl DeciderProcess {
     pub async fn status(&self) -> Option<pb::StatusResponse> {
         let channel = self.try_channel().await.ok()?;
         ClusterClient::new(channel)
-            .status(pb::StatusRequest {})
+            .status(pb::StatusRequest::default())
             .await
             .ok()
             .map(|r| r.into_inner())
+    }
+}
+
+impl DeciderProcess {
+    /// The node's state digest and the applied index it is at.
+    pub async fn state_digest(&self) -> (u64, String) {
+        let reply = ClusterClient::new(self.channel().await)
+            .status(pb::StatusRequest { state_digest: true })
+            .await
+            .unwrap()
+            .into_inner();
+        (reply.digest_index, reply.state_digest)
     }
 }
 
@@ -196,6 +208,28 @@ impl Cluster {
             }
         }
         unreachable!("the leader is one of the nodes")
+    }
+
+    /// Waits until every running node is at the same applied index with the same state
+    /// digest, and returns it; fails if they settle at one index with different states.
+    pub async fn assert_same_state(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut digests = Vec::new();
+            for node in self.nodes.iter().filter(|n| n.is_running()) {
+                digests.push((node.name.clone(), node.state_digest().await));
+            }
+            let same_index = digests.windows(2).all(|w| w[0].1 .0 == w[1].1 .0);
+            if same_index {
+                assert!(
+                    digests.windows(2).all(|w| w[0].1 .1 == w[1].1 .1),
+                    "same applied index, different state: {digests:?}"
+                );
+                return digests[0].1 .1.clone();
+            }
+            assert!(Instant::now() < deadline, "nodes never reached one applied index: {digests:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until every running node has applied everything any of them has applied.

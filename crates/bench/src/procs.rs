@@ -275,7 +275,7 @@ impl Decider {
 
     pub async fn status(&self) -> Option<pb::StatusResponse> {
         let channel = self.channel().await.ok()?;
-        let reply = ClusterClient::new(channel).status(pb::StatusRequest {}).await.ok()?;
+        let reply = ClusterClient::new(channel).status(pb::StatusRequest::default()).await.ok()?;
         Some(reply.into_inner())
     }
 }

@@ -88,8 +88,17 @@ impl ClusterService {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
-        Ok(Response::new(cluster_status(&self.raft, &self.identity.name)))
+    async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let mut status = cluster_status(&self.raft, &self.identity.name);
+        if request.get_ref().state_digest {
+            let view = self.proposer.view.clone();
+            let (index, digest) = tokio::task::spawn_blocking(move || view.digest())
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::internal(format!("state digest: {e}")))?;
+            (status.digest_index, status.state_digest) = (index, digest);
+        }
+        Ok(Response::new(status))
     }
 
     async fn add_learner(&self, request: Request<pb::AddLearnerRequest>) -> Result<Response<pb::AddLearnerResponse>, Status> {

@@ -54,5 +54,6 @@ pub fn cluster_status(raft: &Raft, name: &str) -> pb::StatusResponse {
         last_applied_index: metrics.last_applied.map_or(0, |id| id.index),
         members,
         state: role_name(metrics.state).to_owned(),
+        ..Default::default()
     }
 }

@@ -593,7 +593,11 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
 async fn run_cluster(mut cluster: ClusterClient<Channel>, command: ClusterCommand, json: bool) -> anyhow::Result<()> {
     let membership = match command {
         ClusterCommand::Status => {
-            let status = cluster.status(pb::StatusRequest {}).await.map_err(refusal)?.into_inner();
+            let status = cluster
+                .status(pb::StatusRequest { state_digest: json })
+                .await
+                .map_err(refusal)?
+                .into_inner();
             print_status(&status, json);
             return Ok(());
         }
@@ -640,6 +644,7 @@ fn print_status(status: &pb::StatusResponse, json: bool) {
         print_json(&json!({
             "node_id": status.node_id, "node_name": status.node_name, "state": status.state, "leader_id": status.leader_id,
             "term": status.term, "last_log_index": status.last_log_index, "last_applied_index": status.last_applied_index, "members": members,
+            "state_digest": status.state_digest, "digest_index": status.digest_index,
         }));
         return;
     }

@@ -30,7 +30,9 @@ use crate::snapshot::{verify, SnapshotFormatError, SnapshotReader, SnapshotWrite
 use crate::types::{read_error, write_error, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::view::{Caches, Notifiers, StateView, VersionedPolicy};
 
-const APPLIED: &[u8] = b"applied";
+/// In meta: the log id of the last applied entry.
+pub(crate) const APPLIED_KEY: &[u8] = b"applied";
+const APPLIED: &[u8] = APPLIED_KEY;
 const MEMBERSHIP: &[u8] = b"membership";
 const POLICY: &[u8] = b"policy";
 /// The stamp of the last applied entry: time in the log never runs backwards.

@@ -12,7 +12,8 @@ use ratchet_policy::{Policy, Timestamp};
 use tokio::sync::watch;
 
 use crate::model::{AuditRecord, Connector, Event, ServerEntry, Tenant, AUDIT_PREFIX};
-use crate::rocks::{server_key, tenant_prefix, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_SERVERS};
+use crate::rocks::{server_key, tenant_prefix, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_SERVERS, STATE_FAMILIES};
+use crate::state_machine::APPLIED_KEY;
 
 /// The policy in force and the log index at which it took effect (0: the default).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -120,6 +121,36 @@ impl StateView {
             .filter(|record| tenant.is_none_or(|t| record.tenant.as_deref() == Some(t)))
             .filter(|record| since.is_none_or(|since| record.at >= since))
             .collect())
+    }
+
+    /// A SHA-256 of every state record (family, key and value, in key order) and the log
+    /// index it is at, read from one RocksDB snapshot: two nodes at the same applied index
+    /// must give the same digest, byte for byte.
+    pub fn digest(&self) -> Result<(u64, String), StoreError> {
+        let db = self.store.db();
+        let snapshot = db.snapshot();
+        let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut applied = 0;
+        for family in STATE_FAMILIES {
+            let mut options = rocksdb::ReadOptions::default();
+            options.set_snapshot(&snapshot);
+            for item in db.iterator_cf_opt(self.store.cf(family), options, rocksdb::IteratorMode::Start) {
+                let (key, value) = item?;
+                if family == CF_META && &*key == APPLIED_KEY {
+                    let log_id: openraft::LogId<u64> = crate::codec::decode(&value).map_err(|source| StoreError::Corrupt {
+                        key: "meta/applied".into(),
+                        source,
+                    })?;
+                    applied = log_id.index;
+                }
+                for part in [family.as_bytes(), &key, &value] {
+                    hash.update(&(part.len() as u64).to_be_bytes());
+                    hash.update(part);
+                }
+            }
+        }
+        let digest = hash.finish();
+        Ok((applied, digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()))
     }
 
     pub fn store(&self) -> &Store {
