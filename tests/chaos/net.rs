@@ -1,0 +1,254 @@
+//! The fault suite's network: every decider in its own network namespace, joined by a
+//! bridge that lives in a namespace of its own (so the host's firewall, Docker's FORWARD
+//! DROP among it, never sees the traffic), and the test process in the root namespace on
+//! that bridge too, as the clients. Partitions are iptables rules inside a node's
+//! namespace: a node can be cut from its peers while clients still reach it.
+//!
+//! Needs root (ip netns, iptables), as the machine the suite runs on gives.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ratchet_proto::v1 as pb;
+use ratchet_proto::v1::admin_client::AdminClient;
+use ratchet_proto::v1::cluster_client::ClusterClient;
+use ratchet_proto::v1::decision_client::DecisionClient;
+use tonic::transport::{Channel, Endpoint};
+
+fn run(args: &[&str]) {
+    let output = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{args:?} failed (the fault suite needs root, iproute2 and iptables): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A bridge in its own namespace, and the root namespace's address on it.
+pub struct Net {
+    /// Distinguishes this run's namespaces and links from a concurrent run's.
+    tag: String,
+    subnet: u8,
+    nodes: Vec<String>,
+}
+
+impl Net {
+    pub fn new() -> Net {
+        static NETS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let (pid, n) = (std::process::id(), NETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        // Short enough for interface names (15 characters), unique per test and process.
+        let tag = format!("rc{}x{n}", pid % 10_000);
+        // One /24 per network, in 10.213.0.0/16.
+        let subnet = ((pid as u64 * 7 + u64::from(n)) % 250) as u8 + 1;
+        let net = Net {
+            tag,
+            subnet,
+            nodes: Vec::new(),
+        };
+        let switch = net.switch();
+        run(&["ip", "netns", "add", &switch]);
+        run(&["ip", "-n", &switch, "link", "add", "br0", "type", "bridge"]);
+        run(&["ip", "-n", &switch, "link", "set", "br0", "up"]);
+        // The clients' leg: the root namespace on the bridge.
+        let (outer, inner) = (format!("{}h", net.tag), format!("{}hs", net.tag));
+        run(&[
+            "ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns", &switch,
+        ]);
+        run(&["ip", "-n", &switch, "link", "set", &inner, "master", "br0", "up"]);
+        run(&["ip", "addr", "add", &format!("{}/24", net.address(254)), "dev", &outer]);
+        run(&["ip", "link", "set", &outer, "up"]);
+        net
+    }
+
+    fn switch(&self) -> String {
+        format!("{}-sw", self.tag)
+    }
+
+    pub fn address(&self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 213, self.subnet, host)
+    }
+
+    /// A namespace for host `host` (1..), on the bridge; returns its name.
+    pub fn add_host(&mut self, host: u8) -> String {
+        let namespace = format!("{}-n{host}", self.tag);
+        let (outer, inner) = (format!("{}n{host}", self.tag), format!("{}n{host}s", self.tag));
+        let switch = self.switch();
+        run(&["ip", "netns", "add", &namespace]);
+        run(&["ip", "-n", &namespace, "link", "set", "lo", "up"]);
+        run(&[
+            "ip", "link", "add", &inner, "netns", &switch, "type", "veth", "peer", "name", &outer, "netns", &namespace,
+        ]);
+        run(&["ip", "-n", &switch, "link", "set", &inner, "master", "br0", "up"]);
+        run(&[
+            "ip",
+            "-n",
+            &namespace,
+            "addr",
+            "add",
+            &format!("{}/24", self.address(host)),
+            "dev",
+            &outer,
+        ]);
+        run(&["ip", "-n", &namespace, "link", "set", &outer, "up"]);
+        self.nodes.push(namespace.clone());
+        namespace
+    }
+
+    /// Drops everything between `host` and the other hosts of `peers` (both ways); the
+    /// clients still reach it.
+    pub fn isolate(&self, host: u8, peers: &[u8]) {
+        let namespace = format!("{}-n{host}", self.tag);
+        for peer in peers.iter().filter(|p| **p != host) {
+            let peer = self.address(*peer).to_string();
+            run(&[
+                "ip", "netns", "exec", &namespace, "iptables", "-A", "INPUT", "-s", &peer, "-j", "DROP",
+            ]);
+            run(&[
+                "ip", "netns", "exec", &namespace, "iptables", "-A", "OUTPUT", "-d", &peer, "-j", "DROP",
+            ]);
+        }
+    }
+
+    /// Removes every rule `isolate` added on `host`.
+    pub fn heal(&self, host: u8) {
+        let namespace = format!("{}-n{host}", self.tag);
+        run(&["ip", "netns", "exec", &namespace, "iptables", "-F"]);
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of each veth, and so the pair.
+        for namespace in self.nodes.iter().chain([&self.switch()]) {
+            let _ = Command::new("ip").args(["netns", "del", namespace]).status();
+        }
+        let _ = Command::new("ip").args(["link", "del", &format!("{}h", self.tag)]).status();
+    }
+}
+
+/// One `ratchet decider` inside its namespace (plaintext with `--insecure`: the suite's
+/// links are its own namespaces; TLS is the business of tests/tls.rs).
+pub struct Node {
+    pub name: String,
+    pub host: u8,
+    pub namespace: String,
+    pub grpc: SocketAddr,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    pub fn new(net: &mut Net, dir: &Path, host: u8, config: &Path) -> Node {
+        let namespace = net.add_host(host);
+        let name = format!("d{host}");
+        Node {
+            grpc: SocketAddr::new(net.address(host).into(), 7001),
+            data_dir: dir.join(&name),
+            log: dir.join(format!("{name}.log")),
+            config: config.to_owned(),
+            name,
+            host,
+            namespace,
+            child: None,
+        }
+    }
+
+    pub fn start(&mut self, initial_cluster: Option<&str>, extra: &[&str]) {
+        assert!(self.child.is_none(), "{} is running", self.name);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut command = Command::new("ip");
+        command
+            .args([
+                "netns",
+                "exec",
+                &self.namespace,
+                env!("CARGO_BIN_EXE_ratchet"),
+                "decider",
+                "--insecure",
+            ])
+            .args(["--name", &self.name, "--listen", &self.grpc.to_string(), "--data-dir"])
+            .arg(&self.data_dir)
+            .arg("--config")
+            .arg(&self.config)
+            .args(extra)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(members) = initial_cluster {
+            command.args(["--initial-cluster", members]);
+        }
+        self.child = Some(command.spawn().expect("ratchet starts"));
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // `ip netns exec` execs the program: the child is the decider itself.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            run(&["kill", &format!("-{signal}"), &child.id().to_string()]);
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn try_channel(&self) -> Result<Channel, tonic::transport::Error> {
+        Endpoint::from_shared(format!("http://{}", self.grpc))
+            .unwrap()
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+    }
+
+    pub async fn channel(&self) -> Channel {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.try_channel().await {
+                Ok(channel) => return channel,
+                Err(e) if Instant::now() > deadline => panic!("{} unreachable: {e}\n{}", self.name, self.log()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    pub async fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel().await)
+    }
+
+    pub async fn decision(&self) -> DecisionClient<Channel> {
+        DecisionClient::new(self.channel().await)
+    }
+
+    pub async fn status(&self, digest: bool) -> Option<pb::StatusResponse> {
+        let channel = self.try_channel().await.ok()?;
+        let request = pb::StatusRequest { state_digest: digest };
+        Some(ClusterClient::new(channel).status(request).await.ok()?.into_inner())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal("CONT");
+        }
+        self.kill9();
+    }
+}
