@@ -531,7 +531,10 @@ async fn a_new_node_joins_as_learner_and_is_promoted_with_ctl() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert!(joined.status.success(), "add-learner: {}", String::from_utf8_lossy(&joined.stderr));
+    if !joined.status.success() {
+        let logs: Vec<String> = cluster.nodes.iter().map(|n| format!("--- {}\n{}", n.name, n.log())).collect();
+        panic!("add-learner: {}\n{}", String::from_utf8_lossy(&joined.stderr), logs.join("\n"));
+    }
     let promoted = common::stdout_of(["ctl", "--endpoints", &endpoint, "--json", "cluster", "promote", "--name", "d3"]);
     let membership: Value = serde_json::from_str(&promoted).unwrap();
     assert_eq!(membership["voters"].as_array().unwrap().len(), 4, "{membership}");

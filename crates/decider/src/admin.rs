@@ -256,16 +256,23 @@ impl Admin for AdminService {
         let actor = actor_of(&request);
         let request = request.into_inner();
         let url = Some(request.url.trim().to_owned()).filter(|url| !url.is_empty());
+        // A new key with every url: setting the webhook again rotates it.
+        let secret = url
+            .as_ref()
+            .map(|_| format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>()));
         self.proposer
             .propose_as(
                 actor,
                 Command::SetWebhook {
                     tenant: key(&request.tenant),
                     url,
+                    secret: secret.clone(),
                 },
             )
             .await?;
-        Ok(Response::new(pb::SetWebhookResponse {}))
+        Ok(Response::new(pb::SetWebhookResponse {
+            secret: secret.unwrap_or_default(),
+        }))
     }
 
     async fn list_events(&self, request: Request<pb::ListEventsRequest>) -> Result<Response<pb::ListEventsResponse>, Status> {

@@ -37,6 +37,9 @@ pub struct DeciderConfig {
     pub rocksdb_block_cache_mb: usize,
     /// All RocksDB memtables together.
     pub rocksdb_write_buffer_mb: usize,
+    /// Lets tenants' webhooks reach loopback, private and link-local addresses (off: a
+    /// tenant's URL must not reach into the provider's own network).
+    pub webhook_allow_private: bool,
 }
 
 impl Default for DeciderConfig {
@@ -55,6 +58,7 @@ impl Default for DeciderConfig {
             sightings_queue: 100_000,
             rocksdb_block_cache_mb: 128,
             rocksdb_write_buffer_mb: 64,
+            webhook_allow_private: false,
         }
     }
 }

@@ -10,7 +10,8 @@
 //! - `freshness`, `skew`: when this node may answer (in touch with a quorum, clock in step).
 //! - `sightings`: first sightings committed in the background, in batches.
 //! - `counters`: per-node aggregation of message counts, flushed to the log in batches.
-//! - `notifications`: the leader's scan for time-driven notices and webhook delivery.
+//! - `notifications`: the leader's scan for time-driven notices and webhook delivery;
+//!   `webhook`: one signed POST, to public addresses only.
 //! - `report`: the tenant report, one schema for gRPC, HTTP and the CLI.
 //! - `http`: health, readiness, metrics and the report API; `http_tls`: the same over TLS,
 //!   with the role each page needs.
@@ -40,6 +41,7 @@ pub mod report;
 pub mod sightings;
 pub mod skew;
 pub mod status;
+pub mod webhook;
 
 pub use config::DeciderConfig;
 pub use node::{Decider, DeciderOptions};

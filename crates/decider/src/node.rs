@@ -163,7 +163,11 @@ impl Decider {
             crate::metrics::watch_raft(metrics_raft).await;
             Ok(())
         });
-        let notifier = crate::notifications::Notifier::new(proposer.clone(), Duration::from_millis(options.config.notify_scan_ms))?;
+        let notifier = crate::notifications::Notifier::new(
+            proposer.clone(),
+            Duration::from_millis(options.config.notify_scan_ms),
+            options.config.webhook_allow_private,
+        )?;
         tasks.spawn(async move {
             notifier.run().await;
             Ok(())

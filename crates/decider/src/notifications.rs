@@ -10,51 +10,53 @@
 //! Delivery is at least once, by the leader only: it POSTs each undelivered event in order
 //! and records what the webhook took with a `MarkDelivered` entry. A new leader resumes
 //! from what is not marked, so an event delivered just before a leader change may come
-//! again, with the same id: receivers de-duplicate on it.
+//! again, with the same id: receivers de-duplicate on it. Each tenant's delivery runs on
+//! its own, so a slow or dead receiver delays only its own tenant's events; `webhook`
+//! signs each POST and keeps them off private addresses.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use tokio::task::JoinSet;
+
 use chrono::{SecondsFormat, TimeDelta};
 use ratchet_policy::{evaluate, ServerFacts, Timestamp};
 use ratchet_store::command::MAX_NOTICES;
-use ratchet_store::{Command, Event, EventKind, Notice, Tenant};
+use ratchet_store::{Command, EventKind, Notice, Tenant};
 use tokio::time::Instant;
 
 use crate::proposer::Proposer;
+use crate::webhook::WebhookClient;
 
 const TICK: Duration = Duration::from_secs(1);
-const POST_TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LAST_RETRY: Duration = Duration::from_secs(60);
 
 pub struct Notifier {
     proposer: Proposer,
-    http: reqwest::Client,
+    webhooks: WebhookClient,
     scan_every: Duration,
     /// Per tenant: consecutive failures and when to try its webhook again.
     backoff: HashMap<String, (u32, Instant)>,
+    /// The tenants whose delivery is under way, one task each.
+    delivering: JoinSet<(String, bool)>,
+    in_flight: std::collections::HashSet<String>,
 }
 
 impl Notifier {
-    pub fn new(proposer: Proposer, scan_every: Duration) -> anyhow::Result<Notifier> {
-        // reqwest is built without a TLS provider of its own; ring is the one the edge uses.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(POST_TIMEOUT)
-            .user_agent("ratchet-decider")
-            .build()?;
+    pub fn new(proposer: Proposer, scan_every: Duration, allow_private: bool) -> anyhow::Result<Notifier> {
         Ok(Notifier {
             proposer,
-            http,
+            webhooks: WebhookClient::new(allow_private)?,
             scan_every,
             backoff: HashMap::new(),
+            delivering: JoinSet::new(),
+            in_flight: Default::default(),
         })
     }
 
     fn is_leader(&self) -> bool {
-        let metrics = self.proposer.raft.metrics().borrow().clone();
-        metrics.current_leader == Some(metrics.id)
+        leads(&self.proposer)
     }
 
     /// Scans and delivers while this node leads; idles otherwise.
@@ -165,65 +167,77 @@ impl Notifier {
         Ok(notices)
     }
 
+    /// Starts delivery for every tenant with undelivered events whose delivery is not
+    /// already under way nor backing off, and takes stock of those that finished.
     async fn deliver(&mut self) {
+        while let Some(finished) = self.delivering.try_join_next() {
+            let Ok((tenant, failed)) = finished else { continue };
+            self.in_flight.remove(&tenant);
+            if failed {
+                let failures = self.backoff.get(&tenant).map_or(0, |(n, _)| *n) + 1;
+                let wait = FIRST_RETRY.saturating_mul(1 << failures.min(6)).min(LAST_RETRY);
+                self.backoff.insert(tenant, (failures, Instant::now() + wait));
+            } else {
+                self.backoff.remove(&tenant);
+            }
+        }
         for tenant in self.proposer.view.tenants().values() {
-            let Some(url) = tenant.webhook_url.as_deref() else { continue };
-            if self.backoff.get(&tenant.name).is_some_and(|(_, next)| Instant::now() < *next) {
+            let (Some(url), Some(secret)) = (tenant.webhook_url.clone(), tenant.webhook_secret.clone()) else {
+                continue;
+            };
+            if self.in_flight.contains(&tenant.name) || self.backoff.get(&tenant.name).is_some_and(|(_, next)| Instant::now() < *next) {
                 continue;
             }
-            let pending = match self.proposer.view.pending_events(&tenant.name) {
-                Ok(pending) => pending,
-                Err(error) => {
-                    tracing::warn!(tenant = %tenant.name, %error, "reading pending events failed");
-                    continue;
-                }
-            };
-            let mut delivered = Vec::new();
-            let mut failed = false;
-            for event in &pending {
-                if !self.is_leader() {
-                    break;
-                }
-                match self.post(url, event).await {
-                    Ok(()) => delivered.push(event.id.clone()),
-                    Err(error) => {
-                        tracing::warn!(tenant = %tenant.name, event = %event.id, %error, "webhook delivery failed; will retry");
-                        failed = true;
-                        break;
-                    }
-                }
-            }
-            if failed {
-                let failures = self.backoff.get(&tenant.name).map_or(0, |(n, _)| *n) + 1;
-                let wait = FIRST_RETRY.saturating_mul(1 << failures.min(6)).min(LAST_RETRY);
-                self.backoff.insert(tenant.name.clone(), (failures, Instant::now() + wait));
-            } else {
-                self.backoff.remove(&tenant.name);
-            }
-            if !delivered.is_empty() {
-                let command = Command::MarkDelivered {
-                    tenant: tenant.name.clone(),
-                    ids: delivered,
-                };
-                if let Err(error) = self.proposer.propose(command).await {
-                    tracing::warn!(tenant = %tenant.name, %error, "recording deliveries failed; they will be sent again");
-                }
+            self.in_flight.insert(tenant.name.clone());
+            let (proposer, webhooks, name) = (self.proposer.clone(), self.webhooks.clone(), tenant.name.clone());
+            self.delivering.spawn(async move {
+                let failed = deliver_tenant(&proposer, &webhooks, &name, &url, &secret).await;
+                (name, failed)
+            });
+        }
+    }
+}
+
+fn leads(proposer: &Proposer) -> bool {
+    let metrics = proposer.raft.metrics().borrow().clone();
+    metrics.current_leader == Some(metrics.id)
+}
+
+/// POSTs a tenant's undelivered events in order while this node leads, and records what
+/// the webhook took; true if a POST failed (the tenant then backs off).
+async fn deliver_tenant(proposer: &Proposer, webhooks: &WebhookClient, tenant: &str, url: &str, secret: &str) -> bool {
+    let pending = match proposer.view.pending_events(tenant) {
+        Ok(pending) => pending,
+        Err(error) => {
+            tracing::warn!(%tenant, %error, "reading pending events failed");
+            return true;
+        }
+    };
+    let mut delivered = Vec::new();
+    let mut failed = false;
+    for event in &pending {
+        if !leads(proposer) {
+            break;
+        }
+        match webhooks.post(url, secret, event).await {
+            Ok(()) => delivered.push(event.id.clone()),
+            Err(error) => {
+                tracing::warn!(%tenant, event = %event.id, error = %format!("{error:#}"), "webhook delivery failed; will retry");
+                failed = true;
+                break;
             }
         }
     }
-
-    async fn post(&self, url: &str, event: &Event) -> anyhow::Result<()> {
-        let response = self
-            .http
-            .post(url)
-            .header("content-type", "application/json")
-            .header("x-ratchet-event-id", &event.id)
-            .body(serde_json::to_vec(event)?)
-            .send()
-            .await?;
-        anyhow::ensure!(response.status().is_success(), "webhook answered {}", response.status());
-        Ok(())
+    if !delivered.is_empty() {
+        let command = Command::MarkDelivered {
+            tenant: tenant.to_owned(),
+            ids: delivered,
+        };
+        if let Err(error) = proposer.propose(command).await {
+            tracing::warn!(%tenant, %error, "recording deliveries failed; they will be sent again");
+        }
     }
+    failed
 }
 
 /// The notice that a tenant's last pause ran out on its own, once.

@@ -570,19 +570,26 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             }
         }
         CtlCommand::Webhook { tenant, url } => {
-            admin
+            let reply = admin
                 .set_webhook(pb::SetWebhookRequest {
                     tenant: tenant.clone(),
                     url: url.clone(),
                 })
                 .await
-                .map_err(refusal)?;
+                .map_err(refusal)?
+                .into_inner();
+            let secret = Some(&reply.secret).filter(|s| !s.is_empty());
             if json {
-                print_json(&json!({ "tenant": tenant, "webhook_url": Some(&url).filter(|u| !u.is_empty()) }));
+                print_json(&json!({ "tenant": tenant, "webhook_url": Some(&url).filter(|u| !u.is_empty()), "secret": secret }));
             } else if url.is_empty() {
                 println!("tenant {tenant}: notifications are no longer delivered");
             } else {
                 println!("tenant {tenant}: notifications go to {url}");
+                println!(
+                    "signing secret (HMAC-SHA256 of the body, header x-ratchet-signature: sha256=HEX): {}",
+                    reply.secret
+                );
+                println!("it is shown once; setting the webhook again draws a new one");
             }
         }
         CtlCommand::Cluster(command) => run_cluster(ClusterClient::new(channel), command, json).await?,

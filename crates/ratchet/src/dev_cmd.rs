@@ -56,7 +56,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         advertise: grpc_addr.clone(),
         http: Some(http),
         initial_cluster: vec![("dev".into(), grpc_addr.clone())],
-        config: DeciderConfig::default(),
+        // Everything runs on loopback: a webhook receiver tried out next to it is local too.
+        config: DeciderConfig {
+            webhook_allow_private: true,
+            ..DeciderConfig::default()
+        },
         clock: Clock::default(),
         tls: None,
     })

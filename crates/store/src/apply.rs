@@ -104,8 +104,9 @@ impl<'a> Txn<'a> {
             Command::Pause { tenant, days, request_id } => self.pause(&tenant, days, request_id.as_deref(), at),
             Command::EndPause { tenant } => self.end_pause(&tenant, at),
             Command::SetPolicy { policy } => self.set_policy(*policy, index),
-            Command::SetWebhook { tenant, url } => self.tenant_mut(&tenant).map(|t| {
+            Command::SetWebhook { tenant, url, secret } => self.tenant_mut(&tenant).map(|t| {
                 t.webhook_url = url;
+                t.webhook_secret = secret;
                 Applied::WebhookSet
             }),
             Command::Notify { notices } => self.notify(notices, at)?,

@@ -95,6 +95,8 @@ pub enum Command {
     SetWebhook {
         tenant: String,
         url: Option<String>,
+        /// The signing key, drawn by the node that took the request; `None` with no url.
+        secret: Option<String>,
     },
     /// Time-driven notices found by the leader's scan; each key is raised once.
     Notify {
@@ -380,8 +382,14 @@ impl Command {
             }
             Command::EndPause { tenant } => validate_tenant("tenant", tenant),
             Command::SetPolicy { policy } => policy.validate().map_err(|e| CommandError::invalid("policy", e.to_string())),
-            Command::SetWebhook { tenant, url } => {
+            Command::SetWebhook { tenant, url, secret } => {
                 validate_tenant("tenant", tenant)?;
+                if url.is_some() != secret.is_some() {
+                    return Err(CommandError::invalid("secret", "a webhook url and its signing secret go together"));
+                }
+                secret
+                    .as_deref()
+                    .map_or(Ok(()), |s| validate_nonempty("secret", s, MAX_REQUEST_ID_LEN))?;
                 url.as_deref().map_or(Ok(()), validate_url)
             }
             Command::Notify { notices } => {

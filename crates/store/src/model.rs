@@ -22,6 +22,9 @@ pub struct Tenant {
     /// Where the leader POSTs this tenant's events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
+    /// The key of the signature (HMAC-SHA256 of the body) on every POST to the webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
     /// Keys of time-driven notices already raised for the tenant (a pause's natural end).
     #[serde(default)]
     pub notices: BTreeSet<String>,
@@ -152,6 +155,7 @@ impl Tenant {
             pauses: PauseLedger::default(),
             daily: BTreeMap::new(),
             webhook_url: None,
+            webhook_secret: None,
             notices: BTreeSet::new(),
         }
     }

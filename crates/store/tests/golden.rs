@@ -77,6 +77,7 @@ fn tenant() -> Tenant {
             },
         )]),
         webhook_url: Some("https://hooks.bear.example/ratchet".into()),
+        webhook_secret: Some("5bdcc146bf60754e6a042426089575c7".into()),
         notices: BTreeSet::from(["pause-ends-4-1".to_owned()]),
     }
 }
@@ -230,6 +231,7 @@ fn commands() -> Vec<(&'static str, Command)> {
             Command::SetWebhook {
                 tenant: "bear".into(),
                 url: Some("https://hooks.bear.example/ratchet".into()),
+                secret: Some("5bdcc146bf60754e6a042426089575c7".into()),
             },
         ),
         (

@@ -75,7 +75,7 @@ impl Codec for Command {
             Command::SetPolicy { policy } => C::SetPolicy(pb::SetPolicy {
                 policy: Some(policy.to_message()),
             }),
-            Command::SetWebhook { tenant, url } => C::SetWebhook(pb::SetWebhook { tenant, url }),
+            Command::SetWebhook { tenant, url, secret } => C::SetWebhook(pb::SetWebhook { tenant, url, secret }),
             Command::Notify { notices } => C::Notify(pb::Notify {
                 notices: messages(&notices),
             }),
@@ -134,6 +134,7 @@ impl Codec for Command {
             C::SetWebhook(c) => Command::SetWebhook {
                 tenant: c.tenant,
                 url: c.url,
+                secret: c.secret,
             },
             C::Notify(c) => Command::Notify { notices: each(c.notices)? },
             C::MarkDelivered(c) => Command::MarkDelivered {

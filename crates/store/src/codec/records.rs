@@ -28,6 +28,7 @@ impl Codec for Tenant {
                 })
                 .collect(),
             webhook_url: self.webhook_url.clone(),
+            webhook_secret: self.webhook_secret.clone(),
             notices: self.notices.iter().cloned().collect(),
         }
     }
@@ -44,6 +45,7 @@ impl Codec for Tenant {
                 .map(|d| Ok((d.day, required("tenant.daily.counts", d.counts)?)))
                 .collect::<Result<_, DecodeError>>()?,
             webhook_url: message.webhook_url,
+            webhook_secret: message.webhook_secret,
             notices: message.notices.into_iter().collect(),
         })
     }
