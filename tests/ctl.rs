@@ -284,3 +284,38 @@ async fn every_command_in_both_forms_with_its_refusals() {
         .refused(&["tenant", "list"])
         .starts_with("ratchet: no decider reachable at --endpoints:"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_larger_than_grpcs_default_message_limit_comes_through() {
+    const SERVERS: usize = 8_000;
+    let mut cluster = Cluster::new(1, TEST_CONFIG);
+    cluster.found(&[0], Duration::ZERO);
+    cluster.wait_for_leader(1).await;
+    let admin = cluster.nodes[0].admin().await;
+    common::cluster::add_tenant(&mut admin.clone(), "bear", "127.0.0.0/8").await;
+    let first_seen = (Utc::now() - TimeDelta::days(40)).to_rfc3339();
+    let imports = (0..SERVERS).map(|i| {
+        let mut admin = admin.clone();
+        let request = ratchet_proto::v1::ImportServerRequest {
+            tenant: "bear".into(),
+            server_fqdn: format!("exchange-server-{i:05}.datacenter-one.bear.example"),
+            build: "15.0.1497.48".into(),
+            first_seen: first_seen.clone(),
+        };
+        async move { admin.import_server(request).await.unwrap() }
+    });
+    use futures::StreamExt;
+    futures::stream::iter(imports).buffer_unordered(64).collect::<Vec<_>>().await;
+    let ctl = Ctl {
+        endpoints: cluster.nodes[0].grpc.to_string(),
+    };
+    let output = common::run(ctl.args(true, &["report", "--tenant", "bear"]));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.stdout.len() > 4 * 1024 * 1024,
+        "the report is past 4 MiB: {} bytes",
+        output.stdout.len()
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["servers"].as_array().unwrap().len(), SERVERS);
+}

@@ -187,6 +187,10 @@ enum ClusterCommand {
     },
 }
 
+/// A pause is tried this many times while the group is unavailable (with the same id).
+const PAUSE_ATTEMPTS: u32 = 3;
+/// Reports of large tenants run past tonic's default 4 MiB.
+const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -258,7 +262,7 @@ fn print_json(value: &Value) {
 
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let channel = connect(&args.endpoints, &args.tls).await?;
-    let mut admin = AdminClient::new(channel.clone());
+    let mut admin = AdminClient::new(channel.clone()).max_decoding_message_size(MAX_REPLY_BYTES);
     let json = args.json;
     match args.command {
         CtlCommand::Tenant(TenantCommand::Add { name }) => {
@@ -411,12 +415,35 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         }) => {
             let tenant = tenant.ok_or_else(|| anyhow!("--tenant is required"))?;
             let days = days.ok_or_else(|| anyhow!("--days is required"))?;
+            // Every pause carries a request id, drawn here when not given, so that a retry of
+            // a pause whose answer was lost (here, or by the operator with --request-id) is
+            // charged once.
+            let request_id = request_id.unwrap_or_else(|| format!("ctl-{:032x}", rand::random::<u128>()));
             let request = pb::PauseRequest {
                 tenant: tenant.clone(),
                 days,
-                request_id: request_id.unwrap_or_default(),
+                request_id: request_id.clone(),
             };
-            let reply = admin.pause(request).await.map_err(refusal)?.into_inner();
+            let mut attempt = 1;
+            let reply = loop {
+                match admin.pause(request.clone()).await {
+                    Ok(reply) => break reply.into_inner(),
+                    Err(status)
+                        if attempt < PAUSE_ATTEMPTS
+                            && matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) =>
+                    {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(status) if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) => {
+                        return Err(anyhow!(
+                            "{} (retry with --request-id {request_id}: it is charged once)",
+                            refusal(status)
+                        ));
+                    }
+                    Err(status) => return Err(refusal(status)),
+                }
+            };
             if json {
                 print_json(&json!({
                     "tenant": tenant, "days": reply.days, "paused_from": reply.paused_from,
