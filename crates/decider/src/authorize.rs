@@ -24,7 +24,7 @@ pub fn role_needed(path: &str) -> Option<Role> {
         "ratchet.v1.Decision" => Some(Role::Edge),
         "ratchet.v1.Admin" => Some(match method {
             "ListTenants" | "ListConnectors" | "Report" | "ListPauses" | "GetPolicy" | "ListEvents" | "ListAudit" => Role::Viewer,
-            "SetPolicy" => Role::Admin,
+            "SetPolicy" | "SaveSnapshot" => Role::Admin,
             // AddTenant, AddConnector, ImportServer, DecommissionServer, Pause, EndPause,
             // SetWebhook, and any method added later until it is placed here.
             _ => Role::Operator,

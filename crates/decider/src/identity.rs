@@ -32,11 +32,15 @@ pub fn load_or_create(data_dir: &Path, name: &str) -> anyhow::Result<Identity> {
         }
         return Ok(identity);
     }
+    create(data_dir, name, rand::random_range(1..=u64::MAX >> 1))
+}
+
+/// Creates the identity of a new node with a chosen id (`ratchet restore`, where every node
+/// of the new group must know every other's id before any starts).
+pub fn create(data_dir: &Path, name: &str, id: NodeId) -> anyhow::Result<Identity> {
+    let path = data_dir.join(IDENTITY_FILE);
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating --data-dir {}", data_dir.display()))?;
-    let identity = Identity {
-        id: rand::random_range(1..=u64::MAX >> 1),
-        name: name.to_owned(),
-    };
+    let identity = Identity { id, name: name.to_owned() };
     let temporary = data_dir.join(format!("{IDENTITY_FILE}.new"));
     std::fs::write(&temporary, serde_json::to_vec_pretty(&identity)?).with_context(|| format!("writing {}", temporary.display()))?;
     std::fs::rename(&temporary, &path).with_context(|| format!("writing {}", path.display()))?;

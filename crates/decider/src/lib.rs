@@ -17,6 +17,7 @@
 //!   with the role each page needs.
 //! - `metrics`: the Prometheus metrics served by `http`.
 //! - `clock`: the one place a decider reads the time.
+//! - `restore`: seeding a node of a new group from a backup.
 
 pub mod admin;
 pub mod authorize;
@@ -38,6 +39,7 @@ pub mod peers;
 pub mod proposer;
 pub mod raft_service;
 pub mod report;
+pub mod restore;
 pub mod sightings;
 pub mod skew;
 pub mod status;

@@ -42,7 +42,7 @@ pub struct DeciderArgs {
     tls: TlsArgs,
 }
 
-fn parse_member(text: &str) -> Result<(String, String), String> {
+pub fn parse_member(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((name, address)) if !name.is_empty() && !address.is_empty() => Ok((name.to_owned(), address.to_owned())),
         _ => Err(format!("{text:?} is not NAME=ADDR")),

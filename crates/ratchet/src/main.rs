@@ -7,6 +7,7 @@ mod dev_cmd;
 mod dev_sink;
 mod edge_cmd;
 mod policy_cmd;
+mod restore_cmd;
 mod signal;
 mod table;
 mod telemetry;
@@ -53,6 +54,8 @@ enum Command {
     Policy(policy_cmd::PolicyArgs),
     /// Make the cluster CA and issue certificates with roles (mutual TLS on every link).
     Certs(certs_cmd::CertsArgs),
+    /// Seed a node of a new group from a backup (`ratchet ctl snapshot save`).
+    Restore(restore_cmd::RestoreArgs),
 }
 
 /// Logs on stderr (text or JSON, levels from RUST_LOG) and, when an OTLP endpoint is
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
         Command::Ctl(args) => runtime().and_then(|rt| rt.block_on(ctl_cmd::run(args))),
         Command::Policy(args) => policy_cmd::run(args),
         Command::Certs(args) => certs_cmd::run(args),
+        Command::Restore(args) => restore_cmd::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,7 +10,7 @@ use openraft::Vote;
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use crate::codec::Codec;
-use crate::rocks::{decode, encode, log_index, log_key, Store, CF_LOG, CF_RAFT};
+use crate::rocks::{decode, encode, log_index, log_key, Store, StoreError, CF_LOG, CF_RAFT};
 use crate::types::{read_error, write_error, Entry, LogId, NodeId, StorageError, TypeConfig};
 
 const VOTE: &[u8] = b"vote";
@@ -76,6 +76,15 @@ impl RaftLogReader<TypeConfig> for LogStore {
         }
         Ok(entries)
     }
+}
+
+/// Starts a new node's log after `last` (a restored backup's last applied entry), as if
+/// everything up to it had been purged into a snapshot.
+pub fn start_after(store: &Store, last: LogId) -> Result<(), StoreError> {
+    let mut batch = WriteBatch::default();
+    batch.put_cf(store.cf(CF_RAFT), LAST_PURGED, encode(&last));
+    batch.put_cf(store.cf(CF_RAFT), COMMITTED, encode(&last));
+    store.write_synced(batch)
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {

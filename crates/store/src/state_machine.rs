@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
-use openraft::EntryPayload;
+use openraft::{EntryPayload, Membership};
 use ratchet_policy::Timestamp;
 use rocksdb::{IteratorMode, WriteBatch};
 
@@ -27,7 +27,7 @@ use crate::rocks::{
     decode, encode, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_RAFT, CF_SERVERS, CF_TENANTS, STATE_FAMILIES,
 };
 use crate::snapshot::{verify, SnapshotFormatError, SnapshotReader, SnapshotWriter};
-use crate::types::{read_error, write_error, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::types::{read_error, write_error, Entry, LogId, Node, NodeId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::view::{Caches, Notifiers, StateView, VersionedPolicy};
 
 /// In meta: the log id of the last applied entry.
@@ -265,37 +265,37 @@ impl StateMachine {
     /// Writes a snapshot of the applied state to its file, streamed from one RocksDB
     /// point-in-time view, and makes it the current snapshot.
     fn build(&self) -> Result<SnapshotMeta, StoreError> {
-        let view = self.store.db().snapshot();
-        let read_meta = |key: &[u8]| view.get_cf(self.store.cf(CF_META), key);
-        let last_log_id: Option<LogId> = read_meta(APPLIED)?.map(|bytes| decode(APPLIED, &bytes)).transpose()?;
-        let last_membership: StoredMembership = read_meta(MEMBERSHIP)?
-            .map(|bytes| decode(MEMBERSHIP, &bytes))
-            .transpose()?
-            .unwrap_or_default();
         let sequence = self.snapshots_built.fetch_add(1, Ordering::Relaxed);
-        let snapshot_id = match last_log_id {
+        let part = self.snapshot_dir.join(format!("build-{sequence}.part"));
+        let io = |e: std::io::Error| StoreError::Format(format!("writing snapshot {}: {e}", part.display()));
+        let name = |last: Option<LogId>| match last {
             Some(id) => format!("{}-{}-{}-{}", id.leader_id.term, id.leader_id.node_id, id.index, sequence),
             None => format!("empty-{sequence}"),
         };
-        let meta = SnapshotMeta {
-            last_log_id,
-            last_membership,
-            snapshot_id,
-        };
-        let path = self.snapshot_path(&meta.snapshot_id);
-        let part = path.with_extension("part");
-        let io = |e: std::io::Error| StoreError::Format(format!("writing snapshot {}: {e}", part.display()));
-        let mut writer = SnapshotWriter::new(BufWriter::new(File::create(&part).map_err(io)?), &meta).map_err(io)?;
-        for (family_index, family) in STATE_FAMILIES.iter().enumerate() {
-            for item in view.iterator_cf(self.store.cf(family), IteratorMode::Start) {
-                let (key, value) = item?;
-                writer.record(family_index as u8, &key, &value).map_err(io)?;
-            }
-        }
-        let file = writer.finish().map_err(io)?.into_inner().map_err(|e| io(e.into_error()))?;
+        let (meta, out) = write_state(&self.store, BufWriter::new(File::create(&part).map_err(io)?), name)?;
+        let file = out.into_inner().map_err(|e| io(e.into_error()))?;
         file.sync_all().map_err(io)?;
-        std::fs::rename(&part, &path).map_err(io)?;
+        std::fs::rename(&part, self.snapshot_path(&meta.snapshot_id)).map_err(io)?;
         self.make_current(&meta, false)?;
+        Ok(meta)
+    }
+
+    /// Seeds a new node of a new group from a backup (`ratchet restore`): the backup's
+    /// state, its applied log id as the start of this node's log, and `membership` (the new
+    /// group) in place of the old one. The new group continues the old log's indexes, so
+    /// nothing keyed by index (events, the audit trail) can collide.
+    pub fn restore(store: Store, snapshot_dir: &Path, backup: &Path, membership: Membership<NodeId, Node>) -> Result<SnapshotMeta, StoreError> {
+        let io = |e: std::io::Error| StoreError::Format(format!("{}: {e}", backup.display()));
+        let meta = verify(BufReader::new(File::open(backup).map_err(io)?), STATE_FAMILIES.len()).map_err(refused)?;
+        let last = meta
+            .last_log_id
+            .ok_or_else(|| StoreError::Format(format!("{}: the snapshot of an empty group holds nothing to restore", backup.display())))?;
+        let machine = StateMachine::open(store.clone(), snapshot_dir)?;
+        machine.install_file(backup)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(store.cf(CF_META), MEMBERSHIP, encode(&StoredMembership::new(Some(last), membership)));
+        store.write_synced(batch)?;
+        crate::log_store::start_after(&store, last)?;
         Ok(meta)
     }
 
@@ -391,6 +391,33 @@ impl StateMachine {
             .await
             .map_err(|e| StoreError::Format(format!("snapshot task failed: {e}")))?
     }
+}
+
+/// Streams every state record, as of one RocksDB point-in-time view, into `out` in the
+/// snapshot format; `name` names the snapshot after the applied log id it is at.
+pub(crate) fn write_state<W: std::io::Write>(store: &Store, out: W, name: impl FnOnce(Option<LogId>) -> String) -> Result<(SnapshotMeta, W), StoreError> {
+    let view = store.db().snapshot();
+    let read_meta = |key: &[u8]| view.get_cf(store.cf(CF_META), key);
+    let last_log_id: Option<LogId> = read_meta(APPLIED)?.map(|bytes| decode(APPLIED, &bytes)).transpose()?;
+    let last_membership: StoredMembership = read_meta(MEMBERSHIP)?
+        .map(|bytes| decode(MEMBERSHIP, &bytes))
+        .transpose()?
+        .unwrap_or_default();
+    let meta = SnapshotMeta {
+        last_log_id,
+        last_membership,
+        snapshot_id: name(last_log_id),
+    };
+    let io = |e: std::io::Error| StoreError::Format(format!("writing a snapshot: {e}"));
+    let mut writer = SnapshotWriter::new(out, &meta).map_err(io)?;
+    for (family_index, family) in STATE_FAMILIES.iter().enumerate() {
+        for item in view.iterator_cf(store.cf(family), IteratorMode::Start) {
+            let (key, value) = item?;
+            writer.record(family_index as u8, &key, &value).map_err(io)?;
+        }
+    }
+    let out = writer.finish().map_err(io)?;
+    Ok((meta, out))
 }
 
 fn refused(error: SnapshotFormatError) -> StoreError {

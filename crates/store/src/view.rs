@@ -153,6 +153,15 @@ impl StateView {
         Ok((applied, digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()))
     }
 
+    /// A consistent copy of the whole state in the snapshot format (checksummed), as of
+    /// one point in time: a backup (`ratchet ctl snapshot save`).
+    pub fn backup<W: std::io::Write>(&self, out: W) -> Result<(crate::types::SnapshotMeta, W), StoreError> {
+        crate::state_machine::write_state(&self.store, out, |last| match last {
+            Some(id) => format!("backup-{}-{}-{}", id.leader_id.term, id.leader_id.node_id, id.index),
+            None => "backup-empty".into(),
+        })
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
