@@ -94,6 +94,8 @@ impl EdgeProcess {
     }
 
     /// [`EdgeProcess::start`] with extra arguments (e.g. `--http ADDR`) and environment.
+    /// Without `--accepted-domains` among them the edge relays for any domain
+    /// (`--accepted-domains '*'`, which wins over the config file).
     pub fn start_with(
         deciders: &str,
         next_hop: SocketAddr,
@@ -114,6 +116,9 @@ impl EdgeProcess {
         ]);
         if let Some(config) = config {
             command.arg("--config").arg(config);
+        }
+        if !extra.contains(&"--accepted-domains") {
+            command.args(["--accepted-domains", "*"]);
         }
         command.args(extra).envs(env.iter().copied());
         let child = command

@@ -4,16 +4,24 @@
 //! holds it: the next hop must say 250 to MAIL, to every RCPT and to the final dot. Any
 //! other outcome becomes a temporary failure for the sender (who keeps the message and
 //! retries), except a permanent refusal of the content itself, which is passed on.
+//!
+//! TLS follows `next_hop_tls`: STARTTLS (RFC 3207) when the next hop's EHLO offers it, or
+//! always with a verified certificate; a next hop that fails `verify` never gets the
+//! message in clear (the sender gets `451 4.7.5`). With `opportunistic`, a STARTTLS that
+//! fails is followed by one attempt in clear on a new connection, as Postfix's `may` does.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use smtp_proto::{EhloResponse, EXT_8BIT_MIME, EXT_SIZE, EXT_START_TLS};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
-use crate::config::EdgeConfig;
+use crate::config::{EdgeConfig, NextHopTls};
 use crate::reply::{self, Reply};
-use crate::tls::TlsFacts;
+use crate::tls::{NextHopClient, TlsFacts};
 
 /// What the next hop is asked to take.
 pub(crate) struct Envelope<'a> {
@@ -22,11 +30,12 @@ pub(crate) struct Envelope<'a> {
     pub eight_bit: bool,
 }
 
-/// A reply of the next hop: code and its lines' texts.
+/// A reply of the next hop: code, its lines' texts, and the reply as received.
 #[derive(Debug)]
 struct Response {
     code: u16,
     text: String,
+    raw: Vec<u8>,
 }
 
 enum Failure {
@@ -34,17 +43,33 @@ enum Failure {
     Down(String),
     /// The next hop answered `stage` with a refusal.
     Refused { stage: &'static str, response: Response },
+    /// STARTTLS was wanted and did not happen: not offered, refused, or the handshake
+    /// (certificate verification included) failed. Nothing was sent in clear.
+    Tls(String),
 }
 
 /// Relays one message; the reply to give the sender for it.
 #[tracing::instrument(name = "edge.relay", skip_all, fields(otel.kind = "client", next_hop = %config.next_hop))]
-pub(crate) async fn relay(config: &EdgeConfig, envelope: &Envelope<'_>, trace_header: &str, message: &[u8]) -> Reply {
+pub(crate) async fn relay(
+    config: &EdgeConfig,
+    tls: Option<&NextHopClient>,
+    envelope: &Envelope<'_>,
+    trace_header: &str,
+    message: &[u8],
+) -> Reply {
     let started = std::time::Instant::now();
-    let outcome = attempt(config, envelope, trace_header, message).await;
+    let outcome = match attempt(config, tls, envelope, trace_header, message).await {
+        Err(Failure::Tls(why)) if config.next_hop_tls == NextHopTls::Opportunistic => {
+            tracing::warn!(next_hop = %config.next_hop, error = %why, "STARTTLS to the next hop failed; relaying in clear (next_hop_tls = opportunistic)");
+            attempt(config, None, envelope, trace_header, message).await
+        }
+        outcome => outcome,
+    };
     let kind = match &outcome {
         Ok(_) => "relayed",
         Err(Failure::Refused { .. }) => "refused",
         Err(Failure::Down(_)) => "down",
+        Err(Failure::Tls(_)) => "tls_failed",
     };
     crate::metrics::metrics().relayed(kind, started.elapsed());
     match outcome {
@@ -53,13 +78,16 @@ pub(crate) async fn relay(config: &EdgeConfig, envelope: &Envelope<'_>, trace_he
             tracing::warn!(next_hop = %config.next_hop, error = %why, "relay failed");
             reply::next_hop_down()
         }
+        Err(Failure::Tls(why)) => {
+            tracing::warn!(next_hop = %config.next_hop, error = %why, "next hop failed TLS verification; not relayed (next_hop_tls = verify)");
+            reply::next_hop_not_verified()
+        }
         Err(Failure::Refused { stage, response }) => {
             tracing::info!(next_hop = %config.next_hop, stage, code = response.code, text = %response.text, "next hop refused");
             refusal_reply(stage, &response)
         }
     }
 }
-
 /// A permanent refusal of the content (the final dot) is passed on; every other refusal
 /// becomes a temporary failure carrying the next hop's text, because the sender cannot be
 /// told about one recipient after DATA and must not lose the message.
@@ -92,12 +120,21 @@ fn split_enhanced(text: &str) -> (Option<&str>, &str) {
     }
 }
 
-struct Client {
-    stream: BufReader<TcpStream>,
+/// One connection to the next hop, plain or TLS.
+struct Client<S> {
+    stream: BufReader<S>,
     command_timeout: Duration,
 }
 
-async fn attempt(config: &EdgeConfig, envelope: &Envelope<'_>, trace_header: &str, message: &[u8]) -> Result<Response, Failure> {
+/// One try on one connection: greeting, EHLO, STARTTLS when wanted (`tls` is `None` for a
+/// try in clear), the transaction, QUIT.
+async fn attempt(
+    config: &EdgeConfig,
+    tls: Option<&NextHopClient>,
+    envelope: &Envelope<'_>,
+    trace_header: &str,
+    message: &[u8],
+) -> Result<Response, Failure> {
     let connect = Duration::from_secs(config.relay_connect_timeout_secs);
     let stream = match tokio::time::timeout(connect, TcpStream::connect(config.next_hop.as_str())).await {
         Ok(Ok(s)) => s,
@@ -109,38 +146,94 @@ async fn attempt(config: &EdgeConfig, envelope: &Envelope<'_>, trace_header: &st
         stream: BufReader::new(stream),
         command_timeout: Duration::from_secs(config.relay_command_timeout_secs),
     };
-    let result = client.transaction(config, envelope, trace_header, message).await;
-    // Best effort: the outcome is already known.
-    let _ = tokio::time::timeout(Duration::from_secs(1), client.stream.get_mut().write_all(b"QUIT\r\n")).await;
-    result
+    client.expect("greeting", None, 220).await?;
+    let extensions = client.hello(config).await?;
+    let starttls = extensions & EXT_START_TLS != 0;
+    match tls {
+        Some(tls) if starttls || config.next_hop_tls == NextHopTls::Verify => {
+            if !starttls {
+                client.quit().await;
+                return Err(Failure::Tls("the next hop's EHLO reply does not offer STARTTLS".into()));
+            }
+            let mut client = client.start_tls(tls.connector.current(), tls.name.clone()).await?;
+            let extensions = client.hello(config).await?;
+            client.deliver(config, extensions, envelope, trace_header, message).await
+        }
+        _ => client.deliver(config, extensions, envelope, trace_header, message).await,
+    }
 }
 
-impl Client {
-    async fn transaction(
-        &mut self,
+impl Client<TcpStream> {
+    /// STARTTLS and the handshake; the connection is unusable after an error.
+    async fn start_tls(self, connector: TlsConnector, name: rustls_pki_types::ServerName<'static>) -> Result<Client<TlsStream<TcpStream>>, Failure> {
+        let mut plain = self;
+        let r = plain.command("STARTTLS", "STARTTLS\r\n".into()).await?;
+        if r.code != 220 {
+            return Err(Failure::Tls(format!("STARTTLS refused: {} {}", r.code, r.text)));
+        }
+        // Anything sent before the handshake would be read as if it came over TLS.
+        if !plain.stream.buffer().is_empty() {
+            return Err(Failure::Tls("the next hop sent data after its reply to STARTTLS".into()));
+        }
+        let handshake = connector.connect(name, plain.stream.into_inner());
+        let stream = match tokio::time::timeout(plain.command_timeout, handshake).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(Failure::Tls(format!("TLS handshake: {e}"))),
+            Err(_) => return Err(Failure::Tls("TLS handshake timed out".into())),
+        };
+        let facts = TlsFacts::of(stream.get_ref().1);
+        tracing::debug!(version = %facts.version, cipher = %facts.cipher, certificate = ?facts.client_cert_name, "TLS to the next hop");
+        Ok(Client {
+            stream: BufReader::new(stream),
+            command_timeout: plain.command_timeout,
+        })
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// EHLO, or HELO if EHLO is refused; the extensions offered (smtp-proto's `EXT_*` bits).
+    async fn hello(&mut self, config: &EdgeConfig) -> Result<u32, Failure> {
+        let ehlo = self.command("EHLO", format!("EHLO {}\r\n", config.hostname)).await?;
+        if ehlo.code == 250 {
+            // A reply smtp-proto cannot read offers nothing it can use.
+            return Ok(EhloResponse::parse(&mut ehlo.raw.iter()).map_or(0, |r| r.capabilities));
+        }
+        self.expect("HELO", Some(format!("HELO {}\r\n", config.hostname)), 250).await?;
+        Ok(0)
+    }
+
+    /// The transaction, then QUIT.
+    async fn deliver(
+        mut self,
         config: &EdgeConfig,
+        extensions: u32,
         envelope: &Envelope<'_>,
         trace_header: &str,
         message: &[u8],
     ) -> Result<Response, Failure> {
-        self.expect("greeting", None, 220).await?;
-        let ehlo = self.command("EHLO", format!("EHLO {}\r\n", config.hostname)).await?;
-        let (eight_bit_ok, size_ok) = if ehlo.code == 250 {
-            let has = |ext: &str| {
-                ehlo.text
-                    .split('\n')
-                    .any(|l| l.split_whitespace().next().is_some_and(|w| w.eq_ignore_ascii_case(ext)))
-            };
-            (has("8BITMIME"), has("SIZE"))
-        } else {
-            self.expect("HELO", Some(format!("HELO {}\r\n", config.hostname)), 250).await?;
-            (false, false)
-        };
+        let result = self.transaction(config, extensions, envelope, trace_header, message).await;
+        self.quit().await;
+        result
+    }
+
+    /// Best effort: the outcome is already known.
+    async fn quit(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.get_mut().write_all(b"QUIT\r\n")).await;
+    }
+
+    async fn transaction(
+        &mut self,
+        config: &EdgeConfig,
+        extensions: u32,
+        envelope: &Envelope<'_>,
+        trace_header: &str,
+        message: &[u8],
+    ) -> Result<Response, Failure> {
         let mut mail = format!("MAIL FROM:<{}>", envelope.from);
-        if envelope.eight_bit && eight_bit_ok {
+        if envelope.eight_bit && extensions & EXT_8BIT_MIME != 0 {
             mail.push_str(" BODY=8BITMIME");
         }
-        if size_ok {
+        if extensions & EXT_SIZE != 0 {
             mail.push_str(&format!(" SIZE={}", trace_header.len() + message.len()));
         }
         mail.push_str("\r\n");
@@ -200,6 +293,7 @@ impl Client {
     /// One reply, all its lines (RFC 5321 4.2.1); texts joined by '\n'.
     async fn read_response(&mut self) -> Result<Response, Failure> {
         let mut texts = Vec::new();
+        let mut raw = Vec::new();
         loop {
             let mut line = Vec::new();
             let read = tokio::time::timeout(self.command_timeout, (&mut self.stream).take(4096).read_until(b'\n', &mut line)).await;
@@ -209,6 +303,7 @@ impl Client {
                 Ok(Err(e)) => return Err(Failure::Down(format!("reading reply: {e}"))),
                 Err(_) => return Err(Failure::Down("reply timed out".into())),
             }
+            raw.extend_from_slice(&line);
             let line = String::from_utf8_lossy(&line);
             let line = line.trim_end_matches(['\r', '\n']);
             let code = line.get(..3).and_then(|c| c.parse::<u16>().ok()).filter(|c| (200..600).contains(c));
@@ -220,6 +315,7 @@ impl Client {
                 return Ok(Response {
                     code,
                     text: texts.join("\n"),
+                    raw,
                 });
             }
         }
@@ -279,7 +375,11 @@ mod tests {
 
     #[test]
     fn refusals_become_temporary_except_content() {
-        let r = |code, text: &str| Response { code, text: text.into() };
+        let r = |code, text: &str| Response {
+            code,
+            text: text.into(),
+            raw: Vec::new(),
+        };
         assert_eq!(
             refusal_reply("RCPT", &r(550, "5.1.1 no such user")).to_wire(),
             "451 4.4.0 Next hop refused RCPT: 550 5.1.1 no such user\r\n"
