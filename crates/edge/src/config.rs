@@ -363,7 +363,10 @@ mod tests {
         c.validate().unwrap();
         let toml = "accepted_domains = [\"*\"]\nnext_hop_tls = \"verify\"\n";
         let parsed = EdgeConfig::from_toml(toml).unwrap();
-        assert_eq!((parsed.accepted_domains, parsed.next_hop_tls), (vec!["*".to_string()], NextHopTls::Verify));
+        assert_eq!(
+            (parsed.accepted_domains, parsed.next_hop_tls),
+            (vec!["*".to_string()], NextHopTls::Verify)
+        );
         assert_eq!(EdgeConfig::default().next_hop_tls, NextHopTls::Opportunistic);
         assert!(EdgeConfig::from_toml("next_hop_tls = \"may\"").is_err());
     }
@@ -377,7 +380,15 @@ mod tests {
         for yes in ["example.com", "EXAMPLE.com.", "eu.example.net", "a.b.example.net", "owl.example"] {
             assert!(c.accepts_domain(yes), "{yes}");
         }
-        for no in ["eu.example.com", "example.net", "badexample.net", "xexample.com", "example.org", "", "[127.0.0.1]"] {
+        for no in [
+            "eu.example.com",
+            "example.net",
+            "badexample.net",
+            "xexample.com",
+            "example.org",
+            "",
+            "[127.0.0.1]",
+        ] {
             assert!(!c.accepts_domain(no), "{no}");
         }
         let any = EdgeConfig {

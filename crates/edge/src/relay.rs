@@ -165,7 +165,11 @@ async fn attempt(
 
 impl Client<TcpStream> {
     /// STARTTLS and the handshake; the connection is unusable after an error.
-    async fn start_tls(self, connector: TlsConnector, name: rustls_pki_types::ServerName<'static>) -> Result<Client<TlsStream<TcpStream>>, Failure> {
+    async fn start_tls(
+        self,
+        connector: TlsConnector,
+        name: rustls_pki_types::ServerName<'static>,
+    ) -> Result<Client<TlsStream<TcpStream>>, Failure> {
         let mut plain = self;
         let r = plain.command("STARTTLS", "STARTTLS\r\n".into()).await?;
         if r.code != 220 {
@@ -371,6 +375,30 @@ mod tests {
         let mut out = Vec::new();
         dot_stuff(b"a\r\n.b\r\n..\r\n.\r\nc. d\r\n", &mut out);
         assert_eq!(out, b"a\r\n..b\r\n...\r\n..\r\nc. d\r\n");
+    }
+
+    /// What `Client::hello` reads from a reply, through smtp-proto.
+    fn extensions(reply: &str) -> u32 {
+        EhloResponse::parse(&mut reply.as_bytes().iter()).map_or(0, |r| r.capabilities)
+    }
+
+    #[test]
+    fn ehlo_replies_of_real_next_hops_are_read() {
+        let postfix = "250-onprem-relay.test\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-VRFY\r\n250-ETRN\r\n\
+                       250-STARTTLS\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n";
+        let exchange = "250-BN8NAM11FT066.mail.protection.outlook.com Hello [192.0.2.1]\r\n250-SIZE 157286400\r\n\
+                        250-PIPELINING\r\n250-DSN\r\n250-ENHANCEDSTATUSCODES\r\n250-AUTH GSSAPI NTLM\r\n250-X-EXPS GSSAPI NTLM\r\n\
+                        250-STARTTLS\r\n250-8BITMIME\r\n250-XRDST\r\n250 SMTPUTF8\r\n";
+        for reply in [postfix, exchange] {
+            let found = extensions(reply);
+            assert_eq!(
+                found & (EXT_START_TLS | EXT_8BIT_MIME | EXT_SIZE),
+                EXT_START_TLS | EXT_8BIT_MIME | EXT_SIZE,
+                "{reply}"
+            );
+        }
+        assert_eq!(extensions("250-smtp-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n") & EXT_START_TLS, 0);
+        assert_eq!(extensions("250 only.a.name\r\n"), 0);
     }
 
     #[test]

@@ -131,7 +131,10 @@ pub fn relay_denied(domain: &str) -> Reply {
     if domain.is_empty() {
         return Reply::new(550, "5.7.1 Relaying denied: a recipient needs a domain this edge accepts mail for");
     }
-    Reply::new(550, format!("5.7.1 Relaying denied: {domain} is not a domain this edge accepts mail for"))
+    Reply::new(
+        550,
+        format!("5.7.1 Relaying denied: {domain} is not a domain this edge accepts mail for"),
+    )
 }
 
 // STARTTLS (RFC 3207).

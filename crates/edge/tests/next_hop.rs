@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use ratchet_edge::NextHopTls;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::ServerConfig;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -29,9 +29,12 @@ struct Ca {
 }
 
 impl Ca {
-    fn new() -> Ca {
+    /// A CA named `name` (CAs with one name would be told apart by signature alone).
+    fn new(name: &str) -> Ca {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let cert = params.self_signed(&key).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -164,7 +167,7 @@ async fn send(edge: &Edge) -> String {
 
 #[tokio::test]
 async fn opportunistic_uses_starttls_with_any_certificate() {
-    let other = Ca::new();
+    let other = Ca::new("another test CA");
     let (addr, received) = next_hop(Starttls::With(other.server(&["mx.elsewhere.example"]))).await;
     let (edge, _d) = edge(addr, NextHopTls::Opportunistic, None, "127.0.0.1").await;
     let r = send(&edge).await;
@@ -185,7 +188,7 @@ async fn opportunistic_relays_in_clear_when_starttls_is_absent_or_broken() {
 
 #[tokio::test]
 async fn none_never_starts_tls() {
-    let ca = Ca::new();
+    let ca = Ca::new("next hop test CA");
     let (addr, received) = next_hop(Starttls::With(ca.server(&["localhost"]))).await;
     let (edge, _d) = edge(addr, NextHopTls::None, None, "localhost").await;
     assert!(send(&edge).await.starts_with("250 2.0.0"));
@@ -194,7 +197,7 @@ async fn none_never_starts_tls() {
 
 #[tokio::test]
 async fn verify_needs_the_right_ca_and_name_and_never_falls_back_to_clear() {
-    let ca = Ca::new();
+    let ca = Ca::new("next hop test CA");
     let (addr, received) = next_hop(Starttls::With(ca.server(&["localhost"]))).await;
     let (edge_ok, _d) = edge(addr, NextHopTls::Verify, Some(ca.file()), "localhost").await;
     let r = send(&edge_ok).await;
@@ -204,7 +207,7 @@ async fn verify_needs_the_right_ca_and_name_and_never_falls_back_to_clear() {
 
     // Another CA; the right CA but another name (an IP address the certificate does not
     // name); no STARTTLS; a broken handshake: 451 4.7.5 every time, nothing relayed.
-    let other = Ca::new();
+    let other = Ca::new("another test CA");
     let (edge_other_ca, _d1) = edge(addr, NextHopTls::Verify, Some(other.file()), "localhost").await;
     let (edge_other_name, _d2) = edge(addr, NextHopTls::Verify, Some(ca.file()), "127.0.0.1").await;
     let (plain, plain_received) = next_hop(Starttls::NotOffered).await;
