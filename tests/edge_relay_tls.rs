@@ -184,7 +184,7 @@ fn verify_relays_encrypted_with_the_right_ca_and_nothing_with_a_wrong_one() {
     let output = send(&wrong, "user@owl.example");
     assert_eq!(
         final_reply(&output),
-        "451 4.7.5 Next hop failed TLS verification, try again later",
+        "451 4.7.5 No verified TLS to the next hop, try again later",
         "{}",
         transcript(&output)
     );

@@ -17,7 +17,6 @@ use smtp_proto::{EhloResponse, EXT_8BIT_MIME, EXT_SIZE, EXT_START_TLS};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
 
 use crate::config::{EdgeConfig, NextHopTls};
 use crate::reply::{self, Reply};
@@ -44,7 +43,7 @@ enum Failure {
     /// The next hop answered `stage` with a refusal.
     Refused { stage: &'static str, response: Response },
     /// STARTTLS was wanted and did not happen: not offered, refused, or the handshake
-    /// (certificate verification included) failed. Nothing was sent in clear.
+    /// (certificate verification included) failed. No part of the message was sent.
     Tls(String),
 }
 
@@ -79,7 +78,7 @@ pub(crate) async fn relay(
             reply::next_hop_down()
         }
         Err(Failure::Tls(why)) => {
-            tracing::warn!(next_hop = %config.next_hop, error = %why, "next hop failed TLS verification; not relayed (next_hop_tls = verify)");
+            tracing::warn!(next_hop = %config.next_hop, error = %why, "no verified TLS to the next hop; not relayed (next_hop_tls = verify)");
             reply::next_hop_not_verified()
         }
         Err(Failure::Refused { stage, response }) => {
@@ -88,6 +87,7 @@ pub(crate) async fn relay(
         }
     }
 }
+
 /// A permanent refusal of the content (the final dot) is passed on; every other refusal
 /// becomes a temporary failure carrying the next hop's text, because the sender cannot be
 /// told about one recipient after DATA and must not lose the message.
@@ -148,39 +148,36 @@ async fn attempt(
     };
     client.expect("greeting", None, 220).await?;
     let extensions = client.hello(config).await?;
-    let starttls = extensions & EXT_START_TLS != 0;
-    match tls {
-        Some(tls) if starttls || config.next_hop_tls == NextHopTls::Verify => {
-            if !starttls {
-                client.quit().await;
-                return Err(Failure::Tls("the next hop's EHLO reply does not offer STARTTLS".into()));
-            }
-            let mut client = client.start_tls(tls.connector.current(), tls.name.clone()).await?;
-            let extensions = client.hello(config).await?;
-            client.deliver(config, extensions, envelope, trace_header, message).await
-        }
-        _ => client.deliver(config, extensions, envelope, trace_header, message).await,
+    let offered = extensions & EXT_START_TLS != 0;
+    let Some(tls) = tls.filter(|_| offered || config.next_hop_tls == NextHopTls::Verify) else {
+        return client.deliver(config, extensions, envelope, trace_header, message).await;
+    };
+    if !offered {
+        client.quit().await;
+        return Err(Failure::Tls("the next hop's EHLO reply does not offer STARTTLS".into()));
     }
+    let mut client = client.start_tls(tls).await?;
+    let extensions = client.hello(config).await?;
+    client.deliver(config, extensions, envelope, trace_header, message).await
 }
 
 impl Client<TcpStream> {
     /// STARTTLS and the handshake; the connection is unusable after an error.
-    async fn start_tls(
-        self,
-        connector: TlsConnector,
-        name: rustls_pki_types::ServerName<'static>,
-    ) -> Result<Client<TlsStream<TcpStream>>, Failure> {
-        let mut plain = self;
-        let r = plain.command("STARTTLS", "STARTTLS\r\n".into()).await?;
+    async fn start_tls(mut self, tls: &NextHopClient) -> Result<Client<TlsStream<TcpStream>>, Failure> {
+        let r = match self.command("STARTTLS", "STARTTLS\r\n".into()).await {
+            Ok(r) => r,
+            Err(Failure::Down(why)) => return Err(Failure::Tls(format!("STARTTLS: {why}"))),
+            Err(other) => return Err(other),
+        };
         if r.code != 220 {
             return Err(Failure::Tls(format!("STARTTLS refused: {} {}", r.code, r.text)));
         }
         // Anything sent before the handshake would be read as if it came over TLS.
-        if !plain.stream.buffer().is_empty() {
+        if !self.stream.buffer().is_empty() {
             return Err(Failure::Tls("the next hop sent data after its reply to STARTTLS".into()));
         }
-        let handshake = connector.connect(name, plain.stream.into_inner());
-        let stream = match tokio::time::timeout(plain.command_timeout, handshake).await {
+        let handshake = tls.connector.current().connect(tls.name.clone(), self.stream.into_inner());
+        let stream = match tokio::time::timeout(self.command_timeout, handshake).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(Failure::Tls(format!("TLS handshake: {e}"))),
             Err(_) => return Err(Failure::Tls("TLS handshake timed out".into())),
@@ -189,7 +186,7 @@ impl Client<TcpStream> {
         tracing::debug!(version = %facts.version, cipher = %facts.cipher, certificate = ?facts.client_cert_name, "TLS to the next hop");
         Ok(Client {
             stream: BufReader::new(stream),
-            command_timeout: plain.command_timeout,
+            command_timeout: self.command_timeout,
         })
     }
 }

@@ -168,7 +168,7 @@ pub fn next_hop_down() -> Reply {
 }
 /// `next_hop_tls = "verify"` and the next hop could not be reached over verified TLS.
 pub fn next_hop_not_verified() -> Reply {
-    Reply::new(451, "4.7.5 Next hop failed TLS verification, try again later")
+    Reply::new(451, "4.7.5 No verified TLS to the next hop, try again later")
 }
 pub fn queued(detail: &str) -> Reply {
     Reply::new(250, format!("2.0.0 Ok: {detail}"))

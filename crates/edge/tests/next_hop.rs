@@ -216,7 +216,7 @@ async fn verify_needs_the_right_ca_and_name_and_never_falls_back_to_clear() {
     let (edge_broken, _d4) = edge(broken, NextHopTls::Verify, Some(ca.file()), "localhost").await;
     for edge in [&edge_other_ca, &edge_other_name, &edge_no_tls, &edge_broken] {
         let r = send(edge).await;
-        assert_eq!(r, "451 4.7.5 Next hop failed TLS verification, try again later");
+        assert_eq!(r, "451 4.7.5 No verified TLS to the next hop, try again later");
     }
     assert_eq!(received.lock().unwrap().len(), 1);
     assert!(plain_received.lock().unwrap().is_empty() && broken_received.lock().unwrap().is_empty());
