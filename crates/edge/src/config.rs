@@ -314,6 +314,18 @@ fn check_host_port(key: &str, value: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl EdgeConfig {
+    /// The files of the edge's mutual TLS to the deciders, when configured.
+    pub fn decider_tls(&self) -> anyhow::Result<Option<ratchet_tls::TlsFiles>> {
+        ratchet_tls::TlsFiles::from_flags(
+            self.decider_cert_file.clone(),
+            self.decider_key_file.clone(),
+            self.decider_ca_file.clone(),
+        )
+        .map_err(|_| anyhow::anyhow!("decider_cert_file, decider_key_file and decider_ca_file go together: give all three or none"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,17 +408,5 @@ mod tests {
             ..Default::default()
         };
         assert!(any.accepts_domain("anything.example") && any.accepts_domain("[127.0.0.1]"));
-    }
-}
-
-impl EdgeConfig {
-    /// The files of the edge's mutual TLS to the deciders, when configured.
-    pub fn decider_tls(&self) -> anyhow::Result<Option<ratchet_tls::TlsFiles>> {
-        ratchet_tls::TlsFiles::from_flags(
-            self.decider_cert_file.clone(),
-            self.decider_key_file.clone(),
-            self.decider_ca_file.clone(),
-        )
-        .map_err(|_| anyhow::anyhow!("decider_cert_file, decider_key_file and decider_ca_file go together: give all three or none"))
     }
 }

@@ -82,7 +82,7 @@ pub async fn serve_with_http(
         background.spawn(ratchet_tls::files::keep_checking(tls.clone()));
     }
     let next_hop_tls = tls::next_hop_client(&config)?;
-    if let Some(client) = &next_hop_tls {
+    if let (Some(client), Some(_)) = (&next_hop_tls, &config.next_hop_ca_file) {
         background.spawn(ratchet_tls::files::keep_checking(client.connector.clone()));
     }
     if config.accepted_domains.iter().any(|d| d == "*") {

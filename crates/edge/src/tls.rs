@@ -129,7 +129,7 @@ pub(crate) fn next_hop_client(config: &EdgeConfig) -> anyhow::Result<Option<Next
     let host = config.next_hop.rsplit_once(':').map_or(config.next_hop.as_str(), |(host, _)| host);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let name = ServerName::try_from(host.to_owned())
-        .map_err(|e| anyhow!("next_hop: {host:?} is no name for TLS ({e}); or set next_hop_tls = \"none\""))?;
+        .map_err(|e| anyhow!("next_hop: {host:?} is not a name TLS can check ({e}); set next_hop_tls = \"none\" to relay in clear"))?;
     let ca = config.next_hop_ca_file.clone();
     let paths = ca.iter().cloned().collect();
     let connector = Watched::new("next hop CA", paths, move || {
@@ -165,8 +165,8 @@ fn system_roots() -> anyhow::Result<RootCertStore> {
     Ok(roots)
 }
 
-/// Opportunistic TLS: any certificate will do (who would be checked is unknown to SMTP
-/// without DANE or MTA-STS), but the handshake's signatures are still verified.
+/// Opportunistic TLS: any certificate will do (without DANE or MTA-STS, SMTP cannot know
+/// whose certificate to expect), but the handshake's signatures are still verified.
 #[derive(Debug)]
 struct AnyCertificate(Arc<CryptoProvider>);
 
