@@ -369,7 +369,7 @@ async fn ctl_and_edges_present_their_certificates() {
         "--deciders".into(),
         endpoints.clone(),
     ];
-    wrong.extend(["--next-hop".into(), sink.addr.to_string()]);
+    wrong.extend(["--next-hop".into(), sink.addr.to_string(), "--accepted-domains".into(), "*".into()]);
     wrong.extend(tls_args(&peer_files));
     let error = stderr_of_failure(&wrong);
     assert!(error.contains("role peer") && error.contains("needs role edge"), "{error}");

@@ -93,7 +93,17 @@ impl EdgeProcess {
         Self::start_with(deciders, next_hop, config, &[], &[])
     }
 
+    /// [`EdgeProcess::start_with`] for a next hop given as `host:port` (a name, for
+    /// `next_hop_tls = "verify"`).
+    pub fn start_to(deciders: &str, next_hop: &str, config: Option<&std::path::Path>, extra: &[&str], env: &[(&str, &str)]) -> EdgeProcess {
+        let mut next_hop_args = vec!["--next-hop", next_hop];
+        next_hop_args.extend_from_slice(extra);
+        Self::spawn(deciders, config, &next_hop_args, env)
+    }
+
     /// [`EdgeProcess::start`] with extra arguments (e.g. `--http ADDR`) and environment.
+    /// Without `--accepted-domains` among them the edge relays for any domain
+    /// (`--accepted-domains '*'`, which wins over the config file).
     pub fn start_with(
         deciders: &str,
         next_hop: SocketAddr,
@@ -101,19 +111,21 @@ impl EdgeProcess {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> EdgeProcess {
+        let next_hop = next_hop.to_string();
+        let mut next_hop_args = vec!["--next-hop", next_hop.as_str()];
+        next_hop_args.extend_from_slice(extra);
+        Self::spawn(deciders, config, &next_hop_args, env)
+    }
+
+    fn spawn(deciders: &str, config: Option<&std::path::Path>, extra: &[&str], env: &[(&str, &str)]) -> EdgeProcess {
         let addr = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_ratchet"));
-        command.args([
-            "edge",
-            "--listen",
-            &addr.to_string(),
-            "--deciders",
-            deciders,
-            "--next-hop",
-            &next_hop.to_string(),
-        ]);
+        command.args(["edge", "--listen", &addr.to_string(), "--deciders", deciders]);
         if let Some(config) = config {
             command.arg("--config").arg(config);
+        }
+        if !extra.contains(&"--accepted-domains") {
+            command.args(["--accepted-domains", "*"]);
         }
         command.args(extra).envs(env.iter().copied());
         let child = command
@@ -165,12 +177,13 @@ pub fn swaks(server: SocketAddr, server_fqdn: &str, build: &str, extra: &[&str])
         .expect("swaks (Debian package) is installed")
 }
 
-/// The last reply swaks printed to the end of DATA (or to whatever failed first).
+/// The last reply swaks printed to the end of DATA (or to whatever failed first), in clear
+/// (`<-`) or after STARTTLS (`<~`).
 pub fn final_reply(output: &Output) -> String {
     let text = String::from_utf8_lossy(&output.stdout);
     let replies: Vec<&str> = text
         .lines()
-        .filter(|l| l.starts_with("<-  ") || l.starts_with("<** "))
+        .filter(|l| ["<-  ", "<** ", "<~  ", "<~* "].iter().any(|p| l.starts_with(p)))
         .map(|l| &l[4..])
         .collect();
     let before_quit = replies.iter().rev().find(|r| !r.starts_with("221 ")).copied();
@@ -185,8 +198,21 @@ pub struct Postfix {
     dir: tempfile::TempDir,
 }
 
+/// The certificate chain and key, PEM, with which a [`Postfix`] offers STARTTLS.
+pub struct PostfixTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
 impl Postfix {
     pub fn start(relayhost: SocketAddr) -> Postfix {
+        Self::start_with_tls(relayhost, None)
+    }
+
+    /// [`Postfix::start`], offering STARTTLS with `tls` (`smtpd_tls_security_level = may`)
+    /// and logging every TLS session it accepts (`smtpd_tls_loglevel = 1`: "Anonymous TLS
+    /// connection established from ..."). It relays on to `relayhost` in clear.
+    pub fn start_with_tls(relayhost: SocketAddr, tls: Option<&PostfixTls>) -> Postfix {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path();
         std::fs::set_permissions(base, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -212,6 +238,19 @@ impl Postfix {
             relay_ip = relayhost.ip(),
             relay_port = relayhost.port(),
         );
+        let mut main_cf = main_cf;
+        if let Some(tls) = tls {
+            std::fs::write(base.join("tls-cert.pem"), &tls.cert_pem).unwrap();
+            std::fs::write(base.join("tls-key.pem"), &tls.key_pem).unwrap();
+            std::fs::set_permissions(base.join("tls-key.pem"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+            main_cf.push_str(&format!(
+                "smtpd_tls_cert_file = {base}/tls-cert.pem\n\
+                 smtpd_tls_key_file = {base}/tls-key.pem\n\
+                 smtpd_tls_security_level = may\n\
+                 smtpd_tls_loglevel = 1\n",
+                base = base.display(),
+            ));
+        }
         std::fs::write(base.join("main.cf"), main_cf).unwrap();
         let services = [
             "cleanup unix n - n - 0 cleanup",
@@ -234,6 +273,11 @@ impl Postfix {
             "showq unix n - n - - showq",
             "flush unix n - n 1000? 0 flush",
         ];
+        let services: Vec<&str> = services
+            .iter()
+            .copied()
+            .chain(tls.map(|_| "tlsmgr unix - - n 1000? 1 tlsmgr"))
+            .collect();
         let config_dir = base.display().to_string();
         assert!(
             as_root(&["chown", "postfix", &format!("{config_dir}/data")]),

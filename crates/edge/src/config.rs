@@ -24,6 +24,24 @@ pub enum BareLf {
     Reject,
 }
 
+/// TLS on the connection to the next hop (`next_hop_tls`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NextHopTls {
+    /// Never STARTTLS: the next hop gets everything in clear.
+    None,
+    /// STARTTLS whenever the next hop's EHLO offers it, with any certificate (Postfix's
+    /// `smtp_tls_security_level = may`). Encrypts against a passive listener only. A next
+    /// hop that does not offer STARTTLS, or whose handshake fails, gets the message in clear
+    /// (the handshake failure on a second connection), as Postfix does.
+    #[default]
+    Opportunistic,
+    /// STARTTLS required, the certificate verified against `next_hop_ca_file` (or the
+    /// system's CA certificates when unset) for the host name of `next_hop` (Postfix's
+    /// `verify`). Otherwise the message is not relayed: the sender gets `451 4.7.5` and retries.
+    Verify,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EdgeConfig {
@@ -33,6 +51,20 @@ pub struct EdgeConfig {
     pub deciders: Vec<String>,
     /// Where accepted mail goes, `host:port`.
     pub next_hop: String,
+    /// `"none"`, `"opportunistic"` (the default) or `"verify"`: see [`NextHopTls`].
+    pub next_hop_tls: NextHopTls,
+    /// CA certificates, PEM, that the next hop's certificate must chain to with
+    /// `next_hop_tls = "verify"`. Unset: the system's CA certificates. Watched like the
+    /// STARTTLS certificate: a changed file is used for new connections.
+    pub next_hop_ca_file: Option<PathBuf>,
+    /// The recipient domains this edge relays mail for; RCPT TO any other domain gets
+    /// `550 5.7.1 Relaying denied`. An entry is a domain, matched exactly
+    /// (`"example.com"`: not its subdomains), or `"*."` and a domain, matching every
+    /// subdomain but not the domain itself (`"*.example.com"`: `eu.example.com`,
+    /// `a.b.example.com`); list both for both. Case and a trailing dot do not matter. `["*"]`
+    /// relays for any domain (an open relay, unless only trusted clients can reach the
+    /// edge). There is no default: an edge with an empty list refuses to start.
+    pub accepted_domains: Vec<String>,
 
     /// Largest message accepted, in octets (advertised as `SIZE`).
     pub max_message_size: usize,
@@ -107,6 +139,9 @@ impl Default for EdgeConfig {
             hostname: "ratchet-edge".into(),
             deciders: Vec::new(),
             next_hop: String::new(),
+            next_hop_tls: NextHopTls::Opportunistic,
+            next_hop_ca_file: None,
+            accepted_domains: Vec::new(),
             max_message_size: 35 * 1024 * 1024,
             max_command_line: 2048,
             max_data_line: 65536,
@@ -150,7 +185,7 @@ impl EdgeConfig {
         Ok(toml::from_str(text)?)
     }
 
-    /// Splits a `--deciders` value (`a:7001,b:7001`) into addresses.
+    /// Splits a comma-separated flag value (`--deciders a:7001,b:7001`, `--accepted-domains`).
     pub fn parse_address_list(list: &str) -> Vec<String> {
         list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
     }
@@ -164,6 +199,7 @@ impl EdgeConfig {
             check_host_port("deciders", d)?;
         }
         check_host_port("next_hop", &self.next_hop)?;
+        check_accepted_domains(&self.accepted_domains)?;
         if self.hostname.is_empty() || self.hostname.contains(|c: char| c.is_whitespace() || c.is_control()) {
             bail!("hostname: {:?} is not a host name", self.hostname);
         }
@@ -210,7 +246,24 @@ impl EdgeConfig {
         if let Some(files) = crate::tls::TlsFiles::of(self) {
             crate::tls::load(&files)?;
         }
+        if self.next_hop_ca_file.is_some() && self.next_hop_tls != NextHopTls::Verify {
+            bail!("next_hop_ca_file: only used with next_hop_tls = \"verify\"");
+        }
+        crate::tls::next_hop_client(self)?;
         Ok(())
+    }
+
+    /// Whether this edge relays mail for `domain` (see `accepted_domains`).
+    pub fn accepts_domain(&self, domain: &str) -> bool {
+        let domain = domain.trim_end_matches('.');
+        self.accepted_domains.iter().any(|entry| {
+            let entry = entry.trim_end_matches('.');
+            entry == "*"
+                || match entry.strip_prefix("*.") {
+                    Some(parent) => is_below(domain, parent),
+                    None => domain.eq_ignore_ascii_case(entry),
+                }
+        })
     }
 
     pub(crate) fn command_timeout(&self) -> Duration {
@@ -224,6 +277,32 @@ impl EdgeConfig {
     }
 }
 
+/// Whether `domain` is a subdomain of `parent` (`a.b.example.com` of `example.com`).
+fn is_below(domain: &str, parent: &str) -> bool {
+    let Some(dot) = domain.len().checked_sub(parent.len() + 1) else {
+        return false;
+    };
+    // A '.' byte is never inside a multi-byte character, so `dot + 1` is a char boundary.
+    domain.as_bytes()[dot] == b'.' && domain[dot + 1..].eq_ignore_ascii_case(parent)
+}
+
+/// `accepted_domains` must say something: domains, `*.` wildcards, or `*` alone.
+fn check_accepted_domains(entries: &[String]) -> anyhow::Result<()> {
+    if entries.is_empty() {
+        bail!(
+            "accepted_domains: required: list the domains this edge relays mail for (e.g. [\"example.com\", \"*.example.com\"]), or [\"*\"] to relay for any domain"
+        );
+    }
+    for entry in entries {
+        let domain = entry.strip_prefix("*.").unwrap_or(entry).trim_end_matches('.');
+        let label_ok = |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if entry != "*" && !domain.split('.').all(label_ok) {
+            bail!("accepted_domains: {entry:?} is not a domain, \"*.\" and a domain, or \"*\"");
+        }
+    }
+    Ok(())
+}
+
 fn check_host_port(key: &str, value: &str) -> anyhow::Result<()> {
     let ok = match value.rsplit_once(':') {
         Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
@@ -233,6 +312,18 @@ fn check_host_port(key: &str, value: &str) -> anyhow::Result<()> {
         bail!("{key}: {value:?} is not host:port");
     }
     Ok(())
+}
+
+impl EdgeConfig {
+    /// The files of the edge's mutual TLS to the deciders, when configured.
+    pub fn decider_tls(&self) -> anyhow::Result<Option<ratchet_tls::TlsFiles>> {
+        ratchet_tls::TlsFiles::from_flags(
+            self.decider_cert_file.clone(),
+            self.decider_key_file.clone(),
+            self.decider_ca_file.clone(),
+        )
+        .map_err(|_| anyhow::anyhow!("decider_cert_file, decider_key_file and decider_ca_file go together: give all three or none"))
+    }
 }
 
 #[cfg(test)]
@@ -257,6 +348,7 @@ mod tests {
         let mut c = EdgeConfig {
             deciders: vec!["d:7001".into()],
             next_hop: "127.0.0.1:25".into(),
+            accepted_domains: vec!["*".into()],
             ..Default::default()
         };
         c.validate().unwrap();
@@ -264,16 +356,57 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().starts_with("next_hop"));
         assert_eq!(EdgeConfig::parse_address_list(" a:1, b:2 ,"), vec!["a:1", "b:2"]);
     }
-}
 
-impl EdgeConfig {
-    /// The files of the edge's mutual TLS to the deciders, when configured.
-    pub fn decider_tls(&self) -> anyhow::Result<Option<ratchet_tls::TlsFiles>> {
-        ratchet_tls::TlsFiles::from_flags(
-            self.decider_cert_file.clone(),
-            self.decider_key_file.clone(),
-            self.decider_ca_file.clone(),
-        )
-        .map_err(|_| anyhow::anyhow!("decider_cert_file, decider_key_file and decider_ca_file go together: give all three or none"))
+    #[test]
+    fn accepted_domains_are_required_and_checked() {
+        let mut c = EdgeConfig {
+            deciders: vec!["d:7001".into()],
+            next_hop: "127.0.0.1:25".into(),
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("accepted_domains: required") && !e.contains('\n'), "{e}");
+        for bad in ["", "*.", "a..b", "*foo.example", "a.*.example", "user@example.com", "ex ample.com"] {
+            c.accepted_domains = vec!["example.com".into(), bad.into()];
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.starts_with("accepted_domains: ") && e.contains(&format!("{bad:?}")), "{bad}: {e}");
+        }
+        c.accepted_domains = vec!["example.com".into(), "*.example.net".into(), "Owl.Example.".into()];
+        c.validate().unwrap();
+        let toml = "accepted_domains = [\"*\"]\nnext_hop_tls = \"verify\"\n";
+        let parsed = EdgeConfig::from_toml(toml).unwrap();
+        assert_eq!(
+            (parsed.accepted_domains, parsed.next_hop_tls),
+            (vec!["*".to_string()], NextHopTls::Verify)
+        );
+        assert_eq!(EdgeConfig::default().next_hop_tls, NextHopTls::Opportunistic);
+        assert!(EdgeConfig::from_toml("next_hop_tls = \"may\"").is_err());
+    }
+
+    #[test]
+    fn domains_match_exactly_or_below_a_wildcard() {
+        let c = EdgeConfig {
+            accepted_domains: vec!["example.com".into(), "*.example.net".into(), "Owl.Example.".into()],
+            ..Default::default()
+        };
+        for yes in ["example.com", "EXAMPLE.com.", "eu.example.net", "a.b.example.net", "owl.example"] {
+            assert!(c.accepts_domain(yes), "{yes}");
+        }
+        for no in [
+            "eu.example.com",
+            "example.net",
+            "badexample.net",
+            "xexample.com",
+            "example.org",
+            "",
+            "[127.0.0.1]",
+        ] {
+            assert!(!c.accepts_domain(no), "{no}");
+        }
+        let any = EdgeConfig {
+            accepted_domains: vec!["*".into()],
+            ..Default::default()
+        };
+        assert!(any.accepts_domain("anything.example") && any.accepts_domain("[127.0.0.1]"));
     }
 }

@@ -32,5 +32,5 @@ mod session;
 mod tls;
 
 pub use build::{BuildDetector, BuildStamp, ExchangeDetector};
-pub use config::{BareLf, EdgeConfig};
+pub use config::{BareLf, EdgeConfig, NextHopTls};
 pub use server::{serve, serve_with_http};

@@ -96,7 +96,7 @@ impl EdgeMetrics {
         );
         registry.register(
             "next_hop_relays",
-            "Relays to the next hop by outcome (relayed, refused, down)",
+            "Relays to the next hop by outcome (relayed, refused, down, tls_failed)",
             m.relays.clone(),
         );
         registry.register(

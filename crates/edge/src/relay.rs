@@ -4,16 +4,23 @@
 //! holds it: the next hop must say 250 to MAIL, to every RCPT and to the final dot. Any
 //! other outcome becomes a temporary failure for the sender (who keeps the message and
 //! retries), except a permanent refusal of the content itself, which is passed on.
+//!
+//! TLS follows `next_hop_tls`: STARTTLS (RFC 3207) when the next hop's EHLO offers it, or
+//! always with a verified certificate; a next hop that fails `verify` never gets the
+//! message in clear (the sender gets `451 4.7.5`). With `opportunistic`, a STARTTLS that
+//! fails is followed by one attempt in clear on a new connection, as Postfix's `may` does.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use smtp_proto::{EhloResponse, EXT_8BIT_MIME, EXT_SIZE, EXT_START_TLS};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
-use crate::config::EdgeConfig;
+use crate::config::{EdgeConfig, NextHopTls};
 use crate::reply::{self, Reply};
-use crate::tls::TlsFacts;
+use crate::tls::{NextHopClient, TlsFacts};
 
 /// What the next hop is asked to take.
 pub(crate) struct Envelope<'a> {
@@ -22,11 +29,12 @@ pub(crate) struct Envelope<'a> {
     pub eight_bit: bool,
 }
 
-/// A reply of the next hop: code and its lines' texts.
+/// A reply of the next hop: code, its lines' texts, and the reply as received.
 #[derive(Debug)]
 struct Response {
     code: u16,
     text: String,
+    raw: Vec<u8>,
 }
 
 enum Failure {
@@ -34,17 +42,33 @@ enum Failure {
     Down(String),
     /// The next hop answered `stage` with a refusal.
     Refused { stage: &'static str, response: Response },
+    /// STARTTLS was wanted and did not happen: not offered, refused, or the handshake
+    /// (certificate verification included) failed. No part of the message was sent.
+    Tls(String),
 }
 
 /// Relays one message; the reply to give the sender for it.
 #[tracing::instrument(name = "edge.relay", skip_all, fields(otel.kind = "client", next_hop = %config.next_hop))]
-pub(crate) async fn relay(config: &EdgeConfig, envelope: &Envelope<'_>, trace_header: &str, message: &[u8]) -> Reply {
+pub(crate) async fn relay(
+    config: &EdgeConfig,
+    tls: Option<&NextHopClient>,
+    envelope: &Envelope<'_>,
+    trace_header: &str,
+    message: &[u8],
+) -> Reply {
     let started = std::time::Instant::now();
-    let outcome = attempt(config, envelope, trace_header, message).await;
+    let outcome = match attempt(config, tls, envelope, trace_header, message).await {
+        Err(Failure::Tls(why)) if config.next_hop_tls == NextHopTls::Opportunistic => {
+            tracing::warn!(next_hop = %config.next_hop, error = %why, "STARTTLS to the next hop failed; relaying in clear (next_hop_tls = opportunistic)");
+            attempt(config, None, envelope, trace_header, message).await
+        }
+        outcome => outcome,
+    };
     let kind = match &outcome {
         Ok(_) => "relayed",
         Err(Failure::Refused { .. }) => "refused",
         Err(Failure::Down(_)) => "down",
+        Err(Failure::Tls(_)) => "tls_failed",
     };
     crate::metrics::metrics().relayed(kind, started.elapsed());
     match outcome {
@@ -52,6 +76,10 @@ pub(crate) async fn relay(config: &EdgeConfig, envelope: &Envelope<'_>, trace_he
         Err(Failure::Down(why)) => {
             tracing::warn!(next_hop = %config.next_hop, error = %why, "relay failed");
             reply::next_hop_down()
+        }
+        Err(Failure::Tls(why)) => {
+            tracing::warn!(next_hop = %config.next_hop, error = %why, "no verified TLS to the next hop; not relayed (next_hop_tls = verify)");
+            reply::next_hop_not_verified()
         }
         Err(Failure::Refused { stage, response }) => {
             tracing::info!(next_hop = %config.next_hop, stage, code = response.code, text = %response.text, "next hop refused");
@@ -92,12 +120,21 @@ fn split_enhanced(text: &str) -> (Option<&str>, &str) {
     }
 }
 
-struct Client {
-    stream: BufReader<TcpStream>,
+/// One connection to the next hop, plain or TLS.
+struct Client<S> {
+    stream: BufReader<S>,
     command_timeout: Duration,
 }
 
-async fn attempt(config: &EdgeConfig, envelope: &Envelope<'_>, trace_header: &str, message: &[u8]) -> Result<Response, Failure> {
+/// One try on one connection: greeting, EHLO, STARTTLS when wanted (`tls` is `None` for a
+/// try in clear), the transaction, QUIT.
+async fn attempt(
+    config: &EdgeConfig,
+    tls: Option<&NextHopClient>,
+    envelope: &Envelope<'_>,
+    trace_header: &str,
+    message: &[u8],
+) -> Result<Response, Failure> {
     let connect = Duration::from_secs(config.relay_connect_timeout_secs);
     let stream = match tokio::time::timeout(connect, TcpStream::connect(config.next_hop.as_str())).await {
         Ok(Ok(s)) => s,
@@ -109,38 +146,95 @@ async fn attempt(config: &EdgeConfig, envelope: &Envelope<'_>, trace_header: &st
         stream: BufReader::new(stream),
         command_timeout: Duration::from_secs(config.relay_command_timeout_secs),
     };
-    let result = client.transaction(config, envelope, trace_header, message).await;
-    // Best effort: the outcome is already known.
-    let _ = tokio::time::timeout(Duration::from_secs(1), client.stream.get_mut().write_all(b"QUIT\r\n")).await;
-    result
+    client.expect("greeting", None, 220).await?;
+    let extensions = client.hello(config).await?;
+    let offered = extensions & EXT_START_TLS != 0;
+    let Some(tls) = tls.filter(|_| offered || config.next_hop_tls == NextHopTls::Verify) else {
+        return client.deliver(config, extensions, envelope, trace_header, message).await;
+    };
+    if !offered {
+        client.quit().await;
+        return Err(Failure::Tls("the next hop's EHLO reply does not offer STARTTLS".into()));
+    }
+    let mut client = client.start_tls(tls).await?;
+    let extensions = client.hello(config).await?;
+    client.deliver(config, extensions, envelope, trace_header, message).await
 }
 
-impl Client {
-    async fn transaction(
-        &mut self,
+impl Client<TcpStream> {
+    /// STARTTLS and the handshake; the connection is unusable after an error.
+    async fn start_tls(mut self, tls: &NextHopClient) -> Result<Client<TlsStream<TcpStream>>, Failure> {
+        let r = match self.command("STARTTLS", "STARTTLS\r\n".into()).await {
+            Ok(r) => r,
+            Err(Failure::Down(why)) => return Err(Failure::Tls(format!("STARTTLS: {why}"))),
+            Err(other) => return Err(other),
+        };
+        if r.code != 220 {
+            return Err(Failure::Tls(format!("STARTTLS refused: {} {}", r.code, r.text)));
+        }
+        // Anything sent before the handshake would be read as if it came over TLS.
+        if !self.stream.buffer().is_empty() {
+            return Err(Failure::Tls("the next hop sent data after its reply to STARTTLS".into()));
+        }
+        let handshake = tls.connector.current().connect(tls.name.clone(), self.stream.into_inner());
+        let stream = match tokio::time::timeout(self.command_timeout, handshake).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(Failure::Tls(format!("TLS handshake: {e}"))),
+            Err(_) => return Err(Failure::Tls("TLS handshake timed out".into())),
+        };
+        let facts = TlsFacts::of(stream.get_ref().1);
+        tracing::debug!(version = %facts.version, cipher = %facts.cipher, certificate = ?facts.client_cert_name, "TLS to the next hop");
+        Ok(Client {
+            stream: BufReader::new(stream),
+            command_timeout: self.command_timeout,
+        })
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// EHLO, or HELO if EHLO is refused; the extensions offered (smtp-proto's `EXT_*` bits).
+    async fn hello(&mut self, config: &EdgeConfig) -> Result<u32, Failure> {
+        let ehlo = self.command("EHLO", format!("EHLO {}\r\n", config.hostname)).await?;
+        if ehlo.code == 250 {
+            // A reply smtp-proto cannot read offers nothing it can use.
+            return Ok(EhloResponse::parse(&mut ehlo.raw.iter()).map_or(0, |r| r.capabilities));
+        }
+        self.expect("HELO", Some(format!("HELO {}\r\n", config.hostname)), 250).await?;
+        Ok(0)
+    }
+
+    /// The transaction, then QUIT.
+    async fn deliver(
+        mut self,
         config: &EdgeConfig,
+        extensions: u32,
         envelope: &Envelope<'_>,
         trace_header: &str,
         message: &[u8],
     ) -> Result<Response, Failure> {
-        self.expect("greeting", None, 220).await?;
-        let ehlo = self.command("EHLO", format!("EHLO {}\r\n", config.hostname)).await?;
-        let (eight_bit_ok, size_ok) = if ehlo.code == 250 {
-            let has = |ext: &str| {
-                ehlo.text
-                    .split('\n')
-                    .any(|l| l.split_whitespace().next().is_some_and(|w| w.eq_ignore_ascii_case(ext)))
-            };
-            (has("8BITMIME"), has("SIZE"))
-        } else {
-            self.expect("HELO", Some(format!("HELO {}\r\n", config.hostname)), 250).await?;
-            (false, false)
-        };
+        let result = self.transaction(config, extensions, envelope, trace_header, message).await;
+        self.quit().await;
+        result
+    }
+
+    /// Best effort: the outcome is already known.
+    async fn quit(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.get_mut().write_all(b"QUIT\r\n")).await;
+    }
+
+    async fn transaction(
+        &mut self,
+        config: &EdgeConfig,
+        extensions: u32,
+        envelope: &Envelope<'_>,
+        trace_header: &str,
+        message: &[u8],
+    ) -> Result<Response, Failure> {
         let mut mail = format!("MAIL FROM:<{}>", envelope.from);
-        if envelope.eight_bit && eight_bit_ok {
+        if envelope.eight_bit && extensions & EXT_8BIT_MIME != 0 {
             mail.push_str(" BODY=8BITMIME");
         }
-        if size_ok {
+        if extensions & EXT_SIZE != 0 {
             mail.push_str(&format!(" SIZE={}", trace_header.len() + message.len()));
         }
         mail.push_str("\r\n");
@@ -200,6 +294,7 @@ impl Client {
     /// One reply, all its lines (RFC 5321 4.2.1); texts joined by '\n'.
     async fn read_response(&mut self) -> Result<Response, Failure> {
         let mut texts = Vec::new();
+        let mut raw = Vec::new();
         loop {
             let mut line = Vec::new();
             let read = tokio::time::timeout(self.command_timeout, (&mut self.stream).take(4096).read_until(b'\n', &mut line)).await;
@@ -209,6 +304,7 @@ impl Client {
                 Ok(Err(e)) => return Err(Failure::Down(format!("reading reply: {e}"))),
                 Err(_) => return Err(Failure::Down("reply timed out".into())),
             }
+            raw.extend_from_slice(&line);
             let line = String::from_utf8_lossy(&line);
             let line = line.trim_end_matches(['\r', '\n']);
             let code = line.get(..3).and_then(|c| c.parse::<u16>().ok()).filter(|c| (200..600).contains(c));
@@ -220,6 +316,7 @@ impl Client {
                 return Ok(Response {
                     code,
                     text: texts.join("\n"),
+                    raw,
                 });
             }
         }
@@ -277,9 +374,37 @@ mod tests {
         assert_eq!(out, b"a\r\n..b\r\n...\r\n..\r\nc. d\r\n");
     }
 
+    /// What `Client::hello` reads from a reply, through smtp-proto.
+    fn extensions(reply: &str) -> u32 {
+        EhloResponse::parse(&mut reply.as_bytes().iter()).map_or(0, |r| r.capabilities)
+    }
+
+    #[test]
+    fn ehlo_replies_of_real_next_hops_are_read() {
+        let postfix = "250-onprem-relay.test\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-VRFY\r\n250-ETRN\r\n\
+                       250-STARTTLS\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n";
+        let exchange = "250-BN8NAM11FT066.mail.protection.outlook.com Hello [192.0.2.1]\r\n250-SIZE 157286400\r\n\
+                        250-PIPELINING\r\n250-DSN\r\n250-ENHANCEDSTATUSCODES\r\n250-AUTH GSSAPI NTLM\r\n250-X-EXPS GSSAPI NTLM\r\n\
+                        250-STARTTLS\r\n250-8BITMIME\r\n250-XRDST\r\n250 SMTPUTF8\r\n";
+        for reply in [postfix, exchange] {
+            let found = extensions(reply);
+            assert_eq!(
+                found & (EXT_START_TLS | EXT_8BIT_MIME | EXT_SIZE),
+                EXT_START_TLS | EXT_8BIT_MIME | EXT_SIZE,
+                "{reply}"
+            );
+        }
+        assert_eq!(extensions("250-smtp-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n") & EXT_START_TLS, 0);
+        assert_eq!(extensions("250 only.a.name\r\n"), 0);
+    }
+
     #[test]
     fn refusals_become_temporary_except_content() {
-        let r = |code, text: &str| Response { code, text: text.into() };
+        let r = |code, text: &str| Response {
+            code,
+            text: text.into(),
+            raw: Vec::new(),
+        };
         assert_eq!(
             refusal_reply("RCPT", &r(550, "5.1.1 no such user")).to_wire(),
             "451 4.4.0 Next hop refused RCPT: 550 5.1.1 no such user\r\n"

@@ -126,6 +126,16 @@ pub fn bad_sender() -> Reply {
 pub fn bad_recipient() -> Reply {
     Reply::new(501, "5.1.3 Bad recipient address syntax")
 }
+/// RCPT TO a domain outside `accepted_domains` (no open relay).
+pub fn relay_denied(domain: &str) -> Reply {
+    if domain.is_empty() {
+        return Reply::new(550, "5.7.1 Relaying denied: a recipient needs a domain this edge accepts mail for");
+    }
+    Reply::new(
+        550,
+        format!("5.7.1 Relaying denied: {domain} is not a domain this edge accepts mail for"),
+    )
+}
 
 // STARTTLS (RFC 3207).
 pub fn ready_for_tls() -> Reply {
@@ -155,6 +165,10 @@ pub fn no_verdict() -> Reply {
 }
 pub fn next_hop_down() -> Reply {
     Reply::new(451, "4.4.0 Next hop unavailable, try again later")
+}
+/// `next_hop_tls = "verify"` and the next hop could not be reached over verified TLS.
+pub fn next_hop_not_verified() -> Reply {
+    Reply::new(451, "4.7.5 No verified TLS to the next hop, try again later")
 }
 pub fn queued(detail: &str) -> Reply {
     Reply::new(250, format!("2.0.0 Ok: {detail}"))

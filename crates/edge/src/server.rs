@@ -26,7 +26,7 @@ use crate::deciders::{self, DeciderPool};
 use crate::limits::{Refusal, SessionLimits};
 use crate::reply;
 use crate::session::Session;
-use crate::tls::{self, EdgeStream, TlsFiles, TlsSettings};
+use crate::tls::{self, EdgeStream, NextHopClient, TlsFiles, TlsSettings};
 
 /// What every session of one edge shares.
 pub(crate) struct Shared {
@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub detector: Box<dyn BuildDetector>,
     /// STARTTLS, when configured.
     pub tls: Option<Arc<TlsSettings>>,
+    /// STARTTLS to the next hop, unless `next_hop_tls = "none"`.
+    pub next_hop_tls: Option<NextHopClient>,
 }
 
 /// Sessions still running this long after their `421 4.3.2` are dropped.
@@ -79,6 +81,13 @@ pub async fn serve_with_http(
     if let Some(tls) = &tls {
         background.spawn(ratchet_tls::files::keep_checking(tls.clone()));
     }
+    let next_hop_tls = tls::next_hop_client(&config)?;
+    if let (Some(client), Some(_)) = (&next_hop_tls, &config.next_hop_ca_file) {
+        background.spawn(ratchet_tls::files::keep_checking(client.connector.clone()));
+    }
+    if config.accepted_domains.iter().any(|d| d == "*") {
+        tracing::warn!("accepted_domains = [\"*\"]: this edge relays mail for any domain; it is an open relay unless only trusted clients can reach it");
+    }
     let (draining_tx, draining) = watch::channel(false);
     if let Some(http) = http {
         let state = crate::http::HttpState {
@@ -97,11 +106,12 @@ pub async fn serve_with_http(
         connectors,
         detector: Box::new(ExchangeDetector),
         tls,
+        next_hop_tls,
     });
     let (force_tx, force_rx) = watch::channel(false);
     let mut sessions = JoinSet::new();
     let local = listener.local_addr()?;
-    tracing::info!(listen = %local, next_hop = %shared.config.next_hop, deciders = ?shared.config.deciders, starttls = shared.tls.is_some(), require_tls = shared.config.require_tls, "edge serving");
+    tracing::info!(listen = %local, next_hop = %shared.config.next_hop, deciders = ?shared.config.deciders, starttls = shared.tls.is_some(), require_tls = shared.config.require_tls, next_hop_tls = ?shared.config.next_hop_tls, accepted_domains = ?shared.config.accepted_domains, "edge serving");
 
     tokio::pin!(shutdown);
     loop {

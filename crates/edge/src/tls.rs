@@ -10,6 +10,8 @@
 //!   is logged once and the previous one stays in service.
 //! - [`EdgeStream`] is the socket a session reads: plain TCP until STARTTLS, TLS after.
 //!   [`Transport`] is the seam the session is generic over.
+//! - [`NextHopClient`] is the other direction: the client side of STARTTLS to the next hop
+//!   (`next_hop_tls`), used by `relay`.
 
 use std::fmt;
 use std::future::Future;
@@ -19,18 +21,20 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use anyhow::anyhow;
+use anyhow::{anyhow, bail};
 use ratchet_tls::files::{read_certificates, read_key, read_roots};
 use ratchet_tls::Watched;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::server::WebPkiClientVerifier;
-use rustls::ServerConfig;
-use rustls_pki_types::CertificateDer;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::config::EdgeConfig;
+use crate::config::{EdgeConfig, NextHopTls};
 
 /// The files named by `tls_cert_file`, `tls_key_file` and `tls_client_ca_file`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,6 +113,98 @@ pub(crate) fn load(files: &TlsFiles) -> anyhow::Result<(Arc<ServerConfig>, CertS
     Ok((Arc::new(config), about))
 }
 
+/// STARTTLS to the next hop: the connector in service (rebuilt when `next_hop_ca_file`
+/// changes) and the name the next hop's certificate must carry.
+pub(crate) struct NextHopClient {
+    pub connector: Arc<Watched<TlsConnector>>,
+    pub name: ServerName<'static>,
+}
+
+/// The TLS client of `next_hop_tls`; `None` for `"none"`. Errors name the key at fault.
+pub(crate) fn next_hop_client(config: &EdgeConfig) -> anyhow::Result<Option<NextHopClient>> {
+    let mode = config.next_hop_tls;
+    if mode == NextHopTls::None {
+        return Ok(None);
+    }
+    let host = config.next_hop.rsplit_once(':').map_or(config.next_hop.as_str(), |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| anyhow!("next_hop: {host:?} is not a name TLS can check ({e}); set next_hop_tls = \"none\" to relay in clear"))?;
+    let ca = config.next_hop_ca_file.clone();
+    let paths = ca.iter().cloned().collect();
+    let connector = Watched::new("next hop CA", paths, move || {
+        let builder = ClientConfig::builder_with_provider(ratchet_tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| anyhow!("TLS: {e}"))?;
+        let config = match (mode, &ca) {
+            (NextHopTls::Verify, Some(ca)) => builder.with_root_certificates(read_roots("next_hop_ca_file", ca)?),
+            (NextHopTls::Verify, None) => builder.with_root_certificates(system_roots()?),
+            _ => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(ratchet_tls::provider()))),
+        };
+        Ok(TlsConnector::from(Arc::new(config.with_no_client_auth())))
+    })?;
+    Ok(Some(NextHopClient {
+        connector: Arc::new(connector),
+        name,
+    }))
+}
+
+/// The system's CA certificates (`SSL_CERT_FILE`/`SSL_CERT_DIR`, else the distribution's).
+fn system_roots() -> anyhow::Result<RootCertStore> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(found.certs);
+    if roots.is_empty() {
+        bail!(
+            "next_hop_ca_file: required for next_hop_tls = \"verify\" here: no system CA certificates found{}",
+            found.errors.first().map(|e| format!(" ({e})")).unwrap_or_default()
+        );
+    }
+    Ok(roots)
+}
+
+/// Opportunistic TLS: any certificate will do (without DANE or MTA-STS, SMTP cannot know
+/// whose certificate to expect), but the handshake's signatures are still verified.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// What the log says about a certificate that goes into service.
 pub(crate) struct CertSummary {
     pub subject: String,
@@ -160,12 +256,14 @@ pub(crate) struct TlsFacts {
     pub version: String,
     /// e.g. `TLS13_AES_256_GCM_SHA384`.
     pub cipher: String,
-    /// The verified client certificate's name (see [`client_cert_name`]).
+    /// The peer certificate's name (see [`client_cert_name`]): for a session, the verified
+    /// client certificate's.
     pub client_cert_name: Option<String>,
 }
 
 impl TlsFacts {
-    fn of(conn: &rustls::ServerConnection) -> Self {
+    /// The facts of either side of a connection (the peer's certificate name included).
+    pub(crate) fn of(conn: &rustls::CommonState) -> Self {
         let version = match conn.protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
             Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),

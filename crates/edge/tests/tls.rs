@@ -497,6 +497,7 @@ fn tls_settings_are_validated_by_key_and_file() {
     let base = EdgeConfig {
         deciders: vec!["127.0.0.1:7001".into()],
         next_hop: "127.0.0.1:25".into(),
+        accepted_domains: vec!["*".into()],
         ..EdgeConfig::default()
     };
     let err = |c: &EdgeConfig| format!("{:#}", c.validate().unwrap_err());

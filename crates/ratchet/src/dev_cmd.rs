@@ -88,6 +88,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let edge_config = EdgeConfig {
         deciders: vec![grpc_addr.clone()],
         next_hop: next_hop.clone(),
+        // A first look on loopback: mail for any domain (swaks' default is the local host's).
+        accepted_domains: vec!["*".into()],
         ..EdgeConfig::default()
     };
     let sink_note = if sink.is_some() {

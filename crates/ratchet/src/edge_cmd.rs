@@ -27,6 +27,10 @@ pub struct EdgeArgs {
     /// Edge settings (TOML): limits, timeouts, decide deadline; flags win over the file.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The recipient domains relayed for, a.example,*.b.example (`accepted_domains`);
+    /// "*" for any domain (an open relay).
+    #[arg(long, value_name = "DOMAIN,...")]
+    accepted_domains: Option<String>,
     /// The certificate (role edge), key and CA for the gRPC link to the deciders.
     #[command(flatten)]
     tls: TlsArgs,
@@ -39,6 +43,9 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
     };
     config.deciders = EdgeConfig::parse_address_list(&args.deciders);
     config.next_hop = args.next_hop;
+    if let Some(domains) = &args.accepted_domains {
+        config.accepted_domains = EdgeConfig::parse_address_list(domains);
+    }
     if args.tls.cert.is_some() || args.tls.key.is_some() || args.tls.ca.is_some() {
         (config.decider_cert_file, config.decider_key_file, config.decider_ca_file) =
             (args.tls.cert.clone(), args.tls.key.clone(), args.tls.ca.clone());

@@ -151,6 +151,7 @@ impl Settle<'_> {
             recipients: &self.transaction.recipients,
             eight_bit: self.transaction.eight_bit,
         };
-        relay::relay(&self.shared.config, &envelope, self.received, self.message).await
+        let tls = self.shared.next_hop_tls.as_ref();
+        relay::relay(&self.shared.config, tls, &envelope, self.received, self.message).await
     }
 }

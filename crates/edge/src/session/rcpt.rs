@@ -1,9 +1,11 @@
 //! RCPT TO (RFC 5321 4.1.1.3): adds a recipient to the transaction.
 //!
-//! Recipients are not checked here: the next hop is asked for each one before the edge
-//! acknowledges the message. Past the per-message limit the client gets 452 4.5.3 and,
-//! per RFC 5321 4.5.3.1.10, sends the rest in another transaction; that is flow control,
-//! not a client error, so it does not count towards the error limit.
+//! A recipient's domain must be one of `accepted_domains`, or the client gets `550 5.7.1
+//! Relaying denied` (no open relay; counted as a client error). Whether the mailbox exists
+//! is the next hop's to say: it is asked for each recipient before the edge acknowledges
+//! the message. Past the per-message limit the client gets 452 4.5.3 and, per RFC 5321
+//! 4.5.3.1.10, sends the rest in another transaction; that is flow control, not a client
+//! error, so it does not count towards the error limit.
 
 use smtp_proto::RcptTo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -22,6 +24,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         if to.address.is_empty() {
             return self.error(reply::bad_recipient()).await;
+        }
+        let domain = to.address.rsplit_once('@').map_or("", |(_, domain)| domain);
+        if !self.shared.config.accepts_domain(domain) {
+            tracing::info!(session = %self.id, peer = %self.peer, domain, "relaying denied");
+            return self.error(reply::relay_denied(domain)).await;
         }
         if transaction.recipients.len() >= max {
             return self.reply(reply::too_many_recipients()).await;

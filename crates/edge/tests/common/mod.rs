@@ -81,6 +81,7 @@ pub fn config(deciders: &[SocketAddr], next_hop: SocketAddr) -> EdgeConfig {
         hostname: "edge.test".into(),
         deciders: deciders.iter().map(|a| a.to_string()).collect(),
         next_hop: next_hop.to_string(),
+        accepted_domains: vec!["*".into()],
         ..EdgeConfig::default()
     }
 }
