@@ -87,30 +87,37 @@ async fn a_backup_taken_under_load_restores_into_a_new_group_with_the_same_state
     std::fs::write(file("corrupted.snap"), &corrupted).unwrap();
     std::fs::write(file("truncated.snap"), &bytes[..bytes.len() - 10]).unwrap();
 
-    let target = Cluster::new(3, TEST_CONFIG);
-    let restore = |snapshot: &str, node: usize| -> Vec<String> {
+    let mut target = Cluster::new(3, TEST_CONFIG);
+    let restore = |target: &Cluster, snapshot: &str, node: usize| -> Vec<String> {
         let node = &target.nodes[node];
-        ["restore", "--snapshot", snapshot, "--name", &node.name, "--data-dir", node.data_dir.to_str().unwrap()]
-            .into_iter()
-            .map(String::from)
-            .chain(["--initial-cluster".into(), target.initial_cluster.clone()])
-            .collect()
+        [
+            "restore",
+            "--snapshot",
+            snapshot,
+            "--name",
+            &node.name,
+            "--data-dir",
+            node.data_dir.to_str().unwrap(),
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain(["--initial-cluster".into(), target.initial_cluster.clone()])
+        .collect()
     };
     for (bad, fault) in [("corrupted.snap", "snapshot"), ("truncated.snap", "snapshot")] {
-        let error = stderr_of_failure(restore(&file(bad), 0));
+        let error = stderr_of_failure(restore(&target, &file(bad), 0));
         assert!(one_line(&error).contains(fault), "{bad}: {error}");
         assert!(!target.nodes[0].data_dir.exists(), "{bad}: a refused restore leaves nothing behind");
     }
     std::fs::create_dir_all(&target.nodes[0].data_dir).unwrap();
     std::fs::write(target.nodes[0].data_dir.join("something"), "x").unwrap();
-    let occupied = stderr_of_failure(restore(&file("quiet.snap"), 0));
+    let occupied = stderr_of_failure(restore(&target, &file("quiet.snap"), 0));
     assert!(one_line(&occupied).contains("not empty"), "{occupied}");
     std::fs::remove_dir_all(&target.nodes[0].data_dir).unwrap();
 
     // The new group: seeded node by node, started, and holding the source's state.
-    let mut target = target;
     for i in 0..3 {
-        let printed = stdout_of(restore(&file("quiet.snap"), i));
+        let printed = stdout_of(restore(&target, &file("quiet.snap"), i));
         assert!(printed.contains("seeded from backup-"), "{printed}");
     }
     for node in &mut target.nodes {
@@ -122,7 +129,12 @@ async fn a_backup_taken_under_load_restores_into_a_new_group_with_the_same_state
     // It goes on from where the backup ended: new writes, and the old audit trail with them.
     let mut admin = target.nodes[1].admin().await;
     admin.add_tenant(pb::AddTenantRequest { name: "owl".into() }).await.unwrap();
-    let audit = admin.list_audit(pb::ListAuditRequest::default()).await.unwrap().into_inner().entries;
+    let audit = admin
+        .list_audit(pb::ListAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
     assert!(audit.iter().any(|e| e.action == "tenant add bear"), "{audit:?}");
     assert!(audit.iter().any(|e| e.action == "tenant add owl"), "{audit:?}");
     target.assert_same_state().await;

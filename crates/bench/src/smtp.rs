@@ -48,6 +48,9 @@ pub async fn run(env: &Env, settings: &Settings) -> anyhow::Result<serde_json::V
         sink.1.to_string(),
         "--http".into(),
         edge_http.to_string(),
+        // smtp-source's recipients are at whatever domain it picks: accept them all.
+        "--accepted-domains".into(),
+        "*".into(),
     ];
     let _edge = Proc::spawn(
         "ratchet edge",

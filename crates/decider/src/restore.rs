@@ -18,13 +18,24 @@ use ratchet_store::{Node, NodeId, StateMachine, StorageOptions, Store};
 use crate::identity;
 
 /// Seeds `data_dir` (which must be new or empty) as member `name` of `members`.
-pub fn seed(backup: &Path, name: &str, data_dir: &Path, members: &[(String, String)], storage: StorageOptions) -> anyhow::Result<SnapshotMeta> {
+pub fn seed(
+    backup: &Path,
+    name: &str,
+    data_dir: &Path,
+    members: &[(String, String)],
+    storage: StorageOptions,
+) -> anyhow::Result<SnapshotMeta> {
     if !members.iter().any(|(member, _)| member == name) {
         bail!("--initial-cluster does not list this node's --name {name:?}");
     }
-    let occupied = std::fs::read_dir(data_dir).map(|mut entries| entries.next().is_some()).unwrap_or(false);
+    let occupied = std::fs::read_dir(data_dir)
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false);
     if occupied {
-        bail!("--data-dir {}: not empty; restore seeds a new node only (nothing was changed)", data_dir.display());
+        bail!(
+            "--data-dir {}: not empty; restore seeds a new node only (nothing was changed)",
+            data_dir.display()
+        );
     }
     let file = std::fs::File::open(backup).with_context(|| format!("--snapshot {}", backup.display()))?;
     let meta = verify(std::io::BufReader::new(file), ratchet_store::rocks::STATE_FAMILIES.len())

@@ -225,7 +225,10 @@ async fn connect(endpoints: &[String], tls: &TlsArgs) -> anyhow::Result<Channel>
 
 /// Streams a backup into FILE.part, verifies it whole, and renames it to FILE: a file at
 /// FILE is always a complete, checked backup.
-async fn save_snapshot(admin: &mut AdminClient<Channel>, file: &std::path::Path) -> anyhow::Result<(ratchet_store::types::SnapshotMeta, u64)> {
+async fn save_snapshot(
+    admin: &mut AdminClient<Channel>,
+    file: &std::path::Path,
+) -> anyhow::Result<(ratchet_store::types::SnapshotMeta, u64)> {
     use std::io::Write;
     if file.exists() {
         return Err(anyhow!("{}: already exists; nothing was written", file.display()));
@@ -236,7 +239,8 @@ async fn save_snapshot(admin: &mut AdminClient<Channel>, file: &std::path::Path)
         let mut stream = admin.save_snapshot(pb::SaveSnapshotRequest {}).await.map_err(refusal)?.into_inner();
         let mut bytes = 0u64;
         while let Some(chunk) = stream.message().await.map_err(refusal)? {
-            out.write_all(&chunk.data).with_context(|| format!("{}: cannot write", part.display()))?;
+            out.write_all(&chunk.data)
+                .with_context(|| format!("{}: cannot write", part.display()))?;
             bytes += chunk.data.len() as u64;
         }
         out.sync_all().with_context(|| format!("{}: cannot write", part.display()))?;
@@ -599,7 +603,11 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             if json {
                 print_json(&json!({ "file": file, "snapshot_id": meta.snapshot_id, "index": index, "bytes": bytes }));
             } else {
-                println!("saved {} (state at index {index}, {bytes} bytes, checksum verified) to {}", meta.snapshot_id, file.display());
+                println!(
+                    "saved {} (state at index {index}, {bytes} bytes, checksum verified) to {}",
+                    meta.snapshot_id,
+                    file.display()
+                );
             }
         }
         CtlCommand::Audit { tenant, since } => {

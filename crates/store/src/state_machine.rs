@@ -284,16 +284,28 @@ impl StateMachine {
     /// state, its applied log id as the start of this node's log, and `membership` (the new
     /// group) in place of the old one. The new group continues the old log's indexes, so
     /// nothing keyed by index (events, the audit trail) can collide.
-    pub fn restore(store: Store, snapshot_dir: &Path, backup: &Path, membership: Membership<NodeId, Node>) -> Result<SnapshotMeta, StoreError> {
+    pub fn restore(
+        store: Store,
+        snapshot_dir: &Path,
+        backup: &Path,
+        membership: Membership<NodeId, Node>,
+    ) -> Result<SnapshotMeta, StoreError> {
         let io = |e: std::io::Error| StoreError::Format(format!("{}: {e}", backup.display()));
         let meta = verify(BufReader::new(File::open(backup).map_err(io)?), STATE_FAMILIES.len()).map_err(refused)?;
-        let last = meta
-            .last_log_id
-            .ok_or_else(|| StoreError::Format(format!("{}: the snapshot of an empty group holds nothing to restore", backup.display())))?;
+        let last = meta.last_log_id.ok_or_else(|| {
+            StoreError::Format(format!(
+                "{}: the snapshot of an empty group holds nothing to restore",
+                backup.display()
+            ))
+        })?;
         let machine = StateMachine::open(store.clone(), snapshot_dir)?;
         machine.install_file(backup)?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(store.cf(CF_META), MEMBERSHIP, encode(&StoredMembership::new(Some(last), membership)));
+        batch.put_cf(
+            store.cf(CF_META),
+            MEMBERSHIP,
+            encode(&StoredMembership::new(Some(last), membership)),
+        );
         store.write_synced(batch)?;
         crate::log_store::start_after(&store, last)?;
         Ok(meta)
@@ -395,7 +407,11 @@ impl StateMachine {
 
 /// Streams every state record, as of one RocksDB point-in-time view, into `out` in the
 /// snapshot format; `name` names the snapshot after the applied log id it is at.
-pub(crate) fn write_state<W: std::io::Write>(store: &Store, out: W, name: impl FnOnce(Option<LogId>) -> String) -> Result<(SnapshotMeta, W), StoreError> {
+pub(crate) fn write_state<W: std::io::Write>(
+    store: &Store,
+    out: W,
+    name: impl FnOnce(Option<LogId>) -> String,
+) -> Result<(SnapshotMeta, W), StoreError> {
     let view = store.db().snapshot();
     let read_meta = |key: &[u8]| view.get_cf(store.cf(CF_META), key);
     let last_log_id: Option<LogId> = read_meta(APPLIED)?.map(|bytes| decode(APPLIED, &bytes)).transpose()?;
