@@ -173,6 +173,90 @@ async fn a_decider_cut_from_its_peers_stops_giving_verdicts_within_max_staleness
     group.same_state().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_decider_whose_clock_is_off_gives_no_verdicts_never_leads_and_stamps_nothing() {
+    let mut group = Group::found(3).await;
+    // The leader comes back with its clock 30 s ahead.
+    let victim = group.leader().await;
+    group.nodes[victim].kill9();
+    group.nodes[victim].start(None, &["--test-clock-offset-secs", "30"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while last_verdict_within(&group.nodes[victim], Duration::from_millis(1500))
+        .await
+        .is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a decider 30 s ahead still gives verdicts:\n{}",
+            group.nodes[victim].log()
+        );
+    }
+    assert!(
+        group.nodes[victim].log().contains("stepping aside"),
+        "{}",
+        group.nodes[victim].log()
+    );
+
+    // The others decide, and lead; writes through the skewed node are stamped by the leader.
+    let mut admin = group.nodes[victim].admin().await;
+    let pause = admin
+        .pause(pb::PauseRequest {
+            tenant: "bear".into(),
+            days: 1,
+            request_id: "skew-1".into(),
+        })
+        .await
+        .expect("a follower with a bad clock still forwards writes")
+        .into_inner();
+    let paused_from = chrono::DateTime::parse_from_rfc3339(&pause.paused_from).unwrap();
+    assert!(
+        paused_from <= chrono::Utc::now() + chrono::TimeDelta::seconds(2),
+        "a pause stamped in the future: {paused_from}"
+    );
+    for _ in 0..10 {
+        let leader = group.leader().await;
+        assert_ne!(leader, victim, "a node whose clock is off was elected");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let good = &group.nodes[(victim + 1) % 3];
+    let mut decision = good.decision().await;
+    decision
+        .decide(decide_request("10.0.0.5", "fresh1.bear.local", OUT_OF_DATE))
+        .await
+        .unwrap();
+    let first_seen = loop {
+        let reply = decision
+            .decide(decide_request("10.0.0.5", "fresh1.bear.local", OUT_OF_DATE))
+            .await
+            .unwrap()
+            .into_inner();
+        if reply.first_seen_unix_ms != 0 {
+            break reply.first_seen_unix_ms;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        first_seen <= (chrono::Utc::now() + chrono::TimeDelta::seconds(2)).timestamp_millis(),
+        "first seen in the future"
+    );
+
+    // With its clock right again it serves again, and holds what the others do.
+    group.nodes[victim].kill9();
+    group.nodes[victim].start(None, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while last_verdict_within(&group.nodes[victim], Duration::from_millis(300))
+        .await
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the node never served again:\n{}",
+            group.nodes[victim].log()
+        );
+    }
+    group.same_state().await;
+}
+
 /// How many seeded schedules, and from which seed (RATCHET_CHAOS_SCHEDULES, RATCHET_CHAOS_SEED).
 fn schedules() -> (u64, u64) {
     let count = std::env::var("RATCHET_CHAOS_SCHEDULES")

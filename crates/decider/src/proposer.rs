@@ -199,9 +199,15 @@ impl Proposer {
     /// (see `ratchet_store::state_machine`); on a forwarded write that span is the child of
     /// the follower's, whose context came in the call's metadata.
     pub async fn propose_here(&self, command: Command, actor: Option<String>) -> ProposeOutcome {
-        if let Some(fault) = self.freshness.clock_fault() {
-            // It is stepping aside (see `skew`): let the caller wait for a leader whose clock is good.
-            tracing::warn!(%fault, "not proposing with a skewed clock");
+        if let Some(fault) = self
+            .freshness
+            .clock_fault()
+            .filter(|_| matches!(leader(&self.raft), Ok(Leader::Here)))
+        {
+            // A leader stamps entries with its clock, and this one is off: it is stepping
+            // aside (see `skew`); the caller waits for a leader whose clock is good. A
+            // follower with a bad clock still forwards: the leader stamps what it forwards.
+            tracing::warn!(%fault, "not stamping entries with a skewed clock");
             return ProposeOutcome::NotLeader { leader: None };
         }
         let at = self.clock.now();
