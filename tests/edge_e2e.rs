@@ -35,9 +35,9 @@ impl Scene {
         cluster.nodes[0].start(Some(&members), &["--test-clock-offset-secs", &offset]);
         let sink = SmtpSink::start();
         let endpoint = cluster.nodes[0].grpc.to_string();
-        wait_for_ctl(&endpoint);
-        ctl(&endpoint, &["tenant", "add", TENANT]);
-        ctl(&endpoint, &["connector", "add", "--tenant", TENANT, "--cidr", "127.0.0.1/32"]);
+        common::wait_for_ctl(&endpoint);
+        common::ctl(&endpoint, &["tenant", "add", TENANT]);
+        common::ctl(&endpoint, &["connector", "add", "--tenant", TENANT, "--cidr", "127.0.0.1/32"]);
         let edge = EdgeProcess::start(&endpoint, sink.addr, None);
         Scene {
             cluster,
@@ -54,7 +54,7 @@ impl Scene {
     /// Imports a server first seen `age_days` ago by the decider's clock.
     fn import(&self, server: &str, age_days: i64) {
         let first_seen = (self.decider_now - TimeDelta::days(age_days)).to_rfc3339();
-        ctl(
+        common::ctl(
             &self.endpoint(),
             &[
                 "server",
@@ -82,19 +82,6 @@ impl Scene {
     }
 }
 
-fn ctl(endpoint: &str, args: &[&str]) -> String {
-    let mut full = vec!["ctl", "--endpoints", endpoint];
-    full.extend_from_slice(args);
-    common::stdout_of(full)
-}
-
-fn wait_for_ctl(endpoint: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !common::run(["ctl", "--endpoints", endpoint, "tenant", "list"]).status.success() {
-        assert!(Instant::now() < deadline, "decider at {endpoint} never answered");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn throttled(minutes: u32) -> String {
     format!("450 4.7.230 Connecting Exchange server version is out-of-date; connection to Exchange Online throttled for {minutes} mins/hr. For more information see https://aka.ms/BlockUnsafeExchange.")

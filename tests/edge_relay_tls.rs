@@ -62,9 +62,9 @@ impl Scene {
         let members = cluster.initial_cluster.clone();
         cluster.nodes[0].start(Some(&members), &[]);
         let endpoint = cluster.nodes[0].grpc.to_string();
-        wait_for_ctl(&endpoint);
-        ctl(&endpoint, &["tenant", "add", "bear"]);
-        ctl(&endpoint, &["connector", "add", "--tenant", "bear", "--cidr", "127.0.0.1/32"]);
+        common::wait_for_ctl(&endpoint);
+        common::ctl(&endpoint, &["tenant", "add", "bear"]);
+        common::ctl(&endpoint, &["connector", "add", "--tenant", "bear", "--cidr", "127.0.0.1/32"]);
         let ca = Ca::new("next hop test CA");
         let sink = SmtpSink::start();
         let postfix = Postfix::start_with_tls(sink.addr, Some(&ca.issue(&["localhost"])));
@@ -207,16 +207,3 @@ fn verify_relays_encrypted_with_the_right_ca_and_nothing_with_a_wrong_one() {
     assert!(messages[0].contains("with ESMTPS"), "{}", messages[0]);
 }
 
-fn ctl(endpoint: &str, args: &[&str]) -> String {
-    let mut full = vec!["ctl", "--endpoints", endpoint];
-    full.extend_from_slice(args);
-    common::stdout_of(full)
-}
-
-fn wait_for_ctl(endpoint: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !common::run(["ctl", "--endpoints", endpoint, "tenant", "list"]).status.success() {
-        assert!(Instant::now() < deadline, "decider at {endpoint} never answered");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}

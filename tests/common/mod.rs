@@ -62,3 +62,19 @@ where
     let stdout = stdout_of(args);
     serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("stdout is not JSON ({error}): {stdout}"))
 }
+
+/// Runs `ratchet ctl --endpoints ENDPOINT ARGS...`, which must succeed, and returns its stdout.
+pub fn ctl(endpoint: &str, args: &[&str]) -> String {
+    let mut full = vec!["ctl", "--endpoints", endpoint];
+    full.extend_from_slice(args);
+    stdout_of(full)
+}
+
+/// Waits until a decider answers `ctl` at `endpoint`.
+pub fn wait_for_ctl(endpoint: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !run(["ctl", "--endpoints", endpoint, "tenant", "list"]).status.success() {
+        assert!(std::time::Instant::now() < deadline, "decider at {endpoint} never answered");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
