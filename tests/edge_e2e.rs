@@ -82,7 +82,6 @@ impl Scene {
     }
 }
 
-
 fn throttled(minutes: u32) -> String {
     format!("450 4.7.230 Connecting Exchange server version is out-of-date; connection to Exchange Online throttled for {minutes} mins/hr. For more information see https://aka.ms/BlockUnsafeExchange.")
 }

@@ -206,4 +206,3 @@ fn verify_relays_encrypted_with_the_right_ca_and_nothing_with_a_wrong_one() {
     let messages = scene.sink.wait_for_messages(1);
     assert!(messages[0].contains("with ESMTPS"), "{}", messages[0]);
 }
-
