@@ -39,7 +39,7 @@ use crate::files::{TlsFiles, Watched};
 use crate::identity::{Identity, Role};
 use crate::provider;
 
-/// How long a client has to complete its TLS handshake.
+/// How long setting up a TLS connection may take, on either side.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who is on the other end of a connection, as its verified certificate says.
@@ -385,11 +385,23 @@ fn tls_connector(
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{uri}: no host")))?;
             let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
             let port = uri.port_u16().unwrap_or(443);
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            let _ = tcp.set_nodelay(true);
-            // Names are not checked (the role is: see `DeciderVerifier`), but TLS needs one.
-            let name = ServerName::try_from(host).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            let stream = TlsConnector::from(config).connect(name, tcp).await?;
+            // A peer behind a partition drops packets: give up instead of waiting for TCP's own timeout.
+            let connecting = async {
+                let tcp = TcpStream::connect((host.as_str(), port)).await?;
+                let _ = tcp.set_nodelay(true);
+                // Names are not checked (the role is: see `DeciderVerifier`), but TLS needs one.
+                let name = ServerName::try_from(host.clone()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                TlsConnector::from(config).connect(name, tcp).await
+            };
+            let timed_out = || {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{host}:{port}: no TLS connection within {HANDSHAKE_TIMEOUT:?}"),
+                )
+            };
+            let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
+                .await
+                .map_err(|_| timed_out())??;
             Ok(TokioIo::new(stream))
         })
     })
