@@ -8,7 +8,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::cluster::{Cluster, TEST_CONFIG};
 use common::smtp::{final_reply, swaks, EdgeProcess, Postfix, PostfixTls, SmtpSink};
