@@ -79,11 +79,15 @@ impl RaftLogReader<TypeConfig> for LogStore {
 }
 
 /// Starts a new node's log after `last` (a restored backup's last applied entry), as if
-/// everything up to it had been purged into a snapshot.
+/// everything up to it had been purged into a snapshot. The node has seen `last`'s term
+/// (its vote is that term's), so the new group's first election is for a later term: a
+/// leader's term must be above that of every entry in its log.
 pub fn start_after(store: &Store, last: LogId) -> Result<(), StoreError> {
+    let seen = Vote::new(last.leader_id.term, last.leader_id.node_id);
     let mut batch = WriteBatch::default();
     batch.put_cf(store.cf(CF_RAFT), LAST_PURGED, encode(&last));
     batch.put_cf(store.cf(CF_RAFT), COMMITTED, encode(&last));
+    batch.put_cf(store.cf(CF_RAFT), VOTE, encode(&seen));
     store.write_synced(batch)
 }
 
