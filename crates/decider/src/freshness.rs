@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use ratchet_store::types::Raft;
 
+/// Why a node that has just started does not trust its clock yet.
+pub const UNCOMPARED: &str = "this node's clock has not been compared with the group's yet";
+
 /// Contacts older than this are forgotten; only those within `max_staleness` count.
 const CONTACTS_KEPT: usize = 64;
 
@@ -33,9 +36,16 @@ struct State {
 }
 
 impl Freshness {
+    /// Starts not trusting this node's clock: it has not been compared with the group's
+    /// yet (see `skew`), and a node restarted with a wrong clock must not stamp a single
+    /// entry, nor answer, before it has been.
     pub fn new(max_staleness: Duration) -> Self {
+        let state = State {
+            contacts: VecDeque::new(),
+            clock_fault: Some(UNCOMPARED.into()),
+        };
         Freshness {
-            inner: Arc::default(),
+            inner: Arc::new(Mutex::new(state)),
             max_staleness,
         }
     }

@@ -92,6 +92,8 @@ impl Decider {
         let raft = Raft::new(identity.id, raft_config, network, LogStore::new(store), state_machine)
             .await
             .context("starting raft")?;
+        // No election until this node's clock has been compared with the group's (`skew`).
+        raft.runtime_config().elect(false);
         let freshness = Freshness::new(options.config.max_staleness());
         let proposer = Proposer {
             raft: raft.clone(),

@@ -7,6 +7,9 @@
 //! election, and, if it leads, stops its heartbeats so that a follower with a good clock
 //! takes over. It trusts itself again once its clock is back near the group's.
 //!
+//! A node starts untrusted (no election, no stamp, no verdict) until its first comparison
+//! with a majority of the group: the first check runs as the node starts.
+//!
 //! Each peer's offset is measured as NTP does with one sample: the peer's reading minus
 //! the midpoint of the local send and receive instants, with half the round trip as the
 //! uncertainty, which is given to the node's benefit.
@@ -19,7 +22,7 @@ use ratchet_store::types::Raft;
 use tokio::time::{timeout, Instant};
 
 use crate::clock::Clock;
-use crate::freshness::Freshness;
+use crate::freshness::{Freshness, UNCOMPARED};
 use crate::metrics::metrics;
 use crate::peers::Peers;
 
@@ -87,7 +90,8 @@ impl SkewCheck {
                 self.max_skew
             )
         });
-        let was_faulty = self.freshness.clock_fault().is_some();
+        // A node that has just started is untrusted without a fault: its first check decides.
+        let was_faulty = self.freshness.clock_fault().is_some_and(|fault| fault != UNCOMPARED);
         match (&fault, was_faulty) {
             (Some(fault), false) => tracing::error!(%fault, "stepping aside: no verdicts, no leadership"),
             (None, true) => tracing::warn!("clock back near the group's: serving and standing for election again"),
