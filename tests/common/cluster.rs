@@ -17,9 +17,16 @@ use tonic::transport::Channel;
 /// Fast timeouts so that tests see elections in well under a second.
 pub const TEST_CONFIG: &str = "heartbeat_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\ncounter_flush_ms = 500\n";
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, drawn below the kernel's ephemeral range
+/// (32768-60999 on Linux): a port the kernel hands out for `:0` is soon handed out again to
+/// some test's outgoing connection, and the process meant to listen on it then cannot.
 pub fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    loop {
+        let port = rand::random_range(20_000..32_000);
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().unwrap();
+        }
+    }
 }
 
 pub struct DeciderProcess {
