@@ -70,10 +70,12 @@ impl SkewCheck {
     async fn check_once(&self) {
         let raft = self.raft.metrics().borrow().clone();
         let membership = raft.membership_config.membership().clone();
+        // The voters' clocks make the group's: a learner may come and go (and a single voter
+        // whose learner is gone must still trust itself).
         let peers: Vec<_> = membership
-            .nodes()
-            .filter(|(id, _)| **id != raft.id)
-            .map(|(_, node)| node.clone())
+            .voter_ids()
+            .filter(|id| *id != raft.id)
+            .filter_map(|id| membership.get_node(&id).cloned())
             .collect();
         let asks = peers.iter().map(|node| self.sample(&node.address));
         let samples: Vec<Sample> = futures::future::join_all(asks).await.into_iter().flatten().collect();
