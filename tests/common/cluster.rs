@@ -17,13 +17,20 @@ use tonic::transport::Channel;
 /// Fast timeouts so that tests see elections in well under a second.
 pub const TEST_CONFIG: &str = "heartbeat_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\ncounter_flush_ms = 500\n";
 
-/// A loopback port that was free a moment ago, drawn below the kernel's ephemeral range
+/// A loopback port that was free a moment ago. Ports are taken in turn (never the same one
+/// twice in a test binary, whose tests run at once) from below the kernel's ephemeral range
 /// (32768-60999 on Linux): a port the kernel hands out for `:0` is soon handed out again to
 /// some test's outgoing connection, and the process meant to listen on it then cannot.
 pub fn free_port() -> SocketAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const PORTS: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    // Each test binary starts at its own place in the range.
+    let _ = NEXT.compare_exchange(u32::MAX, std::process::id() % PORTS, Ordering::Relaxed, Ordering::Relaxed);
     loop {
-        let port = rand::random_range(20_000..32_000);
-        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+        let port = FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % PORTS;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port as u16)) {
             return listener.local_addr().unwrap();
         }
     }
