@@ -310,6 +310,9 @@ async fn metrics_parse_and_move_with_mail() {
         1.0,
     );
     assert_eq!(total(&decider_after, "ratchet_raft_is_leader", &[]), 1.0);
+    let version = [("version", env!("CARGO_PKG_VERSION"))];
+    assert_eq!(total(&decider_after, "ratchet_build_info", &version), 1.0);
+    assert_eq!(total(&edge_after, "ratchet_edge_build_info", &version), 1.0);
     assert!(total(&decider_after, "ratchet_raft_term", &[]) >= 1.0);
     assert!(
         total(&decider_after, "ratchet_raft_last_applied_index", &[])

@@ -58,6 +58,14 @@ pub enum WriteOutcome {
     Failed,
 }
 
+/// `ratchet_build_info{version}` (the edge has `ratchet_edge_build_info`): which release
+/// runs where, as SREs look for first during a rollout.
+pub fn build_info() -> Family<Labels, Gauge> {
+    let info = Family::<Labels, Gauge>::default();
+    info.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())]).set(1);
+    info
+}
+
 /// The process's decider metrics.
 pub fn metrics() -> &'static DeciderMetrics {
     static METRICS: OnceLock<DeciderMetrics> = OnceLock::new();
@@ -105,6 +113,7 @@ impl DeciderMetrics {
             "Writes by outcome: proposed here (leader), forwarded to the leader, failed",
             m.writes.clone(),
         );
+        registry.register("build_info", "1, labelled with the version of the running binary", build_info());
         registry.register("raft_is_leader", "1 if this node is the Raft leader", m.is_leader.clone());
         registry.register(
             "raft_has_leader",

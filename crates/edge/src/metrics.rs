@@ -69,6 +69,11 @@ impl EdgeMetrics {
             relays: Family::default(),
             connectors_loaded: Gauge::default(),
         };
+        let build_info = Family::<Labels, Gauge>::default();
+        build_info
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())])
+            .set(1);
+        registry.register("build_info", "1, labelled with the version of the running binary", build_info);
         registry.register("smtp_sessions_active", "SMTP sessions open now", m.sessions_active.clone());
         registry.register("smtp_sessions", "SMTP sessions admitted", m.sessions.clone());
         registry.register("smtp_replies", "SMTP replies sent, by reply code and its class", m.replies.clone());
