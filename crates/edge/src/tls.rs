@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use anyhow::{anyhow, bail};
-use ratchet_tls::files::{read_certificates, read_key, read_roots};
+use ratchet_tls::files::{pair_error, read_certificates, read_key, read_roots};
 use ratchet_tls::Watched;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -98,18 +98,9 @@ pub(crate) fn load(files: &TlsFiles) -> anyhow::Result<(Arc<ServerConfig>, CertS
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let config = builder.with_single_cert(certs, key).map_err(|e| match e {
-        rustls::Error::InconsistentKeys(_) => anyhow!(
-            "tls_key_file: {}: the key does not belong to the certificate in tls_cert_file {}",
-            files.key.display(),
-            files.cert.display()
-        ),
-        e => anyhow!(
-            "tls_key_file: {}: unusable with tls_cert_file {}: {e}",
-            files.key.display(),
-            files.cert.display()
-        ),
-    })?;
+    let config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| pair_error(("tls_key_file", &files.key), ("tls_cert_file", &files.cert), e))?;
     Ok((Arc::new(config), about))
 }
 

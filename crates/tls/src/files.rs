@@ -54,14 +54,20 @@ impl TlsFiles {
 
     /// The error rustls gives for a key that does not belong to the certificate, in words.
     pub fn key_error(&self, error: rustls::Error) -> anyhow::Error {
-        match error {
-            rustls::Error::InconsistentKeys(_) => anyhow!(
-                "--key: {}: the key does not belong to the certificate in {}",
-                self.key.display(),
-                self.cert.display()
-            ),
-            e => anyhow!("--key: {}: unusable with {}: {e}", self.key.display(), self.cert.display()),
-        }
+        pair_error(("--key", &self.key), ("--cert", &self.cert), error)
+    }
+}
+
+/// Why a certificate and key (each named by its setting and file) cannot serve together.
+pub fn pair_error(key: (&str, &Path), cert: (&str, &Path), error: rustls::Error) -> anyhow::Error {
+    let ((key_flag, key), (cert_flag, cert)) = (key, cert);
+    match error {
+        rustls::Error::InconsistentKeys(_) => anyhow!(
+            "{key_flag}: {}: the key does not belong to the certificate in {cert_flag} {}",
+            key.display(),
+            cert.display()
+        ),
+        e => anyhow!("{key_flag}: {}: unusable with {cert_flag} {}: {e}", key.display(), cert.display()),
     }
 }
 
