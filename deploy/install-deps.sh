@@ -20,6 +20,8 @@
 #   openssl:                     reads the certificates `ratchet certs` writes
 #   curl:                        the decider's pages over HTTPS with client certificates
 #   iproute2, iptables:          the fault suite's network namespaces, links and partitions
+#   debootstrap:                 the image's base, made from Debian's packages by
+#                                deploy/base-images.sh (tests/image.rs builds the image)
 #   redis-server, redis-tools,
 #   etcd-server, etcd-client:    the anchors of bench/run.sh
 #   prometheus:                  promtool, which helm/check.py runs on the chart's alert rules
@@ -32,6 +34,8 @@
 # and checkov, pinned, in its own virtualenv ($RATCHET_VENV, default
 # ~/.cache/ratchet/venv), where its many pinned dependencies cannot clash with anything.
 #
+# Not installed here: a Docker Engine, which tests/image.rs needs to build and run the image.
+#
 # Servers among these (Postfix, Redis, etcd, Prometheus) are installed for their programs
 # only: none is configured, started or enabled; the tests and benchmarks start their own on
 # loopback.
@@ -39,7 +43,7 @@ set -euo pipefail
 
 profile="${1:-test}"
 dev_packages=(clang libclang-dev protobuf-compiler libprotobuf-dev swaks libnet-ssleay-perl)
-test_packages=(postfix jq chromium openssl curl iproute2 iptables redis-server redis-tools etcd-server etcd-client prometheus)
+test_packages=(postfix jq chromium openssl curl iproute2 iptables debootstrap redis-server redis-tools etcd-server etcd-client prometheus)
 services=(postfix redis-server etcd prometheus)
 case "$profile" in
   dev) packages=("${dev_packages[@]}") ;;

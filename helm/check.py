@@ -25,10 +25,12 @@
 
     python3 helm/check.py pods [--values FILE]... [--set KEY=VALUE]... [--release NAME]
                                [--namespace NS] [--cluster-domain DOMAIN]
-        Prints, as JSON, the decider pods that the rendered StatefulSet makes: for each
-        ordinal, every (init) container's command, args and env as Kubernetes resolves them
-        (downward API fields, $(VAR) expansion) and its volumes (ConfigMap contents
-        included). tests/helm_rendered.rs starts real deciders from this.
+        Prints, as JSON, the decider pods that the rendered StatefulSet makes and one pod
+        of the edge Deployment: every (init) container's image, command, args, env and
+        security context as Kubernetes resolves them (downward API fields, $(VAR)
+        expansion) and the pod's volumes (ConfigMap contents included).
+        tests/helm_rendered.rs starts real deciders from this; tests/image.rs runs deciders
+        and an edge in Docker from it.
 
 Helm runs in-process through the PyPI package helm-python-sdk, which bundles Helm's Go
 SDK; schemas come from kubernetes-validate. Both install with pip; promtool comes from
@@ -1033,11 +1035,48 @@ def resolve_container(spec: dict[str, Any], pod: dict[str, Any], config_maps: di
             raise ValueError(f"env {variable['name']}: only value, fieldRef and configMapKeyRef are supported")
     return {
         "name": spec["name"],
+        "image": spec["image"],
+        "securityContext": spec.get("securityContext", {}),
         "command": [expand(str(part), env) for part in spec.get("command", []) or []],
         "args": [expand(str(part), env) for part in spec.get("args", []) or []],
         "env": env,
         "ports": spec.get("ports", []) or [],
         "volumeMounts": spec.get("volumeMounts", []) or [],
+    }
+
+
+def resolve_pod(name: str, template: dict[str, Any], claims: set[str], namespace: str, config_maps) -> dict[str, Any]:
+    """One pod of a workload's template: its containers resolved and its volumes laid out."""
+    pod = {
+        "name": name,
+        "namespace": namespace,
+        "serviceAccountName": template["spec"].get("serviceAccountName", "default"),
+        "labels": template["metadata"].get("labels", {}),
+        "annotations": template["metadata"].get("annotations", {}),
+    }
+    volumes = {}
+    for claim in claims:
+        volumes[claim] = {"persistentVolumeClaim": {"claimName": f"{claim}-{name}"}}
+    for volume in template["spec"].get("volumes", []):
+        if "configMap" in volume:
+            data = config_maps[volume["configMap"]["name"]].get("data", {})
+            items = volume["configMap"].get("items")
+            files = {item["path"]: data[item["key"]] for item in items} if items else dict(data)
+            volumes[volume["name"]] = {"configMap": {"name": volume["configMap"]["name"], "files": files}}
+        elif "emptyDir" in volume:
+            volumes[volume["name"]] = {"emptyDir": {}}
+        elif "secret" in volume:
+            volumes[volume["name"]] = {"secret": {"secretName": volume["secret"]["secretName"]}}
+        else:
+            raise ValueError(f"volume {volume['name']}: kind not supported by check.py")
+    return {
+        "name": name,
+        "securityContext": template["spec"].get("securityContext", {}),
+        "terminationGracePeriodSeconds": template["spec"].get("terminationGracePeriodSeconds", 30),
+        # Run to completion, in order, before the containers start.
+        "initContainers": [resolve_container(c, pod, config_maps) for c in template["spec"].get("initContainers", [])],
+        "containers": [resolve_container(c, pod, config_maps) for c in template["spec"]["containers"]],
+        "volumes": volumes,
     }
 
 
@@ -1053,47 +1092,19 @@ def pods(arguments: argparse.Namespace) -> int:
     result = []
     for ordinal in range(sts["spec"]["replicas"]):
         name = f"{sts['metadata']['name']}-{ordinal}"
-        pod = {
-            "name": name,
-            "namespace": arguments.namespace,
-            "serviceAccountName": template["spec"].get("serviceAccountName", "default"),
-            # What the StatefulSet controller adds to each pod's labels.
-            "labels": {
-                **template["metadata"].get("labels", {}),
-                "statefulset.kubernetes.io/pod-name": name,
-                "apps.kubernetes.io/pod-index": str(ordinal),
-            },
-            "annotations": template["metadata"].get("annotations", {}),
-        }
-        volumes = {}
-        for claim in claims:
-            volumes[claim] = {"persistentVolumeClaim": {"claimName": f"{claim}-{name}"}}
-        for volume in template["spec"].get("volumes", []):
-            if "configMap" in volume:
-                data = config_maps[volume["configMap"]["name"]].get("data", {})
-                items = volume["configMap"].get("items")
-                files = {item["path"]: data[item["key"]] for item in items} if items else dict(data)
-                volumes[volume["name"]] = {"configMap": {"name": volume["configMap"]["name"], "files": files}}
-            elif "emptyDir" in volume:
-                volumes[volume["name"]] = {"emptyDir": {}}
-            elif "secret" in volume:
-                volumes[volume["name"]] = {"secret": {"secretName": volume["secret"]["secretName"]}}
-            else:
-                raise ValueError(f"volume {volume['name']}: kind not supported by check.py")
-        result.append(
-            {
-                "name": name,
-                "ordinal": ordinal,
-                # <hostname>.<subdomain>.<namespace>.svc.<cluster domain>: the DNS name the
-                # headless Service gives a StatefulSet pod.
-                "dns": f"{name}.{service}.{arguments.namespace}.svc.{arguments.cluster_domain}",
-                # Run to completion, in order, before the containers start.
-                "initContainers": [resolve_container(c, pod, config_maps) for c in template["spec"].get("initContainers", [])],
-                "containers": [resolve_container(c, pod, config_maps) for c in template["spec"]["containers"]],
-                "volumes": volumes,
-            }
-        )
-    json.dump({"statefulset": sts["metadata"]["name"], "serviceName": service, "pods": result}, sys.stdout, indent=2)
+        # What the StatefulSet controller adds to each pod's labels.
+        labels = {"statefulset.kubernetes.io/pod-name": name, "apps.kubernetes.io/pod-index": str(ordinal)}
+        pod_template = {**template, "metadata": {**template["metadata"], "labels": {**template["metadata"].get("labels", {}), **labels}}}
+        pod = resolve_pod(name, pod_template, claims, arguments.namespace, config_maps)
+        # <hostname>.<subdomain>.<namespace>.svc.<cluster domain>: the DNS name the
+        # headless Service gives a StatefulSet pod.
+        pod["dns"] = f"{name}.{service}.{arguments.namespace}.svc.{arguments.cluster_domain}"
+        pod["ordinal"] = ordinal
+        result.append(pod)
+    edges = find(objects, "Deployment", "edge")
+    # A Deployment's pods are alike: one stands for them all.
+    edge = resolve_pod(f"{edges[0]['metadata']['name']}-0", edges[0]["spec"]["template"], set(), arguments.namespace, config_maps) if edges else None
+    json.dump({"statefulset": sts["metadata"]["name"], "serviceName": service, "pods": result, "edge": edge}, sys.stdout, indent=2)
     print()
     return 0
 
@@ -1101,7 +1112,7 @@ def pods(arguments: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command")
-    pods_parser = commands.add_parser("pods", help="print the rendered decider pods as JSON")
+    pods_parser = commands.add_parser("pods", help="print the rendered decider pods and an edge pod as JSON")
     pods_parser.add_argument("--values", action="append", default=[], help="a values file (repeatable)")
     pods_parser.add_argument("--set", action="append", default=[], help="KEY=VALUE as helm --set (repeatable)")
     pods_parser.add_argument("--release", default="ratchet")

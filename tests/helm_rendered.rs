@@ -24,17 +24,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::chart::{self, Ca};
 use common::cluster::free_port;
 use serde_json::Value;
 use tempfile::TempDir;
 
-const CHECK_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../helm/check.py");
 const GRPC_PORT: u16 = 7001;
 /// The release every rendering uses; with no fullnameOverride it is also the chart's fullname.
 const RELEASE: &str = "ratchet";
-/// Each component's certificate Secret (`<fullname>-<component>-mtls`) and the role of its
-/// certificate, as helm/ratchet/README.md ("Transport security") lists them.
-const TLS_ROLES: [(&str, &str); 4] = [("decider", "peer"), ("edge", "edge"), ("policy", "admin"), ("test", "viewer")];
 
 /// One container of a pod, with addresses and paths already moved to this machine.
 struct Container {
@@ -217,28 +214,7 @@ impl Layout {
     /// Renders the chart with the CI default values plus `sets` (helm --set) and lays out
     /// its decider pods on loopback, without starting them.
     fn render(sets: &[&str]) -> Layout {
-        let mut command = Command::new("python3");
-        command.arg(CHECK_PY).args([
-            "pods",
-            "--values",
-            "ci/default-values.yaml",
-            "--release",
-            RELEASE,
-            "--namespace",
-            "ratchet",
-        ]);
-        for set in sets {
-            command.args(["--set", set]);
-        }
-        let output = command
-            .output()
-            .expect("python3 runs (deploy/install-deps.sh installs what helm/check.py needs)");
-        assert!(
-            output.status.success(),
-            "helm/check.py pods failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let rendered: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let rendered = chart::render(RELEASE, sets);
         let dir = tempfile::tempdir().unwrap();
         let mut ca = Ca::new(dir.path().join("ca"));
         let rendered_pods = rendered["pods"].as_array().unwrap();
@@ -277,7 +253,7 @@ impl Layout {
                     addresses.insert(format!("{host}:{port}"), address.clone());
                 }
             }
-            let volumes = lay_out_volumes(&root, &pod["volumes"], &mut ca);
+            let volumes = chart::lay_out_volumes(&root, &pod["volumes"], &mut ca, RELEASE);
             let mut containers = Vec::new();
             let mut init_containers = Vec::new();
             let mut rendered_args = Vec::new();
@@ -351,12 +327,7 @@ impl Layout {
         }
         // The test's own calls: an admin certificate from the pods' CA, if they have one.
         if ca.is_made() {
-            let (cert, key) = ca.issue("admin", "helm-rendered-test-operator");
-            let ctl_env = vec![
-                ("RATCHET_CERT".to_owned(), cert.display().to_string()),
-                ("RATCHET_KEY".to_owned(), key.display().to_string()),
-                ("RATCHET_CA".to_owned(), ca.cert().display().to_string()),
-            ];
+            let ctl_env = ca.admin_env("helm-rendered-test-operator");
             for pod in &mut pods {
                 pod.ctl_env = ctl_env.clone();
             }
@@ -398,81 +369,6 @@ impl Layout {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-}
-
-/// The cluster CA made with `ratchet certs init`, on first use, and the certificates
-/// issued from it with `ratchet certs issue`, each once.
-struct Ca {
-    dir: PathBuf,
-    made: bool,
-    issued: BTreeMap<String, (PathBuf, PathBuf)>,
-}
-
-impl Ca {
-    fn new(dir: PathBuf) -> Ca {
-        Ca {
-            dir,
-            made: false,
-            issued: BTreeMap::new(),
-        }
-    }
-
-    fn is_made(&self) -> bool {
-        self.made
-    }
-
-    /// The CA's certificate, what a Secret's ca.crt holds.
-    fn cert(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-
-    /// DIR/NAME.pem and DIR/NAME-key.pem, issued for `role` the first time they are asked for.
-    fn issue(&mut self, role: &str, name: &str) -> (PathBuf, PathBuf) {
-        let dir = self.dir.to_str().unwrap().to_owned();
-        if !self.made {
-            common::stdout_of(["certs", "init", "--dir", &dir]);
-            self.made = true;
-        }
-        self.issued
-            .entry(name.to_owned())
-            .or_insert_with(|| {
-                common::stdout_of(["certs", "issue", "--dir", &dir, "--role", role, "--name", name]);
-                (self.dir.join(format!("{name}.pem")), self.dir.join(format!("{name}-key.pem")))
-            })
-            .clone()
-    }
-}
-
-/// Creates each volume's directory: ConfigMaps with their files, a certificate Secret with
-/// tls.crt, tls.key and ca.crt issued by `ca` for its component, the claim and emptyDirs
-/// empty. Returns volume name -> directory.
-fn lay_out_volumes(root: &Path, volumes: &Value, ca: &mut Ca) -> BTreeMap<String, PathBuf> {
-    let mut directories = BTreeMap::new();
-    for (name, source) in volumes.as_object().unwrap() {
-        let directory = root.join("volumes").join(name);
-        std::fs::create_dir_all(&directory).unwrap();
-        if let Some(files) = source["configMap"]["files"].as_object() {
-            for (file, content) in files {
-                std::fs::write(directory.join(file), content.as_str().unwrap()).unwrap();
-            }
-        } else if let Some(secret) = source["secret"]["secretName"].as_str() {
-            let (component, role) = TLS_ROLES
-                .iter()
-                .find(|(component, _)| secret == format!("{RELEASE}-{component}-mtls"))
-                .unwrap_or_else(|| panic!("volume {name}: Secret {secret} is no component's certificate"));
-            let (cert, key) = ca.issue(role, &format!("{RELEASE}-{component}"));
-            std::fs::copy(cert, directory.join("tls.crt")).unwrap();
-            std::fs::copy(key, directory.join("tls.key")).unwrap();
-            std::fs::copy(ca.cert(), directory.join("ca.crt")).unwrap();
-        } else {
-            assert!(
-                source.get("persistentVolumeClaim").is_some() || source.get("emptyDir").is_some(),
-                "volume {name}: {source}"
-            );
-        }
-        directories.insert(name.clone(), directory);
-    }
-    directories
 }
 
 /// Replaces every host:port in `text` that `addresses` knows; addresses sit between

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod chart;
 pub mod cluster;
 pub mod otlp;
 pub mod smtp;

@@ -1,7 +1,7 @@
 //! Real SMTP peers for end-to-end tests: `ratchet edge` processes, Postfix's `smtp-sink`
 //! as a next hop, and `swaks` as a client (Debian packages postfix and swaks).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -34,9 +34,15 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub fn start() -> SmtpSink {
+        Self::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// [`SmtpSink::start`] on `ip` (a Docker network's gateway, say, for containers to
+    /// reach), at a port free on loopback a moment ago.
+    pub fn start_on(ip: IpAddr) -> SmtpSink {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-        let addr = free_port();
+        let addr = SocketAddr::new(ip, free_port().port());
         let mut command = Command::new("/usr/sbin/smtp-sink");
         if is_root() {
             command.args(["-u", "nobody"]);
