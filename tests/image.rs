@@ -41,20 +41,23 @@ const RECIPIENT: &str = "user@mail.example.net";
 const LABEL: &str = "ratchet-image-test";
 
 /// `docker ARGS`, which must succeed; its stdout, trimmed.
-fn docker(args: &[&str]) -> String {
-    let output = Command::new("docker").args(args).output().expect("the docker CLI runs");
+fn docker<S: AsRef<str>>(args: &[S]) -> String {
+    let output = docker_lenient(args);
     assert!(
         output.status.success(),
         "docker {} failed: {}",
-        args.join(" "),
+        args.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(" "),
         String::from_utf8_lossy(&output.stderr).trim()
     );
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
-/// `docker ARGS` whose failure does not matter (clean-up, diagnostics).
-fn docker_lenient(args: &[&str]) -> Output {
-    Command::new("docker").args(args).output().expect("the docker CLI runs")
+/// `docker ARGS`, whether it succeeds or not.
+fn docker_lenient<S: AsRef<str>>(args: &[S]) -> Output {
+    Command::new("docker")
+        .args(args.iter().map(AsRef::as_ref))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the docker CLI ({e}): this test needs a Docker Engine"))
 }
 
 /// One run: its name (the release, the network, the value of [`LABEL`]), the image it
@@ -110,7 +113,9 @@ impl Run {
     fn create_network(&self) -> IpAddr {
         docker(&["network", "create", "--label", &self.label(), &self.name]);
         let gateway = docker(&["network", "inspect", "--format", "{{(index .IPAM.Config 0).Gateway}}", &self.name]);
-        gateway.parse().unwrap_or_else(|e| panic!("gateway {gateway:?} of {}: {e}", self.name))
+        gateway
+            .parse()
+            .unwrap_or_else(|e| panic!("gateway {gateway:?} of {}: {e}", self.name))
     }
 
     fn label(&self) -> String {
@@ -175,7 +180,7 @@ impl Run {
         let mut containers = BTreeMap::new();
         for container in pod["containers"].as_array().unwrap() {
             let args = self.container_args(&name, &user, container, &pod["volumes"], &volumes, true);
-            docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            docker(&args);
             let container = container["name"].as_str().unwrap();
             containers.insert(container.to_owned(), format!("{name}-{container}"));
         }
@@ -198,9 +203,16 @@ impl Run {
         detached: bool,
     ) -> Vec<String> {
         let name = format!("{pod}-{}", container["name"].as_str().unwrap());
-        let mut args: Vec<String> = ["run", if detached { "-d" } else { "--rm" }, "--name", &name, "--label", &self.label()]
-            .map(String::from)
-            .to_vec();
+        let mut args: Vec<String> = [
+            "run",
+            if detached { "-d" } else { "--rm" },
+            "--name",
+            &name,
+            "--label",
+            &self.label(),
+        ]
+        .map(String::from)
+        .to_vec();
         args.extend(["--network".into(), format!("container:{pod}"), "--user".into(), user.into()]);
         let security = &container["securityContext"];
         assert_eq!(security["readOnlyRootFilesystem"], true, "{name}: {security}");
@@ -284,7 +296,7 @@ impl Run {
 impl Drop for Run {
     fn drop(&mut self) {
         let filter = format!("label={}", self.label());
-        for (list, remove) in [(["ps", "-aq"], ["rm", "-f"]), (["volume", "ls"], ["volume", "rm"])] {
+        for (list, remove) in [(["ps", "-aq"], ["rm", "-fv"]), (["volume", "ls"], ["volume", "rm"])] {
             let listed = docker_lenient(&[list[0], list[1], "--quiet", "--filter", &filter]);
             for id in String::from_utf8_lossy(&listed.stdout).split_whitespace() {
                 docker_lenient(&[remove[0], remove[1], id]);
@@ -344,33 +356,39 @@ fn http_status(addr: SocketAddr, path: &str) -> Option<String> {
     response.lines().next().map(str::to_owned)
 }
 
-struct Deciders<'a> {
-    run: &'a Run,
+struct Deciders {
     pods: Vec<Pod>,
     grpc: u64,
     /// Pods whose decider container has been stopped.
     stopped: Vec<usize>,
 }
 
-impl Deciders<'_> {
+impl Deciders {
     /// The running deciders' published gRPC addresses, as `ctl --endpoints` takes them.
     fn endpoints(&self) -> String {
-        self.running().map(|p| p.published[&self.grpc].to_string()).collect::<Vec<_>>().join(",")
+        self.running()
+            .map(|p| p.published[&self.grpc].to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     fn running(&self) -> impl Iterator<Item = &Pod> {
-        self.pods.iter().enumerate().filter(|(i, _)| !self.stopped.contains(i)).map(|(_, p)| p)
+        self.pods
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.stopped.contains(i))
+            .map(|(_, p)| p)
     }
 
-    /// Waits until every running decider reports the same leader and `voters` voters;
-    /// returns each one's `cluster status` by pod name.
-    fn wait_for_group(&self, voters: usize) -> BTreeMap<String, Value> {
+    /// Waits until every running decider reports the same leader, one of them, and
+    /// `voters` voters; returns each one's `cluster status` by pod name.
+    fn wait_for_group(&self, run: &Run, voters: usize) -> BTreeMap<String, Value> {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let statuses: BTreeMap<String, Option<Value>> = self
                 .running()
                 .map(|pod| {
-                    let output = self.run.ctl(&pod.published[&self.grpc].to_string(), &["--json", "cluster", "status"]);
+                    let output = run.ctl(&pod.published[&self.grpc].to_string(), &["--json", "cluster", "status"]);
                     let status = output.status.success().then(|| serde_json::from_slice(&output.stdout).unwrap());
                     (pod.name.clone(), status)
                 })
@@ -382,11 +400,12 @@ impl Deciders<'_> {
                         && s["members"].as_array().unwrap().iter().filter(|m| m["role"] != "learner").count() == voters
                 })
             });
-            if settled && leaders.windows(2).all(|w| w[0] == w[1]) {
+            let running_ids: Vec<u64> = statuses.values().flatten().map(|s| s["node_id"].as_u64().unwrap()).collect();
+            if settled && leaders.windows(2).all(|w| w[0] == w[1]) && running_ids.contains(&leaders[0]) {
                 return statuses.into_iter().map(|(k, v)| (k, v.unwrap())).collect();
             }
             if Instant::now() > deadline {
-                panic!("no group of {voters} voters with one leader: {statuses:#?}\n{}", self.run.logs());
+                panic!("no group of {voters} voters with one leader: {statuses:#?}\n{}", run.logs());
             }
             std::thread::sleep(Duration::from_millis(300));
         }
@@ -447,15 +466,18 @@ fn the_charts_pods_run_from_the_image_decide_mail_and_outlive_a_sigtermed_leader
         pods.push(run.start_pod(pod, &aliases, &[grpc]));
     }
     let mut deciders = Deciders {
-        run: &run,
         pods,
         grpc,
         stopped: Vec::new(),
     };
-    let statuses = deciders.wait_for_group(3);
+    let statuses = deciders.wait_for_group(&run, 3);
     let ids = member_ids(statuses.values().next().unwrap());
     let names: Vec<&str> = deciders.pods.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(ids.keys().map(String::as_str).collect::<Vec<_>>(), names, "members are named after their pods");
+    assert_eq!(
+        ids.keys().map(String::as_str).collect::<Vec<_>>(),
+        names,
+        "members are named after their pods"
+    );
 
     // Each process runs as 10001 on a read-only root filesystem.
     let probe = docker_lenient(&[
@@ -475,12 +497,26 @@ fn the_charts_pods_run_from_the_image_decide_mail_and_outlive_a_sigtermed_leader
     // The tenant's mail comes from the host, through the gateway.
     let endpoints = deciders.endpoints();
     run.ctl_ok(&endpoints, &["tenant", "add", TENANT]);
-    run.ctl_ok(&endpoints, &["connector", "add", "--tenant", TENANT, "--cidr", &format!("{gateway}/32")]);
+    run.ctl_ok(
+        &endpoints,
+        &["connector", "add", "--tenant", TENANT, "--cidr", &format!("{gateway}/32")],
+    );
     let first_seen = (Utc::now() - TimeDelta::days(100)).to_rfc3339();
     let old = "old.bear.example";
     run.ctl_ok(
         &endpoints,
-        &["server", "import", "--tenant", TENANT, "--server", old, "--build", OUT_OF_DATE, "--first-seen", &first_seen],
+        &[
+            "server",
+            "import",
+            "--tenant",
+            TENANT,
+            "--server",
+            old,
+            "--build",
+            OUT_OF_DATE,
+            "--first-seen",
+            &first_seen,
+        ],
     );
 
     // The edge, ready once it has the connectors and a decider has answered.
@@ -509,6 +545,22 @@ fn the_charts_pods_run_from_the_image_decide_mail_and_outlive_a_sigtermed_leader
     let servers = report(&run, &endpoints);
     assert_eq!(servers["new1.bear.example"]["status"], "out_of_date", "{servers:#?}");
 
+    // Every container is still up, and each join sidecar has found its pod a member and
+    // said so on the pod's volume, which it shares with the decider.
+    for pod in deciders.pods.iter().chain([&edge]) {
+        for container in pod.containers.values() {
+            assert_eq!(state(container).0, "running", "{container}\n{}", run.logs());
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for pod in &deciders.pods {
+        let marker = || docker_lenient(&["exec", &pod.containers["decider"], "cat", "/var/lib/ratchet/joined"]);
+        while String::from_utf8_lossy(&marker().stdout).trim() != ids[&pod.name].to_string() {
+            assert!(Instant::now() < deadline, "no join marker on {}'s volume\n{}", pod.name, run.logs());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
     // SIGTERM to the leader's decider container: tini passes it on, the decider stops
     // cleanly within the chart's grace period, and the other two elect a leader.
     let leader_id = statuses.values().next().unwrap()["leader_id"].as_u64().unwrap();
@@ -533,7 +585,7 @@ fn the_charts_pods_run_from_the_image_decide_mail_and_outlive_a_sigtermed_leader
         String::from_utf8_lossy(&log.stderr)
     );
     deciders.stopped.push(leader);
-    let after = deciders.wait_for_group(3);
+    let after = deciders.wait_for_group(&run, 3);
     let new_leader = after.values().next().unwrap()["leader_id"].as_u64().unwrap();
     assert_ne!(new_leader, leader_id);
 
@@ -541,7 +593,11 @@ fn the_charts_pods_run_from_the_image_decide_mail_and_outlive_a_sigtermed_leader
     // sighting committed, the blocked one is still blocked, the compliant one relayed.
     let endpoints = deciders.endpoints();
     let reply = send(edge_smtp, "new2.bear.example", OUT_OF_DATE);
-    assert!(reply.starts_with("250 "), "first sighting after the leader left: {reply}\n{}", run.logs());
+    assert!(
+        reply.starts_with("250 "),
+        "first sighting after the leader left: {reply}\n{}",
+        run.logs()
+    );
     let reply = send(edge_smtp, old, OUT_OF_DATE);
     assert!(reply.starts_with("550 5.7.230 "), "still blocked: {reply}\n{}", run.logs());
     let reply = send(edge_smtp, "exch1.bear.example", COMPLIANT);
@@ -553,7 +609,7 @@ fn the_charts_pods_run_from_the_image_decide_mail_and_outlive_a_sigtermed_leader
     // Restarted on its volume, the old leader comes back as the same node.
     docker(&["start", &container]);
     deciders.stopped.clear();
-    let restarted = deciders.wait_for_group(3);
+    let restarted = deciders.wait_for_group(&run, 3);
     for (pod, status) in &restarted {
         assert_eq!(member_ids(status), ids, "{pod}: membership unchanged after the restart");
     }
