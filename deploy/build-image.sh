@@ -41,5 +41,7 @@ trap 'rm -rf "$context"' EXIT
 # Without debug info: a debug build's would make the image several times larger, and
 # nobody debugs inside the container (symbols stay, for backtraces).
 objcopy --strip-debug "$binary" "$context/ratchet"
-docker build --quiet -f deploy/Dockerfile -t "$tag" "$context" >/dev/null
+# No registry is asked for anything: the base is local. --force-rm: a failed step leaves
+# no container behind. The build's own output shows only when it fails.
+docker build --quiet --force-rm -f deploy/Dockerfile -t "$tag" "$context" >/dev/null
 echo "build-image.sh: built $tag" >&2
