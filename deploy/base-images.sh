@@ -9,6 +9,8 @@
 # Does nothing when the image already exists (--force makes it again). Needs root (or
 # sudo) for debootstrap, a Docker Engine, and a Debian mirror: $DEBIAN_MIRROR, default
 # http://deb.debian.org/debian; point it at a local mirror when even that is out of reach.
+# A builder with no mirror at all can take the image made elsewhere:
+#   docker save ratchet-base/debian:bookworm | ssh builder docker load
 #
 # The packages (the Dockerfile installs nothing, so the build needs no apt either):
 #   ca-certificates  TLS to next hops and webhooks with the system CAs

@@ -1094,16 +1094,18 @@ def pods(arguments: argparse.Namespace) -> int:
         name = f"{sts['metadata']['name']}-{ordinal}"
         # What the StatefulSet controller adds to each pod's labels.
         labels = {"statefulset.kubernetes.io/pod-name": name, "apps.kubernetes.io/pod-index": str(ordinal)}
-        pod_template = {**template, "metadata": {**template["metadata"], "labels": {**template["metadata"].get("labels", {}), **labels}}}
-        pod = resolve_pod(name, pod_template, claims, arguments.namespace, config_maps)
+        metadata = {**template["metadata"], "labels": {**template["metadata"].get("labels", {}), **labels}}
+        pod = resolve_pod(name, {**template, "metadata": metadata}, claims, arguments.namespace, config_maps)
         # <hostname>.<subdomain>.<namespace>.svc.<cluster domain>: the DNS name the
         # headless Service gives a StatefulSet pod.
         pod["dns"] = f"{name}.{service}.{arguments.namespace}.svc.{arguments.cluster_domain}"
         pod["ordinal"] = ordinal
         result.append(pod)
-    edges = find(objects, "Deployment", "edge")
-    # A Deployment's pods are alike: one stands for them all.
-    edge = resolve_pod(f"{edges[0]['metadata']['name']}-0", edges[0]["spec"]["template"], set(), arguments.namespace, config_maps) if edges else None
+    # A Deployment's pods are alike: one stands for them all (none with edge.enabled false).
+    edge = None
+    for deployment in find(objects, "Deployment", "edge"):
+        name = f"{deployment['metadata']['name']}-0"
+        edge = resolve_pod(name, deployment["spec"]["template"], set(), arguments.namespace, config_maps)
     json.dump({"statefulset": sts["metadata"]["name"], "serviceName": service, "pods": result, "edge": edge}, sys.stdout, indent=2)
     print()
     return 0

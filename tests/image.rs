@@ -346,6 +346,19 @@ fn state(container: &str) -> (String, i64) {
     (status.to_owned(), code.parse().unwrap())
 }
 
+/// `docker top`: each process of a container as (uid, gid, command line), PID 1 first.
+fn processes(container: &str) -> Vec<(u32, u32, String)> {
+    let table = docker(&["top", container, "-o", "pid,uid,gid,args"]);
+    table
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields[1].parse().unwrap(), fields[2].parse().unwrap(), fields[3..].join(" "))
+        })
+        .collect()
+}
+
 /// The status line of `GET path` over plain HTTP, if anything answered.
 fn http_status(addr: SocketAddr, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
@@ -479,15 +492,8 @@ fn the_charts_pods_run_from_the_image_decide_mail_and_outlive_a_sigtermed_leader
         "members are named after their pods"
     );
 
-    // Each process runs as 10001 on a read-only root filesystem.
-    let probe = docker_lenient(&[
-        "exec",
-        &deciders.pods[0].containers["decider"],
-        "sh",
-        "-c",
-        "id -u; id -g; touch /usr/local/bin/probe",
-    ]);
-    assert_eq!(String::from_utf8_lossy(&probe.stdout), "10001\n10001\n");
+    // The root filesystem is read-only.
+    let probe = docker_lenient(&["exec", &deciders.pods[0].containers["decider"], "touch", "/usr/local/bin/probe"]);
     assert!(
         !probe.status.success() && String::from_utf8_lossy(&probe.stderr).contains("Read-only file system"),
         "the root filesystem is writable: {}",
@@ -545,12 +551,21 @@ fn the_charts_pods_run_from_the_image_decide_mail_and_outlive_a_sigtermed_leader
     let servers = report(&run, &endpoints);
     assert_eq!(servers["new1.bear.example"]["status"], "out_of_date", "{servers:#?}");
 
-    // Every container is still up, and each join sidecar has found its pod a member and
-    // said so on the pod's volume, which it shares with the decider.
+    // Every container is still up, every process in it runs as 10001:10001, and each
+    // decider is ratchet itself under tini (start-decider.sh execs it). Each join sidecar
+    // has found its pod a member and said so on the pod's volume, shared with the decider.
     for pod in deciders.pods.iter().chain([&edge]) {
         for container in pod.containers.values() {
             assert_eq!(state(container).0, "running", "{container}\n{}", run.logs());
+            for (uid, gid, command) in processes(container) {
+                assert_eq!((uid, gid), (10001, 10001), "{container}: {command}");
+            }
         }
+    }
+    for pod in &deciders.pods {
+        let processes = processes(&pod.containers["decider"]);
+        let programs: Vec<&str> = processes.iter().map(|(_, _, command)| command.split(' ').next().unwrap()).collect();
+        assert_eq!(programs, ["/usr/bin/tini", "ratchet"], "{}: {processes:?}", pod.name);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     for pod in &deciders.pods {
