@@ -82,6 +82,12 @@ impl DeciderProcess {
         }
     }
 
+    /// Stops the node with SIGTERM, as Kubernetes does, and waits for it to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the node is running");
+        super::terminate(&mut child, &self.name)
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }

@@ -85,7 +85,12 @@ impl Drop for SmtpSink {
 /// A `ratchet edge` process.
 pub struct EdgeProcess {
     pub addr: SocketAddr,
-    child: Child,
+    /// Its HTTP listener (/healthz, /readyz, /metrics), when `--http` was given.
+    pub http: Option<SocketAddr>,
+    /// The command line after `ratchet`, to start it again as it was.
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
 }
 
 impl EdgeProcess {
@@ -119,33 +124,58 @@ impl EdgeProcess {
 
     fn spawn(deciders: &str, config: Option<&std::path::Path>, extra: &[&str], env: &[(&str, &str)]) -> EdgeProcess {
         let addr = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ratchet"));
-        command.args(["edge", "--listen", &addr.to_string(), "--deciders", deciders]);
+        let mut args: Vec<String> = ["edge", "--listen", &addr.to_string(), "--deciders", deciders]
+            .map(String::from)
+            .into();
         if let Some(config) = config {
-            command.arg("--config").arg(config);
+            args.extend(["--config".to_owned(), config.display().to_string()]);
         }
         if !extra.contains(&"--accepted-domains") {
-            command.args(["--accepted-domains", "*"]);
+            args.extend(["--accepted-domains", "*"].map(String::from));
         }
-        command.args(extra).envs(env.iter().copied());
-        let child = command
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let http = extra
+            .iter()
+            .position(|a| *a == "--http")
+            .map(|i| extra[i + 1].parse().expect("--http is an address"));
+        let mut edge = EdgeProcess {
+            addr,
+            http,
+            args,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            child: None,
+        };
+        edge.restart();
+        edge
+    }
+
+    /// Starts the edge (again) with the command line it was first given.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the edge is already running");
+        let child = Command::new(env!("CARGO_BIN_EXE_ratchet"))
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("ratchet edge starts");
-        wait_listening(addr, "ratchet edge");
-        EdgeProcess { addr, child }
+        self.child = Some(child);
+        wait_listening(self.addr, "ratchet edge");
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// Stops the edge with SIGTERM, as Kubernetes does, and waits for it to drain and exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the edge is running");
+        super::terminate(&mut child, "ratchet edge")
     }
 }
 
 impl Drop for EdgeProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

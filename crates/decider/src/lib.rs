@@ -5,6 +5,7 @@
 //! - `network` and `raft_service`: openraft's RPCs carried over gRPC, both directions.
 //! - `peers`: the shared channels to other deciders, and where the leader is.
 //! - `proposer`: writes from any node, forwarded to the leader; linearizable reads.
+//! - `handover`: a stopping leader hands leadership to a caught-up voter first.
 //! - `decision`, `admin`, `cluster`: the public gRPC services.
 //! - `authorize`: the role each gRPC method needs, checked in front of every service.
 //! - `freshness`, `skew`: when this node may answer (in touch with a quorum, clock in step).
@@ -27,6 +28,7 @@ pub mod config;
 pub mod counters;
 pub mod decision;
 pub mod freshness;
+pub mod handover;
 pub mod http;
 pub mod http_tls;
 pub mod identity;

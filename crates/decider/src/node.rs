@@ -102,6 +102,7 @@ impl Decider {
             clock: options.clock,
             freshness: freshness.clone(),
             write_timeout: options.config.write_timeout(),
+            gate: Arc::default(),
         };
         let counters = Arc::new(CounterBuffer::new(identity.id));
         let sightings = Arc::new(SightingQueue::new(options.config.sightings_queue));
@@ -209,8 +210,13 @@ impl Decider {
         outcome
     }
 
-    /// Commits what only this node holds, within the write timeout, and stops Raft.
+    /// Hands leadership over if this node leads, commits what only this node holds, within
+    /// the write timeout, and stops Raft.
     async fn stop(&self) {
+        match crate::handover::hand_over(&self.proposer, self.proposer.write_timeout).await {
+            Ok(to) => tracing::info!(to, "handed leadership over"),
+            Err(reason) => tracing::info!(%reason, "stopping without a hand-over"),
+        }
         let flushed = tokio::time::timeout(self.proposer.write_timeout, async {
             self.sightings.flush(&self.proposer).await;
             self.counters.flush(&self.proposer).await;

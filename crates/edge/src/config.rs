@@ -109,7 +109,11 @@ pub struct EdgeConfig {
     /// Waiting for the next hop's reply to the final dot (RFC 5321 4.5.3.2.6: 10 minutes).
     pub relay_data_timeout_secs: u64,
 
-    /// After shutdown starts, how long sessions may go on before they get `421 4.3.2`.
+    /// After SIGTERM, how long the edge still accepts sessions while `/readyz` answers 503,
+    /// so that a load balancer checking it (HAProxy, a cloud LB) stops sending first. In
+    /// Kubernetes the chart's preStop sleep does this, and it stays 0.
+    pub shutdown_delay_secs: u64,
+    /// After the listener closes, how long sessions may go on before they get `421 4.3.2`.
     pub shutdown_grace_secs: u64,
 
     /// The edge's certificate chain, PEM, leaf first. STARTTLS (RFC 3207) is offered only
@@ -162,6 +166,7 @@ impl Default for EdgeConfig {
             relay_connect_timeout_secs: 30,
             relay_command_timeout_secs: 300,
             relay_data_timeout_secs: 600,
+            shutdown_delay_secs: 0,
             shutdown_grace_secs: 30,
             tls_cert_file: None,
             decider_cert_file: None,

@@ -1,6 +1,7 @@
 //! The listener: admits connections, runs one task per session, and shuts down gracefully.
 //!
-//! Shutdown stops accepting at once, lets sessions finish within the grace period, then
+//! Shutdown turns `/readyz` to 503 at once, stops accepting after `shutdown_delay_secs`
+//! (0 unless a load balancer needs time to notice), lets sessions finish within the grace period, then
 //! tells the rest `421 4.3.2` (a sender keeps and retries whatever was not acknowledged),
 //! so a rolling restart of edges never loses or half-acknowledges mail.
 
@@ -113,10 +114,20 @@ pub async fn serve_with_http(
     let local = listener.local_addr()?;
     tracing::info!(listen = %local, next_hop = %shared.config.next_hop, deciders = ?shared.config.deciders, starttls = shared.tls.is_some(), require_tls = shared.config.require_tls, next_hop_tls = ?shared.config.next_hop_tls, accepted_domains = ?shared.config.accepted_domains, "edge serving");
 
-    tokio::pin!(shutdown);
+    // Until shutdown, then for `shutdown_delay_secs` more while /readyz says 503.
+    let delay = Duration::from_secs(shared.config.shutdown_delay_secs);
+    let stop_accepting = async {
+        shutdown.await;
+        let _ = draining_tx.send(true);
+        if !delay.is_zero() {
+            tracing::info!(delay_secs = delay.as_secs(), "not ready: accepting sessions a little longer");
+            tokio::time::sleep(delay).await;
+        }
+    };
+    tokio::pin!(stop_accepting);
     loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut stop_accepting => break,
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => admit(&shared, &limits, &force_rx, &mut sessions, stream, peer),
@@ -129,7 +140,6 @@ pub async fn serve_with_http(
         }
     }
     drop(listener);
-    let _ = draining_tx.send(true);
     tracing::info!(sessions = sessions.len(), grace_secs = grace.as_secs(), "edge shutting down");
     if tokio::time::timeout(grace, drain(&mut sessions)).await.is_err() {
         tracing::info!(sessions = sessions.len(), "grace period over; closing the remaining sessions");
