@@ -92,6 +92,17 @@ impl DeciderProcess {
         self.child.is_some()
     }
 
+    /// The sizes of the snapshot files the node keeps (one, once it has built or installed
+    /// a snapshot).
+    pub fn snapshot_file_sizes(&self) -> Vec<u64> {
+        std::fs::read_dir(self.data_dir.join("snapshots"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "snap"))
+            .map(|path| path.metadata().unwrap().len())
+            .collect()
+    }
+
     /// Everything the node logged, across restarts.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

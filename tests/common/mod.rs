@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod cluster;
+pub mod metrics;
 pub mod otlp;
 pub mod smtp;
 

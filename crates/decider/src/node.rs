@@ -82,14 +82,17 @@ impl Decider {
         let db_path = options.data_dir.join("db");
         let store = Store::open(&db_path, options.config.storage_options())
             .with_context(|| format!("opening the store in {}", db_path.display()))?;
-        let state_machine = StateMachine::open(store.clone(), &options.data_dir.join("snapshots")).context("loading the state machine")?;
+        let state_machine = StateMachine::open(store.clone(), &options.data_dir.join("snapshots"))
+            .context("loading the state machine")?
+            .observed_by(crate::metrics::metrics());
         let view = state_machine.view();
         let raft_config = Arc::new(options.config.raft_config()?);
         let peers = Peers::new(Dialer::new(options.tls.as_ref(), Some(Role::Peer))?);
         let grpc_tls = options.tls.as_ref().map(|files| tls_config(files, &[b"h2"])).transpose()?;
         let http_tls = options.tls.as_ref().map(|files| tls_config(files, &[b"http/1.1"])).transpose()?;
         let network = Network { peers: peers.clone() };
-        let raft = Raft::new(identity.id, raft_config, network, LogStore::new(store), state_machine)
+        let log_store = LogStore::new(store).observed_by(crate::metrics::metrics());
+        let raft = Raft::new(identity.id, raft_config, network, log_store, state_machine)
             .await
             .context("starting raft")?;
         // No election until this node's clock has been compared with the group's (`skew`).
