@@ -1,8 +1,8 @@
 //! The fault suite: real deciders, each in its own network namespace, under partitions,
 //! kill -9, SIGSTOP and restarts, with a checker after healing.
 //!
-//! `tests/run.sh` runs it short (one seeded schedule); `tests/chaos/run.sh --schedules N
-//! --seed S` runs it long. A failing schedule prints its seed: the same seed replays the
+//! `tests/run.sh` runs it short (one seeded schedule of three nodes, two of five);
+//! `tests/chaos/run.sh --schedules N --seed S --nodes 3|5` runs it long. A failing schedule prints its seed: the same seed replays the
 //! same faults in the same order.
 
 #[path = "../common/mod.rs"]
@@ -11,6 +11,7 @@ mod common;
 mod net;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use net::{Net, Node};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use ratchet_proto::v1 as pb;
+use ratchet_proto::v1::admin_client::AdminClient;
 
 const OUT_OF_DATE: &str = "15.0.1497.48";
 /// How stale a decider may be before it stops answering (shared/spec/enforcement.md,
@@ -257,95 +259,171 @@ async fn a_decider_whose_clock_is_off_gives_no_verdicts_never_leads_and_stamps_n
     group.same_state().await;
 }
 
-/// How many seeded schedules, and from which seed (RATCHET_CHAOS_SCHEDULES, RATCHET_CHAOS_SEED).
-fn schedules() -> (u64, u64) {
-    let count = std::env::var("RATCHET_CHAOS_SCHEDULES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1);
-    let seed = std::env::var("RATCHET_CHAOS_SEED")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
-    (count, seed)
+/// How many seeded schedules, from which seed, and how many deciders
+/// (RATCHET_CHAOS_SCHEDULES, RATCHET_CHAOS_SEED, RATCHET_CHAOS_NODES: 3 or 5).
+fn schedules() -> (u64, u64, u8) {
+    let number = |name: &str| std::env::var(name).ok().and_then(|n| n.parse::<u64>().ok());
+    let count = number("RATCHET_CHAOS_SCHEDULES").unwrap_or(1);
+    let seed = number("RATCHET_CHAOS_SEED").unwrap_or_else(rand::random::<u64>);
+    let nodes = number("RATCHET_CHAOS_NODES").unwrap_or(3) as u8;
+    assert!(nodes == 3 || nodes == 5, "RATCHET_CHAOS_NODES: 3 or 5, not {nodes}");
+    (count, seed, nodes)
 }
 
+/// What the nemesis does to a node drawn at random (the leader, for `KillLeader`), undone
+/// after a while.
 #[derive(Debug, Clone, Copy)]
 enum Fault {
+    /// kill -9, restarted on its data directory.
     Kill,
+    /// kill -9 of whichever node leads.
+    KillLeader,
+    /// SIGTERM (a leader hands over first), restarted.
+    Terminate,
+    /// Cut from every peer both ways; clients still reach it.
     Isolate,
+    /// A minority of the group cut from the majority (one node of three, two of five).
+    Minority,
+    /// Hears nothing from its peers, but they hear it.
+    Deafen,
+    /// SIGSTOP, then SIGCONT.
     Pause,
+    /// Its data directory's filesystem filled to the last byte, then freed (and the node
+    /// restarted if its Raft stopped on the write that failed).
+    DiskFull,
+    /// Its volume lost: removed from the group, wiped, and joined again as a new member.
+    WipeAndReplace,
 }
+
+const FAULTS: [Fault; 9] = [
+    Fault::Kill,
+    Fault::KillLeader,
+    Fault::Terminate,
+    Fault::Isolate,
+    Fault::Minority,
+    Fault::Deafen,
+    Fault::Pause,
+    Fault::DiskFull,
+    Fault::WipeAndReplace,
+];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn under_seeded_faults_no_acknowledged_write_is_lost_or_changed() {
-    let (count, first_seed) = schedules();
+    let (count, first_seed, nodes) = schedules();
     for seed in (0..count).map(|i| first_seed.wrapping_add(i)) {
-        eprintln!("chaos schedule seed {seed} (replay with RATCHET_CHAOS_SEED={seed} RATCHET_CHAOS_SCHEDULES=1)");
-        run_schedule(seed).await;
+        eprintln!(
+            "chaos schedule seed {seed}, {nodes} nodes (replay with RATCHET_CHAOS_SEED={seed} RATCHET_CHAOS_SCHEDULES=1 RATCHET_CHAOS_NODES={nodes})"
+        );
+        run_schedule(seed, nodes).await;
     }
 }
 
-async fn run_schedule(seed: u64) {
+/// Imports of new servers with distinct first-seen instants, each through a node drawn
+/// at random, until `stop`; what was acknowledged is recorded.
+async fn import_writer(
+    writer: u64,
+    seed: u64,
+    channels: Vec<tonic::transport::Channel>,
+    acknowledged: Arc<Mutex<BTreeMap<String, i64>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let base = chrono::Utc::now() - chrono::TimeDelta::days(10);
+    let mut pick = StdRng::seed_from_u64(seed ^ (writer + 1));
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let server = format!("s{writer}-{n}.bear.local");
+        let first_seen = base + chrono::TimeDelta::seconds((writer * 100_000 + n) as i64);
+        let mut admin = AdminClient::new(channels[pick.random_range(0..channels.len())].clone());
+        let request = pb::ImportServerRequest {
+            tenant: "bear".into(),
+            server_fqdn: server.clone(),
+            build: OUT_OF_DATE.into(),
+            first_seen: first_seen.to_rfc3339(),
+        };
+        let call = tokio::time::timeout(Duration::from_secs(6), admin.import_server(request));
+        if let Ok(Ok(_)) = call.await {
+            acknowledged.lock().unwrap().insert(server, first_seen.timestamp_millis());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the pause workload saw: days acknowledged, and days whose outcome is unknown (no
+/// node answered any of the tries of that request id).
+#[derive(Debug, Default)]
+struct Pauses {
+    acknowledged: u32,
+    indeterminate: u32,
+}
+
+/// One-day pauses, each with its own request id, tried on one node and retried with the
+/// same id on others, as an operator's `ctl pause` does, until `stop`.
+async fn pauser(seed: u64, channels: Vec<tonic::transport::Channel>, stop: Arc<AtomicBool>) -> Pauses {
+    let mut pauses = Pauses::default();
+    let mut pick = StdRng::seed_from_u64(seed ^ 0x9a05e);
+    let mut k = 0;
+    while !stop.load(Ordering::Relaxed) {
+        k += 1;
+        let request = pb::PauseRequest {
+            tenant: "bear".into(),
+            days: 1,
+            request_id: format!("pause-{seed}-{k}"),
+        };
+        let mut outcome = None;
+        for _ in 0..5 {
+            let mut admin = AdminClient::new(channels[pick.random_range(0..channels.len())].clone());
+            match tokio::time::timeout(Duration::from_secs(6), admin.pause(request.clone())).await {
+                Ok(Ok(_)) => outcome = Some(true),
+                Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => outcome = Some(false),
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            }
+            break;
+        }
+        match outcome {
+            Some(true) => pauses.acknowledged += 1,
+            // The budget is spent: nothing more to ask for.
+            Some(false) => break,
+            None => pauses.indeterminate += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    pauses
+}
+
+async fn run_schedule(seed: u64, size: u8) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut group = Group::found(3).await;
+    let mut group = Group::found(size).await;
     let hosts = group.hosts();
     let channels: Vec<_> = futures::future::join_all(group.nodes.iter().map(Node::channel)).await;
 
-    // The workload: imports of new servers with distinct first-seen instants, each to a
-    // node drawn at random, for the whole schedule; what was acknowledged is recorded.
     let acknowledged: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let base = chrono::Utc::now() - chrono::TimeDelta::days(10);
-    let mut writers = Vec::new();
-    for writer in 0..4u64 {
-        let (channels, acknowledged, stop) = (channels.clone(), acknowledged.clone(), stop.clone());
-        let mut pick = StdRng::seed_from_u64(seed ^ (writer + 1));
-        writers.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                n += 1;
-                let server = format!("s{writer}-{n}.bear.local");
-                let first_seen = base + chrono::TimeDelta::seconds((writer * 100_000 + n) as i64);
-                let mut admin = ratchet_proto::v1::admin_client::AdminClient::new(channels[pick.random_range(0..channels.len())].clone());
-                let request = pb::ImportServerRequest {
-                    tenant: "bear".into(),
-                    server_fqdn: server.clone(),
-                    build: OUT_OF_DATE.into(),
-                    first_seen: first_seen.to_rfc3339(),
-                };
-                let call = tokio::time::timeout(Duration::from_secs(6), admin.import_server(request));
-                if let Ok(Ok(_)) = call.await {
-                    acknowledged.lock().unwrap().insert(server, first_seen.timestamp_millis());
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }));
-    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4u64)
+        .map(|writer| tokio::spawn(import_writer(writer, seed, channels.clone(), acknowledged.clone(), stop.clone())))
+        .collect();
+    let pauser = tokio::spawn(pauser(seed, channels.clone(), stop.clone()));
 
-    // The nemesis: a few faults, each on a node drawn at random, undone after a while.
-    for _ in 0..4 {
-        let victim = rng.random_range(0..group.nodes.len());
-        let fault = [Fault::Kill, Fault::Isolate, Fault::Pause][rng.random_range(0..3)];
+    // The nemesis: a few faults, one at a time.
+    for _ in 0..5 {
+        let fault = FAULTS[rng.random_range(0..FAULTS.len())];
+        let victim = match fault {
+            Fault::KillLeader => group.leader().await,
+            _ => rng.random_range(0..group.nodes.len()),
+        };
         let hold = Duration::from_millis(rng.random_range(500..2500));
         eprintln!("seed {seed}: {fault:?} {} for {hold:?}", group.nodes[victim].name);
-        match fault {
-            Fault::Kill => group.nodes[victim].kill9(),
-            Fault::Isolate => group.net.isolate(group.nodes[victim].host, &hosts),
-            Fault::Pause => group.nodes[victim].signal("STOP"),
-        }
-        tokio::time::sleep(hold).await;
-        match fault {
-            Fault::Kill => group.nodes[victim].start(None, &[]),
-            Fault::Isolate => group.net.heal(group.nodes[victim].host),
-            Fault::Pause => group.nodes[victim].signal("CONT"),
-        }
+        inflict(&mut group, &hosts, fault, victim, hold, &mut rng).await;
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     for writer in writers {
         writer.await.unwrap();
     }
+    let pauses = pauser.await.unwrap();
 
     // The checker: one state everywhere, and every acknowledged write in it as acknowledged.
     group.leader().await;
@@ -366,6 +444,122 @@ async fn run_schedule(seed: u64) {
                 node.name
             );
         }
+        let listed = node
+            .admin()
+            .await
+            .list_pauses(pb::ListPausesRequest { tenant: "bear".into() })
+            .await
+            .unwrap_or_else(|e| panic!("seed {seed}: pauses on {}: {e}", node.name))
+            .into_inner();
+        let charged: u32 = listed.pauses.iter().map(|p| p.days_charged).sum();
+        assert!(
+            pauses.acknowledged <= charged && charged <= pauses.acknowledged + pauses.indeterminate,
+            "seed {seed}: {} charges {charged} pause days for {pauses:?}",
+            node.name
+        );
+        assert_eq!(
+            charged + listed.remaining_days,
+            90,
+            "seed {seed}: {} over or under the budget",
+            node.name
+        );
     }
-    eprintln!("seed {seed}: {} acknowledged writes intact on every node", acknowledged.len());
+    eprintln!(
+        "seed {seed}: {} acknowledged writes intact on every node; pause days {pauses:?} charged once each",
+        acknowledged.len()
+    );
+}
+
+/// Does `fault` to `group.nodes[victim]`, holds it for `hold`, and undoes it.
+async fn inflict(group: &mut Group, hosts: &[u8], fault: Fault, victim: usize, hold: Duration, rng: &mut StdRng) {
+    let host = group.nodes[victim].host;
+    match fault {
+        Fault::Kill | Fault::KillLeader => group.nodes[victim].kill9(),
+        Fault::Terminate => group.nodes[victim].terminate(),
+        Fault::Isolate => group.net.isolate(host, hosts),
+        Fault::Minority => {
+            let mut shuffled = hosts.to_vec();
+            shuffled.sort_by_key(|_| rng.random::<u32>());
+            let (minority, majority) = shuffled.split_at((hosts.len() - 1) / 2);
+            eprintln!("  minority {minority:?} cut from majority {majority:?}");
+            for cut in minority {
+                group.net.isolate(*cut, majority);
+            }
+        }
+        Fault::Deafen => group.net.deafen(host, hosts),
+        Fault::Pause => group.nodes[victim].signal("STOP"),
+        Fault::DiskFull => group.nodes[victim].fill_disk(),
+        Fault::WipeAndReplace => {
+            group.nodes[victim].kill9();
+            group.nodes[victim].wipe();
+            let name = group.nodes[victim].name.clone();
+            let helper = (victim + 1) % group.nodes.len();
+            membership(
+                group,
+                helper,
+                |mut cluster, name| async move { cluster.remove(pb::RemoveRequest { name }).await.map(|_| ()) },
+                &name,
+            )
+            .await;
+        }
+    }
+    tokio::time::sleep(hold).await;
+    match fault {
+        Fault::Kill | Fault::KillLeader | Fault::Terminate => group.nodes[victim].start(None, &[]),
+        Fault::Isolate | Fault::Deafen => group.net.heal(host),
+        Fault::Minority => hosts.iter().for_each(|h| group.net.heal(*h)),
+        Fault::Pause => group.nodes[victim].signal("CONT"),
+        Fault::DiskFull => {
+            group.nodes[victim].free_disk();
+            if group.nodes[victim].has_exited() {
+                eprintln!("{} stopped on the full disk; restarting it", group.nodes[victim].name);
+                group.nodes[victim].start(None, &[]);
+            }
+        }
+        Fault::WipeAndReplace => {
+            // A new member (new id) at the same address, added as a learner, then promoted.
+            group.nodes[victim].start(None, &[]);
+            let (name, address) = (group.nodes[victim].name.clone(), group.nodes[victim].grpc.to_string());
+            let helper = (victim + 1) % group.nodes.len();
+            let joining = name.clone();
+            membership(
+                group,
+                helper,
+                |mut cluster, name| {
+                    let address = address.clone();
+                    async move { cluster.add_learner(pb::AddLearnerRequest { name, address }).await.map(|_| ()) }
+                },
+                &joining,
+            )
+            .await;
+            membership(
+                group,
+                helper,
+                |mut cluster, name| async move { cluster.promote(pb::PromoteRequest { name }).await.map(|_| ()) },
+                &name,
+            )
+            .await;
+        }
+    }
+}
+
+/// A membership change through `group.nodes[via]`, retried (a change is refused while
+/// another is under way, or while the group elects) for up to 60 s.
+async fn membership<F, Fut>(group: &Group, via: usize, change: F, name: &str)
+where
+    F: Fn(ratchet_proto::v1::cluster_client::ClusterClient<tonic::transport::Channel>, String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let cluster = group.nodes[via].cluster().await;
+        match change(cluster, name.to_owned()).await {
+            Ok(()) => return,
+            Err(status) if Instant::now() < deadline => {
+                eprintln!("membership change for {name}: {status}; retrying");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(status) => panic!("membership change for {name}: {status}"),
+        }
+    }
 }

@@ -114,7 +114,19 @@ impl Net {
         }
     }
 
-    /// Removes every rule `isolate` added on `host`.
+    /// Drops what the other hosts of `peers` send to `host`, but not what it sends them: a
+    /// one-way partition (the host still talks, and never hears back).
+    pub fn deafen(&self, host: u8, peers: &[u8]) {
+        let namespace = format!("{}-n{host}", self.tag);
+        for peer in peers.iter().filter(|p| **p != host) {
+            let peer = self.address(*peer).to_string();
+            run(&[
+                "ip", "netns", "exec", &namespace, "iptables", "-A", "INPUT", "-s", &peer, "-j", "DROP",
+            ]);
+        }
+    }
+
+    /// Removes every rule `isolate` or `deafen` added on `host`.
     pub fn heal(&self, host: u8) {
         let namespace = format!("{}-n{host}", self.tag);
         run(&["ip", "netns", "exec", &namespace, "iptables", "-F"]);
@@ -145,12 +157,17 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node on `net`, its data directory a small filesystem of its own (a tmpfs), so
+    /// that the nemesis can fill it up.
     pub fn new(net: &mut Net, dir: &Path, host: u8, config: &Path) -> Node {
         let namespace = net.add_host(host);
         let name = format!("d{host}");
+        let data_dir = dir.join(&name);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        run(&["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", data_dir.to_str().unwrap()]);
         Node {
             grpc: SocketAddr::new(net.address(host).into(), 7001),
-            data_dir: dir.join(&name),
+            data_dir,
             log: dir.join(format!("{name}.log")),
             config: config.to_owned(),
             name,
@@ -192,6 +209,60 @@ impl Node {
             // `ip netns exec` execs the program: the child is the decider itself.
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and waits for the node to exit (a leader hands over first).
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = super::common::terminate(&mut child, &self.name);
+            assert!(
+                status.success(),
+                "{} did not stop cleanly on SIGTERM: {status}\n{}",
+                self.name,
+                self.log()
+            );
+        }
+    }
+
+    /// Whether the process has exited by itself (its Raft stopped: a full disk, say).
+    pub fn has_exited(&mut self) -> bool {
+        let exited = self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some());
+        if exited {
+            self.child = None;
+        }
+        exited
+    }
+
+    /// Fills the data directory's filesystem to the last byte (the node keeps writing
+    /// meanwhile, so it is filled by writing until the filesystem refuses).
+    pub fn fill_disk(&self) {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(self.filler()).unwrap();
+        for chunk in [1 << 20, 4096, 1] {
+            let block = vec![0u8; chunk];
+            while filler.write_all(&block).and_then(|()| filler.flush()).is_ok() {}
+        }
+    }
+
+    /// Frees what `fill_disk` took.
+    pub fn free_disk(&self) {
+        let _ = std::fs::remove_file(self.filler());
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.data_dir.join("filler")
+    }
+
+    /// Loses the node's volume: everything in its data directory.
+    pub fn wipe(&self) {
+        for entry in std::fs::read_dir(&self.data_dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
         }
     }
 
@@ -237,6 +308,10 @@ impl Node {
         DecisionClient::new(self.channel().await)
     }
 
+    pub async fn cluster(&self) -> ClusterClient<Channel> {
+        ClusterClient::new(self.channel().await)
+    }
+
     pub async fn status(&self, digest: bool) -> Option<pb::StatusResponse> {
         let channel = self.try_channel().await.ok()?;
         let request = pb::StatusRequest { state_digest: digest };
@@ -250,5 +325,6 @@ impl Drop for Node {
             self.signal("CONT");
         }
         self.kill9();
+        let _ = Command::new("umount").arg(&self.data_dir).status();
     }
 }
