@@ -8,7 +8,9 @@
 #[path = "../common/mod.rs"]
 #[allow(dead_code)]
 mod common;
+mod delay;
 mod net;
+mod regions;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,14 +29,12 @@ const OUT_OF_DATE: &str = "15.0.1497.48";
 /// "Freshness and time"); shorter than the default so that the suite runs fast.
 const MAX_STALENESS: Duration = Duration::from_millis(2000);
 
-fn config(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("decider.toml");
-    let text = format!(
+/// Timeouts for deciders one network hop apart: elections in well under a second.
+fn near_config() -> String {
+    format!(
         "heartbeat_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\ncounter_flush_ms = 500\nmax_staleness_ms = {}\n",
         MAX_STALENESS.as_millis()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    )
 }
 
 /// A group of `size` deciders on its own network, founded and with a tenant.
@@ -45,26 +45,46 @@ struct Group {
 }
 
 impl Group {
-    async fn found(size: u8) -> Group {
+    /// `size` deciders on one network, with the configuration `config_toml`, none
+    /// started yet.
+    fn lay_out(size: u8, config_toml: &str) -> Group {
         let dir = tempfile::tempdir().unwrap();
-        let config = config(dir.path());
+        let config = dir.path().join("decider.toml");
+        std::fs::write(&config, config_toml).unwrap();
         let mut net = Net::new();
-        let mut nodes: Vec<Node> = (1..=size).map(|host| Node::new(&mut net, dir.path(), host, &config)).collect();
-        let members = nodes.iter().map(|n| format!("{}={}", n.name, n.grpc)).collect::<Vec<_>>().join(",");
-        for node in &mut nodes {
+        let nodes: Vec<Node> = (1..=size).map(|host| Node::new(&mut net, dir.path(), host, &config)).collect();
+        Group { nodes, net, _dir: dir }
+    }
+
+    async fn found(size: u8) -> Group {
+        let mut group = Group::lay_out(size, &near_config());
+        group.start_founders(size as usize).await;
+        group
+    }
+
+    /// Starts the first `founders` nodes as the founding members, and adds a tenant.
+    async fn start_founders(&mut self, founders: usize) {
+        let members = self.nodes[..founders]
+            .iter()
+            .map(|n| format!("{}={}", n.name, n.grpc))
+            .collect::<Vec<_>>()
+            .join(",");
+        for node in &mut self.nodes[..founders] {
             node.start(Some(&members), &[]);
         }
-        let group = Group { nodes, net, _dir: dir };
+        let group = &*self;
         group.leader().await;
         let mut admin = group.nodes[0].admin().await;
-        admin.add_tenant(pb::AddTenantRequest { name: "bear".into() }).await.unwrap();
+        if let Err(status) = admin.add_tenant(pb::AddTenantRequest { name: "bear".into() }).await {
+            let logs: Vec<String> = group.nodes.iter().map(|n| format!("--- {}\n{}", n.name, n.log())).collect();
+            panic!("adding the tenant: {status}\n{}", logs.join("\n"));
+        }
         let connector = pb::AddConnectorRequest {
             tenant: "bear".into(),
             cidr: "10.0.0.0/8".into(),
             cert_name: String::new(),
         };
         admin.add_connector(connector).await.unwrap();
-        group
     }
 
     fn hosts(&self) -> Vec<u8> {
@@ -73,10 +93,15 @@ impl Group {
 
     /// The index of the node every running node agrees leads.
     async fn leader(&self) -> usize {
+        self.leader_among(&self.hosts()).await
+    }
+
+    /// The index of the node that the running nodes of `hosts` agree leads.
+    async fn leader_among(&self, hosts: &[u8]) -> usize {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let mut leaders = Vec::new();
-            for node in self.nodes.iter().filter(|n| n.is_running()) {
+            for node in self.nodes.iter().filter(|n| n.is_running() && hosts.contains(&n.host)) {
                 leaders.push(node.status(false).await.map(|s| s.leader_id).unwrap_or(0));
             }
             if leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0]) {
@@ -127,6 +152,14 @@ async fn last_verdict_within(node: &Node, how_long: Duration) -> Option<Instant>
     last
 }
 
+/// Waits (up to 20 s) until `node` gives verdicts.
+async fn wait_for_verdicts(node: &Node) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while last_verdict_within(node, Duration::from_millis(200)).await.is_none() {
+        assert!(Instant::now() < deadline, "{} never answered:\n{}", node.name, node.log());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_decider_cut_from_its_peers_stops_giving_verdicts_within_max_staleness() {
     let group = Group::found(3).await;
@@ -162,15 +195,7 @@ async fn a_decider_cut_from_its_peers_stops_giving_verdicts_within_max_staleness
             other.name
         );
         group.net.heal(node.host);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while last_verdict_within(node, Duration::from_millis(200)).await.is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "{} never answered again after healing:\n{}",
-                node.name,
-                node.log()
-            );
-        }
+        wait_for_verdicts(node).await;
     }
     group.same_state().await;
 }
@@ -245,17 +270,7 @@ async fn a_decider_whose_clock_is_off_gives_no_verdicts_never_leads_and_stamps_n
     // With its clock right again it serves again, and holds what the others do.
     group.nodes[victim].kill9();
     group.nodes[victim].start(None, &[]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while last_verdict_within(&group.nodes[victim], Duration::from_millis(300))
-        .await
-        .is_none()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the node never served again:\n{}",
-            group.nodes[victim].log()
-        );
-    }
+    wait_for_verdicts(&group.nodes[victim]).await;
     group.same_state().await;
 }
 

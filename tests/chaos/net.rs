@@ -17,6 +17,8 @@ use ratchet_proto::v1::cluster_client::ClusterClient;
 use ratchet_proto::v1::decision_client::DecisionClient;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::delay::{self, Cuts, Latency};
+
 fn run(args: &[&str]) {
     let output = Command::new(args[0])
         .args(&args[1..])
@@ -35,7 +37,12 @@ pub struct Net {
     tag: String,
     subnet: u8,
     nodes: Vec<String>,
+    /// What the delaying proxies between regions hold back (see `delay`).
+    cuts: Cuts,
 }
+
+/// The root namespace's host number on the bridge: the clients, and the delaying proxies.
+pub const CLIENTS: u8 = 254;
 
 impl Net {
     pub fn new() -> Net {
@@ -49,6 +56,7 @@ impl Net {
             tag,
             subnet,
             nodes: Vec::new(),
+            cuts: Cuts::default(),
         };
         let switch = net.switch();
         run(&["ip", "netns", "add", &switch]);
@@ -60,7 +68,7 @@ impl Net {
             "ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns", &switch,
         ]);
         run(&["ip", "-n", &switch, "link", "set", &inner, "master", "br0", "up"]);
-        run(&["ip", "addr", "add", &format!("{}/24", net.address(254)), "dev", &outer]);
+        run(&["ip", "addr", "add", &format!("{}/24", net.address(CLIENTS)), "dev", &outer]);
         run(&["ip", "link", "set", &outer, "up"]);
         net
     }
@@ -73,9 +81,14 @@ impl Net {
         Ipv4Addr::new(10, 213, self.subnet, host)
     }
 
+    /// The namespace of host `host`.
+    pub fn namespace(&self, host: u8) -> String {
+        format!("{}-n{host}", self.tag)
+    }
+
     /// A namespace for host `host` (1..), on the bridge; returns its name.
     pub fn add_host(&mut self, host: u8) -> String {
-        let namespace = format!("{}-n{host}", self.tag);
+        let namespace = self.namespace(host);
         let (outer, inner) = (format!("{}n{host}", self.tag), format!("{}n{host}s", self.tag));
         let switch = self.switch();
         run(&["ip", "netns", "add", &namespace]);
@@ -99,11 +112,49 @@ impl Net {
         namespace
     }
 
+    /// Puts distance between `from` and `to`: `from`'s connections to `to` (port 7001) go
+    /// through a proxy in the root namespace that delays each byte by `latency`. Called
+    /// for both directions of each pair of hosts in different regions.
+    pub fn delay(&self, from: u8, to: u8, latency: Latency) {
+        let listener = std::net::TcpListener::bind((self.address(CLIENTS), 0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let proxy = listener.local_addr().unwrap();
+        let namespace = self.namespace(from);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &namespace,
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-d",
+            &self.address(to).to_string(),
+            "--dport",
+            "7001",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &proxy.to_string(),
+        ]);
+        let target = SocketAddr::new(self.address(to).into(), 7001);
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        delay::spawn(listener, from, to, target, latency, self.cuts.clone());
+    }
+
     /// Drops everything between `host` and the other hosts of `peers` (both ways); the
     /// clients still reach it.
     pub fn isolate(&self, host: u8, peers: &[u8]) {
-        let namespace = format!("{}-n{host}", self.tag);
+        let namespace = self.namespace(host);
         for peer in peers.iter().filter(|p| **p != host) {
+            let mut cuts = self.cuts.lock().unwrap();
+            cuts.insert((host, *peer));
+            cuts.insert((*peer, host));
+            drop(cuts);
             let peer = self.address(*peer).to_string();
             run(&[
                 "ip", "netns", "exec", &namespace, "iptables", "-A", "INPUT", "-s", &peer, "-j", "DROP",
@@ -117,8 +168,9 @@ impl Net {
     /// Drops what the other hosts of `peers` send to `host`, but not what it sends them: a
     /// one-way partition (the host still talks, and never hears back).
     pub fn deafen(&self, host: u8, peers: &[u8]) {
-        let namespace = format!("{}-n{host}", self.tag);
+        let namespace = self.namespace(host);
         for peer in peers.iter().filter(|p| **p != host) {
+            self.cuts.lock().unwrap().insert((*peer, host));
             let peer = self.address(*peer).to_string();
             run(&[
                 "ip", "netns", "exec", &namespace, "iptables", "-A", "INPUT", "-s", &peer, "-j", "DROP",
@@ -128,8 +180,9 @@ impl Net {
 
     /// Removes every rule `isolate` or `deafen` added on `host`.
     pub fn heal(&self, host: u8) {
-        let namespace = format!("{}-n{host}", self.tag);
+        let namespace = self.namespace(host);
         run(&["ip", "netns", "exec", &namespace, "iptables", "-F"]);
+        self.cuts.lock().unwrap().retain(|(from, to)| *from != host && *to != host);
     }
 }
 
@@ -195,7 +248,7 @@ impl Node {
             .arg("--config")
             .arg(&self.config)
             .args(extra)
-            .env("RUST_LOG", "info,openraft=warn")
+            .env("RUST_LOG", "info,openraft=info")
             .stdout(Stdio::null())
             .stderr(log);
         if let Some(members) = initial_cluster {

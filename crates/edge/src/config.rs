@@ -88,6 +88,9 @@ pub struct EdgeConfig {
     pub data_timeout_secs: u64,
 
     /// How long the edge waits for a verdict before giving up (all attempts together).
+    /// 500 ms by default: when the decider of its own region is down or stale, the edge
+    /// fails over to one in another region, and that round trip (100-150 ms between
+    /// regions, more with TLS set-up) must fit, with room for one more failover.
     pub decide_deadline_ms: u64,
     /// With no verdict in time: accept and relay (true) or answer `451 4.4.3` (false).
     pub accept_without_verdict: bool,
@@ -156,7 +159,7 @@ impl Default for EdgeConfig {
             bare_lf: BareLf::Normalize,
             command_timeout_secs: 300,
             data_timeout_secs: 180,
-            decide_deadline_ms: 200,
+            decide_deadline_ms: 500,
             accept_without_verdict: false,
             linearizable: false,
             remember_verdict: true,
