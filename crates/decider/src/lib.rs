@@ -15,7 +15,7 @@
 //!   `webhook`: one signed POST, to public addresses only.
 //! - `report`: the tenant report, one schema for gRPC, HTTP and the CLI.
 //! - `http`: health, readiness, metrics and the report API; `http_tls`: the same over TLS,
-//!   with the role each page needs.
+//!   with the role each page needs; `http_state`: what its handlers and the pages share.
 //! - `metrics`: the Prometheus metrics served by `http`.
 //! - `clock`: the one place a decider reads the time.
 //! - `restore`: seeding a node of a new group from a backup.
@@ -30,6 +30,7 @@ pub mod decision;
 pub mod freshness;
 pub mod handover;
 pub mod http;
+pub mod http_state;
 pub mod http_tls;
 pub mod identity;
 pub mod metrics;

@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+use crate::tls::{self, NextHopClient, TlsFiles};
+
 /// How lines that end in a bare LF instead of CRLF are treated (RFC 5321 2.3.8 requires CRLF).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -251,14 +253,33 @@ impl EdgeConfig {
             }
             _ => {}
         }
-        if let Some(files) = crate::tls::TlsFiles::of(self) {
-            crate::tls::load(&files)?;
+        if let Some(files) = self.tls_files() {
+            tls::load(&files)?;
         }
         if self.next_hop_ca_file.is_some() && self.next_hop_tls != NextHopTls::Verify {
             bail!("next_hop_ca_file: only used with next_hop_tls = \"verify\"");
         }
-        crate::tls::next_hop_client(self)?;
+        self.next_hop_client()?;
         Ok(())
+    }
+
+    /// The STARTTLS files, or `None` when STARTTLS is not configured. Assumes the config
+    /// passed the pairing checks of [`EdgeConfig::validate`].
+    pub(crate) fn tls_files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.tls_cert_file.clone()?,
+            key: self.tls_key_file.clone()?,
+            client_ca: self.tls_client_ca_file.clone(),
+        })
+    }
+
+    /// The TLS client of `next_hop_tls`; `None` for `"none"`. Errors name the key at fault.
+    pub(crate) fn next_hop_client(&self) -> anyhow::Result<Option<NextHopClient>> {
+        if self.next_hop_tls == NextHopTls::None {
+            return Ok(None);
+        }
+        let verify = self.next_hop_tls == NextHopTls::Verify;
+        tls::next_hop_client(&self.next_hop, verify, self.next_hop_ca_file.clone()).map(Some)
     }
 
     /// Whether this edge relays mail for `domain` (see `accepted_domains`).

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::build::{BuildDetector, ExchangeDetector};
+use crate::build::ExchangeDetector;
 use crate::config::EdgeConfig;
 use crate::connection::Connection;
 use crate::connectors::{self, ConnectorTable};
@@ -26,20 +26,8 @@ use ratchet_tls::{Dialer, Role};
 use crate::deciders::{self, DeciderPool};
 use crate::limits::{Refusal, SessionLimits};
 use crate::reply;
-use crate::session::Session;
-use crate::tls::{self, EdgeStream, NextHopClient, TlsFiles, TlsSettings};
-
-/// What every session of one edge shares.
-pub(crate) struct Shared {
-    pub config: EdgeConfig,
-    pub deciders: Arc<DeciderPool>,
-    pub connectors: ConnectorTable,
-    pub detector: Box<dyn BuildDetector>,
-    /// STARTTLS, when configured.
-    pub tls: Option<Arc<TlsSettings>>,
-    /// STARTTLS to the next hop, unless `next_hop_tls = "none"`.
-    pub next_hop_tls: Option<NextHopClient>,
-}
+use crate::session::{Session, Shared};
+use crate::tls::{self, EdgeStream};
 
 /// Sessions still running this long after their `421 4.3.2` are dropped.
 const FORCE_CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -59,7 +47,7 @@ pub async fn serve_with_http(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let tls = TlsFiles::of(&config).map(tls::settings).transpose()?;
+    let tls = config.tls_files().map(tls::settings).transpose()?;
     let dialer = Dialer::new(config.decider_tls()?.as_ref(), Some(Role::Edge))?;
     let deciders = DeciderPool::new(
         config.deciders.clone(),
@@ -82,7 +70,7 @@ pub async fn serve_with_http(
     if let Some(tls) = &tls {
         background.spawn(ratchet_tls::files::keep_checking(tls.clone()));
     }
-    let next_hop_tls = tls::next_hop_client(&config)?;
+    let next_hop_tls = config.next_hop_client()?;
     if let (Some(client), Some(_)) = (&next_hop_tls, &config.next_hop_ca_file) {
         background.spawn(ratchet_tls::files::keep_checking(client.connector.clone()));
     }
