@@ -11,8 +11,7 @@ use std::sync::Arc;
 use ratchet_tls::Watched;
 use tokio::net::TcpListener;
 
-// Re-exported for `node`, which builds the state under this name.
-pub use crate::http_state::HttpState;
+use crate::http_state::HttpState;
 use crate::page;
 use crate::report::tenant_report;
 

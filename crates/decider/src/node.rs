@@ -31,7 +31,7 @@ use crate::config::{DeciderConfig, MAX_RAFT_MESSAGE_BYTES};
 use crate::counters::CounterBuffer;
 use crate::decision::DecisionService;
 use crate::freshness::Freshness;
-use crate::http::HttpState;
+use crate::http_state::HttpState;
 use crate::identity::{load_or_create, Identity};
 use crate::network::Network;
 use crate::peers::Peers;
