@@ -7,15 +7,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::{free_port, Cluster, TEST_CONFIG};
-use common::smtp::{exchange_received, wait_listening, EdgeProcess, SmtpSink};
+use common::smtp::{deliver, exchange_received, wait_listening, EdgeProcess, SmtpSink};
 use ratchet_proto::v1 as pb;
 
 const TENANT: &str = "bear";
@@ -97,57 +96,12 @@ fn steady_mail(to: SocketAddr, message: std::path::PathBuf, stop: Arc<AtomicBool
     outcome
 }
 
-/// One SMTP session from a server past its deadline; returns the reply to the end of DATA.
-fn blocked_session(to: SocketAddr) -> String {
-    let stream = TcpStream::connect(to).expect("haproxy accepts");
-    stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    let mut reply = || {
-        let mut text = String::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return format!("{text}(connection closed)");
-            }
-            text.push_str(&line);
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return text.trim_end().to_owned();
-            }
-        }
-    };
-    let greeting = reply();
-    if !greeting.starts_with("220") {
-        return greeting;
-    }
-    for command in [
-        "EHLO old.bear.local",
-        "MAIL FROM:<admin@bear.example>",
-        "RCPT TO:<user@owl.example>",
-        "DATA",
-    ] {
-        writer.write_all(format!("{command}\r\n").as_bytes()).unwrap();
-        let answer = reply();
-        if !(answer.starts_with("250") || answer.starts_with("354")) {
-            return answer;
-        }
-    }
-    let message = format!(
-        "{}\r\nFrom: admin@bear.example\r\nTo: user@owl.example\r\nSubject: blocked\r\n\r\nbody\r\n.\r\n",
-        exchange_received(BLOCKED_SERVER, OUT_OF_DATE)
-    );
-    writer.write_all(message.as_bytes()).unwrap();
-    let answer = reply();
-    let _ = writer.write_all(b"QUIT\r\n");
-    answer
-}
-
 /// Sessions from the blocked server, one after another, until `stop` is set: every reply
 /// that is not the block.
 fn blocked_trickle(to: SocketAddr, stop: Arc<AtomicBool>) -> (usize, Vec<String>) {
     let (mut sessions, mut wrong) = (0, Vec::new());
     while !stop.load(Ordering::SeqCst) {
-        let answer = blocked_session(to);
+        let answer = deliver(to, BLOCKED_SERVER, OUT_OF_DATE, "blocked");
         sessions += 1;
         if !answer.starts_with("550 5.7.230") {
             wrong.push(answer);

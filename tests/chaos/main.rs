@@ -9,6 +9,7 @@
 #[allow(dead_code)]
 mod common;
 mod delay;
+mod mail;
 mod net;
 mod regions;
 
@@ -18,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cluster::decide_request;
+use mail::Mail;
 use net::{Net, Node};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -381,7 +383,7 @@ async fn pauser(seed: u64, channels: Vec<tonic::transport::Channel>, stop: Arc<A
     while !stop.load(Ordering::Relaxed) {
         k += 1;
         let request = pb::PauseRequest {
-            tenant: "bear".into(),
+            tenant: "owl".into(),
             days: 1,
             request_id: format!("pause-{seed}-{k}"),
         };
@@ -409,11 +411,61 @@ async fn pauser(seed: u64, channels: Vec<tonic::transport::Channel>, stop: Arc<A
     pauses
 }
 
+/// What the mail workload saw through the edge.
+#[derive(Debug, Default)]
+struct MailOutcome {
+    /// Subjects of the compliant server's messages that got 250.
+    accepted: Vec<String>,
+    /// Messages that got 4xx (no verdict in time: the sender retries).
+    deferred: usize,
+    /// Replies that broke enforcement: a compliant message refused for good, a blocked
+    /// server's message accepted, anything else unexpected.
+    wrong: Vec<String>,
+}
+
+/// Sessions through the edge until `stop`, alternating a compliant server and the blocked
+/// one: 250 or 4xx for the first, 550 5.7.230 or 4xx for the second, never otherwise.
+fn mail_workload(edge: std::net::SocketAddr, stop: Arc<AtomicBool>) -> MailOutcome {
+    let mut outcome = MailOutcome::default();
+    for n in 0.. {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let (server, build, subject) = if n % 2 == 0 {
+            (format!("exch{}.bear.local", n % 6), mail::COMPLIANT, format!("ok-{n}"))
+        } else {
+            (mail::BLOCKED.to_owned(), OUT_OF_DATE, format!("no-{n}"))
+        };
+        let reply = common::smtp::deliver(edge, &server, build, &subject);
+        match (n % 2, &reply[..reply.len().min(3)]) {
+            (0, "250") => outcome.accepted.push(subject),
+            (1, "550") if reply.starts_with("550 5.7.230") => {}
+            (_, code) if code.starts_with('4') => outcome.deferred += 1,
+            _ => outcome.wrong.push(format!("{server} ({subject}): {reply}")),
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    outcome
+}
+
 async fn run_schedule(seed: u64, size: u8) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut group = Group::found(size).await;
     let hosts = group.hosts();
     let channels: Vec<_> = futures::future::join_all(group.nodes.iter().map(Node::channel)).await;
+    // Pauses go to a tenant of their own: bear's blocked server must stay blocked.
+    let mut admin = group.nodes[0].admin().await;
+    admin.add_tenant(pb::AddTenantRequest { name: "owl".into() }).await.unwrap();
+    let long_ago = (chrono::Utc::now() - chrono::TimeDelta::days(120)).to_rfc3339();
+    let blocked = pb::ImportServerRequest {
+        tenant: "bear".into(),
+        server_fqdn: mail::BLOCKED.into(),
+        build: OUT_OF_DATE.into(),
+        first_seen: long_ago,
+    };
+    admin.import_server(blocked).await.unwrap();
+    let deciders: Vec<String> = group.nodes.iter().map(|n| n.grpc.to_string()).collect();
+    let mail = Mail::start(&mut group.net, 20, 21, &deciders);
 
     let acknowledged: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -421,6 +473,10 @@ async fn run_schedule(seed: u64, size: u8) {
         .map(|writer| tokio::spawn(import_writer(writer, seed, channels.clone(), acknowledged.clone(), stop.clone())))
         .collect();
     let pauser = tokio::spawn(pauser(seed, channels.clone(), stop.clone()));
+    let mailer = std::thread::spawn({
+        let (edge, stop) = (mail.edge, stop.clone());
+        move || mail_workload(edge, stop)
+    });
 
     // The nemesis: a few faults, one at a time.
     for _ in 0..5 {
@@ -439,6 +495,7 @@ async fn run_schedule(seed: u64, size: u8) {
         writer.await.unwrap();
     }
     let pauses = pauser.await.unwrap();
+    let sent = mailer.join().unwrap();
 
     // The checker: one state everywhere, and every acknowledged write in it as acknowledged.
     group.leader().await;
@@ -462,7 +519,7 @@ async fn run_schedule(seed: u64, size: u8) {
         let listed = node
             .admin()
             .await
-            .list_pauses(pb::ListPausesRequest { tenant: "bear".into() })
+            .list_pauses(pb::ListPausesRequest { tenant: "owl".into() })
             .await
             .unwrap_or_else(|e| panic!("seed {seed}: pauses on {}: {e}", node.name))
             .into_inner();
@@ -479,9 +536,28 @@ async fn run_schedule(seed: u64, size: u8) {
             node.name
         );
     }
+    assert!(
+        sent.wrong.is_empty(),
+        "seed {seed}: enforcement broken: {:#?}\n{}",
+        sent.wrong,
+        mail.edge_log()
+    );
+    let delivered = mail.delivered();
+    let subjects: Vec<&str> = delivered
+        .iter()
+        .filter_map(|m| m.lines().find_map(|l| l.strip_prefix("Subject: ")))
+        .collect();
+    let mut expected: Vec<&str> = sent.accepted.iter().map(String::as_str).collect();
+    let mut got = subjects.clone();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected, "seed {seed}: the sink holds exactly the messages that got 250");
     eprintln!(
-        "seed {seed}: {} acknowledged writes intact on every node; pause days {pauses:?} charged once each",
-        acknowledged.len()
+        "seed {seed}: {} acknowledged writes intact on every node; pause days {pauses:?} charged once each; \
+         mail: {} accepted and delivered once, {} deferred (4xx), every blocked message refused",
+        acknowledged.len(),
+        sent.accepted.len(),
+        sent.deferred
     );
 }
 

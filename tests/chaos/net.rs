@@ -381,3 +381,27 @@ impl Drop for Node {
         let _ = Command::new("umount").arg(&self.data_dir).status();
     }
 }
+
+/// A process other than a decider (an edge, smtp-sink) in a host's namespace, its stderr
+/// in `log`; killed when dropped.
+pub struct Hosted(Child);
+
+impl Drop for Hosted {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn in_namespace(namespace: &str, program: &str, args: &[&str], log: &Path) -> Hosted {
+    let log = std::fs::File::create(log).unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", namespace, program])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} in {namespace}: {e}"));
+    Hosted(child)
+}

@@ -5,17 +5,15 @@
 //! compliant build, 550 5.7.230 for a server past its deadline, nothing unanswered.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::common::smtp::{final_reply, swaks, wait_listening};
+use crate::common::smtp::deliver;
 use crate::delay::Latency;
+use crate::mail::{Mail, BLOCKED, COMPLIANT};
 use crate::{membership, Group};
 use ratchet_proto::v1 as pb;
 
-const COMPLIANT: &str = "15.2.2562.17";
 const OUT_OF_DATE: &str = "15.0.1497.48";
-const BLOCKED: &str = "old.bear.local";
 const LATENCY: Latency = Latency {
     one_way: Duration::from_millis(60),
     jitter: Duration::from_millis(10),
@@ -35,29 +33,6 @@ const SINK: u8 = 8;
 
 fn region(host: u8) -> u8 {
     REGION[host as usize - 1]
-}
-
-/// A process in a host's namespace, killed when dropped.
-struct Hosted(Child);
-
-impl Drop for Hosted {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn in_namespace(namespace: &str, program: &str, args: &[&str], log: &std::path::Path) -> Hosted {
-    let log = std::fs::File::create(log).unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", namespace, program])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program} in {namespace}: {e}"));
-    Hosted(child)
 }
 
 /// The last lines each decider logged (for a failure's message).
@@ -82,15 +57,16 @@ fn tails(group: &Group) -> String {
 
 /// Mail from `server` at `build` through the edge; the reply to the end of DATA.
 fn send(edge: SocketAddr, server: &str, build: &str) -> String {
-    final_reply(&swaks(edge, server, build, &[]))
+    deliver(edge, server, build, "regions")
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn five_deciders_in_three_regions_enforce_through_the_loss_of_any_region() {
     let mut group = Group::lay_out(6, FAR_CONFIG);
-    for host in [EDGE, SINK] {
-        group.net.add_host(host);
-    }
+    // The edge and sink first, so that their hosts exist for the delays.
+    let deciders: Vec<String> = [4usize, 0, 1, 2, 3].iter().map(|i| group.nodes[*i].grpc.to_string()).collect();
+    let mail = Mail::start(&mut group.net, EDGE, SINK, &deciders);
+    let edge = mail.edge;
     for from in 1..=8u8 {
         for to in (1..=6u8).filter(|to| region(*to) != region(from)) {
             group.net.delay(from, to, LATENCY);
@@ -121,47 +97,6 @@ async fn five_deciders_in_three_regions_enforce_through_the_loss_of_any_region()
         })
         .await
         .unwrap();
-
-    let logs = tempfile::tempdir().unwrap();
-    let edge_log = logs.path().join("edge.log");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let sink = SocketAddr::new(group.net.address(SINK).into(), 25);
-    let _sink = in_namespace(
-        &group.net.namespace(SINK),
-        "/usr/sbin/smtp-sink",
-        &[
-            "-u",
-            "nobody",
-            "-d",
-            &format!("{}/%H%M%S.", dir.path().display()),
-            &sink.to_string(),
-            "64",
-        ],
-        &logs.path().join("sink.log"),
-    );
-    // The edge asks the decider of its own region first.
-    let order = [4usize, 0, 1, 2, 3];
-    let deciders: Vec<String> = order.iter().map(|i| group.nodes[*i].grpc.to_string()).collect();
-    let edge = SocketAddr::new(group.net.address(EDGE).into(), 2525);
-    let _edge = in_namespace(
-        &group.net.namespace(EDGE),
-        env!("CARGO_BIN_EXE_ratchet"),
-        &[
-            "edge",
-            "--insecure",
-            "--listen",
-            &edge.to_string(),
-            "--deciders",
-            &deciders.join(","),
-            "--next-hop",
-            &sink.to_string(),
-            "--accepted-domains",
-            "*",
-        ],
-        &edge_log,
-    );
-    wait_listening(edge, "the edge in the far region");
 
     // First messages of servers never seen: each gets its verdict (250), not 451.
     for n in 0..5 {
@@ -214,10 +149,7 @@ async fn five_deciders_in_three_regions_enforce_through_the_loss_of_any_region()
     }
     group.leader().await;
     group.same_state().await;
-    let delivered: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
-        .collect();
+    let delivered = mail.delivered();
     let counted = |server: &str| delivered.iter().filter(|m| m.contains(&format!("from {server} "))).count();
     assert_eq!(counted(BLOCKED), 0, "a blocked server's message reached the sink");
     assert_eq!((0..5).map(|n| counted(&format!("new{n}.bear.local"))).sum::<usize>(), 5);

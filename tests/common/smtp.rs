@@ -187,6 +187,62 @@ pub fn exchange_received(server_fqdn: &str, build: &str) -> String {
     )
 }
 
+/// One SMTP session, plainly (no swaks: cheap enough for a workload), from an Exchange
+/// `server_fqdn` at `build`, with `subject`: returns the reply to the end of DATA, or the
+/// first reply that ended the session early, or why there was none.
+pub fn deliver(to: SocketAddr, server_fqdn: &str, build: &str, subject: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = match std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
+        Ok(stream) => stream,
+        Err(e) => return format!("(no connection: {e})"),
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut reply = || {
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return format!("{text}(connection closed)");
+            }
+            text.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return text.trim_end().to_owned();
+            }
+        }
+    };
+    let greeting = reply();
+    if !greeting.starts_with("220") {
+        return greeting;
+    }
+    let commands = [
+        format!("EHLO {server_fqdn}"),
+        "MAIL FROM:<admin@bear.example>".to_owned(),
+        "RCPT TO:<user@owl.example>".to_owned(),
+        "DATA".to_owned(),
+    ];
+    for command in commands {
+        if writer.write_all(format!("{command}\r\n").as_bytes()).is_err() {
+            return "(connection closed)".into();
+        }
+        let answer = reply();
+        if !(answer.starts_with("250") || answer.starts_with("354")) {
+            return answer;
+        }
+    }
+    let message = format!(
+        "{}\r\nFrom: admin@bear.example\r\nTo: user@owl.example\r\nSubject: {subject}\r\n\r\nbody\r\n.\r\n",
+        exchange_received(server_fqdn, build)
+    );
+    if writer.write_all(message.as_bytes()).is_err() {
+        return "(connection closed)".into();
+    }
+    let answer = reply();
+    let _ = writer.write_all(b"QUIT\r\n");
+    answer
+}
+
 /// Runs swaks against `server` with a message stamped by `server_fqdn` at `build`.
 pub fn swaks(server: SocketAddr, server_fqdn: &str, build: &str, extra: &[&str]) -> Output {
     Command::new("swaks")
