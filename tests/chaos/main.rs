@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cluster::decide_request;
+use futures::StreamExt;
 use mail::Mail;
 use net::{Net, Node};
 use rand::rngs::StdRng;
@@ -31,10 +32,12 @@ const OUT_OF_DATE: &str = "15.0.1497.48";
 /// "Freshness and time"); shorter than the default so that the suite runs fast.
 const MAX_STALENESS: Duration = Duration::from_millis(2000);
 
-/// Timeouts for deciders one network hop apart: elections in well under a second.
+/// Timeouts for deciders one network hop apart (elections in well under a second), and
+/// snapshots often, so that restarted and new members catch up by snapshot install.
 fn near_config() -> String {
     format!(
-        "heartbeat_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\ncounter_flush_ms = 500\nmax_staleness_ms = {}\n",
+        "heartbeat_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\ncounter_flush_ms = 500\nmax_staleness_ms = {}\n\
+         snapshot_every_entries = 200\nkeep_entries_after_snapshot = 50\n",
         MAX_STALENESS.as_millis()
     )
 }
@@ -503,15 +506,23 @@ async fn run_schedule(seed: u64, size: u8) {
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(!acknowledged.is_empty(), "seed {seed}: no write was acknowledged at all");
     for node in &group.nodes {
-        let mut decision = node.decision().await;
-        for (server, first_seen) in &acknowledged {
-            let reply = decision
-                .decide(decide_request("10.0.0.5", server, OUT_OF_DATE))
-                .await
+        let decision = node.decision().await;
+        let answers = futures::stream::iter(acknowledged.iter().map(|(server, first_seen)| {
+            let mut decision = decision.clone();
+            async move {
+                let reply = decision.decide(decide_request("10.0.0.5", server, OUT_OF_DATE)).await;
+                (server, *first_seen, reply)
+            }
+        }))
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+        for (server, first_seen, reply) in answers {
+            let reply = reply
                 .unwrap_or_else(|e| panic!("seed {seed}: {} on {server}: {e}", node.name))
                 .into_inner();
             assert_eq!(
-                reply.first_seen_unix_ms, *first_seen,
+                reply.first_seen_unix_ms, first_seen,
                 "seed {seed}: {} answers another first-seen for acknowledged {server}",
                 node.name
             );
@@ -607,31 +618,59 @@ async fn inflict(group: &mut Group, hosts: &[u8], fault: Fault, victim: usize, h
                 group.nodes[victim].start(None, &[]);
             }
         }
-        Fault::WipeAndReplace => {
-            // A new member (new id) at the same address, added as a learner, then promoted.
-            group.nodes[victim].start(None, &[]);
-            let (name, address) = (group.nodes[victim].name.clone(), group.nodes[victim].grpc.to_string());
-            let helper = (victim + 1) % group.nodes.len();
-            let joining = name.clone();
-            membership(
-                group,
-                helper,
-                |mut cluster, name| {
-                    let address = address.clone();
-                    async move { cluster.add_learner(pb::AddLearnerRequest { name, address }).await.map(|_| ()) }
-                },
-                &joining,
-            )
-            .await;
-            membership(
-                group,
-                helper,
-                |mut cluster, name| async move { cluster.promote(pb::PromoteRequest { name }).await.map(|_| ()) },
-                &name,
-            )
-            .await;
-        }
+        Fault::WipeAndReplace => rejoin(group, victim, rng.random_bool(0.5)).await,
     }
+}
+
+/// A new member (new id) at `victim`'s address, added as a learner (it catches up by a
+/// snapshot: the suite's groups snapshot every 200 entries), then promoted. With
+/// `crash_leader`, the leader is killed and restarted at once while the learner catches
+/// up, and again while the promotion is under way.
+async fn rejoin(group: &mut Group, victim: usize, crash_leader: bool) {
+    group.nodes[victim].start(None, &[]);
+    let (name, address) = (group.nodes[victim].name.clone(), group.nodes[victim].grpc.to_string());
+    let via = (victim + 1) % group.nodes.len();
+    let joining = name.clone();
+    membership(
+        group,
+        via,
+        |mut cluster, name| {
+            let address = address.clone();
+            async move { cluster.add_learner(pb::AddLearnerRequest { name, address }).await.map(|_| ()) }
+        },
+        &joining,
+    )
+    .await;
+    if crash_leader {
+        crash_leader_now(group, &format!("while {name} catches up")).await;
+    }
+    let promote = {
+        let mut cluster = group.nodes[via].cluster().await;
+        let name = name.clone();
+        tokio::spawn(async move { cluster.promote(pb::PromoteRequest { name }).await })
+    };
+    if crash_leader {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        crash_leader_now(group, &format!("while {name} is promoted")).await;
+    }
+    // The promotion may or may not have been made; promoting a voter again changes nothing.
+    let _ = promote.await;
+    membership(
+        group,
+        via,
+        |mut cluster, name| async move { cluster.promote(pb::PromoteRequest { name }).await.map(|_| ()) },
+        &name,
+    )
+    .await;
+}
+
+/// kill -9 of the leader (among the running nodes), restarted at once.
+async fn crash_leader_now(group: &mut Group, when: &str) {
+    let running: Vec<u8> = group.nodes.iter().filter(|n| n.is_running()).map(|n| n.host).collect();
+    let leader = group.leader_among(&running).await;
+    eprintln!("  {} (leader) killed and restarted {when}", group.nodes[leader].name);
+    group.nodes[leader].kill9();
+    group.nodes[leader].start(None, &[]);
 }
 
 /// A membership change through `group.nodes[via]`, retried (a change is refused while
