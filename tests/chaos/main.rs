@@ -414,6 +414,54 @@ async fn pauser(seed: u64, channels: Vec<tonic::transport::Channel>, stop: Arc<A
     pauses
 }
 
+/// Connectors added for tenant owl and the policy set again (the same rules, a new
+/// version), each through a node drawn at random and retried on others, until `stop`:
+/// entries that every node applies, and that reach the edge's connector watch, while the
+/// nemesis works. Returns how many of each were acknowledged.
+async fn admin_churn(seed: u64, channels: Vec<tonic::transport::Channel>, stop: Arc<AtomicBool>) -> (u32, u32) {
+    let mut pick = StdRng::seed_from_u64(seed ^ 0xad);
+    let (mut connectors, mut policies) = (0, 0);
+    let mut policy_toml = None;
+    for k in 0u32.. {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        for _ in 0..5 {
+            let mut admin = AdminClient::new(channels[pick.random_range(0..channels.len())].clone());
+            let within = Duration::from_secs(6);
+            let acknowledged = if k % 2 == 0 {
+                // 172.16.0.0/12 is no client's address here: bear's attribution is untouched.
+                let cidr = format!("172.{}.{}.0/24", 16 + (k / 256) % 16, k % 256);
+                let request = pb::AddConnectorRequest {
+                    tenant: "owl".into(),
+                    cidr,
+                    cert_name: String::new(),
+                };
+                matches!(tokio::time::timeout(within, admin.add_connector(request)).await, Ok(Ok(_)))
+            } else {
+                if policy_toml.is_none() {
+                    let got = tokio::time::timeout(within, admin.get_policy(pb::GetPolicyRequest {})).await;
+                    policy_toml = got.ok().and_then(Result::ok).map(|r| r.into_inner().policy_toml);
+                }
+                let Some(policy_toml) = policy_toml.clone() else { continue };
+                let request = pb::SetPolicyRequest { policy_toml };
+                matches!(tokio::time::timeout(within, admin.set_policy(request)).await, Ok(Ok(_)))
+            };
+            if acknowledged {
+                if k % 2 == 0 {
+                    connectors += 1;
+                } else {
+                    policies += 1;
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    (connectors, policies)
+}
+
 /// What the mail workload saw through the edge.
 #[derive(Debug, Default)]
 struct MailOutcome {
@@ -476,6 +524,7 @@ async fn run_schedule(seed: u64, size: u8) {
         .map(|writer| tokio::spawn(import_writer(writer, seed, channels.clone(), acknowledged.clone(), stop.clone())))
         .collect();
     let pauser = tokio::spawn(pauser(seed, channels.clone(), stop.clone()));
+    let churn = tokio::spawn(admin_churn(seed, channels.clone(), stop.clone()));
     let mailer = std::thread::spawn({
         let (edge, stop) = (mail.edge, stop.clone());
         move || mail_workload(edge, stop)
@@ -499,6 +548,7 @@ async fn run_schedule(seed: u64, size: u8) {
     }
     let pauses = pauser.await.unwrap();
     let sent = mailer.join().unwrap();
+    let (connectors, policies) = churn.await.unwrap();
 
     // The checker: one state everywhere, and every acknowledged write in it as acknowledged.
     group.leader().await;
@@ -565,7 +615,8 @@ async fn run_schedule(seed: u64, size: u8) {
     assert_eq!(got, expected, "seed {seed}: the sink holds exactly the messages that got 250");
     eprintln!(
         "seed {seed}: {} acknowledged writes intact on every node; pause days {pauses:?} charged once each; \
-         mail: {} accepted and delivered once, {} deferred (4xx), every blocked message refused",
+         mail: {} accepted and delivered once, {} deferred (4xx), every blocked message refused; \
+         {connectors} connectors added and {policies} policy versions set",
         acknowledged.len(),
         sent.accepted.len(),
         sent.deferred
