@@ -513,14 +513,7 @@ async fn state_survives_a_full_restart_and_a_lagging_node_catches_up_by_snapshot
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_node_joins_as_learner_and_is_promoted_with_ctl() {
     let mut cluster = Cluster::new(4, TEST_CONFIG);
-    let founders = cluster.nodes[..3]
-        .iter()
-        .map(|n| format!("{}={}", n.name, n.grpc))
-        .collect::<Vec<_>>()
-        .join(",");
-    for i in 0..3 {
-        cluster.nodes[i].start(Some(&founders), &[]);
-    }
+    cluster.found_first(3);
     cluster.nodes[3].start(None, &[]);
     let endpoint = cluster.nodes[1].grpc.to_string();
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -122,14 +122,7 @@ async fn first_seen_on(node: &DeciderProcess) -> BTreeMap<String, i64> {
 async fn learners_promotions_removals_and_a_lost_volume_under_writes_lose_nothing() {
     // d0-d2 found the group; d3 joins, d0 leaves, d1 loses its volume and d4 replaces it.
     let mut cluster = Cluster::new(5, TEST_CONFIG);
-    let founders = cluster.nodes[..3]
-        .iter()
-        .map(|n| format!("{}={}", n.name, n.grpc))
-        .collect::<Vec<_>>()
-        .join(",");
-    for i in 0..3 {
-        cluster.nodes[i].start(Some(&founders), &[]);
-    }
+    cluster.found_first(3);
     cluster.wait_for_leader(3).await;
     common::cluster::add_tenant(&mut cluster.nodes[2].admin().await, TENANT, "127.0.0.1/32").await;
 

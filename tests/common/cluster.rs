@@ -207,6 +207,19 @@ impl Cluster {
         }
     }
 
+    /// Starts the first `founders` nodes as the founding members (the rest are left to
+    /// join later as learners).
+    pub fn found_first(&mut self, founders: usize) {
+        let members = self.nodes[..founders]
+            .iter()
+            .map(|n| format!("{}={}", n.name, n.grpc))
+            .collect::<Vec<_>>()
+            .join(",");
+        for node in &mut self.nodes[..founders] {
+            node.start(Some(&members), &[]);
+        }
+    }
+
     /// Waits until every running node agrees on one leader among `voters` members.
     pub async fn wait_for_leader(&self, voters: usize) -> u64 {
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -41,6 +41,8 @@ use crate::sightings::SightingQueue;
 use crate::skew::SkewCheck;
 
 const FOUNDING_RETRY: Duration = Duration::from_millis(300);
+/// How long a stopping node lets Decide calls already answering finish.
+const IN_FLIGHT_DECIDES: Duration = Duration::from_millis(100);
 
 pub struct DeciderOptions {
     pub name: String,
@@ -213,9 +215,13 @@ impl Decider {
         outcome
     }
 
-    /// Hands leadership over if this node leads, commits what only this node holds, within
-    /// the write timeout, and stops Raft.
+    /// Stops answering (clients go to another node), hands leadership over if this node
+    /// leads, commits what only this node holds, within the write timeout, and stops Raft.
     async fn stop(&self) {
+        self.proposer.freshness.stop_answering();
+        // A Decide that was already past its freshness check counts its message without
+        // waiting on anything: this is ample time for it to finish before the final flush.
+        tokio::time::sleep(IN_FLIGHT_DECIDES).await;
         match crate::handover::hand_over(&self.proposer, self.proposer.write_timeout).await {
             Ok(to) => tracing::info!(to, "handed leadership over"),
             Err(reason) => tracing::info!(%reason, "stopping without a hand-over"),
