@@ -9,6 +9,8 @@ use crate::net::{in_namespace, Hosted, Net};
 pub const COMPLIANT: &str = "15.2.2562.17";
 /// A server of tenant bear past day 90: every message of it is refused.
 pub const BLOCKED: &str = "old.bear.local";
+/// Another server of bear past day 90, patched and unpatched in turn.
+pub const FLIPPING: &str = "flip.bear.local";
 
 pub struct Mail {
     /// Where the client sends: the edge's SMTP listener.

@@ -306,6 +306,8 @@ enum Fault {
     Minority,
     /// Hears nothing from its peers, but they hear it.
     Deafen,
+    /// A third of the packets between it and its peers lost, both ways.
+    Lossy,
     /// SIGSTOP, then SIGCONT.
     Pause,
     /// Its data directory's filesystem filled to the last byte, then freed (and the node
@@ -315,13 +317,14 @@ enum Fault {
     WipeAndReplace,
 }
 
-const FAULTS: [Fault; 9] = [
+const FAULTS: [Fault; 10] = [
     Fault::Kill,
     Fault::KillLeader,
     Fault::Terminate,
     Fault::Isolate,
     Fault::Minority,
     Fault::Deafen,
+    Fault::Lossy,
     Fault::Pause,
     Fault::DiskFull,
     Fault::WipeAndReplace,
@@ -474,24 +477,29 @@ struct MailOutcome {
     wrong: Vec<String>,
 }
 
-/// Sessions through the edge until `stop`, alternating a compliant server and the blocked
-/// one: 250 or 4xx for the first, 550 5.7.230 or 4xx for the second, never otherwise.
+/// Sessions through the edge until `stop`, in turn: a compliant server (250 or 4xx), the
+/// blocked server (550 5.7.230 or 4xx), and a server past day 90 that is patched and
+/// relapses over and over (`mail::FLIPPING`): patched it gets 250 or 4xx, unpatched 550
+/// 5.7.230 or 4xx, as a relapse inside the relapse window resumes its clock. Never
+/// otherwise.
 fn mail_workload(edge: std::net::SocketAddr, stop: Arc<AtomicBool>) -> MailOutcome {
     let mut outcome = MailOutcome::default();
     for n in 0.. {
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let (server, build, subject) = if n % 2 == 0 {
-            (format!("exch{}.bear.local", n % 6), mail::COMPLIANT, format!("ok-{n}"))
-        } else {
-            (mail::BLOCKED.to_owned(), OUT_OF_DATE, format!("no-{n}"))
+        let (server, build, subject) = match n % 4 {
+            0 => (format!("exch{}.bear.local", n % 6), mail::COMPLIANT, format!("ok-{n}")),
+            1 => (mail::BLOCKED.to_owned(), OUT_OF_DATE, format!("no-{n}")),
+            2 => (mail::FLIPPING.to_owned(), mail::COMPLIANT, format!("patched-{n}")),
+            _ => (mail::FLIPPING.to_owned(), OUT_OF_DATE, format!("relapsed-{n}")),
         };
         let reply = common::smtp::deliver(edge, &server, build, &subject);
-        match (n % 2, &reply[..reply.len().min(3)]) {
-            (0, "250") => outcome.accepted.push(subject),
-            (1, "550") if reply.starts_with("550 5.7.230") => {}
-            (_, code) if code.starts_with('4') => outcome.deferred += 1,
+        let accepted_expected = build == mail::COMPLIANT;
+        match &reply[..reply.len().min(3)] {
+            "250" if accepted_expected => outcome.accepted.push(subject),
+            "550" if !accepted_expected && reply.starts_with("550 5.7.230") => {}
+            code if code.starts_with('4') => outcome.deferred += 1,
             _ => outcome.wrong.push(format!("{server} ({subject}): {reply}")),
         }
         std::thread::sleep(Duration::from_millis(30));
@@ -514,7 +522,12 @@ async fn run_schedule(seed: u64, size: u8) {
         build: OUT_OF_DATE.into(),
         first_seen: long_ago,
     };
-    admin.import_server(blocked).await.unwrap();
+    admin.import_server(blocked.clone()).await.unwrap();
+    let flipping = pb::ImportServerRequest {
+        server_fqdn: mail::FLIPPING.into(),
+        ..blocked
+    };
+    admin.import_server(flipping).await.unwrap();
     let deciders: Vec<String> = group.nodes.iter().map(|n| n.grpc.to_string()).collect();
     let mail = Mail::start(&mut group.net, 20, 21, &deciders);
 
@@ -640,6 +653,7 @@ async fn inflict(group: &mut Group, hosts: &[u8], fault: Fault, victim: usize, h
             }
         }
         Fault::Deafen => group.net.deafen(host, hosts),
+        Fault::Lossy => group.net.lossy(host, hosts, 0.33),
         Fault::Pause => group.nodes[victim].signal("STOP"),
         Fault::DiskFull => group.nodes[victim].fill_disk(),
         Fault::WipeAndReplace => {
@@ -659,7 +673,7 @@ async fn inflict(group: &mut Group, hosts: &[u8], fault: Fault, victim: usize, h
     tokio::time::sleep(hold).await;
     match fault {
         Fault::Kill | Fault::KillLeader | Fault::Terminate => group.nodes[victim].start(None, &[]),
-        Fault::Isolate | Fault::Deafen => group.net.heal(host),
+        Fault::Isolate | Fault::Deafen | Fault::Lossy => group.net.heal(host),
         Fault::Minority => hosts.iter().for_each(|h| group.net.heal(*h)),
         Fault::Pause => group.nodes[victim].signal("CONT"),
         Fault::DiskFull => {

@@ -178,7 +178,38 @@ impl Net {
         }
     }
 
-    /// Removes every rule `isolate` or `deafen` added on `host`.
+    /// Drops a share (0 to 1) of the packets between `host` and the other hosts of `peers`,
+    /// at random, both ways: a lossy link, which TCP carries on over, slowly.
+    pub fn lossy(&self, host: u8, peers: &[u8], share: f64) {
+        let namespace = self.namespace(host);
+        let share = share.to_string();
+        for peer in peers.iter().filter(|p| **p != host) {
+            let peer = self.address(*peer).to_string();
+            for (chain, side) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
+                run(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &namespace,
+                    "iptables",
+                    "-A",
+                    chain,
+                    side,
+                    &peer,
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &share,
+                    "-j",
+                    "DROP",
+                ]);
+            }
+        }
+    }
+
+    /// Removes every rule `isolate`, `deafen` or `lossy` added on `host`.
     pub fn heal(&self, host: u8) {
         let namespace = self.namespace(host);
         run(&["ip", "netns", "exec", &namespace, "iptables", "-F"]);
