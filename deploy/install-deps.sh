@@ -43,8 +43,8 @@ set -euo pipefail
 
 profile="${1:-test}"
 dev_packages=(clang libclang-dev protobuf-compiler libprotobuf-dev swaks libnet-ssleay-perl)
-test_packages=(postfix jq chromium openssl curl iproute2 iptables debootstrap redis-server redis-tools etcd-server etcd-client prometheus)
-services=(postfix redis-server etcd prometheus)
+test_packages=(postfix haproxy jq chromium openssl curl iproute2 iptables debootstrap redis-server redis-tools etcd-server etcd-client prometheus)
+services=(postfix haproxy redis-server etcd prometheus)
 case "$profile" in
   dev) packages=("${dev_packages[@]}") ;;
   test) packages=("${dev_packages[@]}" "${test_packages[@]}") ;;

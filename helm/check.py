@@ -7,13 +7,15 @@
         rendered object against the Kubernetes schemas, and checks the chart's own
         invariants (a group that can found itself, a PDB that keeps a quorum, edges that
         drain, probes on the right paths, every ratchet process given its component's
-        certificate from a mounted Secret, or --insecure when TLS is off).
+        certificate from a mounted Secret, or --insecure when TLS is off, backups that
+        run one at a time onto a volume that outlives the release).
         Then, over everything rendered:
           alerts   promtool check rules on the PrometheusRule, and promtool test rules with
                    ratchet/ci/prometheus-rules-test.yaml
           upgrade  the fields Kubernetes cannot change in place (StatefulSet selector,
                    serviceName, volumeClaimTemplates, podManagementPolicy; Deployment
-                   selector; Service clusterIP) against ratchet/ci/immutable-fields.json
+                   selector; Service clusterIP; PersistentVolumeClaim accessModes and
+                   storageClassName) against ratchet/ci/immutable-fields.json
           checkov  checkov's Kubernetes checks; the findings accepted on purpose are listed
                    in ratchet/ci/checkov-skips.yaml and explained in ratchet/README.md
         Prints a summary and exits non-zero on any failure.
@@ -25,12 +27,13 @@
 
     python3 helm/check.py pods [--values FILE]... [--set KEY=VALUE]... [--release NAME]
                                [--namespace NS] [--cluster-domain DOMAIN]
-        Prints, as JSON, the decider pods that the rendered StatefulSet makes and one pod
-        of the edge Deployment: every (init) container's image, command, args, env and
-        security context as Kubernetes resolves them (downward API fields, $(VAR)
-        expansion) and the pod's volumes (ConfigMap contents included).
-        tests/helm_rendered.rs starts real deciders from this; tests/image.rs runs deciders
-        and an edge in Docker from it.
+        Prints, as JSON, the decider pods that the rendered StatefulSet makes: for each
+        ordinal, every (init) container's image, command, args, env and security context as
+        Kubernetes resolves them (downward API fields, $(VAR) expansion) and its volumes
+        (ConfigMap contents included); the address of the deciders' client Service; one pod
+        of the edge Deployment and, with backup.enabled, the backup CronJob's pod the same
+        way. tests/helm_rendered.rs starts real deciders from this, and runs the backup pod
+        against them; tests/image.rs runs the deciders and an edge in Docker from it.
 
 Helm runs in-process through the PyPI package helm-python-sdk, which bundles Helm's Go
 SDK; schemas come from kubernetes-validate. Both install with pip; promtool comes from
@@ -92,6 +95,8 @@ IMMUTABLE_FIELDS = {
     "Deployment": ["spec.selector"],
     # A headless Service cannot become a ClusterIP one, nor the reverse.
     "Service": ["spec.clusterIP"],
+    # The backup volume the chart makes (its size may grow, nothing else may change).
+    "PersistentVolumeClaim": ["spec.accessModes", "spec.storageClassName"],
 }
 IMMUTABLE_FILE = CHART / "ci" / "immutable-fields.json"
 
@@ -382,7 +387,7 @@ def check_invariants(release: Release, values: dict[str, Any], objects, findings
 # Transport security (tls.* in values.yaml): the role each component's certificate must
 # carry, the file each flag names in a mounted Secret, and what a cert-manager Certificate
 # may say (cert-manager.io/v1 spec fields; its CRD is not validated, see CRD_KINDS).
-TLS_ROLES = {"decider": "peer", "edge": "edge", "policy": "admin", "test": "viewer"}
+TLS_ROLES = {"decider": "peer", "edge": "edge", "policy": "admin", "test": "viewer", "backup": "admin"}
 TLS_FILES = {"--cert": "tls.crt", "--key": "tls.key", "--ca": "ca.crt"}
 CERTIFICATE_SPEC_FIELDS = {
     "secretName", "secretTemplate", "commonName", "literalSubject", "subject", "duration", "renewBefore",
@@ -457,7 +462,7 @@ def bare_ctl_calls(script: str) -> list[str]:
 
 
 def check_tls(release: Release, values: dict[str, Any], objects, notes: str, findings: Findings) -> None:
-    """tls.enabled: every container of the decider, edge, hook Job and test pods gives its
+    """tls.enabled: every container of the decider, edge, hook Job, backup and test pods gives its
     ratchet process the component's certificate: --cert, --key and --ca (in its args, or as
     RATCHET_CERT, RATCHET_KEY and RATCHET_CA, which ratchet reads, for the containers whose
     scripts run `ratchet ctl`) naming tls.crt,
@@ -475,6 +480,8 @@ def check_tls(release: Release, values: dict[str, Any], objects, notes: str, fin
     for kind, component in [("StatefulSet", "decider"), ("Deployment", "edge"), ("Job", "policy")]:
         for workload in find(objects, kind, component):
             pods.append((component, f"{kind}/{workload['metadata']['name']}", workload["spec"]["template"]["spec"]))
+    for cronjob in find(objects, "CronJob", "backup"):
+        pods.append(("backup", f"CronJob/{cronjob['metadata']['name']}", backup_pod(cronjob)))
     for pod in find(objects, "Pod", "test"):
         pods.append(("test", f"Pod/{pod['metadata']['name']}", pod["spec"]))
     findings.require(any(c == "decider" for c, _, _ in pods), "tls: no decider pods to check")
@@ -596,6 +603,53 @@ def check_tls(release: Release, values: dict[str, Any], objects, notes: str, fin
 
     if not enabled:
         findings.require("WARNING: tls.enabled is false" in notes, "tls off: NOTES.txt does not warn about plaintext")
+
+
+def backup_pod(cronjob: dict[str, Any]) -> dict[str, Any]:
+    """The pod spec that each run of a CronJob gets."""
+    return cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def check_backup(values: dict[str, Any], objects, findings: Findings) -> None:
+    """backup.enabled: one CronJob whose runs never overlap, writing to BACKUP_DIR on a
+    claim that outlives the release (backup.persistence.existingClaim, or one the chart
+    makes with helm.sh/resource-policy keep), keeping at least one snapshot, its pod
+    hardened exactly like the deciders'. Disabled: no CronJob and no backup claim."""
+    backup = values.get("backup", {}) or {}
+    cronjobs = find(objects, "CronJob", "backup")
+    claims = {c["metadata"]["name"]: c for c in find(objects, "PersistentVolumeClaim", "backup")}
+    if not backup.get("enabled", False):
+        findings.require(not cronjobs and not claims, "backup: rendered although backup.enabled is false")
+        return
+    findings.require(len(cronjobs) == 1, f"backup: expected one CronJob, found {len(cronjobs)}")
+    if not cronjobs:
+        return
+    spec = cronjobs[0]["spec"]
+    findings.require(spec.get("concurrencyPolicy") == "Forbid", "backup: concurrencyPolicy must be Forbid (runs share the files)")
+    pod = backup_pod(cronjobs[0])
+    main = container(pod, "backup")
+    env = {e["name"]: e.get("value") for e in main.get("env", []) or []}
+    findings.require(int(env.get("KEEP") or 0) >= 1, f"backup: KEEP {env.get('KEEP')!r} would delete every snapshot")
+    mount = next((m for m in main.get("volumeMounts", []) if m["mountPath"] == env.get("BACKUP_DIR")), None)
+    volume = next((v for v in pod.get("volumes", []) if mount and v["name"] == mount["name"]), {})
+    claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+    existing = (backup.get("persistence", {}) or {}).get("existingClaim")
+    if existing:
+        findings.require(claim == existing, f"backup: BACKUP_DIR is on {claim!r}, not the existing claim {existing!r}")
+        findings.require(not claims, f"backup: claims {sorted(claims)} rendered although existingClaim is set")
+    else:
+        findings.require(claim in claims, f"backup: BACKUP_DIR {env.get('BACKUP_DIR')!r} is on {claim!r}, not a claim the chart makes")
+        kept = claims.get(claim, {}).get("metadata", {}).get("annotations", {}).get("helm.sh/resource-policy")
+        findings.require(kept == "keep", f"backup: claim {claim} lacks helm.sh/resource-policy: keep (helm uninstall would delete the backups)")
+    statefulsets = find(objects, "StatefulSet", "decider")
+    if statefulsets:
+        decider_pod = statefulsets[0]["spec"]["template"]["spec"]
+        findings.require(pod.get("securityContext") == decider_pod.get("securityContext"), "backup: pod securityContext differs from the deciders'")
+        findings.require(
+            main.get("securityContext") == container(decider_pod, "decider").get("securityContext"),
+            "backup: container securityContext differs from the deciders'",
+        )
+    findings.require(pod.get("automountServiceAccountToken") is False, "backup: the pod must not mount a service account token")
 
 
 def _toml_value(text: str, key: str) -> str | None:
@@ -919,6 +973,7 @@ def check_all() -> int:
                 tls_verdict = tls_mode(values)
                 notes_text = next((text for path, text in texts.items() if path.endswith("/NOTES.txt")), "")
                 check_tls(release, values, objects, notes_text, findings)
+                check_backup(values, objects, findings)
             except helm.HelmError as error:
                 findings.fail(f"{type(error).__name__}: {error}")
             except (KeyError, StopIteration, ValueError) as error:
@@ -1045,19 +1100,10 @@ def resolve_container(spec: dict[str, Any], pod: dict[str, Any], config_maps: di
     }
 
 
-def resolve_pod(name: str, template: dict[str, Any], claims: set[str], namespace: str, config_maps) -> dict[str, Any]:
-    """One pod of a workload's template: its containers resolved and its volumes laid out."""
-    pod = {
-        "name": name,
-        "namespace": namespace,
-        "serviceAccountName": template["spec"].get("serviceAccountName", "default"),
-        "labels": template["metadata"].get("labels", {}),
-        "annotations": template["metadata"].get("annotations", {}),
-    }
-    volumes = {}
-    for claim in claims:
-        volumes[claim] = {"persistentVolumeClaim": {"claimName": f"{claim}-{name}"}}
-    for volume in template["spec"].get("volumes", []):
+def resolve_volumes(spec: dict[str, Any], config_maps: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A pod spec's volumes: ConfigMaps with their files, Secrets, claims and emptyDirs by name."""
+    volumes: dict[str, Any] = {}
+    for volume in spec.get("volumes", []):
         if "configMap" in volume:
             data = config_maps[volume["configMap"]["name"]].get("data", {})
             items = volume["configMap"].get("items")
@@ -1067,17 +1113,11 @@ def resolve_pod(name: str, template: dict[str, Any], claims: set[str], namespace
             volumes[volume["name"]] = {"emptyDir": {}}
         elif "secret" in volume:
             volumes[volume["name"]] = {"secret": {"secretName": volume["secret"]["secretName"]}}
+        elif "persistentVolumeClaim" in volume:
+            volumes[volume["name"]] = {"persistentVolumeClaim": {"claimName": volume["persistentVolumeClaim"]["claimName"]}}
         else:
             raise ValueError(f"volume {volume['name']}: kind not supported by check.py")
-    return {
-        "name": name,
-        "securityContext": template["spec"].get("securityContext", {}),
-        "terminationGracePeriodSeconds": template["spec"].get("terminationGracePeriodSeconds", 30),
-        # Run to completion, in order, before the containers start.
-        "initContainers": [resolve_container(c, pod, config_maps) for c in template["spec"].get("initContainers", [])],
-        "containers": [resolve_container(c, pod, config_maps) for c in template["spec"]["containers"]],
-        "volumes": volumes,
-    }
+    return volumes
 
 
 def pods(arguments: argparse.Namespace) -> int:
@@ -1092,21 +1132,84 @@ def pods(arguments: argparse.Namespace) -> int:
     result = []
     for ordinal in range(sts["spec"]["replicas"]):
         name = f"{sts['metadata']['name']}-{ordinal}"
-        # What the StatefulSet controller adds to each pod's labels.
-        labels = {"statefulset.kubernetes.io/pod-name": name, "apps.kubernetes.io/pod-index": str(ordinal)}
-        metadata = {**template["metadata"], "labels": {**template["metadata"].get("labels", {}), **labels}}
-        pod = resolve_pod(name, {**template, "metadata": metadata}, claims, arguments.namespace, config_maps)
-        # <hostname>.<subdomain>.<namespace>.svc.<cluster domain>: the DNS name the
-        # headless Service gives a StatefulSet pod.
-        pod["dns"] = f"{name}.{service}.{arguments.namespace}.svc.{arguments.cluster_domain}"
-        pod["ordinal"] = ordinal
-        result.append(pod)
+        pod = {
+            "name": name,
+            "namespace": arguments.namespace,
+            "serviceAccountName": template["spec"].get("serviceAccountName", "default"),
+            # What the StatefulSet controller adds to each pod's labels.
+            "labels": {
+                **template["metadata"].get("labels", {}),
+                "statefulset.kubernetes.io/pod-name": name,
+                "apps.kubernetes.io/pod-index": str(ordinal),
+            },
+            "annotations": template["metadata"].get("annotations", {}),
+        }
+        volumes = {claim: {"persistentVolumeClaim": {"claimName": f"{claim}-{name}"}} for claim in claims}
+        volumes.update(resolve_volumes(template["spec"], config_maps))
+        result.append(
+            {
+                "name": name,
+                "ordinal": ordinal,
+                # <hostname>.<subdomain>.<namespace>.svc.<cluster domain>: the DNS name the
+                # headless Service gives a StatefulSet pod.
+                "dns": f"{name}.{service}.{arguments.namespace}.svc.{arguments.cluster_domain}",
+                "securityContext": template["spec"].get("securityContext", {}),
+                "terminationGracePeriodSeconds": template["spec"].get("terminationGracePeriodSeconds", 30),
+                # Run to completion, in order, before the containers start.
+                "initContainers": [resolve_container(c, pod, config_maps) for c in template["spec"].get("initContainers", [])],
+                "containers": [resolve_container(c, pod, config_maps) for c in template["spec"]["containers"]],
+                "volumes": volumes,
+            }
+        )
+    # The client Service: the deciders' Service that is not the headless one.
+    client = next(s for s in find(objects, "Service", "decider") if s["spec"].get("clusterIP") != "None")
+    backup = None
+    for cronjob in find(objects, "CronJob", "backup"):
+        spec = backup_pod(cronjob)
+        name = f"{cronjob['metadata']['name']}-manual"
+        pod = {
+            "name": name,
+            "namespace": arguments.namespace,
+            "serviceAccountName": spec.get("serviceAccountName", "default"),
+            "labels": cronjob["spec"]["jobTemplate"]["spec"]["template"]["metadata"].get("labels", {}),
+            "annotations": {},
+        }
+        backup = {
+            "name": name,
+            "containers": [resolve_container(c, pod, config_maps) for c in spec["containers"]],
+            "volumes": resolve_volumes(spec, config_maps),
+        }
     # A Deployment's pods are alike: one stands for them all (none with edge.enabled false).
     edge = None
     for deployment in find(objects, "Deployment", "edge"):
+        spec = deployment["spec"]["template"]["spec"]
         name = f"{deployment['metadata']['name']}-0"
-        edge = resolve_pod(name, deployment["spec"]["template"], set(), arguments.namespace, config_maps)
-    json.dump({"statefulset": sts["metadata"]["name"], "serviceName": service, "pods": result, "edge": edge}, sys.stdout, indent=2)
+        pod = {
+            "name": name,
+            "namespace": arguments.namespace,
+            "serviceAccountName": spec.get("serviceAccountName", "default"),
+            "labels": deployment["spec"]["template"]["metadata"].get("labels", {}),
+            "annotations": deployment["spec"]["template"]["metadata"].get("annotations", {}),
+        }
+        edge = {
+            "name": name,
+            "securityContext": spec.get("securityContext", {}),
+            "initContainers": [resolve_container(c, pod, config_maps) for c in spec.get("initContainers", [])],
+            "containers": [resolve_container(c, pod, config_maps) for c in spec["containers"]],
+            "volumes": resolve_volumes(spec, config_maps),
+        }
+    json.dump(
+        {
+            "statefulset": sts["metadata"]["name"],
+            "serviceName": service,
+            "clientService": f"{client['metadata']['name']}.{arguments.namespace}.svc.{arguments.cluster_domain}",
+            "pods": result,
+            "edge": edge,
+            "backup": backup,
+        },
+        sys.stdout,
+        indent=2,
+    )
     print()
     return 0
 
@@ -1114,7 +1217,7 @@ def pods(arguments: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command")
-    pods_parser = commands.add_parser("pods", help="print the rendered decider pods and an edge pod as JSON")
+    pods_parser = commands.add_parser("pods", help="print the rendered decider, edge (and backup) pods as JSON")
     pods_parser.add_argument("--values", action="append", default=[], help="a values file (repeatable)")
     pods_parser.add_argument("--set", action="append", default=[], help="KEY=VALUE as helm --set (repeatable)")
     pods_parser.add_argument("--release", default="ratchet")

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::cluster::{add_tenant, decide_request, report, Cluster, TEST_CONFIG};
+use common::metrics::{scrape, total};
 use ratchet_proto::v1 as pb;
 use serde_json::Value;
 
@@ -465,6 +466,15 @@ async fn state_survives_a_full_restart_and_a_lagging_node_catches_up_by_snapshot
         "d2 should catch up through a snapshot:\n{}",
         cluster.nodes[2].log()
     );
+    // Its metrics say so, with the size of the snapshot file it now keeps.
+    let metrics = scrape(cluster.nodes[2].http);
+    assert!(total(&metrics, "ratchet_raft_snapshots_installed_total", &[]) >= 1.0);
+    let installed = total(&metrics, "ratchet_raft_snapshot_size_bytes", &[("kind", "installed")]);
+    assert_eq!(
+        cluster.nodes[2].snapshot_file_sizes(),
+        [installed as u64],
+        "installed snapshot of {installed} bytes"
+    );
     let tenants = cluster.nodes[2]
         .admin()
         .await
@@ -503,14 +513,7 @@ async fn state_survives_a_full_restart_and_a_lagging_node_catches_up_by_snapshot
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_node_joins_as_learner_and_is_promoted_with_ctl() {
     let mut cluster = Cluster::new(4, TEST_CONFIG);
-    let founders = cluster.nodes[..3]
-        .iter()
-        .map(|n| format!("{}={}", n.name, n.grpc))
-        .collect::<Vec<_>>()
-        .join(",");
-    for i in 0..3 {
-        cluster.nodes[i].start(Some(&founders), &[]);
-    }
+    cluster.found_first(3);
     cluster.nodes[3].start(None, &[]);
     let endpoint = cluster.nodes[1].grpc.to_string();
     let deadline = Instant::now() + Duration::from_secs(30);

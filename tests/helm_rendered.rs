@@ -14,6 +14,11 @@
 //! Secret; the test makes those Secrets' files with the real `ratchet certs` (one CA, one
 //! certificate per component with the role the chart's README gives it), and its own
 //! `ratchet ctl` calls present an admin certificate from the same CA.
+//!
+//! With `backup.enabled` the backup CronJob's pod is laid out the same way (its claim a
+//! directory, the deciders' client Service one of the pods): the test runs it against the
+//! deciders as the CronJob would, and restores its snapshot into a new release's
+//! StatefulSet as the chart's README says.
 
 mod common;
 
@@ -21,16 +26,17 @@ use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, NaiveDateTime, Utc};
 use common::chart::{self, Ca};
 use common::cluster::free_port;
 use serde_json::Value;
 use tempfile::TempDir;
 
 const GRPC_PORT: u16 = 7001;
-/// The release every rendering uses; with no fullnameOverride it is also the chart's fullname.
+/// The release most renderings use; with no fullnameOverride it is also the chart's fullname.
 const RELEASE: &str = "ratchet";
 
 /// One container of a pod, with addresses and paths already moved to this machine.
@@ -89,6 +95,19 @@ impl Container {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits for the running container to exit, and returns how it did.
+    fn wait_for_exit(&mut self, pod: &str, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{pod}/{} did not finish\n{}", self.name, self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Pod {
@@ -110,30 +129,15 @@ impl Pod {
 
     /// Waits for a running init container to exit, which it must do successfully.
     fn wait_for_init(&mut self, index: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let container = &mut self.init_containers[index];
-            let exited = container.child.as_mut().unwrap().try_wait().unwrap();
-            if let Some(status) = exited {
-                container.child = None;
-                assert!(
-                    status.success(),
-                    "{}/{} failed ({status})\n{}",
-                    self.name,
-                    container.name,
-                    container.log()
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}/{} did not finish\n{}",
-                self.name,
-                container.name,
-                container.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let container = &mut self.init_containers[index];
+        let status = container.wait_for_exit(&self.name, timeout);
+        assert!(
+            status.success(),
+            "{}/{} failed ({status})\n{}",
+            self.name,
+            container.name,
+            container.log()
+        );
     }
 
     /// Kills every container at once, as a node failure or `kubectl delete pod --force` would.
@@ -207,14 +211,20 @@ impl Drop for Pod {
 
 struct Layout {
     pods: Vec<Pod>,
+    /// The backup CronJob's container, with `backup.enabled`.
+    backup: Option<Container>,
     _dir: TempDir,
 }
 
 impl Layout {
-    /// Renders the chart with the CI default values plus `sets` (helm --set) and lays out
-    /// its decider pods on loopback, without starting them.
+    /// Renders the chart as release RELEASE with the CI default values plus `sets` (helm
+    /// --set) and lays out its pods on loopback, without starting them.
     fn render(sets: &[&str]) -> Layout {
-        let rendered = chart::render(RELEASE, sets);
+        Layout::render_release(RELEASE, sets)
+    }
+
+    fn render_release(release: &str, sets: &[&str]) -> Layout {
+        let rendered = chart::render(release, sets);
         let dir = tempfile::tempdir().unwrap();
         let mut ca = Ca::new(dir.path().join("ca"));
         let rendered_pods = rendered["pods"].as_array().unwrap();
@@ -232,16 +242,17 @@ impl Layout {
                 ports
             })
             .collect();
-        // Other pods are reached at <dns name>:<port>.
+        // Other pods are reached at <dns name>:<port>, and the client Service at the first pod.
         let mut remote = BTreeMap::new();
         for (pod, ports) in rendered_pods.iter().zip(&ports) {
             for (port, address) in ports {
                 remote.insert(format!("{}:{port}", pod["dns"].as_str().unwrap()), address.clone());
             }
         }
+        for (port, address) in &ports[0] {
+            remote.insert(format!("{}:{port}", rendered["clientService"].as_str().unwrap()), address.clone());
+        }
 
-        let bin_dir = Path::new(env!("CARGO_BIN_EXE_ratchet")).parent().unwrap();
-        let path = format!("{}:/usr/local/bin:/usr/bin:/bin", bin_dir.display());
         let mut pods = Vec::new();
         for (pod, ports) in rendered_pods.iter().zip(&ports) {
             let name = pod["name"].as_str().unwrap().to_owned();
@@ -253,66 +264,18 @@ impl Layout {
                     addresses.insert(format!("{host}:{port}"), address.clone());
                 }
             }
-            let volumes = chart::lay_out_volumes(&root, &pod["volumes"], &mut ca, RELEASE);
+            let volumes = chart::lay_out_volumes(&root, &pod["volumes"], &mut ca, release);
             let mut containers = Vec::new();
             let mut init_containers = Vec::new();
+            for container in pod["initContainers"].as_array().unwrap() {
+                init_containers.push(lay_out_container(container, &volumes, &addresses, &root, &name));
+            }
             let mut rendered_args = Vec::new();
-            let all = pod["initContainers"].as_array().unwrap().iter().map(|c| (true, c));
-            for (init, container) in all.chain(pod["containers"].as_array().unwrap().iter().map(|c| (false, c))) {
-                let container_name = container["name"].as_str().unwrap();
-                let mounts: Vec<(String, PathBuf)> = container["volumeMounts"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|m| {
-                        (
-                            m["mountPath"].as_str().unwrap().to_owned(),
-                            volumes[m["name"].as_str().unwrap()].clone(),
-                        )
-                    })
-                    .collect();
-                let localize = |text: &str| relocate(&readdress(text, &addresses), &mounts);
-                let strings =
-                    |value: &Value| -> Vec<String> { value.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect() };
-                let mut command = strings(&container["command"]);
-                let args = strings(&container["args"]);
-                if container_name == "decider" {
-                    rendered_args = args.clone();
+            for container in pod["containers"].as_array().unwrap() {
+                if container["name"] == "decider" {
+                    rendered_args = strings(&container["args"]);
                 }
-                if command.len() >= 2 && command[0].ends_with("/tini") && command[1] == "--" {
-                    command.drain(..2);
-                }
-                // No command: the image's entrypoint, `tini -- ratchet`.
-                if command.is_empty() {
-                    command.push("ratchet".to_owned());
-                }
-                let mut env: Vec<(String, String)> = container["env"]
-                    .as_object()
-                    .unwrap()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), localize(v.as_str().unwrap())))
-                    .collect();
-                env.push(("PATH".to_owned(), path.clone()));
-                let mut argv: Vec<String> = command.iter().chain(&args).map(|a| localize(a)).collect();
-                for argument in argv.iter().chain(env.iter().map(|(_, v)| v)) {
-                    assert!(
-                        !argument.contains(".svc."),
-                        "{name}/{container_name}: a cluster address was left unmapped in {argument:?}"
-                    );
-                }
-                let container = Container {
-                    name: container_name.to_owned(),
-                    program: argv.remove(0),
-                    args: argv,
-                    env,
-                    log: root.join(format!("{container_name}.log")),
-                    child: None,
-                };
-                if init {
-                    init_containers.push(container);
-                } else {
-                    containers.push(container);
-                }
+                containers.push(lay_out_container(container, &volumes, &addresses, &root, &name));
             }
             pods.push(Pod {
                 grpc: ports[&u64::from(GRPC_PORT)].clone(),
@@ -332,7 +295,16 @@ impl Layout {
                 pod.ctl_env = ctl_env.clone();
             }
         }
-        Layout { pods, _dir: dir }
+        let backup = rendered["backup"].as_object().map(|pod| {
+            let name = pod["name"].as_str().unwrap();
+            let root = dir.path().join(name);
+            let volumes = chart::lay_out_volumes(&root, &pod["volumes"], &mut ca, release);
+            let [container] = pod["containers"].as_array().unwrap().as_slice() else {
+                panic!("the backup pod has one container: {pod:?}");
+            };
+            lay_out_container(container, &volumes, &remote, &root, name)
+        });
+        Layout { pods, backup, _dir: dir }
     }
 
     fn logs(&self) -> String {
@@ -369,6 +341,66 @@ impl Layout {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// One rendered container as a process of this machine: its addresses mapped by
+/// `addresses`, its mount paths moved to `volumes`' directories, `tini --` left out, and
+/// the ratchet binary under test first on its PATH.
+fn lay_out_container(
+    container: &Value,
+    volumes: &BTreeMap<String, PathBuf>,
+    addresses: &BTreeMap<String, String>,
+    root: &Path,
+    pod: &str,
+) -> Container {
+    let name = container["name"].as_str().unwrap();
+    let mounts: Vec<(String, PathBuf)> = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["mountPath"].as_str().unwrap().to_owned(),
+                volumes[m["name"].as_str().unwrap()].clone(),
+            )
+        })
+        .collect();
+    let localize = |text: &str| relocate(&readdress(text, addresses), &mounts);
+    let mut command = strings(&container["command"]);
+    if command.len() >= 2 && command[0].ends_with("/tini") && command[1] == "--" {
+        command.drain(..2);
+    }
+    // No command: the image's entrypoint, `tini -- ratchet`.
+    if command.is_empty() {
+        command.push("ratchet".to_owned());
+    }
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_ratchet")).parent().unwrap();
+    let mut env: Vec<(String, String)> = container["env"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), localize(v.as_str().unwrap())))
+        .collect();
+    env.push(("PATH".to_owned(), format!("{}:/usr/local/bin:/usr/bin:/bin", bin_dir.display())));
+    let mut argv: Vec<String> = command.iter().chain(&strings(&container["args"])).map(|a| localize(a)).collect();
+    for argument in argv.iter().chain(env.iter().map(|(_, v)| v)) {
+        assert!(
+            !argument.contains(".svc."),
+            "{pod}/{name}: a cluster address was left unmapped in {argument:?}"
+        );
+    }
+    Container {
+        name: name.to_owned(),
+        program: argv.remove(0),
+        args: argv,
+        env,
+        log: root.join(format!("{name}.log")),
+        child: None,
+    }
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect()
 }
 
 /// Replaces every host:port in `text` that `addresses` knows; addresses sit between
@@ -641,4 +673,147 @@ fn a_pod_whose_volume_is_lost_comes_back_as_a_new_member_once_the_old_one_is_rem
         assert_eq!(members["ratchet-decider-0"], ids["ratchet-decider-0"]);
         assert_eq!(members["ratchet-decider-2"], ids["ratchet-decider-2"]);
     }
+}
+
+/// This release's snapshots in a backup directory, oldest first.
+fn snapshots(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with(&format!("{RELEASE}-")) && name.ends_with(".snap") && snapshot_time(name).is_some())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The UTC time in a snapshot's name, RELEASE-YYYYMMDDTHHMMSSZ.snap.
+fn snapshot_time(name: &str) -> Option<DateTime<Utc>> {
+    let stamp = name.strip_prefix(&format!("{RELEASE}-"))?.strip_suffix(".snap")?;
+    Some(NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").ok()?.and_utc())
+}
+
+#[test]
+fn the_rendered_backup_cronjob_saves_snapshots_that_restore_into_a_new_release() {
+    let mut layout = Layout::render(&["backup.enabled=true", "backup.keep=2"]);
+    for pod in &mut layout.pods {
+        pod.start();
+    }
+    layout.wait_for_group(3);
+    let added = layout.pods[0].ctl(&["tenant", "add", "bear"]);
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+
+    // What else is on the volume: a .part of a run killed long ago, another release's
+    // snapshot, an operator's copy. Only the first is this CronJob's to remove.
+    let mut backup = layout.backup.take().expect("backup.enabled renders the CronJob");
+    let dir = PathBuf::from(&backup.env.iter().find(|(k, _)| k == "BACKUP_DIR").unwrap().1);
+    let stale = dir.join(format!("{RELEASE}-20200101T000000Z.part"));
+    std::fs::write(&stale, "a run killed mid-save").unwrap();
+    let aged = Command::new("touch").args(["-d", "2 hours ago"]).arg(&stale).status().unwrap();
+    assert!(aged.success());
+    let others = ["other-20200101T000000Z.snap", "ratchet-manual-copy.snap"];
+    for other in others {
+        std::fs::write(dir.join(other), "not this CronJob's").unwrap();
+    }
+
+    // Three runs, as the CronJob makes them one after another (a second apart: the names
+    // have one-second resolution). Each saves a snapshot named with the time it ran.
+    let mut saved = Vec::new();
+    for _ in 0..3 {
+        let started = Utc::now() - chrono::TimeDelta::seconds(1);
+        backup.spawn("ratchet-backup");
+        let status = backup.wait_for_exit("ratchet-backup", Duration::from_secs(60));
+        assert!(
+            status.success(),
+            "the backup run failed ({status})\n{}\n{}",
+            backup.log(),
+            layout.logs()
+        );
+        let newest = snapshots(&dir).pop().expect("a snapshot was saved");
+        let at = snapshot_time(&newest).unwrap();
+        assert!(
+            started <= at && at <= Utc::now(),
+            "{newest} is named with the UTC time it was saved"
+        );
+        assert!(!saved.contains(&newest), "{newest} saved twice: {saved:?}");
+        saved.push(newest);
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let log = backup.log();
+    assert!(log.contains("checksum verified"), "{log}");
+
+    // The newest two are kept, the other files alone, the stale .part gone.
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    let mut expected = vec![saved[1].clone(), saved[2].clone(), others[0].to_owned(), others[1].to_owned()];
+    expected.sort();
+    assert_eq!(left, expected, "{log}");
+    assert!(log.contains(&format!("removed {} (keeping the newest 2)", saved[0])), "{log}");
+    assert!(log.contains("left over from a run that did not finish"), "{log}");
+
+    // The group is lost; the newest snapshot, copied out, restores into a new release:
+    // each founding member's volume seeded with `ratchet restore` and the --initial-cluster
+    // that the new StatefulSet renders, then the pods started as rendered.
+    let copied = tempfile::tempdir().unwrap();
+    let snapshot = copied.path().join(&saved[2]);
+    std::fs::copy(dir.join(&saved[2]), &snapshot).unwrap();
+    drop(layout);
+    let mut restored = Layout::render_release("ratchet-restored", &[]);
+    for pod in &restored.pods {
+        let decider = pod.containers.iter().find(|c| c.name == "decider").unwrap();
+        let printed = common::stdout_of([
+            "restore",
+            "--snapshot",
+            snapshot.to_str().unwrap(),
+            "--name",
+            &pod.name,
+            "--data-dir",
+            flag(&decider.args, "--data-dir"),
+            "--initial-cluster",
+            flag(&decider.args, "--initial-cluster"),
+        ]);
+        assert!(printed.contains("seeded from backup-"), "{printed}");
+    }
+    for pod in &mut restored.pods {
+        pod.start();
+        assert!(
+            pod.log_of("check-identity").contains("holds this node's identity"),
+            "{}",
+            pod.logs()
+        );
+    }
+    restored.wait_for_group(3);
+
+    // Every node holds the same state, at the same index: the backup's.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let digests: Vec<(u64, String)> = restored
+            .pods
+            .iter()
+            .map(|pod| {
+                let status = pod.status().expect("a restored node answers");
+                (
+                    status["digest_index"].as_u64().unwrap(),
+                    status["state_digest"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        if !digests[0].1.is_empty() && digests.windows(2).all(|w| w[0] == w[1]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restored nodes disagree: {digests:?}\n{}",
+            restored.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let tenants = restored.pods[2].ctl(&["tenant", "list"]);
+    assert!(
+        String::from_utf8_lossy(&tenants.stdout).contains("bear"),
+        "{}",
+        String::from_utf8_lossy(&tenants.stderr)
+    );
 }

@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::cluster::{add_tenant, Cluster, TEST_CONFIG};
-use common::otlp::{http_get, wait_http_ok, Collector, ReceivedSpan};
+use common::metrics::{scrape, total, Samples};
+use common::otlp::{http_get, Collector, ReceivedSpan};
 use common::smtp::{final_reply, swaks, EdgeProcess, SmtpSink};
 
 const OUT_OF_DATE: &str = "15.0.1497.48";
@@ -139,83 +139,10 @@ fn describe(spans: &[ReceivedSpan]) -> String {
         .join("\n")
 }
 
-/// Parses Prometheus/OpenMetrics text strictly: every line is a comment of a known kind
-/// or a sample `name{label="value",...} number`; the samples, keyed by name and labels.
-fn parse_metrics(text: &str) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
-    let is_name = |n: &str| {
-        !n.is_empty()
-            && n.chars()
-                .enumerate()
-                .all(|(i, c)| c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit()))
-    };
-    let mut samples = BTreeMap::new();
-    for line in text.lines() {
-        if line == "# EOF" {
-            continue;
-        }
-        if let Some(comment) = line.strip_prefix("# ") {
-            let mut words = comment.splitn(3, ' ');
-            let kind = words.next().unwrap();
-            assert!(matches!(kind, "HELP" | "TYPE" | "UNIT"), "unknown comment: {line}");
-            assert!(is_name(words.next().unwrap_or("")), "bad metric name: {line}");
-            if kind == "TYPE" {
-                let ty = words.next().unwrap_or("");
-                assert!(
-                    matches!(
-                        ty,
-                        "counter" | "gauge" | "histogram" | "summary" | "unknown" | "info" | "stateset" | "gaugehistogram"
-                    ),
-                    "bad type: {line}"
-                );
-            }
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line:?}"));
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("bad value: {line:?}")),
-        };
-        let (name, labels) = match series.split_once('{') {
-            None => (series, BTreeMap::new()),
-            Some((name, rest)) => {
-                let body = rest.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels: {line:?}"));
-                let mut labels = BTreeMap::new();
-                for pair in body.split(',').filter(|p| !p.is_empty()) {
-                    let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("bad label: {line:?}"));
-                    assert!(is_name(k), "bad label name: {line:?}");
-                    let v = v
-                        .strip_prefix('"')
-                        .and_then(|v| v.strip_suffix('"'))
-                        .unwrap_or_else(|| panic!("unquoted label value: {line:?}"));
-                    labels.insert(k.to_owned(), v.to_owned());
-                }
-                (name, labels)
-            }
-        };
-        assert!(is_name(name), "bad sample name: {line:?}");
-        samples.insert((name.to_owned(), labels), value);
-    }
-    assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF");
-    samples
-}
-
-/// The sum of the samples of `name` whose labels include `with`.
-fn total(samples: &BTreeMap<(String, BTreeMap<String, String>), f64>, name: &str, with: &[(&str, &str)]) -> f64 {
-    samples
-        .iter()
-        .filter(|((n, labels), _)| n == name && with.iter().all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v)))
-        .map(|(_, v)| *v)
-        .sum()
-}
-
-fn scrape(addr: std::net::SocketAddr) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
-    parse_metrics(&wait_http_ok(addr, "/metrics", Duration::from_secs(10)))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_parse_and_move_with_mail() {
-    let mut cluster = Cluster::new(1, TEST_CONFIG);
+    // Snapshots every few entries, so that one is built while the test writes.
+    let mut cluster = Cluster::new(1, &format!("{TEST_CONFIG}snapshot_every_entries = 5\n"));
     cluster.found(&[0], Duration::ZERO);
     cluster.wait_for_leader(1).await;
     add_tenant(&mut cluster.nodes[0].admin().await, "bear", "127.0.0.0/8").await;
@@ -250,7 +177,7 @@ async fn metrics_parse_and_move_with_mail() {
 
     let edge_after = scrape(edge_http);
     let decider_after = scrape(decider_http);
-    let moved = |before: &BTreeMap<_, f64>, after: &BTreeMap<_, f64>, name: &str, with: &[(&str, &str)], by: f64| {
+    let moved = |before: &Samples, after: &Samples, name: &str, with: &[(&str, &str)], by: f64| {
         let (b, a) = (total(before, name, with), total(after, name, with));
         assert!(a - b >= by, "{name}{with:?} went from {b} to {a}, expected at least +{by}");
     };
@@ -321,8 +248,114 @@ async fn metrics_parse_and_move_with_mail() {
     assert!(total(&decider_after, "ratchet_raft_last_log_index", &[]) >= total(&decider_after, "ratchet_raft_last_applied_index", &[]));
     assert!(total(&decider_after, "ratchet_raft_elections_total", &[]) >= 1.0);
     assert!(decider_after.keys().any(|(n, _)| n == "ratchet_store_live_data_bytes"));
-    assert!(decider_after.keys().any(|(n, _)| n == "ratchet_raft_snapshots_built_total"));
+    // Storage: every write appended to the log (with its fsync) and applied, each timed.
+    for histogram in ["ratchet_store_log_append_duration_seconds", "ratchet_store_apply_duration_seconds"] {
+        moved(&decider_before, &decider_after, &format!("{histogram}_count"), &[], 1.0);
+        let (count, sum) = (
+            total(&decider_after, &format!("{histogram}_count"), &[]),
+            total(&decider_after, &format!("{histogram}_sum"), &[]),
+        );
+        assert!(sum > 0.0 && sum / count < 1.0, "{histogram}: {count} observations, {sum} s in all");
+    }
+    // The built snapshot's size is that of the snapshot file on disk (once no newer one
+    // is being built).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = scrape(decider_http);
+        let reported = total(&metrics, "ratchet_raft_snapshot_size_bytes", &[("kind", "built")]);
+        let on_disk = cluster.nodes[0].snapshot_file_sizes();
+        if total(&metrics, "ratchet_raft_snapshots_built_total", &[]) >= 1.0 && reported > 0.0 && on_disk == [reported as u64] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "snapshot size {reported} bytes reported, snapshot files of {on_disk:?} bytes"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Nothing is held once every session has ended.
+    assert_eq!(total(&edge_after, "ratchet_edge_message_in_flight_bytes", &[]), 0.0);
     // Bounded labels: no tenant or server name anywhere.
     let text = http_get(decider_http, "/metrics").unwrap().1 + &http_get(edge_http, "/metrics").unwrap().1;
     assert!(!text.contains("bear"), "a tenant or server name leaked into a label");
+}
+
+/// A next hop that accepts connections and says nothing until told to hang up.
+struct SilentNextHop {
+    addr: std::net::SocketAddr,
+    hang_up: std::sync::mpsc::Sender<()>,
+}
+
+impl SilentNextHop {
+    fn start() -> SilentNextHop {
+        let addr = common::cluster::free_port();
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        let (hang_up, told) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let held = listener.accept().map(|(stream, _)| stream);
+            let _ = told.recv();
+            drop(held);
+        });
+        SilentNextHop { addr, hang_up }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edge_in_flight_bytes_count_a_message_until_it_is_answered() {
+    let mut cluster = Cluster::new(1, TEST_CONFIG);
+    cluster.found(&[0], Duration::ZERO);
+    cluster.wait_for_leader(1).await;
+    add_tenant(&mut cluster.nodes[0].admin().await, "bear", "127.0.0.0/8").await;
+    let next_hop = SilentNextHop::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = edge_config(&dir);
+    let edge_http = common::cluster::free_port();
+    let edge = EdgeProcess::start_with(
+        &cluster.nodes[0].grpc.to_string(),
+        next_hop.addr,
+        Some(&config),
+        &["--http", &edge_http.to_string()],
+        &[],
+    );
+    wait_edge_ready(edge_http);
+
+    // An accepted message waits for the next hop's greeting: the edge holds its content.
+    let addr = edge.addr;
+    let sender = std::thread::spawn(move || swaks(addr, "exch1.bear.local", COMPLIANT, &[]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let held = loop {
+        let held = total(&scrape(edge_http), "ratchet_edge_message_in_flight_bytes", &[]);
+        if held > 0.0 {
+            break held;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no message bytes in flight while the next hop holds the relay"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!((100.0..10_000.0).contains(&held), "{held} bytes in flight for one small message");
+
+    // The next hop hangs up: the relay fails, the sender gets a temporary failure, and
+    // the bytes are given back.
+    next_hop.hang_up.send(()).unwrap();
+    let output = sender.join().unwrap();
+    assert!(
+        final_reply(&output).starts_with("451"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = scrape(edge_http);
+        let (held, sessions) = (
+            total(&metrics, "ratchet_edge_message_in_flight_bytes", &[]),
+            total(&metrics, "ratchet_edge_smtp_sessions_active", &[]),
+        );
+        if held == 0.0 && sessions == 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{held} bytes still in flight, {sessions} sessions open");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

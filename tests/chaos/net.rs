@@ -17,6 +17,8 @@ use ratchet_proto::v1::cluster_client::ClusterClient;
 use ratchet_proto::v1::decision_client::DecisionClient;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::delay::{self, Cuts, Latency};
+
 fn run(args: &[&str]) {
     let output = Command::new(args[0])
         .args(&args[1..])
@@ -35,7 +37,12 @@ pub struct Net {
     tag: String,
     subnet: u8,
     nodes: Vec<String>,
+    /// What the delaying proxies between regions hold back (see `delay`).
+    cuts: Cuts,
 }
+
+/// The root namespace's host number on the bridge: the clients, and the delaying proxies.
+pub const CLIENTS: u8 = 254;
 
 impl Net {
     pub fn new() -> Net {
@@ -49,6 +56,7 @@ impl Net {
             tag,
             subnet,
             nodes: Vec::new(),
+            cuts: Cuts::default(),
         };
         let switch = net.switch();
         run(&["ip", "netns", "add", &switch]);
@@ -60,7 +68,7 @@ impl Net {
             "ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns", &switch,
         ]);
         run(&["ip", "-n", &switch, "link", "set", &inner, "master", "br0", "up"]);
-        run(&["ip", "addr", "add", &format!("{}/24", net.address(254)), "dev", &outer]);
+        run(&["ip", "addr", "add", &format!("{}/24", net.address(CLIENTS)), "dev", &outer]);
         run(&["ip", "link", "set", &outer, "up"]);
         net
     }
@@ -73,9 +81,14 @@ impl Net {
         Ipv4Addr::new(10, 213, self.subnet, host)
     }
 
+    /// The namespace of host `host`.
+    pub fn namespace(&self, host: u8) -> String {
+        format!("{}-n{host}", self.tag)
+    }
+
     /// A namespace for host `host` (1..), on the bridge; returns its name.
     pub fn add_host(&mut self, host: u8) -> String {
-        let namespace = format!("{}-n{host}", self.tag);
+        let namespace = self.namespace(host);
         let (outer, inner) = (format!("{}n{host}", self.tag), format!("{}n{host}s", self.tag));
         let switch = self.switch();
         run(&["ip", "netns", "add", &namespace]);
@@ -99,11 +112,49 @@ impl Net {
         namespace
     }
 
+    /// Puts distance between `from` and `to`: `from`'s connections to `to` (port 7001) go
+    /// through a proxy in the root namespace that delays each byte by `latency`. Called
+    /// for both directions of each pair of hosts in different regions.
+    pub fn delay(&self, from: u8, to: u8, latency: Latency) {
+        let listener = std::net::TcpListener::bind((self.address(CLIENTS), 0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let proxy = listener.local_addr().unwrap();
+        let namespace = self.namespace(from);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &namespace,
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-d",
+            &self.address(to).to_string(),
+            "--dport",
+            "7001",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &proxy.to_string(),
+        ]);
+        let target = SocketAddr::new(self.address(to).into(), 7001);
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        delay::spawn(listener, from, to, target, latency, self.cuts.clone());
+    }
+
     /// Drops everything between `host` and the other hosts of `peers` (both ways); the
     /// clients still reach it.
     pub fn isolate(&self, host: u8, peers: &[u8]) {
-        let namespace = format!("{}-n{host}", self.tag);
+        let namespace = self.namespace(host);
         for peer in peers.iter().filter(|p| **p != host) {
+            let mut cuts = self.cuts.lock().unwrap();
+            cuts.insert((host, *peer));
+            cuts.insert((*peer, host));
+            drop(cuts);
             let peer = self.address(*peer).to_string();
             run(&[
                 "ip", "netns", "exec", &namespace, "iptables", "-A", "INPUT", "-s", &peer, "-j", "DROP",
@@ -114,10 +165,55 @@ impl Net {
         }
     }
 
-    /// Removes every rule `isolate` added on `host`.
+    /// Drops what the other hosts of `peers` send to `host`, but not what it sends them: a
+    /// one-way partition (the host still talks, and never hears back).
+    pub fn deafen(&self, host: u8, peers: &[u8]) {
+        let namespace = self.namespace(host);
+        for peer in peers.iter().filter(|p| **p != host) {
+            self.cuts.lock().unwrap().insert((*peer, host));
+            let peer = self.address(*peer).to_string();
+            run(&[
+                "ip", "netns", "exec", &namespace, "iptables", "-A", "INPUT", "-s", &peer, "-j", "DROP",
+            ]);
+        }
+    }
+
+    /// Drops a share (0 to 1) of the packets between `host` and the other hosts of `peers`,
+    /// at random, both ways: a lossy link, which TCP carries on over, slowly.
+    pub fn lossy(&self, host: u8, peers: &[u8], share: f64) {
+        let namespace = self.namespace(host);
+        let share = share.to_string();
+        for peer in peers.iter().filter(|p| **p != host) {
+            let peer = self.address(*peer).to_string();
+            for (chain, side) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
+                run(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &namespace,
+                    "iptables",
+                    "-A",
+                    chain,
+                    side,
+                    &peer,
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &share,
+                    "-j",
+                    "DROP",
+                ]);
+            }
+        }
+    }
+
+    /// Removes every rule `isolate`, `deafen` or `lossy` added on `host`.
     pub fn heal(&self, host: u8) {
-        let namespace = format!("{}-n{host}", self.tag);
+        let namespace = self.namespace(host);
         run(&["ip", "netns", "exec", &namespace, "iptables", "-F"]);
+        self.cuts.lock().unwrap().retain(|(from, to)| *from != host && *to != host);
     }
 }
 
@@ -145,12 +241,17 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node on `net`, its data directory a small filesystem of its own (a tmpfs), so
+    /// that the nemesis can fill it up.
     pub fn new(net: &mut Net, dir: &Path, host: u8, config: &Path) -> Node {
         let namespace = net.add_host(host);
         let name = format!("d{host}");
+        let data_dir = dir.join(&name);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        run(&["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", data_dir.to_str().unwrap()]);
         Node {
             grpc: SocketAddr::new(net.address(host).into(), 7001),
-            data_dir: dir.join(&name),
+            data_dir,
             log: dir.join(format!("{name}.log")),
             config: config.to_owned(),
             name,
@@ -178,7 +279,7 @@ impl Node {
             .arg("--config")
             .arg(&self.config)
             .args(extra)
-            .env("RUST_LOG", "info,openraft=warn")
+            .env("RUST_LOG", "info,openraft=info")
             .stdout(Stdio::null())
             .stderr(log);
         if let Some(members) = initial_cluster {
@@ -192,6 +293,60 @@ impl Node {
             // `ip netns exec` execs the program: the child is the decider itself.
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and waits for the node to exit (a leader hands over first).
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = super::common::terminate(&mut child, &self.name);
+            assert!(
+                status.success(),
+                "{} did not stop cleanly on SIGTERM: {status}\n{}",
+                self.name,
+                self.log()
+            );
+        }
+    }
+
+    /// Whether the process has exited by itself (its Raft stopped: a full disk, say).
+    pub fn has_exited(&mut self) -> bool {
+        let exited = self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some());
+        if exited {
+            self.child = None;
+        }
+        exited
+    }
+
+    /// Fills the data directory's filesystem to the last byte (the node keeps writing
+    /// meanwhile, so it is filled by writing until the filesystem refuses).
+    pub fn fill_disk(&self) {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(self.filler()).unwrap();
+        for chunk in [1 << 20, 4096, 1] {
+            let block = vec![0u8; chunk];
+            while filler.write_all(&block).and_then(|()| filler.flush()).is_ok() {}
+        }
+    }
+
+    /// Frees what `fill_disk` took.
+    pub fn free_disk(&self) {
+        let _ = std::fs::remove_file(self.filler());
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.data_dir.join("filler")
+    }
+
+    /// Loses the node's volume: everything in its data directory.
+    pub fn wipe(&self) {
+        for entry in std::fs::read_dir(&self.data_dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
         }
     }
 
@@ -237,6 +392,10 @@ impl Node {
         DecisionClient::new(self.channel().await)
     }
 
+    pub async fn cluster(&self) -> ClusterClient<Channel> {
+        ClusterClient::new(self.channel().await)
+    }
+
     pub async fn status(&self, digest: bool) -> Option<pb::StatusResponse> {
         let channel = self.try_channel().await.ok()?;
         let request = pb::StatusRequest { state_digest: digest };
@@ -250,5 +409,30 @@ impl Drop for Node {
             self.signal("CONT");
         }
         self.kill9();
+        let _ = Command::new("umount").arg(&self.data_dir).status();
     }
+}
+
+/// A process other than a decider (an edge, smtp-sink) in a host's namespace, its stderr
+/// in `log`; killed when dropped.
+pub struct Hosted(Child);
+
+impl Drop for Hosted {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn in_namespace(namespace: &str, program: &str, args: &[&str], log: &Path) -> Hosted {
+    let log = std::fs::File::create(log).unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", namespace, program])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} in {namespace}: {e}"));
+    Hosted(child)
 }

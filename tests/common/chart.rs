@@ -13,10 +13,16 @@ const CHECK_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../helm/check.py
 
 /// Each component's certificate Secret (`<fullname>-<component>-mtls`) and the role of its
 /// certificate, as helm/ratchet/README.md ("Transport security") lists them.
-const TLS_ROLES: [(&str, &str); 4] = [("decider", "peer"), ("edge", "edge"), ("policy", "admin"), ("test", "viewer")];
+const TLS_ROLES: [(&str, &str); 5] = [
+    ("decider", "peer"),
+    ("edge", "edge"),
+    ("policy", "admin"),
+    ("test", "viewer"),
+    ("backup", "admin"),
+];
 
 /// `helm/check.py pods` for the release `release` in namespace `ratchet`, with the CI
-/// default values plus `sets` (helm --set): `{"pods": [decider pods], "edge": pod}`.
+/// default values plus `sets` (helm --set): the decider pods, the edge pod, the backup pod.
 pub fn render(release: &str, sets: &[&str]) -> Value {
     let mut command = Command::new("python3");
     command.arg(CHECK_PY).args([
@@ -96,9 +102,9 @@ impl Ca {
     }
 }
 
-/// Creates each volume of a pod of release `release` under `root`: ConfigMaps with their
-/// files, a certificate Secret with tls.crt, tls.key and ca.crt issued by `ca` for its
-/// component, the claim and emptyDirs empty. Returns volume name -> directory.
+/// Creates each volume of a pod under `root`: ConfigMaps with their files, a certificate
+/// Secret with tls.crt, tls.key and ca.crt issued by `ca` for its component of `release`,
+/// the claims and emptyDirs empty. Returns volume name -> directory.
 pub fn lay_out_volumes(root: &Path, volumes: &Value, ca: &mut Ca, release: &str) -> BTreeMap<String, PathBuf> {
     let mut directories = BTreeMap::new();
     for (name, source) in volumes.as_object().unwrap() {

@@ -82,8 +82,25 @@ impl DeciderProcess {
         }
     }
 
+    /// Stops the node with SIGTERM, as Kubernetes does, and waits for it to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the node is running");
+        super::terminate(&mut child, &self.name)
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// The sizes of the snapshot files the node keeps (one, once it has built or installed
+    /// a snapshot).
+    pub fn snapshot_file_sizes(&self) -> Vec<u64> {
+        std::fs::read_dir(self.data_dir.join("snapshots"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "snap"))
+            .map(|path| path.metadata().unwrap().len())
+            .collect()
     }
 
     /// Everything the node logged, across restarts.
@@ -187,6 +204,19 @@ impl Cluster {
             let members = self.initial_cluster.clone();
             self.nodes[i].start(Some(&members), &[]);
             std::thread::sleep(pause_between);
+        }
+    }
+
+    /// Starts the first `founders` nodes as the founding members (the rest are left to
+    /// join later as learners).
+    pub fn found_first(&mut self, founders: usize) {
+        let members = self.nodes[..founders]
+            .iter()
+            .map(|n| format!("{}={}", n.name, n.grpc))
+            .collect::<Vec<_>>()
+            .join(",");
+        for node in &mut self.nodes[..founders] {
+            node.start(Some(&members), &[]);
         }
     }
 

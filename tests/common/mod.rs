@@ -7,6 +7,7 @@
 pub mod browser;
 pub mod chart;
 pub mod cluster;
+pub mod metrics;
 pub mod otlp;
 pub mod smtp;
 
@@ -77,5 +78,25 @@ pub fn wait_for_ctl(endpoint: &str) {
     while !run(["ctl", "--endpoints", endpoint, "tenant", "list"]).status.success() {
         assert!(std::time::Instant::now() < deadline, "decider at {endpoint} never answered");
         std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Sends SIGTERM to `child` and waits (up to a minute) for it to exit.
+pub fn terminate(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "could not send SIGTERM to {what}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for a child") {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not exit within a minute of SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

@@ -91,7 +91,12 @@ impl Drop for SmtpSink {
 /// A `ratchet edge` process.
 pub struct EdgeProcess {
     pub addr: SocketAddr,
-    child: Child,
+    /// Its HTTP listener (/healthz, /readyz, /metrics), when `--http` was given.
+    pub http: Option<SocketAddr>,
+    /// The command line after `ratchet`, to start it again as it was.
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
 }
 
 impl EdgeProcess {
@@ -125,33 +130,58 @@ impl EdgeProcess {
 
     fn spawn(deciders: &str, config: Option<&std::path::Path>, extra: &[&str], env: &[(&str, &str)]) -> EdgeProcess {
         let addr = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ratchet"));
-        command.args(["edge", "--listen", &addr.to_string(), "--deciders", deciders]);
+        let mut args: Vec<String> = ["edge", "--listen", &addr.to_string(), "--deciders", deciders]
+            .map(String::from)
+            .into();
         if let Some(config) = config {
-            command.arg("--config").arg(config);
+            args.extend(["--config".to_owned(), config.display().to_string()]);
         }
         if !extra.contains(&"--accepted-domains") {
-            command.args(["--accepted-domains", "*"]);
+            args.extend(["--accepted-domains", "*"].map(String::from));
         }
-        command.args(extra).envs(env.iter().copied());
-        let child = command
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let http = extra
+            .iter()
+            .position(|a| *a == "--http")
+            .map(|i| extra[i + 1].parse().expect("--http is an address"));
+        let mut edge = EdgeProcess {
+            addr,
+            http,
+            args,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            child: None,
+        };
+        edge.restart();
+        edge
+    }
+
+    /// Starts the edge (again) with the command line it was first given.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the edge is already running");
+        let child = Command::new(env!("CARGO_BIN_EXE_ratchet"))
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("ratchet edge starts");
-        wait_listening(addr, "ratchet edge");
-        EdgeProcess { addr, child }
+        self.child = Some(child);
+        wait_listening(self.addr, "ratchet edge");
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// Stops the edge with SIGTERM, as Kubernetes does, and waits for it to drain and exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the edge is running");
+        super::terminate(&mut child, "ratchet edge")
     }
 }
 
 impl Drop for EdgeProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -161,6 +191,62 @@ pub fn exchange_received(server_fqdn: &str, build: &str) -> String {
         "Received: from {server_fqdn} (10.0.0.5) by {server_fqdn} (10.0.0.5) with Microsoft SMTP Server \
          (version=TLS1_2, cipher=TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384) id {build}; Mon, 20 May 2024 10:00:00 +0000"
     )
+}
+
+/// One SMTP session, plainly (no swaks: cheap enough for a workload), from an Exchange
+/// `server_fqdn` at `build`, with `subject`: returns the reply to the end of DATA, or the
+/// first reply that ended the session early, or why there was none.
+pub fn deliver(to: SocketAddr, server_fqdn: &str, build: &str, subject: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = match std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
+        Ok(stream) => stream,
+        Err(e) => return format!("(no connection: {e})"),
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut reply = || {
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return format!("{text}(connection closed)");
+            }
+            text.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return text.trim_end().to_owned();
+            }
+        }
+    };
+    let greeting = reply();
+    if !greeting.starts_with("220") {
+        return greeting;
+    }
+    let commands = [
+        format!("EHLO {server_fqdn}"),
+        "MAIL FROM:<admin@bear.example>".to_owned(),
+        "RCPT TO:<user@owl.example>".to_owned(),
+        "DATA".to_owned(),
+    ];
+    for command in commands {
+        if writer.write_all(format!("{command}\r\n").as_bytes()).is_err() {
+            return "(connection closed)".into();
+        }
+        let answer = reply();
+        if !(answer.starts_with("250") || answer.starts_with("354")) {
+            return answer;
+        }
+    }
+    let message = format!(
+        "{}\r\nFrom: admin@bear.example\r\nTo: user@owl.example\r\nSubject: {subject}\r\n\r\nbody\r\n.\r\n",
+        exchange_received(server_fqdn, build)
+    );
+    if writer.write_all(message.as_bytes()).is_err() {
+        return "(connection closed)".into();
+    }
+    let answer = reply();
+    let _ = writer.write_all(b"QUIT\r\n");
+    answer
 }
 
 /// Runs swaks against `server` with a message stamped by `server_fqdn` at `build`.

@@ -85,6 +85,23 @@ impl Proc {
         }
     }
 
+    /// SIGTERM, then waits (up to a minute) for the process to exit, as Kubernetes does.
+    pub async fn terminate(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+        anyhow::ensure!(sent.success(), "could not send SIGTERM to process {}", child.id());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait()?.is_none() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "process {} still running a minute after SIGTERM",
+                child.id()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
     /// Resident memory, KiB (VmRSS in /proc/PID/status).
     pub fn rss_kib(&self) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
@@ -231,6 +248,14 @@ impl Decider {
     pub fn kill9(&mut self) {
         if let Some(mut proc) = self.proc.take() {
             proc.kill9();
+        }
+    }
+
+    /// Stops the node with SIGTERM and waits for it to exit.
+    pub async fn terminate(&mut self) -> anyhow::Result<()> {
+        match self.proc.take() {
+            Some(mut proc) => proc.terminate().await,
+            None => Ok(()),
         }
     }
 

@@ -166,14 +166,14 @@ impl ClusterService {
             return leader.remove(request).await;
         }
         let id = self.node_id_by_name(&request.name)?;
-        let is_voter = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|voter| voter == id);
+        let voters: Vec<NodeId> = self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        let is_voter = voters.contains(&id);
+        if is_voter && voters.len() == 1 {
+            return Err(Status::failed_precondition(format!(
+                "{} is the last voter: the group would have none; add and promote another node first",
+                request.name
+            )));
+        }
         if is_voter {
             self.change(ChangeMembers::RemoveVoters(BTreeSet::from([id]))).await?;
         }

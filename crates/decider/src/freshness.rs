@@ -5,9 +5,9 @@
 //! and has applied the commit index that leader announced then (every AppendEntries,
 //! heartbeats included, carries it). The leader is fresh while a quorum has acknowledged
 //! it within `max_staleness` (a deposed leader in a minority is not). Neither is fresh
-//! while its Raft has stopped, or while its clock is more than `max_clock_skew` away from
-//! the group's. A node that is not fresh gives no verdict and no connector table, says
-//! why, and is not ready.
+//! while its Raft has stopped, while its clock is more than `max_clock_skew` away from
+//! the group's, or once it is stopping (its last counts are about to be flushed). A node
+//! that is not fresh gives no verdict and no connector table, says why, and is not ready.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -33,6 +33,8 @@ struct State {
     contacts: VecDeque<(Instant, u64)>,
     /// Why this node's clock cannot be trusted, while it cannot.
     clock_fault: Option<String>,
+    /// Set once the node has begun to stop: clients must ask another.
+    stopping: bool,
 }
 
 impl Freshness {
@@ -43,6 +45,7 @@ impl Freshness {
         let state = State {
             contacts: VecDeque::new(),
             clock_fault: Some(UNCOMPARED.into()),
+            stopping: false,
         };
         Freshness {
             inner: Arc::new(Mutex::new(state)),
@@ -72,8 +75,16 @@ impl Freshness {
         self.inner.lock().expect("freshness lock").clock_fault.clone()
     }
 
+    /// From now on this node answers no more: it is stopping.
+    pub fn stop_answering(&self) {
+        self.inner.lock().expect("freshness lock").stopping = true;
+    }
+
     /// `Ok` when this node may answer from its own state, or why not.
     pub fn check(&self, raft: &Raft) -> Result<(), String> {
+        if self.inner.lock().expect("freshness lock").stopping {
+            return Err("this decider is stopping: ask another".into());
+        }
         let metrics = raft.metrics().borrow().clone();
         if let Err(fatal) = &metrics.running_state {
             return Err(format!("raft has stopped on this node: {fatal}"));

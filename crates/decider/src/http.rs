@@ -6,28 +6,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use ratchet_store::types::Raft;
-use ratchet_store::StateView;
 use std::sync::Arc;
 
 use ratchet_tls::Watched;
 use tokio::net::TcpListener;
 
-use crate::clock::Clock;
-use crate::freshness::Freshness;
+use crate::http_state::HttpState;
 use crate::page;
-use crate::proposer::Proposer;
 use crate::report::tenant_report;
-
-#[derive(Clone)]
-pub struct HttpState {
-    pub raft: Raft,
-    pub view: StateView,
-    pub clock: Clock,
-    /// The pause form's writes, and the pages' read barrier.
-    pub proposer: Proposer,
-    pub freshness: Freshness,
-}
 
 pub fn router(state: HttpState) -> Router {
     Router::new()

@@ -5,6 +5,7 @@
 //! - `network` and `raft_service`: openraft's RPCs carried over gRPC, both directions.
 //! - `peers`: the shared channels to other deciders, and where the leader is.
 //! - `proposer`: writes from any node, forwarded to the leader; linearizable reads.
+//! - `handover`: a stopping leader hands leadership to a caught-up voter first.
 //! - `decision`, `admin`, `cluster`: the public gRPC services.
 //! - `authorize`: the role each gRPC method needs, checked in front of every service.
 //! - `freshness`, `skew`: when this node may answer (in touch with a quorum, clock in step).
@@ -14,7 +15,7 @@
 //!   `webhook`: one signed POST, to public addresses only.
 //! - `report`: the tenant report, one schema for gRPC, HTTP and the CLI.
 //! - `http`: health, readiness, metrics and the report API; `http_tls`: the same over TLS,
-//!   with the role each page needs.
+//!   with the role each page needs; `http_state`: what its handlers and the pages share.
 //! - `metrics`: the Prometheus metrics served by `http`.
 //! - `clock`: the one place a decider reads the time.
 //! - `restore`: seeding a node of a new group from a backup.
@@ -27,7 +28,9 @@ pub mod config;
 pub mod counters;
 pub mod decision;
 pub mod freshness;
+pub mod handover;
 pub mod http;
+pub mod http_state;
 pub mod http_tls;
 pub mod identity;
 pub mod metrics;

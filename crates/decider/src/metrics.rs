@@ -5,8 +5,10 @@
 //! group's size). Never a tenant or a server: those live in the report, not in metrics.
 //!
 //! Event counters (decisions, writes) are recorded where they happen, in one process-wide
-//! set; Raft's gauges are read from openraft's metrics at scrape time, and a small task
-//! counts the elections and leader changes it observes.
+//! set; storage reports its own work (log append and apply durations, snapshot sizes)
+//! through `ratchet_store::StorageObserver`, which these metrics implement; Raft's gauges
+//! are read from openraft's metrics at scrape time, and a small task counts the elections
+//! and leader changes it observes.
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::OnceLock;
@@ -20,7 +22,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use ratchet_policy::Verdict;
 use ratchet_store::types::Raft;
-use ratchet_store::StateView;
+use ratchet_store::{StateView, StorageObserver};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -36,8 +38,11 @@ pub struct DeciderMetrics {
     last_log_index: Gauge,
     last_applied_index: Gauge,
     replication_lag: Family<Labels, Gauge>,
-    snapshots_built: Counter<u64, AtomicU64>,
-    snapshots_installed: Counter<u64, AtomicU64>,
+    snapshots_built: Counter,
+    snapshots_installed: Counter,
+    snapshot_bytes: Family<Labels, Gauge>,
+    log_append_seconds: Histogram,
+    apply_seconds: Histogram,
     elections: Counter,
     sightings_queued: Gauge,
     sightings_dropped: Counter,
@@ -89,6 +94,9 @@ impl DeciderMetrics {
             replication_lag: Family::default(),
             snapshots_built: Counter::default(),
             snapshots_installed: Counter::default(),
+            snapshot_bytes: Family::default(),
+            log_append_seconds: Histogram::new(storage_buckets()),
+            apply_seconds: Histogram::new(storage_buckets()),
             elections: Counter::default(),
             sightings_queued: Gauge::default(),
             sightings_dropped: Counter::default(),
@@ -147,6 +155,24 @@ impl DeciderMetrics {
             "raft_snapshots_installed",
             "Snapshots installed from the leader",
             m.snapshots_installed.clone(),
+        );
+        registry.register_with_unit(
+            "raft_snapshot_size",
+            "Size of the last snapshot this node built or installed, by kind (built, installed)",
+            Unit::Bytes,
+            m.snapshot_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "store_log_append_duration",
+            "Time to write one batch of Raft log entries to RocksDB and sync it to disk",
+            Unit::Seconds,
+            m.log_append_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "store_apply_duration",
+            "Time to apply one batch of committed entries to the state machine",
+            Unit::Seconds,
+            m.apply_seconds.clone(),
         );
         registry.register(
             "decider_sightings_queued",
@@ -233,6 +259,12 @@ impl DeciderMetrics {
         self.writes.get_or_create(&vec![("outcome", outcome.to_owned())]).inc();
     }
 
+    fn snapshot_size(&self, kind: &str, bytes: u64) {
+        self.snapshot_bytes
+            .get_or_create(&vec![("kind", kind.to_owned())])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
     /// Reads Raft's and the store's current state into the gauges.
     fn observe(&self, raft: &Raft, view: &StateView) {
         let metrics = raft.metrics().borrow().clone();
@@ -253,9 +285,6 @@ impl DeciderMetrics {
                     .set(last_log_index.saturating_sub(matched) as i64);
             }
         }
-        let (built, installed) = ratchet_store::state_machine::snapshot_counts();
-        catch_up(&self.snapshots_built, built);
-        catch_up(&self.snapshots_installed, installed);
         self.live_data_bytes.set(view.store().live_data_bytes() as i64);
     }
 
@@ -268,12 +297,30 @@ impl DeciderMetrics {
     }
 }
 
-/// Brings a counter up to a total counted elsewhere.
-fn catch_up(counter: &Counter<u64, AtomicU64>, total: u64) {
-    let now = counter.get();
-    if total > now {
-        counter.inc_by(total - now);
+impl StorageObserver for DeciderMetrics {
+    fn log_appended(&self, took: Duration) {
+        self.log_append_seconds.observe(took.as_secs_f64());
     }
+
+    fn applied(&self, took: Duration) {
+        self.apply_seconds.observe(took.as_secs_f64());
+    }
+
+    fn snapshot_built(&self, bytes: u64) {
+        self.snapshots_built.inc();
+        self.snapshot_size("built", bytes);
+    }
+
+    fn snapshot_installed(&self, bytes: u64) {
+        self.snapshots_installed.inc();
+        self.snapshot_size("installed", bytes);
+    }
+}
+
+/// Buckets for storage work: from 100 µs (a sync on a fast SSD, a small apply) to about
+/// 3 s (a disk in trouble).
+fn storage_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.0001, 2.0, 16)
 }
 
 /// The content type of [`DeciderMetrics::render`]'s output.

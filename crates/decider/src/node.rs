@@ -31,7 +31,7 @@ use crate::config::{DeciderConfig, MAX_RAFT_MESSAGE_BYTES};
 use crate::counters::CounterBuffer;
 use crate::decision::DecisionService;
 use crate::freshness::Freshness;
-use crate::http::HttpState;
+use crate::http_state::HttpState;
 use crate::identity::{load_or_create, Identity};
 use crate::network::Network;
 use crate::peers::Peers;
@@ -41,6 +41,8 @@ use crate::sightings::SightingQueue;
 use crate::skew::SkewCheck;
 
 const FOUNDING_RETRY: Duration = Duration::from_millis(300);
+/// How long a stopping node lets Decide calls already answering finish.
+const IN_FLIGHT_DECIDES: Duration = Duration::from_millis(100);
 
 pub struct DeciderOptions {
     pub name: String,
@@ -82,14 +84,17 @@ impl Decider {
         let db_path = options.data_dir.join("db");
         let store = Store::open(&db_path, options.config.storage_options())
             .with_context(|| format!("opening the store in {}", db_path.display()))?;
-        let state_machine = StateMachine::open(store.clone(), &options.data_dir.join("snapshots")).context("loading the state machine")?;
+        let state_machine = StateMachine::open(store.clone(), &options.data_dir.join("snapshots"))
+            .context("loading the state machine")?
+            .observed_by(crate::metrics::metrics());
         let view = state_machine.view();
         let raft_config = Arc::new(options.config.raft_config()?);
         let peers = Peers::new(Dialer::new(options.tls.as_ref(), Some(Role::Peer))?);
         let grpc_tls = options.tls.as_ref().map(|files| tls_config(files, &[b"h2"])).transpose()?;
         let http_tls = options.tls.as_ref().map(|files| tls_config(files, &[b"http/1.1"])).transpose()?;
         let network = Network { peers: peers.clone() };
-        let raft = Raft::new(identity.id, raft_config, network, LogStore::new(store), state_machine)
+        let log_store = LogStore::new(store).observed_by(crate::metrics::metrics());
+        let raft = Raft::new(identity.id, raft_config, network, log_store, state_machine)
             .await
             .context("starting raft")?;
         // No election until this node's clock has been compared with the group's (`skew`).
@@ -102,6 +107,7 @@ impl Decider {
             clock: options.clock,
             freshness: freshness.clone(),
             write_timeout: options.config.write_timeout(),
+            gate: Arc::default(),
         };
         let counters = Arc::new(CounterBuffer::new(identity.id));
         let sightings = Arc::new(SightingQueue::new(options.config.sightings_queue));
@@ -209,8 +215,17 @@ impl Decider {
         outcome
     }
 
-    /// Commits what only this node holds, within the write timeout, and stops Raft.
+    /// Stops answering (clients go to another node), hands leadership over if this node
+    /// leads, commits what only this node holds, within the write timeout, and stops Raft.
     async fn stop(&self) {
+        self.proposer.freshness.stop_answering();
+        // A Decide that was already past its freshness check counts its message without
+        // waiting on anything: this is ample time for it to finish before the final flush.
+        tokio::time::sleep(IN_FLIGHT_DECIDES).await;
+        match crate::handover::hand_over(&self.proposer, self.proposer.write_timeout).await {
+            Ok(to) => tracing::info!(to, "handed leadership over"),
+            Err(reason) => tracing::info!(%reason, "stopping without a hand-over"),
+        }
         let flushed = tokio::time::timeout(self.proposer.write_timeout, async {
             self.sightings.flush(&self.proposer).await;
             self.counters.flush(&self.proposer).await;

@@ -10,19 +10,21 @@
 //! A linearizable read confirms with the leader's read index that this node has applied
 //! everything committed before the read began.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use ratchet_proto::v1 as pb;
 use ratchet_store::codec::{Codec, DecodeError};
 use ratchet_store::types::Raft;
-use ratchet_store::{Applied, Command, CommandError, ErrorKind, Node, Request, Response, StateView};
+use ratchet_store::{Applied, Command, CommandError, ErrorKind, Node, NodeId, Request, Response, StateView};
 use tokio::time::{sleep, timeout, Instant};
 use tonic::Status;
 use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::freshness::Freshness;
+use crate::handover::WriteGate;
 use crate::metrics::{metrics, WriteOutcome};
 use crate::peers::{leader, Leader, Peers};
 
@@ -37,6 +39,9 @@ pub struct Proposer {
     /// Whether this node may stamp entries: a leader whose clock is off proposes nothing.
     pub freshness: Freshness,
     pub write_timeout: Duration,
+    /// Closed by a leader while it hands over before it stops (see `handover`): writes
+    /// then wait for the next leader.
+    pub gate: Arc<WriteGate>,
 }
 
 /// What proposing on one node came to; sent back to a follower that forwarded the write.
@@ -168,6 +173,7 @@ impl Proposer {
         }
         let deadline = Instant::now() + self.write_timeout;
         loop {
+            let leader_before = self.raft.metrics().borrow().current_leader;
             let (outcome, made) = match self.propose_here(command.clone(), actor.clone()).await {
                 ProposeOutcome::NotLeader { leader: Some(leader) } => {
                     (self.forward(&leader, &command, actor.as_deref()).await, WriteOutcome::Forwarded)
@@ -183,13 +189,23 @@ impl Proposer {
                     metrics().write(WriteOutcome::Failed);
                     return Err(WriteError::Indeterminate(reason));
                 }
-                ProposeOutcome::NotLeader { .. } if Instant::now() < deadline => sleep(NO_LEADER_RETRY).await,
+                ProposeOutcome::NotLeader { .. } if Instant::now() < deadline => self.leader_changed(leader_before).await,
                 ProposeOutcome::NotLeader { .. } => {
                     metrics().write(WriteOutcome::Failed);
                     return Err(WriteError::NotMade("no leader: the write was not made".into()));
                 }
             }
         }
+    }
+
+    /// Waits until this node knows of another leader than `before`, or `NO_LEADER_RETRY`
+    /// has passed: a write retries as soon as an election or a hand-over ends.
+    async fn leader_changed(&self, before: Option<NodeId>) {
+        let _ = self
+            .raft
+            .wait(Some(NO_LEADER_RETRY))
+            .metrics(|m| m.current_leader.is_some() && m.current_leader != before, "a new leader")
+            .await;
     }
 
     /// Validates, stamps and proposes on this node's Raft, which accepts only if it leads.
@@ -207,9 +223,13 @@ impl Proposer {
             // A leader stamps entries with its clock, and this one is off: it is stepping
             // aside (see `skew`); the caller waits for a leader whose clock is good. A
             // follower with a bad clock still forwards: the leader stamps what it forwards.
-            tracing::warn!(%fault, "not stamping entries with a skewed clock");
+            tracing::debug!(%fault, "not stamping entries with a skewed clock");
             return ProposeOutcome::NotLeader { leader: None };
         }
+        let Some(_passage) = self.gate.enter() else {
+            tracing::debug!("handing leadership over: the write waits for the next leader");
+            return ProposeOutcome::NotLeader { leader: None };
+        };
         let at = self.clock.now();
         if let Err(refusal) = command.validate(at) {
             return ProposeOutcome::Applied(Err(refusal));

@@ -1,6 +1,6 @@
 //! The receiving side of Raft over gRPC: peers' openraft messages handed to the local
 //! Raft, writes forwarded by followers (validated and stamped here, as a local one), read
-//! indexes, and identity.
+//! indexes, identity, and a stopping leader's hand-over.
 
 use ratchet_proto::v1 as pb;
 use ratchet_proto::v1::raft_server::Raft as RaftRpc;
@@ -106,6 +106,12 @@ impl RaftRpc for RaftService {
         Ok(Response::new(pb::TimeResponse {
             unix_micros: self.proposer.now().timestamp_micros(),
         }))
+    }
+
+    async fn hand_over(&self, request: Request<pb::HandOverRequest>) -> Result<Response<pb::HandOverResponse>, Status> {
+        self.check_target(&request)?;
+        crate::handover::take_over(&self.proposer, request.get_ref()).await?;
+        Ok(Response::new(pb::HandOverResponse {}))
     }
 
     async fn identify(&self, _request: Request<pb::IdentifyRequest>) -> Result<Response<pb::IdentifyResponse>, Status> {

@@ -1,15 +1,16 @@
 //! The tenant report: one schema (the JSON of `ratchet ctl report --json`, see
-//! shared/spec/cli.md), built here for the gRPC API, the HTTP API and the report page.
+//! shared/spec/cli.md), built here for the gRPC API, the HTTP API and the report page,
+//! and read back by `ratchet ctl report` into the same types.
 
 use std::collections::BTreeMap;
 
-use ratchet_policy::{server_report, ServerReport, Timestamp};
+use ratchet_policy::{server_report, ReportStatus, ServerReport, Timestamp};
 use ratchet_store::model::Counts;
 use ratchet_store::StateView;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tonic::Status;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TenantReport {
     pub tenant: String,
     pub paused_until: Option<Timestamp>,
@@ -19,12 +20,31 @@ pub struct TenantReport {
     pub daily: BTreeMap<String, Counts>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ServerRow {
     #[serde(flatten)]
     pub report: ServerReport,
     /// Messages per stage ("0": decided outside any stage).
     pub counters: BTreeMap<u32, Counts>,
+}
+
+impl TenantReport {
+    /// How many of the tenant's servers have the status `out_of_date`.
+    pub fn out_of_date(&self) -> usize {
+        self.servers
+            .iter()
+            .filter(|row| row.report.status == ReportStatus::OutOfDate)
+            .count()
+    }
+}
+
+impl ServerRow {
+    /// The server's messages over all stages.
+    pub fn total(&self) -> Counts {
+        let mut sum = Counts::default();
+        self.counters.values().for_each(|counts| sum.add(*counts));
+        sum
+    }
 }
 
 pub fn tenant_report(view: &StateView, tenant: &str, now: Timestamp) -> Result<TenantReport, Status> {

@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+use crate::tls::{self, NextHopClient, TlsFiles};
+
 /// How lines that end in a bare LF instead of CRLF are treated (RFC 5321 2.3.8 requires CRLF).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -88,6 +90,9 @@ pub struct EdgeConfig {
     pub data_timeout_secs: u64,
 
     /// How long the edge waits for a verdict before giving up (all attempts together).
+    /// 500 ms by default: when the decider of its own region is down or stale, the edge
+    /// fails over to one in another region, and that round trip (100-150 ms between
+    /// regions, more with TLS set-up) must fit, with room for one more failover.
     pub decide_deadline_ms: u64,
     /// With no verdict in time: accept and relay (true) or answer `451 4.4.3` (false).
     pub accept_without_verdict: bool,
@@ -109,7 +114,11 @@ pub struct EdgeConfig {
     /// Waiting for the next hop's reply to the final dot (RFC 5321 4.5.3.2.6: 10 minutes).
     pub relay_data_timeout_secs: u64,
 
-    /// After shutdown starts, how long sessions may go on before they get `421 4.3.2`.
+    /// After SIGTERM, how long the edge still accepts sessions while `/readyz` answers 503,
+    /// so that a load balancer checking it (HAProxy, a cloud LB) stops sending first. In
+    /// Kubernetes the chart's preStop sleep does this, and it stays 0.
+    pub shutdown_delay_secs: u64,
+    /// After the listener closes, how long sessions may go on before they get `421 4.3.2`.
     pub shutdown_grace_secs: u64,
 
     /// The edge's certificate chain, PEM, leaf first. STARTTLS (RFC 3207) is offered only
@@ -152,7 +161,7 @@ impl Default for EdgeConfig {
             bare_lf: BareLf::Normalize,
             command_timeout_secs: 300,
             data_timeout_secs: 180,
-            decide_deadline_ms: 200,
+            decide_deadline_ms: 500,
             accept_without_verdict: false,
             linearizable: false,
             remember_verdict: true,
@@ -162,6 +171,7 @@ impl Default for EdgeConfig {
             relay_connect_timeout_secs: 30,
             relay_command_timeout_secs: 300,
             relay_data_timeout_secs: 600,
+            shutdown_delay_secs: 0,
             shutdown_grace_secs: 30,
             tls_cert_file: None,
             decider_cert_file: None,
@@ -243,14 +253,33 @@ impl EdgeConfig {
             }
             _ => {}
         }
-        if let Some(files) = crate::tls::TlsFiles::of(self) {
-            crate::tls::load(&files)?;
+        if let Some(files) = self.tls_files() {
+            tls::load(&files)?;
         }
         if self.next_hop_ca_file.is_some() && self.next_hop_tls != NextHopTls::Verify {
             bail!("next_hop_ca_file: only used with next_hop_tls = \"verify\"");
         }
-        crate::tls::next_hop_client(self)?;
+        self.next_hop_client()?;
         Ok(())
+    }
+
+    /// The STARTTLS files, or `None` when STARTTLS is not configured. Assumes the config
+    /// passed the pairing checks of [`EdgeConfig::validate`].
+    pub(crate) fn tls_files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.tls_cert_file.clone()?,
+            key: self.tls_key_file.clone()?,
+            client_ca: self.tls_client_ca_file.clone(),
+        })
+    }
+
+    /// The TLS client of `next_hop_tls`; `None` for `"none"`. Errors name the key at fault.
+    pub(crate) fn next_hop_client(&self) -> anyhow::Result<Option<NextHopClient>> {
+        if self.next_hop_tls == NextHopTls::None {
+            return Ok(None);
+        }
+        let verify = self.next_hop_tls == NextHopTls::Verify;
+        tls::next_hop_client(&self.next_hop, verify, self.next_hop_ca_file.clone()).map(Some)
     }
 
     /// Whether this edge relays mail for `domain` (see `accepted_domains`).

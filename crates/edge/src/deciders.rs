@@ -20,6 +20,9 @@ use tonic::transport::Channel;
 
 use crate::metrics::{metrics, Fallback};
 
+/// The pause before asking every decider again once all of them have failed fast.
+const RETRY_ROUND: Duration = Duration::from_millis(25);
+
 #[derive(Clone)]
 pub(crate) struct Decider {
     pub addr: SocketAddr,
@@ -150,7 +153,10 @@ impl DeciderPool {
     }
 
     /// A verdict within `deadline`, or None. Each attempt gets half the time left (the
-    /// last one all of it), so one node that hangs cannot eat the whole deadline.
+    /// only decider all of it), so one node that hangs cannot eat the whole deadline; when
+    /// every decider has failed fast (stopping, restarting, not fresh), they are tried
+    /// again after a short pause until the deadline, as during a rolling restart one of
+    /// them is soon back.
     #[tracing::instrument(name = "edge.decide", skip_all, fields(otel.kind = "client", server = %request.server_fqdn))]
     pub async fn decide(&self, request: DecideRequest, deadline: Duration) -> Option<DecideResponse> {
         let started = Instant::now();
@@ -169,32 +175,39 @@ impl DeciderPool {
             let _ = tokio::time::timeout_at(until, self.refresh()).await;
             order = self.rotation();
         }
-        let attempts = order.len();
-        for (i, decider) in order.into_iter().enumerate() {
+        let mut attempt = 0;
+        loop {
+            for decider in &order {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return None;
+                }
+                let budget = if order.len() == 1 { left } else { left / 2 };
+                if attempt > 0 {
+                    metrics().fallback(Fallback::Failover);
+                }
+                attempt += 1;
+                let mut call = tonic::Request::new(request.clone());
+                call.set_timeout(budget);
+                ratchet_proto::trace_context::inject(call.metadata_mut());
+                let mut client = decider.client.clone();
+                match tokio::time::timeout(budget, client.decide(call)).await {
+                    Ok(Ok(response)) => {
+                        self.answered();
+                        return Some(response.into_inner());
+                    }
+                    Ok(Err(status)) => {
+                        tracing::warn!(decider = %decider.addr, code = ?status.code(), message = status.message(), "Decide failed")
+                    }
+                    Err(_) => tracing::warn!(decider = %decider.addr, budget_ms = budget.as_millis() as u64, "Decide timed out"),
+                }
+            }
+            if order.is_empty() {
+                return None;
+            }
             let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            let budget = if i + 1 == attempts { left } else { left / 2 };
-            if i > 0 {
-                metrics().fallback(Fallback::Failover);
-            }
-            let mut call = tonic::Request::new(request.clone());
-            call.set_timeout(budget);
-            ratchet_proto::trace_context::inject(call.metadata_mut());
-            let mut client = decider.client.clone();
-            match tokio::time::timeout(budget, client.decide(call)).await {
-                Ok(Ok(response)) => {
-                    self.answered();
-                    return Some(response.into_inner());
-                }
-                Ok(Err(status)) => {
-                    tracing::warn!(decider = %decider.addr, code = ?status.code(), message = status.message(), "Decide failed")
-                }
-                Err(_) => tracing::warn!(decider = %decider.addr, budget_ms = budget.as_millis() as u64, "Decide timed out"),
-            }
+            tokio::time::sleep(RETRY_ROUND.min(left)).await;
         }
-        None
     }
 }
 

@@ -2,7 +2,12 @@
 //!
 //! Labels are bounded: reply code (three digits, 2xx to 5xx) and its class, verdict (a few
 //! outcomes), fallback kind and relay outcome. No tenant, server or client address.
+//!
+//! Two gauges follow what sessions hold, through values that count themselves while they
+//! live ([`SessionGuard`], [`HeldMessage`]), so that every way a session or a message ends,
+//! errors and disconnects included, gives back what it took.
 
+use std::ops::Deref;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -19,6 +24,7 @@ pub(crate) struct EdgeMetrics {
     registry: Registry,
     sessions_active: Gauge,
     sessions: Counter,
+    message_in_flight_bytes: Gauge,
     replies: Family<Labels, Counter>,
     messages: Family<Labels, Counter>,
     decide_seconds: Histogram,
@@ -61,6 +67,7 @@ impl EdgeMetrics {
             registry: Registry::default(),
             sessions_active: Gauge::default(),
             sessions: Counter::default(),
+            message_in_flight_bytes: Gauge::default(),
             replies: Family::default(),
             messages: Family::default(),
             decide_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
@@ -76,6 +83,12 @@ impl EdgeMetrics {
         registry.register("build_info", "1, labelled with the version of the running binary", build_info);
         registry.register("smtp_sessions_active", "SMTP sessions open now", m.sessions_active.clone());
         registry.register("smtp_sessions", "SMTP sessions admitted", m.sessions.clone());
+        registry.register_with_unit(
+            "message_in_flight",
+            "Message content received and held, not yet relayed or answered, over all sessions",
+            Unit::Bytes,
+            m.message_in_flight_bytes.clone(),
+        );
         registry.register("smtp_replies", "SMTP replies sent, by reply code and its class", m.replies.clone());
         registry.register(
             "messages",
@@ -171,6 +184,36 @@ pub(crate) struct SessionGuard;
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         metrics().sessions_active.dec();
+    }
+}
+
+/// A message's content as the edge holds it from DATA until its answer, counted in
+/// `ratchet_edge_message_in_flight_bytes` for exactly as long as it is held: dropping it
+/// (relayed, refused, answered, or the session gone mid-DATA or mid-relay) gives its bytes
+/// back.
+#[derive(Default)]
+pub(crate) struct HeldMessage {
+    content: Vec<u8>,
+}
+
+impl HeldMessage {
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.content.extend_from_slice(bytes);
+        metrics().message_in_flight_bytes.inc_by(bytes.len() as i64);
+    }
+}
+
+impl Deref for HeldMessage {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.content
+    }
+}
+
+impl Drop for HeldMessage {
+    fn drop(&mut self) {
+        metrics().message_in_flight_bytes.dec_by(self.content.len() as i64);
     }
 }
 

@@ -1,6 +1,7 @@
 //! The listener: admits connections, runs one task per session, and shuts down gracefully.
 //!
-//! Shutdown stops accepting at once, lets sessions finish within the grace period, then
+//! Shutdown turns `/readyz` to 503 at once, stops accepting after `shutdown_delay_secs`
+//! (0 unless a load balancer needs time to notice), lets sessions finish within the grace period, then
 //! tells the rest `421 4.3.2` (a sender keeps and retries whatever was not acknowledged),
 //! so a rolling restart of edges never loses or half-acknowledges mail.
 
@@ -16,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::build::{BuildDetector, ExchangeDetector};
+use crate::build::ExchangeDetector;
 use crate::config::EdgeConfig;
 use crate::connection::Connection;
 use crate::connectors::{self, ConnectorTable};
@@ -25,20 +26,8 @@ use ratchet_tls::{Dialer, Role};
 use crate::deciders::{self, DeciderPool};
 use crate::limits::{Refusal, SessionLimits};
 use crate::reply;
-use crate::session::Session;
-use crate::tls::{self, EdgeStream, NextHopClient, TlsFiles, TlsSettings};
-
-/// What every session of one edge shares.
-pub(crate) struct Shared {
-    pub config: EdgeConfig,
-    pub deciders: Arc<DeciderPool>,
-    pub connectors: ConnectorTable,
-    pub detector: Box<dyn BuildDetector>,
-    /// STARTTLS, when configured.
-    pub tls: Option<Arc<TlsSettings>>,
-    /// STARTTLS to the next hop, unless `next_hop_tls = "none"`.
-    pub next_hop_tls: Option<NextHopClient>,
-}
+use crate::session::{Session, Shared};
+use crate::tls::{self, EdgeStream};
 
 /// Sessions still running this long after their `421 4.3.2` are dropped.
 const FORCE_CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -58,7 +47,7 @@ pub async fn serve_with_http(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let tls = TlsFiles::of(&config).map(tls::settings).transpose()?;
+    let tls = config.tls_files().map(tls::settings).transpose()?;
     let dialer = Dialer::new(config.decider_tls()?.as_ref(), Some(Role::Edge))?;
     let deciders = DeciderPool::new(
         config.deciders.clone(),
@@ -81,7 +70,7 @@ pub async fn serve_with_http(
     if let Some(tls) = &tls {
         background.spawn(ratchet_tls::files::keep_checking(tls.clone()));
     }
-    let next_hop_tls = tls::next_hop_client(&config)?;
+    let next_hop_tls = config.next_hop_client()?;
     if let (Some(client), Some(_)) = (&next_hop_tls, &config.next_hop_ca_file) {
         background.spawn(ratchet_tls::files::keep_checking(client.connector.clone()));
     }
@@ -113,10 +102,20 @@ pub async fn serve_with_http(
     let local = listener.local_addr()?;
     tracing::info!(listen = %local, next_hop = %shared.config.next_hop, deciders = ?shared.config.deciders, starttls = shared.tls.is_some(), require_tls = shared.config.require_tls, next_hop_tls = ?shared.config.next_hop_tls, accepted_domains = ?shared.config.accepted_domains, "edge serving");
 
-    tokio::pin!(shutdown);
+    // Until shutdown, then for `shutdown_delay_secs` more while /readyz says 503.
+    let delay = Duration::from_secs(shared.config.shutdown_delay_secs);
+    let stop_accepting = async {
+        shutdown.await;
+        let _ = draining_tx.send(true);
+        if !delay.is_zero() {
+            tracing::info!(delay_secs = delay.as_secs(), "not ready: accepting sessions a little longer");
+            tokio::time::sleep(delay).await;
+        }
+    };
+    tokio::pin!(stop_accepting);
     loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut stop_accepting => break,
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => admit(&shared, &limits, &force_rx, &mut sessions, stream, peer),
@@ -129,7 +128,6 @@ pub async fn serve_with_http(
         }
     }
     drop(listener);
-    let _ = draining_tx.send(true);
     tracing::info!(sessions = sessions.len(), grace_secs = grace.as_secs(), "edge shutting down");
     if tokio::time::timeout(grace, drain(&mut sessions)).await.is_err() {
         tracing::info!(sessions = sessions.len(), "grace period over; closing the remaining sessions");

@@ -34,9 +34,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::config::{EdgeConfig, NextHopTls};
-
-/// The files named by `tls_cert_file`, `tls_key_file` and `tls_client_ca_file`.
+/// The files named by `tls_cert_file`, `tls_key_file` and `tls_client_ca_file` (see
+/// `EdgeConfig::tls_files`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct TlsFiles {
     pub cert: PathBuf,
@@ -45,16 +44,6 @@ pub(crate) struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// The files of `config`, or `None` when STARTTLS is not configured. Assumes the config
-    /// passed the pairing checks of [`EdgeConfig::validate`].
-    pub fn of(config: &EdgeConfig) -> Option<Self> {
-        Some(Self {
-            cert: config.tls_cert_file.clone()?,
-            key: config.tls_key_file.clone()?,
-            client_ca: config.tls_client_ca_file.clone(),
-        })
-    }
-
     fn paths(&self) -> Vec<PathBuf> {
         [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()]
             .into_iter()
@@ -111,35 +100,32 @@ pub(crate) struct NextHopClient {
     pub name: ServerName<'static>,
 }
 
-/// The TLS client of `next_hop_tls`; `None` for `"none"`. Errors name the key at fault.
-pub(crate) fn next_hop_client(config: &EdgeConfig) -> anyhow::Result<Option<NextHopClient>> {
-    let mode = config.next_hop_tls;
-    if mode == NextHopTls::None {
-        return Ok(None);
-    }
-    let host = config.next_hop.rsplit_once(':').map_or(config.next_hop.as_str(), |(host, _)| host);
+/// The TLS client to `next_hop` (HOST:PORT): with `verify`, checking its certificate
+/// against `ca` or the system's CA certificates, else taking any certificate (see
+/// `EdgeConfig::next_hop_client`). Errors name the key at fault.
+pub(crate) fn next_hop_client(next_hop: &str, verify: bool, ca: Option<PathBuf>) -> anyhow::Result<NextHopClient> {
+    let host = next_hop.rsplit_once(':').map_or(next_hop, |(host, _)| host);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let name = ServerName::try_from(host.to_owned())
         .map_err(|e| anyhow!("next_hop: {host:?} is not a name TLS can check ({e}); set next_hop_tls = \"none\" to relay in clear"))?;
-    let ca = config.next_hop_ca_file.clone();
     let paths = ca.iter().cloned().collect();
     let connector = Watched::new("next hop CA", paths, move || {
         let builder = ClientConfig::builder_with_provider(ratchet_tls::provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| anyhow!("TLS: {e}"))?;
-        let config = match (mode, &ca) {
-            (NextHopTls::Verify, Some(ca)) => builder.with_root_certificates(read_roots("next_hop_ca_file", ca)?),
-            (NextHopTls::Verify, None) => builder.with_root_certificates(system_roots()?),
+        let config = match (verify, &ca) {
+            (true, Some(ca)) => builder.with_root_certificates(read_roots("next_hop_ca_file", ca)?),
+            (true, None) => builder.with_root_certificates(system_roots()?),
             _ => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AnyCertificate(ratchet_tls::provider()))),
         };
         Ok(TlsConnector::from(Arc::new(config.with_no_client_auth())))
     })?;
-    Ok(Some(NextHopClient {
+    Ok(NextHopClient {
         connector: Arc::new(connector),
         name,
-    }))
+    })
 }
 
 /// The system's CA certificates (`SSL_CERT_FILE`/`SSL_CERT_DIR`, else the distribution's).

@@ -25,5 +25,5 @@ pub use evaluate::{evaluate, Evaluation, ServerFacts, Verdict};
 pub use pause::{Charge, Pause, PauseError, PauseGrant, PauseLedger};
 pub use policy::{Policy, PolicyError};
 pub use products::{BuildStatus, Classification};
-pub use report::{server_report, ServerRecord, ServerReport};
+pub use report::{server_report, ReportStatus, ServerRecord, ServerReport};
 pub use version::BuildVersion;

@@ -19,21 +19,57 @@ pub struct ServerRecord {
     pub episode: Option<Episode>,
 }
 
-/// The report status of a server: its build's status, or `remediated` once an episode closed.
-pub fn report_status(record: &ServerRecord, policy: &Policy) -> &'static str {
-    match &record.episode {
-        Some(episode) if !episode.is_open() => "remediated",
-        Some(_) => "out_of_date",
-        None => crate::products::classify(&policy.products, &record.build).status.as_str(),
+/// A server's status in the report: its build's status, or `remediated` once its episode
+/// closed. Serialised as the spec's strings, so the decider, `ratchet ctl` and the report
+/// page read one type instead of comparing text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportStatus {
+    OutOfDate,
+    Compliant,
+    Unidentified,
+    Remediated,
+}
+
+impl ReportStatus {
+    /// The serialised name, for text output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportStatus::OutOfDate => "out_of_date",
+            ReportStatus::Compliant => "compliant",
+            ReportStatus::Unidentified => "unidentified",
+            ReportStatus::Remediated => "remediated",
+        }
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+impl From<BuildStatus> for ReportStatus {
+    fn from(status: BuildStatus) -> Self {
+        match status {
+            BuildStatus::OutOfDate => ReportStatus::OutOfDate,
+            BuildStatus::Compliant => ReportStatus::Compliant,
+            BuildStatus::Unidentified => ReportStatus::Unidentified,
+        }
+    }
+}
+
+/// The report status of a server: its build's status, or `remediated` once an episode closed.
+pub fn report_status(record: &ServerRecord, policy: &Policy) -> ReportStatus {
+    match &record.episode {
+        Some(episode) if !episode.is_open() => ReportStatus::Remediated,
+        Some(_) => ReportStatus::OutOfDate,
+        None => crate::products::classify(&policy.products, &record.build).status.into(),
+    }
+}
+
+/// One server's row of the tenant report. Deserialisable, so that `ratchet ctl report`
+/// reads the decider's JSON back into this type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ServerReport {
     pub server_fqdn: String,
     pub build: String,
     pub product: Option<String>,
-    pub status: &'static str,
+    pub status: ReportStatus,
     pub first_detected_date: Option<Timestamp>,
     pub stage: Option<u32>,
     pub throttle_enabled_date: Option<Timestamp>,
@@ -76,5 +112,19 @@ pub fn server_report(policy: &Policy, record: &ServerRecord, pauses: &[Interval]
         next_stage_start_date: evaluation.next_stage_start_date,
         recommended_build_versions: evaluation.recommended_build_versions.iter().map(ToString::to_string).collect(),
         last_seen: record.last_seen,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReportStatus;
+
+    #[test]
+    fn status_text_is_its_serialised_name() {
+        use ReportStatus::*;
+        for status in [OutOfDate, Compliant, Unidentified, Remediated] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+            assert_eq!(serde_json::from_value::<ReportStatus>(status.as_str().into()).unwrap(), status);
+        }
     }
 }

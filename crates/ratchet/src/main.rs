@@ -1,7 +1,7 @@
 //! `ratchet`: the one binary. Each subcommand lives in its own module.
 
 mod certs_cmd;
-mod ctl_cmd;
+mod ctl;
 mod decider_cmd;
 mod dev_cmd;
 mod dev_sink;
@@ -49,7 +49,7 @@ enum Command {
     /// Run one stateless SMTP edge.
     Edge(edge_cmd::EdgeArgs),
     /// Operate a running cluster: tenants, connectors, servers, pauses, policy, membership.
-    Ctl(ctl_cmd::CtlArgs),
+    Ctl(ctl::CtlArgs),
     /// Evaluate, show or check an enforcement policy, with no cluster.
     Policy(policy_cmd::PolicyArgs),
     /// Make the cluster CA and issue certificates with roles (mutual TLS on every link).
@@ -62,7 +62,9 @@ enum Command {
 /// configured, spans exported to it (see `telemetry`). Runs inside the runtime.
 fn init_logging(format: LogFormat, service: &str) -> Option<telemetry::Telemetry> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,h2=warn,tower=warn"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, not in files or a collector's log lines.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
     let fmt = match format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().boxed(),
@@ -117,7 +119,7 @@ fn main() -> ExitCode {
         Command::Decider(args) => serve(cli.log_format, "ratchet-decider", decider_cmd::run(args)),
         Command::Dev(args) => serve(cli.log_format, "ratchet-dev", dev_cmd::run(args)),
         Command::Edge(args) => serve(cli.log_format, "ratchet-edge", edge_cmd::run(args)),
-        Command::Ctl(args) => runtime().and_then(|rt| rt.block_on(ctl_cmd::run(args))),
+        Command::Ctl(args) => runtime().and_then(|rt| rt.block_on(ctl::run(args))),
         Command::Policy(args) => policy_cmd::run(args),
         Command::Certs(args) => certs_cmd::run(args),
         Command::Restore(args) => restore_cmd::run(args),

@@ -17,6 +17,8 @@
 //!   conversions between it and the types the rules work with.
 //! - `rocks`: the RocksDB database, its column families, key encoding and memory bounds.
 //! - `snapshot`: the snapshot file format, streamed and checksummed.
+//! - `observe`: what storage reports about its own work (durations, snapshot sizes) to the
+//!   decider's metrics.
 //! - `apply`: the deterministic state transitions, one function per command.
 //! - `log_store` and `state_machine`: openraft's storage traits on RocksDB.
 //! - `view`: what the decider reads from the applied state, with in-memory caches for the
@@ -30,6 +32,7 @@ pub mod codec;
 pub mod command;
 pub mod log_store;
 pub mod model;
+pub mod observe;
 pub mod rocks;
 pub mod snapshot;
 pub mod state_machine;
@@ -39,6 +42,7 @@ pub mod view;
 pub use command::{Applied, Command, CommandError, ErrorKind, Notice, Observation, Request, Response, ServerSighting};
 pub use log_store::LogStore;
 pub use model::{AuditRecord, Connector, Event, EventKind, ServerEntry, Tenant};
+pub use observe::StorageObserver;
 pub use rocks::{StorageOptions, Store};
 pub use state_machine::StateMachine;
 pub use types::{Node, NodeId, TypeConfig};

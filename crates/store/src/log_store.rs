@@ -4,12 +4,14 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::time::Instant;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::Vote;
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use crate::codec::Codec;
+use crate::observe::{StorageObserver, Unobserved};
 use crate::rocks::{decode, encode, log_index, log_key, Store, StoreError, CF_LOG, CF_RAFT};
 use crate::types::{read_error, write_error, Entry, LogId, NodeId, StorageError, TypeConfig};
 
@@ -20,11 +22,20 @@ const LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     store: Store,
+    observer: &'static dyn StorageObserver,
 }
 
 impl LogStore {
     pub fn new(store: Store) -> Self {
-        LogStore { store }
+        LogStore {
+            store,
+            observer: &Unobserved,
+        }
+    }
+
+    /// Reports how long each append and its sync take to `observer`.
+    pub fn observed_by(self, observer: &'static dyn StorageObserver) -> Self {
+        LogStore { observer, ..self }
     }
 
     fn last_entry_id(&self) -> Result<Option<LogId>, StorageError> {
@@ -132,7 +143,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             batch.put_cf(self.store.cf(CF_LOG), log_key(entry.log_id.index), encode(&entry));
         }
+        let started = Instant::now();
         let result = self.store.write_synced(batch);
+        if result.is_ok() {
+            self.observer.log_appended(started.elapsed());
+        }
         let outcome = result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string()));
         callback.log_io_completed(outcome);
         result.map_err(write_error)

@@ -14,6 +14,7 @@ use std::io::{BufReader, BufWriter, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, Membership};
@@ -23,6 +24,7 @@ use rocksdb::{IteratorMode, WriteBatch};
 use crate::apply::Txn;
 use crate::command::{Applied, Response};
 use crate::model::{audit_key, flush_key, Connector, LastFlush, Tenant};
+use crate::observe::{StorageObserver, Unobserved};
 use crate::rocks::{
     decode, encode, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_RAFT, CF_SERVERS, CF_TENANTS, STATE_FAMILIES,
 };
@@ -43,15 +45,6 @@ const SNAPSHOT_META: &[u8] = b"snapshot_meta";
 const INSTALLING: &[u8] = b"installing";
 /// Records written per batch while installing a snapshot.
 const INSTALL_BATCH_BYTES: usize = 8 << 20;
-
-/// Snapshots built and installed by this process, for the decider's metrics.
-static SNAPSHOTS_BUILT: AtomicU64 = AtomicU64::new(0);
-static SNAPSHOTS_INSTALLED: AtomicU64 = AtomicU64::new(0);
-
-/// (built, installed) snapshots since this process started.
-pub fn snapshot_counts() -> (u64, u64) {
-    (SNAPSHOTS_BUILT.load(Ordering::Relaxed), SNAPSHOTS_INSTALLED.load(Ordering::Relaxed))
-}
 
 /// The span of applying one batch of entries, with its log index range.
 ///
@@ -96,6 +89,7 @@ pub struct StateMachine {
     caches: Arc<Caches>,
     notifiers: Arc<Notifiers>,
     snapshots_built: Arc<AtomicU64>,
+    observer: &'static dyn StorageObserver,
 }
 
 impl StateMachine {
@@ -109,6 +103,7 @@ impl StateMachine {
             caches: Arc::default(),
             notifiers: Arc::new(Notifiers::new()),
             snapshots_built: Arc::default(),
+            observer: &Unobserved,
         };
         machine.remove_snapshot_files(|name| name.ends_with(".part"));
         if machine.store.db().get_cf(machine.store.cf(CF_RAFT), INSTALLING)?.is_some() {
@@ -121,6 +116,11 @@ impl StateMachine {
         }
         machine.reload_caches()?;
         Ok(machine)
+    }
+
+    /// Reports apply durations and snapshot sizes to `observer`.
+    pub fn observed_by(self, observer: &'static dyn StorageObserver) -> Self {
+        StateMachine { observer, ..self }
     }
 
     pub fn view(&self) -> StateView {
@@ -161,6 +161,7 @@ impl StateMachine {
     }
 
     fn apply_entries(&self, entries: impl IntoIterator<Item = Entry>) -> Result<Vec<Response>, StoreError> {
+        let started = Instant::now();
         let entries: Vec<Entry> = entries.into_iter().collect();
         let span = apply_span(&entries);
         let _in_span = span.enter();
@@ -243,6 +244,7 @@ impl StateMachine {
         if let Some(id) = last_applied {
             self.notifiers.applied.send_replace(id.index);
         }
+        self.observer.applied(started.elapsed());
         Ok(responses)
     }
 
@@ -464,8 +466,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             })
             .await
             .map_err(read_error)?;
-        SNAPSHOTS_BUILT.fetch_add(1, Ordering::Relaxed);
         let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        self.observer.snapshot_built(bytes);
         tracing::info!(snapshot = %meta.snapshot_id, bytes, "built snapshot");
         Ok(snapshot_of(meta, file))
     }
@@ -510,12 +512,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| write_error(StoreError::Format(format!("flushing a received snapshot: {e}"))))?;
         let received = snapshot.into_std().await;
+        let bytes = received.metadata().map(|m| m.len()).unwrap_or(0);
         let announced = meta.clone();
         self.blocking(move |machine| machine.receive(received, &announced))
             .await
             .map_err(write_error)?;
-        SNAPSHOTS_INSTALLED.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
+        self.observer.snapshot_installed(bytes);
+        tracing::info!(snapshot = %meta.snapshot_id, bytes, "installed snapshot");
         Ok(())
     }
 

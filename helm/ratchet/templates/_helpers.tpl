@@ -329,10 +329,11 @@ changed files. The role each one must carry:
   edge     edge    the edges' Decide and WatchConnectors calls
   policy   admin   the policy hook Job (ratchet ctl policy show, policy set)
   test     viewer  the helm test pod (ratchet ctl cluster status)
+  backup   admin   the backup CronJob (ratchet ctl snapshot save)
 */}}
 
 {{- define "ratchet.tls.roles" -}}
-{{- dict "decider" "peer" "edge" "edge" "policy" "admin" "test" "viewer" | toJson -}}
+{{- dict "decider" "peer" "edge" "edge" "policy" "admin" "test" "viewer" "backup" "admin" | toJson -}}
 {{- end -}}
 
 {{- define "ratchet.tls.role" -}}
@@ -383,7 +384,7 @@ says it for you only because tls.enabled: false asked for exactly that.
 
 {{/*
 Environment of the containers that run `ratchet ctl` (the decider container, for kubectl
-exec; join.sh, check-identity.sh, apply-policy.sh, the helm test): with tls.enabled the
+exec; join.sh, check-identity.sh, apply-policy.sh, backup.sh, the helm test): with tls.enabled the
 certificate, which ratchet reads from RATCHET_CERT, RATCHET_KEY and RATCHET_CA; without,
 CTL_INSECURE=true, which the scripts turn into `ratchet ctl --insecure`.
 */}}

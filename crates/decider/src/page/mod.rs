@@ -23,7 +23,7 @@ use serde::Deserialize;
 use tonic::Code;
 
 use self::html::message_page;
-use crate::http::HttpState;
+use crate::http_state::HttpState;
 use crate::http_tls::PageCaller;
 use crate::proposer::WriteError;
 use crate::report::tenant_report;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use chrono::{Datelike, Days, NaiveDate};
-use ratchet_policy::{ServerReport, Timestamp};
+use ratchet_policy::{ReportStatus, ServerReport, Timestamp};
 use ratchet_store::model::Counts;
 
 use super::chart::{Bar, Series, StackedBars};
@@ -40,26 +40,19 @@ const PRODUCT_COLORS: [&str; 6] = ["#3568d4", "#8a5cc8", "#1c9aa6", "#c8559a", "
 const MIN_DAYS: u64 = 14;
 const MAX_DAYS: u64 = ratchet_store::model::DAILY_COUNT_DAYS as u64;
 
-pub fn total(row: &ServerRow) -> Counts {
-    let mut sum = Counts::default();
-    row.counters.values().for_each(|counts| sum.add(*counts));
-    sum
-}
-
-fn status_badge(status: &str) -> String {
+fn status_badge(status: ReportStatus) -> String {
     let (class, label) = match status {
-        "out_of_date" => ("b-red", "Out of date"),
-        "remediated" => ("b-green", "Remediated"),
-        "compliant" => ("b-green", "Compliant"),
-        "unidentified" => ("b-grey", "Unidentified"),
-        other => ("b-grey", other),
+        ReportStatus::OutOfDate => ("b-red", "Out of date"),
+        ReportStatus::Remediated => ("b-green", "Remediated"),
+        ReportStatus::Compliant => ("b-green", "Compliant"),
+        ReportStatus::Unidentified => ("b-grey", "Unidentified"),
     };
     format!("<span class=\"badge {class}\">{}</span>", Esc(label))
 }
 
 /// Whether the server's stage is enforced (the tenant's pause aside): its episode is open.
 fn enforced(server: &ServerReport) -> bool {
-    server.status == "out_of_date"
+    server.status == ReportStatus::OutOfDate
 }
 
 /// Servers whose messages are throttled or blocked in some minutes of the hour now.
@@ -161,7 +154,7 @@ fn server_row(out: &mut String, row: &ServerRow, paused: bool) {
         let builds: Vec<String> = server.recommended_build_versions.iter().map(|b| Esc(b).to_string()).collect();
         let _ = write!(out, "<td class=\"mono\">{}</td>", builds.join("<br>"));
     }
-    let counts = total(row);
+    let counts = row.total();
     let breakdown: Vec<String> = row
         .counters
         .iter()
@@ -264,9 +257,9 @@ pub fn stage_chart(report: &TenantReport, stage_count: u32) -> StackedBars {
         .collect();
     for row in &report.servers {
         let bar = match (row.report.status, row.report.stage) {
-            ("remediated", _) => stages as usize,
+            (ReportStatus::Remediated, _) => stages as usize,
             (_, Some(stage)) => stage as usize - 1,
-            ("compliant", None) => stages as usize + 1,
+            (ReportStatus::Compliant, None) => stages as usize + 1,
             (_, None) => stages as usize + 2,
         };
         let product = row.report.product.as_deref().unwrap_or("Unknown product");
@@ -402,10 +395,10 @@ fn pause_panel(out: &mut String, report: &TenantReport, context: &PageContext) {
 }
 
 fn summary_cards(out: &mut String, report: &TenantReport) {
-    let out_of_date = report.servers.iter().filter(|row| row.report.status == "out_of_date").count();
+    let out_of_date = report.out_of_date();
     let enforced = enforced_now(report);
     let mut messages = Counts::default();
-    report.servers.iter().for_each(|row| messages.add(total(row)));
+    report.servers.iter().for_each(|row| messages.add(row.total()));
     let _ = write!(
         out,
         "<div class=\"cards\">\

@@ -21,7 +21,7 @@ pub fn render(reports: &[TenantReport], pause_budget_days: u32, now: Timestamp) 
         date_time(now)
     );
     for report in reports {
-        let out_of_date = report.servers.iter().filter(|row| row.report.status == "out_of_date").count();
+        let out_of_date = report.out_of_date();
         let enforced = enforced_now(report);
         let pause = match report.paused_until {
             Some(until) => format!("<span class=\"badge b-amber\">Paused</span> until {}", date_time(until)),

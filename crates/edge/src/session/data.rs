@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::{Flow, Session};
 use crate::config::BareLf;
 use crate::connection::ReadError;
+use crate::metrics::HeldMessage;
 use crate::reply::{self, Reply};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -40,11 +41,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// The content up to the final dot, or the reply that refuses it.
-    async fn receive(&mut self) -> Result<Result<Vec<u8>, Reply>, ReadError> {
+    async fn receive(&mut self) -> Result<Result<HeldMessage, Reply>, ReadError> {
         let config = &self.shared.config;
         let (max_size, max_line, timeout, bare_lf_mode) =
             (config.max_message_size, config.max_data_line, config.data_timeout(), config.bare_lf);
-        let mut message = Vec::new();
+        let mut message = HeldMessage::default();
         let mut refusal: Option<Reply> = None;
         // The CRLF that ended the DATA command counts: a "." right after 354 ends the content.
         let mut after_crlf = true;
@@ -53,7 +54,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(line) => line,
                 Err(ReadError::TooLong) => {
                     refusal.get_or_insert_with(reply::data_line_too_long);
-                    message = Vec::new();
+                    message = HeldMessage::default();
                     after_crlf = true;
                     continue;
                 }
@@ -80,7 +81,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 refusal.get_or_insert_with(reply::message_too_big);
             }
             if refusal.is_some() {
-                message = Vec::new();
+                message = HeldMessage::default();
                 continue;
             }
             message.extend_from_slice(content);

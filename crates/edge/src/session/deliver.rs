@@ -14,17 +14,17 @@ use std::net::SocketAddr;
 use ratchet_proto::v1::{ConnectionFacts, DecideRequest, Verdict};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::Shared;
 use super::{Flow, Remembered, Session, Transaction};
 use crate::build::parse_headers;
 use crate::connection::wait_for_force;
 use crate::connectors::Attribution;
-use crate::metrics::{metrics, MessageVerdict};
+use crate::metrics::{metrics, HeldMessage, MessageVerdict};
 use crate::relay::{self, Envelope};
 use crate::reply::{self, Reply};
-use crate::server::Shared;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    pub(super) async fn deliver(&mut self, transaction: Transaction, message: Vec<u8>) -> Flow {
+    pub(super) async fn deliver(&mut self, transaction: Transaction, message: HeldMessage) -> Flow {
         self.messages += 1;
         let trace_id = format!("{}.{}", self.id, self.messages);
         let (helo, esmtp) = self

@@ -20,11 +20,25 @@ use smtp_proto::{Error as ParseError, Request};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
-use crate::config::BareLf;
+use crate::build::BuildDetector;
+use crate::config::{BareLf, EdgeConfig};
 use crate::connection::{Connection, Line, ReadError};
+use crate::connectors::ConnectorTable;
+use crate::deciders::DeciderPool;
 use crate::reply::{self, Reply};
-use crate::server::Shared;
-use crate::tls::{TlsFacts, Transport};
+use crate::tls::{NextHopClient, TlsFacts, TlsSettings, Transport};
+
+/// What every session of one edge shares (built by `server`, which admits the sessions).
+pub(crate) struct Shared {
+    pub config: EdgeConfig,
+    pub deciders: Arc<DeciderPool>,
+    pub connectors: ConnectorTable,
+    pub detector: Box<dyn BuildDetector>,
+    /// STARTTLS, when configured.
+    pub tls: Option<Arc<TlsSettings>>,
+    /// STARTTLS to the next hop, unless `next_hop_tls = "none"`.
+    pub next_hop_tls: Option<NextHopClient>,
+}
 
 /// Whether the session goes on after a command.
 #[derive(Debug, PartialEq, Eq)]

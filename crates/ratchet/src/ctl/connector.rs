@@ -1,0 +1,88 @@
+//! `ratchet ctl connector add|list`: how a tenant's servers are recognised, by source
+//! address range and, optionally, the name on their TLS client certificate.
+
+use clap::Subcommand;
+use ratchet_proto::v1 as pb;
+use serde::Serialize;
+
+use super::client::refusal;
+use super::output::{added, nonempty, or_dash, Output};
+use super::Admin;
+use crate::table;
+
+#[derive(Subcommand)]
+pub enum ConnectorCommand {
+    Add {
+        #[arg(long)]
+        tenant: String,
+        /// Source address range of the tenant's servers, e.g. 203.0.113.0/24.
+        #[arg(long)]
+        cidr: String,
+        /// Also require a TLS client certificate with this name.
+        #[arg(long)]
+        cert_name: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum ConnectorOutput {
+    Added { tenant: String, cidr: String, created: bool },
+    Listed(Vec<Connector>),
+}
+
+#[derive(Serialize)]
+pub struct Connector {
+    tenant: String,
+    cidr: String,
+    cert_name: Option<String>,
+}
+
+pub async fn run(admin: &mut Admin, command: ConnectorCommand) -> anyhow::Result<ConnectorOutput> {
+    Ok(match command {
+        ConnectorCommand::Add { tenant, cidr, cert_name } => {
+            let request = pb::AddConnectorRequest {
+                tenant: tenant.clone(),
+                cidr: cidr.clone(),
+                cert_name: cert_name.unwrap_or_default(),
+            };
+            let reply = admin.add_connector(request).await.map_err(refusal)?.into_inner();
+            ConnectorOutput::Added {
+                tenant,
+                cidr,
+                created: reply.created,
+            }
+        }
+        ConnectorCommand::List { tenant } => {
+            let request = pb::ListConnectorsRequest { tenant };
+            let reply = admin.list_connectors(request).await.map_err(refusal)?.into_inner();
+            let connectors = reply.connectors.into_iter().map(|c| Connector {
+                cert_name: nonempty(&c.cert_name),
+                tenant: c.tenant,
+                cidr: c.cidr,
+            });
+            ConnectorOutput::Listed(connectors.collect())
+        }
+    })
+}
+
+impl Output for ConnectorOutput {
+    fn human(&self) {
+        match self {
+            ConnectorOutput::Added { tenant, cidr, created } => {
+                println!("connector {cidr} for tenant {tenant} {}", added(*created))
+            }
+            ConnectorOutput::Listed(connectors) => {
+                let rows: Vec<Vec<String>> = connectors
+                    .iter()
+                    .map(|c| vec![c.tenant.clone(), c.cidr.clone(), or_dash(c.cert_name.as_deref())])
+                    .collect();
+                table::print(&["TENANT", "CIDR", "CERT NAME"], &rows);
+            }
+        }
+    }
+}
