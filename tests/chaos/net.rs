@@ -279,7 +279,7 @@ impl Node {
             .arg("--config")
             .arg(&self.config)
             .args(extra)
-            .env("RUST_LOG", "info,openraft=info")
+            .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
             .stderr(log);
         if let Some(members) = initial_cluster {
