@@ -8,7 +8,8 @@
 //! them). The tenants are created through the admin API (AddTenant, AddConnector),
 //! `clients` at a time. Then `decide_connector_servers` servers are imported for `bench`
 //! and `clients` workers ask Decide for one at random, as in `decide_vs_redis_get`. The
-//! ratio is the many-connector run's Decide/s over the 10-connector run's.
+//! ratio is the many-connector run's Decide/s over the 10-connector run's. Both deciders
+//! are configured not to snapshot during the run (see `CONFIG`).
 //!
 //! The many-connector count defaults to 20,000, not the 100,000 of the key's name:
 //! every connector write costs O(connectors) at apply today, so setting up 100,000 is
@@ -26,15 +27,20 @@ use serde_json::json;
 
 use crate::decide::{import_servers, measure_decide};
 use crate::load::{self, round, Limit};
-use crate::procs::{add_tenant, decide_request, Decider, Env, OUT_OF_DATE_BUILD, QUIET_LOG};
+use crate::procs::{add_tenant, decide_request, http_get, metric_sum, Decider, Env, OUT_OF_DATE_BUILD, QUIET_LOG};
 use crate::Settings;
 
 const FEW: u64 = 10;
 
+/// Creating N tenants and connectors takes 2 N log entries: without this a snapshot of the
+/// many-tenant state (every 20,000 entries by default) can fall in the measured window
+/// of one arm and not the other.
+const CONFIG: &str = "snapshot_every_entries = 10000000\n";
+
 pub async fn run(env: &Env, settings: &Settings) -> anyhow::Result<serde_json::Value> {
     let many = settings.many_connectors.max(FEW);
-    let (few_setup, few) = side(env, settings, FEW).await?;
-    let (many_setup, many_result) = side(env, settings, many).await?;
+    let (few_setup, few, few_server_us) = side(env, settings, FEW).await?;
+    let (many_setup, many_result, many_server_us) = side(env, settings, many).await?;
     let ratio = many_result.ops_per_sec() / few.ops_per_sec();
     Ok(json!({
         "ratio": round(ratio, 3),
@@ -47,12 +53,14 @@ pub async fn run(env: &Env, settings: &Settings) -> anyhow::Result<serde_json::V
             "connectors": many,
             "setup_secs": round(many_setup, 1),
             "result": many_result.summary(),
+            "server_decide_mean_us": round(many_server_us, 1),
         },
         "few": {
             "what": format!("the same with {FEW} connectors"),
             "connectors": FEW,
             "setup_secs": round(few_setup, 1),
             "result": few.summary(),
+            "server_decide_mean_us": round(few_server_us, 1),
         },
     }))
 }
@@ -65,9 +73,10 @@ fn extra_cidr(i: u64) -> (Ipv4Addr, String) {
 }
 
 /// Starts a decider with `count` connectors and measures Decide on it; returns the seconds
-/// the tenants and connectors took to create, and the load result.
-async fn side(env: &Env, settings: &Settings, count: u64) -> anyhow::Result<(f64, load::LoadResult)> {
-    let mut node = Decider::new(env, &format!("conn{count}"), "", QUIET_LOG)?;
+/// the tenants and connectors took to create, the load result, and the mean time the
+/// decider spent in Decide (its `ratchet_decider_decide_duration_seconds`, microseconds).
+async fn side(env: &Env, settings: &Settings, count: u64) -> anyhow::Result<(f64, load::LoadResult, f64)> {
+    let mut node = Decider::new(env, &format!("conn{count}"), CONFIG, QUIET_LOG)?;
     let founding = format!("{}={}", node.name, node.grpc);
     node.start(Some(&founding))?;
     node.wait_ready(Duration::from_secs(30))?;
@@ -114,6 +123,9 @@ async fn side(env: &Env, settings: &Settings, count: u64) -> anyhow::Result<(f64
     let servers = settings.decide_connector_servers;
     import_servers(&node, "bench", servers, settings.clients).await?;
     let result = measure_decide(&node, settings, servers).await?;
+    let metrics = http_get(node.http, "/metrics").map(|(_, body)| body).unwrap_or_default();
+    let server_us = 1e6 * metric_sum(&metrics, "ratchet_decider_decide_duration_seconds_sum")
+        / metric_sum(&metrics, "ratchet_decider_decide_duration_seconds_count").max(1.0);
     node.terminate().await?;
-    Ok((setup, result))
+    Ok((setup, result, server_us))
 }
