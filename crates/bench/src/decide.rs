@@ -107,7 +107,12 @@ async fn ratchet_side(env: &Env, settings: &Settings, tls: Option<&Certs>) -> an
     add_tenant(&node, "bench", "10.0.0.0/8").await?;
     let servers = settings.decide_servers;
     import_servers(&node, "bench", servers, settings.clients).await?;
+    measure_decide(&node, settings, servers).await
+}
 
+/// Decide from `CLIENT_IP` (tenant `bench`) for one of the `servers` imported servers
+/// `srv{i}.bench.local` at random, `clients` workers for the configured time.
+pub async fn measure_decide(node: &Decider, settings: &Settings, servers: u64) -> anyhow::Result<load::LoadResult> {
     // One connection per client, as redis-benchmark opens one per client.
     let mut clients = Vec::new();
     for _ in 0..settings.clients {

@@ -4,8 +4,10 @@
 //!
 //! One module per benchmark, each saying at its top what it measures and how:
 //! `decide` (vs Redis GET), `sightings` (vs etcd put), `smtp` (edge vs smtp-sink),
-//! `scale` (memory per server, snapshot, restart) and `failover`.
+//! `scale` (memory per server, snapshot, restart), `failover` and `connectors` (Decide with
+//! many tenants' connectors against few).
 
+mod connectors;
 mod decide;
 mod failover;
 mod load;
@@ -32,12 +34,16 @@ struct Args {
     /// Tiny counts and durations: checks that every benchmark runs, for CI.
     #[arg(long)]
     smoke: bool,
-    /// Run only these benchmarks (decide, sightings, smtp, scale, failover); default all.
+    /// Run only these benchmarks (decide, sightings, smtp, scale, failover, connectors); default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Servers to import for `bytes_per_server` (default: 1,000,000; smoke: 2,000).
     #[arg(long)]
     scale_servers: Option<u64>,
+    /// Connectors (one per tenant) for `decide_100k_connectors_vs_10` (default: 20,000;
+    /// smoke: 50).
+    #[arg(long)]
+    many_connectors: Option<u64>,
 }
 
 /// Sizes and durations of one run.
@@ -48,6 +54,10 @@ pub struct Settings {
     pub warmup: Duration,
     pub measure: Duration,
     pub decide_servers: u64,
+    /// Tenants with one connector each in the many-connector run of `connectors`.
+    pub many_connectors: u64,
+    /// Servers imported for the `connectors` benchmark's Decide.
+    pub decide_connector_servers: u64,
     pub redis_requests: u64,
     pub smtp_messages: u64,
     pub smtp_sessions: u64,
@@ -66,6 +76,8 @@ impl Settings {
                 warmup: Duration::from_millis(200),
                 measure: Duration::from_secs(1),
                 decide_servers: 500,
+                many_connectors: 50,
+                decide_connector_servers: 50,
                 redis_requests: 20_000,
                 smtp_messages: 200,
                 smtp_sessions: 20,
@@ -81,6 +93,10 @@ impl Settings {
                 warmup: Duration::from_secs(2),
                 measure: Duration::from_secs(15),
                 decide_servers: 10_000,
+                // Not 100,000: creating tenants and connectors through the admin API costs
+                // O(connectors) per write today, so 100,000 takes too long to set up.
+                many_connectors: 20_000,
+                decide_connector_servers: 1_000,
                 redis_requests: 1_000_000,
                 smtp_messages: 20_000,
                 smtp_sessions: 20,
@@ -100,12 +116,13 @@ impl Settings {
     }
 }
 
-pub const BENCHMARKS: [(&str, &str); 5] = [
+pub const BENCHMARKS: [(&str, &str); 6] = [
     ("decide", "decide_vs_redis_get"),
     ("sightings", "sightings_vs_etcd_put"),
     ("smtp", "edge_vs_smtp_sink"),
     ("scale", "bytes_per_server"),
     ("failover", "failover_ms"),
+    ("connectors", "decide_100k_connectors_vs_10"),
 ];
 
 #[tokio::main]
@@ -114,6 +131,9 @@ async fn main() -> anyhow::Result<()> {
     let mut settings = Settings::new(args.smoke);
     if let Some(servers) = args.scale_servers {
         settings.scale_servers = servers;
+    }
+    if let Some(connectors) = args.many_connectors {
+        settings.many_connectors = connectors;
     }
     std::fs::create_dir_all(&args.out)?;
     let ratchet = std::fs::canonicalize(&args.ratchet)?;
@@ -137,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
             "smtp" => smtp::run(&env, &settings).await,
             "scale" => scale::run(&env, &settings).await,
             "failover" => failover::run(&env, &settings).await,
+            "connectors" => connectors::run(&env, &settings).await,
             _ => unreachable!(),
         };
         let secs = started.elapsed().as_secs_f64();

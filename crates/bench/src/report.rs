@@ -72,6 +72,8 @@ pub fn write(out: &Path, settings: &Settings, results: Value) -> anyhow::Result<
             "probe_messages": settings.probe_messages,
             "scale_servers": settings.scale_servers,
             "failover_trials": settings.failover_trials,
+            "many_connectors": settings.many_connectors,
+            "decide_connector_servers": settings.decide_connector_servers,
         },
         "benchmarks": results,
     });
@@ -174,6 +176,18 @@ fn markdown(doc: &Value) -> String {
         num(&f["value"]),
         met(f)
     );
+    let n = &b["decide_100k_connectors_vs_10"];
+    if n.is_object() {
+        let _ = writeln!(
+            md,
+            "| `decide_100k_connectors_vs_10` | {} Decide/s with {} connectors | {} Decide/s with 10 | {} | ≥ 0.9 | {} |",
+            num(&n["many"]["result"]["ops_per_sec"]),
+            num(&n["many"]["connectors"]),
+            num(&n["few"]["result"]["ops_per_sec"]),
+            num(&n["ratio"]),
+            met(n)
+        );
+    }
 
     let _ = writeln!(md, "\n## Method and raw figures\n");
     let _ = writeln!(

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use futures::Stream;
-use ratchet_policy::connectors::attribute;
 use ratchet_policy::products::{classify, BuildStatus};
 use ratchet_policy::window::verdict_valid_until;
 use ratchet_policy::{evaluate, Episode, ServerFacts, Sighting, SightingEffect, Verdict};
@@ -81,8 +80,8 @@ impl DecisionService {
         }
         let cert_name = Some(connection.tls_client_cert_name.as_str()).filter(|name| !name.is_empty());
         let view = &self.proposer.view;
-        let connectors = view.connectors().borrow().clone();
-        let Some(tenant) = attribute(&connectors, client_ip, cert_name).map(|c| c.tenant.clone()) else {
+        let connectors = view.connector_table();
+        let Some(tenant) = connectors.attribute(client_ip, cert_name).map(|c| c.tenant.clone()) else {
             return Ok(pb::DecideResponse {
                 verdict: pb::Verdict::Accept.into(),
                 ..Default::default()
@@ -170,7 +169,7 @@ impl Decision for DecisionService {
         let view = self.proposer.view.clone();
         let snapshots = WatchStream::new(view.connectors()).map(move |connectors| {
             Ok(pb::ConnectorSnapshot {
-                connectors: connectors.iter().map(connector_message).collect(),
+                connectors: connectors.connectors().iter().map(connector_message).collect(),
                 applied_index: *view.applied().borrow(),
             })
         });

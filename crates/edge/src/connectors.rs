@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ratchet_policy::connectors::{attribute, Connector};
+use ratchet_policy::connectors::{Connector, ConnectorTable as Attributor};
 use ratchet_proto::v1::{ConnectorSnapshot, WatchConnectorsRequest};
 use tokio::sync::watch;
 
@@ -24,7 +24,7 @@ pub(crate) enum Attribution {
     Unknown,
 }
 
-type Table = Option<Arc<Vec<Connector>>>;
+type Table = Option<Arc<Attributor>>;
 
 #[derive(Clone)]
 pub(crate) struct ConnectorTable {
@@ -40,7 +40,7 @@ impl ConnectorTable {
     pub fn attribute(&self, client_ip: IpAddr, cert_name: Option<&str>) -> Attribution {
         match &*self.current.borrow() {
             None => Attribution::Unknown,
-            Some(connectors) => match attribute(connectors, client_ip, cert_name) {
+            Some(connectors) => match connectors.attribute(client_ip, cert_name) {
                 Some(c) => Attribution::Tenant(c.tenant.clone()),
                 None => Attribution::Stranger,
             },
@@ -102,7 +102,7 @@ pub(crate) async fn keep_watching(pool: Arc<DeciderPool>, table: watch::Sender<T
                         crate::metrics::metrics().connectors_loaded(connectors.len());
                         pool.answered();
                         pool.set_watching(true);
-                        table.send_replace(Some(Arc::new(connectors)));
+                        table.send_replace(Some(Arc::new(Attributor::new(connectors))));
                         backoff = BACKOFF_MIN;
                     }
                     Ok(None) => {
@@ -145,7 +145,7 @@ mod tests {
             ],
             applied_index: 7,
         };
-        tx.send_replace(Some(Arc::new(from_snapshot(snapshot))));
+        tx.send_replace(Some(Arc::new(Attributor::new(from_snapshot(snapshot)))));
         assert_eq!(table.attribute(ip, None), Attribution::Tenant("bear".into()));
         assert_eq!(table.attribute(ip, Some("mx.owl.example")), Attribution::Tenant("owl".into()));
         assert_eq!(table.attribute("192.0.2.1".parse().unwrap(), None), Attribution::Stranger);

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, Membership};
+use ratchet_policy::connectors::ConnectorTable;
 use ratchet_policy::Timestamp;
 use rocksdb::{IteratorMode, WriteBatch};
 
@@ -146,9 +147,9 @@ impl StateMachine {
         let connectors: Vec<Connector> = tenants.values().flat_map(|t| t.connectors.iter().cloned()).collect();
         *self.caches.tenants.write().expect("tenants lock") = tenants;
         self.notifiers.connectors.send_if_modified(|current| {
-            let changed = **current != connectors;
+            let changed = current.connectors() != connectors.as_slice();
             if changed {
-                *current = Arc::new(connectors);
+                *current = Arc::new(ConnectorTable::new(connectors));
             }
             changed
         });

@@ -8,10 +8,11 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use ratchet_policy::connectors::ConnectorTable;
 use ratchet_policy::{Policy, Timestamp};
 use tokio::sync::watch;
 
-use crate::model::{AuditRecord, Connector, Event, ServerEntry, Tenant, AUDIT_PREFIX};
+use crate::model::{AuditRecord, Event, ServerEntry, Tenant, AUDIT_PREFIX};
 use crate::rocks::{server_key, tenant_prefix, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_SERVERS, STATE_FAMILIES};
 use crate::state_machine::APPLIED_KEY;
 
@@ -34,20 +35,20 @@ pub(crate) struct Caches {
 pub struct StateView {
     store: Store,
     caches: Arc<Caches>,
-    connectors: watch::Receiver<Arc<Vec<Connector>>>,
+    connectors: watch::Receiver<Arc<ConnectorTable>>,
     applied: watch::Receiver<u64>,
 }
 
 /// Senders that apply uses to tell readers that something changed.
 pub(crate) struct Notifiers {
-    pub connectors: watch::Sender<Arc<Vec<Connector>>>,
+    pub connectors: watch::Sender<Arc<ConnectorTable>>,
     pub applied: watch::Sender<u64>,
 }
 
 impl Notifiers {
     pub fn new() -> Self {
         Notifiers {
-            connectors: watch::Sender::new(Arc::new(Vec::new())),
+            connectors: watch::Sender::new(Arc::new(ConnectorTable::default())),
             applied: watch::Sender::new(0),
         }
     }
@@ -75,9 +76,15 @@ impl StateView {
         self.tenants().get(name).cloned()
     }
 
-    /// Every connector of every tenant, and a receiver that changes when they do.
-    pub fn connectors(&self) -> watch::Receiver<Arc<Vec<Connector>>> {
+    /// Every connector of every tenant, indexed for attribution, and a receiver that
+    /// changes when they do. The table is built once per change (at apply) and shared.
+    pub fn connectors(&self) -> watch::Receiver<Arc<ConnectorTable>> {
         self.connectors.clone()
+    }
+
+    /// The current connector table: a shared reference, not a copy.
+    pub fn connector_table(&self) -> Arc<ConnectorTable> {
+        self.connectors.borrow().clone()
     }
 
     /// The last applied log index, and a receiver that changes when it does.
