@@ -34,7 +34,9 @@
 # and checkov, pinned, in its own virtualenv ($RATCHET_VENV, default
 # ~/.cache/ratchet/venv), where its many pinned dependencies cannot clash with anything.
 #
-# Not installed here: a Docker Engine, which tests/image.rs needs to build and run the image.
+#   docker.io:                   a Docker Engine for tests/image.rs (builds and runs the
+#                                image), only where no `docker` is installed; started when
+#                                none answers (systemctl, or dockerd in the background)
 #
 # Servers among these (Postfix, Redis, etcd, Prometheus) are installed for their programs
 # only: none is configured, started or enabled; the tests and benchmarks start their own on
@@ -54,6 +56,7 @@ case "$profile" in
     ;;
 esac
 if [ "$profile" = test ]; then
+  command -v docker >/dev/null || packages+=(docker.io)
   command -v python3 >/dev/null || packages+=(python3)
   python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
   python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || packages+=(python3-venv)
@@ -90,6 +93,21 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 [ "$profile" = test ] || exit 0
+
+if ! $sudo docker info >/dev/null 2>&1; then
+  echo "starting the Docker Engine (tests/image.rs needs one)" >&2
+  if [ -d /run/systemd/system ]; then
+    $sudo systemctl start docker
+  else
+    $sudo sh -c 'dockerd >/var/log/ratchet-dockerd.log 2>&1 &'
+  fi
+  for _ in $(seq 60); do
+    $sudo docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  $sudo docker info >/dev/null 2>&1 || { echo "install-deps.sh: the Docker Engine did not start (see /var/log/ratchet-dockerd.log)" >&2; exit 1; }
+fi
+
 python_packages=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0)
 if ! python3 - "${python_packages[@]}" 2>/dev/null <<'PY'; then
 import sys

@@ -44,6 +44,11 @@ pub struct Net {
 /// The root namespace's host number on the bridge: the clients, and the delaying proxies.
 pub const CLIENTS: u8 = 254;
 
+/// An iptables chain and the option that names the peer in it.
+type Direction = (&'static str, &'static str);
+const INCOMING: Direction = ("INPUT", "-s");
+const BOTH_WAYS: [Direction; 2] = [INCOMING, ("OUTPUT", "-d")];
+
 impl Net {
     pub fn new() -> Net {
         static NETS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -149,62 +154,44 @@ impl Net {
     /// Drops everything between `host` and the other hosts of `peers` (both ways); the
     /// clients still reach it.
     pub fn isolate(&self, host: u8, peers: &[u8]) {
-        let namespace = self.namespace(host);
         for peer in peers.iter().filter(|p| **p != host) {
-            let mut cuts = self.cuts.lock().unwrap();
-            cuts.insert((host, *peer));
-            cuts.insert((*peer, host));
-            drop(cuts);
-            let peer = self.address(*peer).to_string();
-            run(&[
-                "ip", "netns", "exec", &namespace, "iptables", "-A", "INPUT", "-s", &peer, "-j", "DROP",
-            ]);
-            run(&[
-                "ip", "netns", "exec", &namespace, "iptables", "-A", "OUTPUT", "-d", &peer, "-j", "DROP",
-            ]);
+            self.cuts.lock().unwrap().extend([(host, *peer), (*peer, host)]);
         }
+        self.drop_packets(host, peers, &BOTH_WAYS, &[]);
     }
 
     /// Drops what the other hosts of `peers` send to `host`, but not what it sends them: a
     /// one-way partition (the host still talks, and never hears back).
     pub fn deafen(&self, host: u8, peers: &[u8]) {
-        let namespace = self.namespace(host);
         for peer in peers.iter().filter(|p| **p != host) {
             self.cuts.lock().unwrap().insert((*peer, host));
-            let peer = self.address(*peer).to_string();
-            run(&[
-                "ip", "netns", "exec", &namespace, "iptables", "-A", "INPUT", "-s", &peer, "-j", "DROP",
-            ]);
         }
+        self.drop_packets(host, peers, &[INCOMING], &[]);
     }
 
     /// Drops a share (0 to 1) of the packets between `host` and the other hosts of `peers`,
     /// at random, both ways: a lossy link, which TCP carries on over, slowly.
     pub fn lossy(&self, host: u8, peers: &[u8], share: f64) {
-        let namespace = self.namespace(host);
         let share = share.to_string();
+        self.drop_packets(
+            host,
+            peers,
+            &BOTH_WAYS,
+            &["-m", "statistic", "--mode", "random", "--probability", &share],
+        );
+    }
+
+    /// An iptables DROP rule in `host`'s namespace for each other host of `peers` in each
+    /// of `directions`, matching `extra` too.
+    fn drop_packets(&self, host: u8, peers: &[u8], directions: &[Direction], extra: &[&str]) {
+        let namespace = self.namespace(host);
         for peer in peers.iter().filter(|p| **p != host) {
             let peer = self.address(*peer).to_string();
-            for (chain, side) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
-                run(&[
-                    "ip",
-                    "netns",
-                    "exec",
-                    &namespace,
-                    "iptables",
-                    "-A",
-                    chain,
-                    side,
-                    &peer,
-                    "-m",
-                    "statistic",
-                    "--mode",
-                    "random",
-                    "--probability",
-                    &share,
-                    "-j",
-                    "DROP",
-                ]);
+            for (chain, side) in directions {
+                let mut rule = vec!["ip", "netns", "exec", &namespace, "iptables", "-A", chain, side, &peer];
+                rule.extend_from_slice(extra);
+                rule.extend(["-j", "DROP"]);
+                run(&rule);
             }
         }
     }
