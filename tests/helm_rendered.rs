@@ -442,15 +442,6 @@ fn flag<'a>(args: &'a [String], name: &str) -> &'a str {
     &args[at + 1]
 }
 
-fn member_ids(status: &Value) -> BTreeMap<String, u64> {
-    status["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| (m["name"].as_str().unwrap().to_owned(), m["id"].as_u64().unwrap()))
-        .collect()
-}
-
 #[test]
 fn the_rendered_statefulset_founds_one_group_and_a_restarted_pod_rejoins_as_itself() {
     founds_one_group_and_a_restarted_pod_rejoins_as_itself(true);
@@ -513,11 +504,11 @@ fn founds_one_group_and_a_restarted_pod_rejoins_as_itself(tls: bool) {
             "a TLS decider answered ratchet ctl without a certificate"
         );
     }
-    let ids = member_ids(&statuses["ratchet-decider-0"]);
+    let ids = chart::member_ids(&statuses["ratchet-decider-0"]);
     assert_eq!(ids.keys().cloned().collect::<Vec<_>>(), names, "members are named after their pods");
     for pod in &layout.pods {
         let status = &statuses[&pod.name];
-        assert_eq!(member_ids(status), ids, "{} sees the same members", pod.name);
+        assert_eq!(chart::member_ids(status), ids, "{} sees the same members", pod.name);
         assert_eq!(
             status["node_id"].as_u64().unwrap(),
             pod.persisted_id(),
@@ -547,7 +538,7 @@ fn founds_one_group_and_a_restarted_pod_rejoins_as_itself(tls: bool) {
     let after = layout.wait_for_group(3);
     for pod in &layout.pods {
         assert_eq!(
-            member_ids(&after[&pod.name]),
+            chart::member_ids(&after[&pod.name]),
             ids,
             "{}: membership unchanged after the restart",
             pod.name
@@ -612,7 +603,7 @@ fn a_pod_whose_volume_is_lost_comes_back_as_a_new_member_once_the_old_one_is_rem
         pod.start();
     }
     let statuses = layout.wait_for_group(3);
-    let ids = member_ids(&statuses["ratchet-decider-0"]);
+    let ids = chart::member_ids(&statuses["ratchet-decider-0"]);
 
     // ratchet-decider-1 loses its volume: a new, empty claim under the same pod name.
     let lost = 1;
@@ -639,7 +630,7 @@ fn a_pod_whose_volume_is_lost_comes_back_as_a_new_member_once_the_old_one_is_rem
     );
     let meanwhile = layout.wait_for_group(3);
     assert_eq!(
-        member_ids(&meanwhile["ratchet-decider-0"]),
+        chart::member_ids(&meanwhile["ratchet-decider-0"]),
         ids,
         "nothing changed without the operator"
     );
@@ -667,7 +658,7 @@ fn a_pod_whose_volume_is_lost_comes_back_as_a_new_member_once_the_old_one_is_rem
     assert_ne!(new_id, ids["ratchet-decider-1"], "a new volume is a new node");
     let after = layout.wait_for_group(3);
     for pod in &layout.pods {
-        let members = member_ids(&after[&pod.name]);
+        let members = chart::member_ids(&after[&pod.name]);
         assert_eq!(members.len(), 3, "{}: {members:?}", pod.name);
         assert_eq!(members["ratchet-decider-1"], new_id, "{} sees the new node", pod.name);
         assert_eq!(members["ratchet-decider-0"], ids["ratchet-decider-0"]);

@@ -425,15 +425,6 @@ impl Deciders {
     }
 }
 
-fn member_ids(status: &Value) -> BTreeMap<String, u64> {
-    status["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| (m["name"].as_str().unwrap().to_owned(), m["id"].as_u64().unwrap()))
-        .collect()
-}
-
 /// The reply to a message from `server` at `build` through the edge.
 fn send(edge: SocketAddr, server: &str, build: &str) -> String {
     final_reply(&swaks(edge, server, build, &["--to", RECIPIENT]))
@@ -484,7 +475,7 @@ fn the_charts_pods_run_from_the_image_decide_mail_and_outlive_a_sigtermed_leader
         stopped: Vec::new(),
     };
     let statuses = deciders.wait_for_group(&run, 3);
-    let ids = member_ids(statuses.values().next().unwrap());
+    let ids = chart::member_ids(statuses.values().next().unwrap());
     let names: Vec<&str> = deciders.pods.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         ids.keys().map(String::as_str).collect::<Vec<_>>(),
@@ -626,7 +617,7 @@ fn the_charts_pods_run_from_the_image_decide_mail_and_outlive_a_sigtermed_leader
     deciders.stopped.clear();
     let restarted = deciders.wait_for_group(&run, 3);
     for (pod, status) in &restarted {
-        assert_eq!(member_ids(status), ids, "{pod}: membership unchanged after the restart");
+        assert_eq!(chart::member_ids(status), ids, "{pod}: membership unchanged after the restart");
     }
     assert_eq!(restarted[&deciders.pods[leader].name]["node_id"].as_u64(), Some(leader_id));
 }

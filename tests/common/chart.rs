@@ -133,3 +133,13 @@ pub fn lay_out_volumes(root: &Path, volumes: &Value, ca: &mut Ca, release: &str)
     }
     directories
 }
+
+/// Each member's node id by name, from `ratchet ctl --json cluster status`.
+pub fn member_ids(status: &Value) -> BTreeMap<String, u64> {
+    status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap().to_owned(), m["id"].as_u64().unwrap()))
+        .collect()
+}
