@@ -310,6 +310,9 @@ enum Fault {
     Lossy,
     /// SIGSTOP, then SIGCONT.
     Pause,
+    /// Restarted with its clock 30 s ahead (it must give no verdict, never lead, stamp
+    /// nothing), then restarted with its clock right.
+    ClockAhead,
     /// Its data directory's filesystem filled to the last byte, then freed (and the node
     /// restarted if its Raft stopped on the write that failed).
     DiskFull,
@@ -317,7 +320,7 @@ enum Fault {
     WipeAndReplace,
 }
 
-const FAULTS: [Fault; 10] = [
+const FAULTS: [Fault; 11] = [
     Fault::Kill,
     Fault::KillLeader,
     Fault::Terminate,
@@ -326,6 +329,7 @@ const FAULTS: [Fault; 10] = [
     Fault::Deafen,
     Fault::Lossy,
     Fault::Pause,
+    Fault::ClockAhead,
     Fault::DiskFull,
     Fault::WipeAndReplace,
 ];
@@ -641,6 +645,10 @@ async fn inflict(group: &mut Group, hosts: &[u8], fault: Fault, victim: usize, h
     let host = group.nodes[victim].host;
     match fault {
         Fault::Kill | Fault::KillLeader => group.nodes[victim].kill9(),
+        Fault::ClockAhead => {
+            group.nodes[victim].kill9();
+            group.nodes[victim].start(None, &["--test-clock-offset-secs", "30"]);
+        }
         Fault::Terminate => group.nodes[victim].terminate(),
         Fault::Isolate => group.net.isolate(host, hosts),
         Fault::Minority => {
@@ -673,6 +681,10 @@ async fn inflict(group: &mut Group, hosts: &[u8], fault: Fault, victim: usize, h
     tokio::time::sleep(hold).await;
     match fault {
         Fault::Kill | Fault::KillLeader | Fault::Terminate => group.nodes[victim].start(None, &[]),
+        Fault::ClockAhead => {
+            group.nodes[victim].kill9();
+            group.nodes[victim].start(None, &[]);
+        }
         Fault::Isolate | Fault::Deafen | Fault::Lossy => group.net.heal(host),
         Fault::Minority => hosts.iter().for_each(|h| group.net.heal(*h)),
         Fault::Pause => group.nodes[victim].signal("CONT"),
