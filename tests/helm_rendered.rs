@@ -325,14 +325,7 @@ impl Layout {
                 .filter(|p| p.is_running())
                 .map(|p| (p.name.clone(), p.status()))
                 .collect();
-            let leaders: Vec<u64> = statuses.values().flatten().map(|s| s["leader_id"].as_u64().unwrap()).collect();
-            let settled = statuses.values().all(|s| {
-                s.as_ref().is_some_and(|s| {
-                    s["leader_id"].as_u64() != Some(0)
-                        && s["members"].as_array().unwrap().iter().filter(|m| m["role"] != "learner").count() == voters
-                })
-            });
-            if settled && leaders.windows(2).all(|w| w[0] == w[1]) {
+            if chart::agreed_leader(&statuses, voters).is_some() {
                 return statuses.into_iter().map(|(k, v)| (k, v.unwrap())).collect();
             }
             if Instant::now() > deadline {

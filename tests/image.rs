@@ -406,15 +406,8 @@ impl Deciders {
                     (pod.name.clone(), status)
                 })
                 .collect();
-            let leaders: Vec<u64> = statuses.values().flatten().map(|s| s["leader_id"].as_u64().unwrap()).collect();
-            let settled = statuses.values().all(|s| {
-                s.as_ref().is_some_and(|s| {
-                    s["leader_id"].as_u64() != Some(0)
-                        && s["members"].as_array().unwrap().iter().filter(|m| m["role"] != "learner").count() == voters
-                })
-            });
             let running_ids: Vec<u64> = statuses.values().flatten().map(|s| s["node_id"].as_u64().unwrap()).collect();
-            if settled && leaders.windows(2).all(|w| w[0] == w[1]) && running_ids.contains(&leaders[0]) {
+            if chart::agreed_leader(&statuses, voters).is_some_and(|leader| running_ids.contains(&leader)) {
                 return statuses.into_iter().map(|(k, v)| (k, v.unwrap())).collect();
             }
             if Instant::now() > deadline {

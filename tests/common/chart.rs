@@ -143,3 +143,20 @@ pub fn member_ids(status: &Value) -> BTreeMap<String, u64> {
         .map(|m| (m["name"].as_str().unwrap().to_owned(), m["id"].as_u64().unwrap()))
         .collect()
 }
+
+/// The leader every pod's `cluster status` names, once every pod answered, none is without
+/// a leader and each counts `voters` voters; `None` until then.
+pub fn agreed_leader(statuses: &BTreeMap<String, Option<Value>>, voters: usize) -> Option<u64> {
+    let mut leaders = Vec::new();
+    for status in statuses.values() {
+        let status = status.as_ref()?;
+        let voting = status["members"].as_array()?.iter().filter(|m| m["role"] != "learner").count();
+        let leader = status["leader_id"].as_u64().filter(|id| *id != 0)?;
+        if voting != voters {
+            return None;
+        }
+        leaders.push(leader);
+    }
+    let first = *leaders.first()?;
+    leaders.iter().all(|l| *l == first).then_some(first)
+}
