@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
 use common::browser::{get, post_form, table_rows, text_of, Chromium, HttpResponse};
-use common::cluster::{add_tenant, decide_request, report, Cluster, TEST_CONFIG};
+use common::cluster::{add_tenant, count_answered, decide_request, report, Cluster, TEST_CONFIG};
 use ratchet_proto::v1 as pb;
 use ratchet_proto::v1::admin_client::AdminClient;
 use serde_json::Value;
@@ -96,7 +96,9 @@ async fn report_page_shows_stages_counters_and_pauses() {
     let mut cluster = Cluster::new(1, TEST_CONFIG);
     let members = cluster.initial_cluster.clone();
     let real_now = Utc::now();
-    let mut sent = 0;
+    // Counted as an edge counts: this test is one, its flushes numbered from 1.
+    const EDGE: u64 = 7;
+    let (mut sent, mut flushes) = (0, 0);
     for (phase, (days_ago, messages)) in PHASES.into_iter().enumerate() {
         let offset = (-days_ago * 86_400).to_string();
         cluster.nodes[0].start(Some(&members), &["--test-clock-offset-secs", &offset]);
@@ -126,12 +128,21 @@ async fn report_page_shows_stages_counters_and_pauses() {
             // Patched today: its episode closes (remediated).
             traffic.push(("patched.bear.local", EXCHANGE_SE));
         }
+        let mut answers = Vec::new();
         for (server, build) in &traffic {
             for _ in 0..messages {
-                decision.decide(decide_request("127.0.0.9", server, build)).await.unwrap();
-                sent += 1;
+                answers.push(
+                    decision
+                        .decide(decide_request("127.0.0.9", server, build))
+                        .await
+                        .unwrap()
+                        .into_inner(),
+                );
             }
         }
+        sent += answers.len() as u64;
+        flushes += 1;
+        count_answered(&mut decision, EDGE, flushes, &answers).await;
         wait_for_counts(&mut admin, sent).await;
         if days_ago > 0 {
             cluster.nodes[0].kill9();

@@ -36,7 +36,7 @@ const MAX_STALENESS: Duration = Duration::from_millis(2000);
 /// snapshots often, so that restarted and new members catch up by snapshot install.
 fn near_config() -> String {
     format!(
-        "heartbeat_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\ncounter_flush_ms = 500\nmax_staleness_ms = {}\n\
+        "heartbeat_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\nmax_staleness_ms = {}\n\
          snapshot_every_entries = 200\nkeep_entries_after_snapshot = 50\n",
         MAX_STALENESS.as_millis()
     )
@@ -279,15 +279,17 @@ async fn a_decider_whose_clock_is_off_gives_no_verdicts_never_leads_and_stamps_n
     group.same_state().await;
 }
 
-/// How many seeded schedules, from which seed, and how many deciders
-/// (RATCHET_CHAOS_SCHEDULES, RATCHET_CHAOS_SEED, RATCHET_CHAOS_NODES: 3 or 5).
-fn schedules() -> (u64, u64, u8) {
+/// How many seeded schedules, from which seed, how many deciders and how long the
+/// nemesis works in each (RATCHET_CHAOS_SCHEDULES, RATCHET_CHAOS_SEED,
+/// RATCHET_CHAOS_NODES: 3 or 5, RATCHET_CHAOS_SECONDS: 60 by default).
+fn schedules() -> (u64, u64, u8, Duration) {
     let number = |name: &str| std::env::var(name).ok().and_then(|n| n.parse::<u64>().ok());
     let count = number("RATCHET_CHAOS_SCHEDULES").unwrap_or(1);
     let seed = number("RATCHET_CHAOS_SEED").unwrap_or_else(rand::random::<u64>);
     let nodes = number("RATCHET_CHAOS_NODES").unwrap_or(3) as u8;
     assert!(nodes == 3 || nodes == 5, "RATCHET_CHAOS_NODES: 3 or 5, not {nodes}");
-    (count, seed, nodes)
+    let length = Duration::from_secs(number("RATCHET_CHAOS_SECONDS").unwrap_or(60));
+    (count, seed, nodes, length)
 }
 
 /// What the nemesis does to a node drawn at random (the leader, for `KillLeader`), undone
@@ -336,12 +338,13 @@ const FAULTS: [Fault; 11] = [
 
 #[tokio::test(flavor = "multi_thread")]
 async fn under_seeded_faults_no_acknowledged_write_is_lost_or_changed() {
-    let (count, first_seed, nodes) = schedules();
+    let (count, first_seed, nodes, length) = schedules();
     for seed in (0..count).map(|i| first_seed.wrapping_add(i)) {
+        let seconds = length.as_secs();
         eprintln!(
-            "chaos schedule seed {seed}, {nodes} nodes (replay with RATCHET_CHAOS_SEED={seed} RATCHET_CHAOS_SCHEDULES=1 RATCHET_CHAOS_NODES={nodes})"
+            "chaos schedule seed {seed}, {nodes} nodes, {seconds} s (replay with RATCHET_CHAOS_SEED={seed} RATCHET_CHAOS_SCHEDULES=1 RATCHET_CHAOS_NODES={nodes} RATCHET_CHAOS_SECONDS={seconds})"
         );
-        run_schedule(seed, nodes).await;
+        run_schedule(seed, nodes, length).await;
     }
 }
 
@@ -479,6 +482,17 @@ struct MailOutcome {
     /// Replies that broke enforcement: a compliant message refused for good, a blocked
     /// server's message accepted, anything else unexpected.
     wrong: Vec<String>,
+    /// What the edge must have counted, per server: its 250s and its 550 5.7.230s.
+    counted: BTreeMap<String, Counted>,
+    /// 4xx replies other than "no verdict": a relay that failed after an accept (counted
+    /// accepted) or a session cut short (not counted): each may or may not be counted.
+    uncertain: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counted {
+    accepted: u64,
+    blocked: u64,
 }
 
 /// Sessions through the edge until `stop`, in turn: a compliant server (250 or 4xx), the
@@ -500,10 +514,19 @@ fn mail_workload(edge: std::net::SocketAddr, stop: Arc<AtomicBool>) -> MailOutco
         };
         let reply = common::smtp::deliver(edge, &server, build, &subject);
         let accepted_expected = build == mail::COMPLIANT;
+        let counted = outcome.counted.entry(server.clone()).or_default();
         match &reply[..reply.len().min(3)] {
-            "250" if accepted_expected => outcome.accepted.push(subject),
-            "550" if !accepted_expected && reply.starts_with("550 5.7.230") => {}
-            code if code.starts_with('4') => outcome.deferred += 1,
+            "250" if accepted_expected => {
+                counted.accepted += 1;
+                outcome.accepted.push(subject)
+            }
+            "550" if !accepted_expected && reply.starts_with("550 5.7.230") => counted.blocked += 1,
+            code if code.starts_with('4') => {
+                outcome.deferred += 1;
+                if !reply.starts_with("451 4.4.3") {
+                    outcome.uncertain += 1;
+                }
+            }
             _ => outcome.wrong.push(format!("{server} ({subject}): {reply}")),
         }
         std::thread::sleep(Duration::from_millis(30));
@@ -511,7 +534,7 @@ fn mail_workload(edge: std::net::SocketAddr, stop: Arc<AtomicBool>) -> MailOutco
     outcome
 }
 
-async fn run_schedule(seed: u64, size: u8) {
+async fn run_schedule(seed: u64, size: u8, length: Duration) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut group = Group::found(size).await;
     let hosts = group.hosts();
@@ -547,8 +570,9 @@ async fn run_schedule(seed: u64, size: u8) {
         move || mail_workload(edge, stop)
     });
 
-    // The nemesis: a few faults, one at a time.
-    for _ in 0..5 {
+    // The nemesis: faults one at a time, for as long as the schedule lasts.
+    let started = Instant::now();
+    while started.elapsed() < length {
         let fault = FAULTS[rng.random_range(0..FAULTS.len())];
         let victim = match fault {
             Fault::KillLeader => group.leader().await,
@@ -630,6 +654,7 @@ async fn run_schedule(seed: u64, size: u8) {
     expected.sort();
     got.sort();
     assert_eq!(got, expected, "seed {seed}: the sink holds exactly the messages that got 250");
+    counts_are_exact(&group, seed, &sent).await;
     eprintln!(
         "seed {seed}: {} acknowledged writes intact on every node; pause days {pauses:?} charged once each; \
          mail: {} accepted and delivered once, {} deferred (4xx), every blocked message refused; \
@@ -638,6 +663,55 @@ async fn run_schedule(seed: u64, size: u8) {
         sent.accepted.len(),
         sent.deferred
     );
+}
+
+/// Every message the edge answered with a verdict is counted once, on every node: its
+/// numbered flushes survive decider crashes, partitions and resends. Waits for the edge's
+/// last flush, then compares each server's counts with the replies the mail client got.
+async fn counts_are_exact(group: &Group, seed: u64, sent: &MailOutcome) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let expected_total: u64 = sent.counted.values().map(|c| c.accepted + c.blocked).sum();
+    let counted = loop {
+        let mut counted = Vec::new();
+        for node in &group.nodes {
+            let mut admin = node.admin().await;
+            counted.push(counted_in(&common::cluster::report(&mut admin, "bear").await));
+        }
+        let total: u64 = counted[0].values().map(|c| c.accepted + c.blocked).sum();
+        let agree = counted.windows(2).all(|w| w[0] == w[1]);
+        if (total >= expected_total && agree) || Instant::now() > deadline {
+            assert!(agree, "seed {seed}: nodes hold different counts: {counted:?}");
+            break counted.remove(0);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    for (server, expected) in &sent.counted {
+        let got = counted.get(server).copied().unwrap_or_default();
+        assert_eq!(got.blocked, expected.blocked, "seed {seed}: blocked messages of {server} counted");
+        assert!(
+            expected.accepted <= got.accepted && got.accepted <= expected.accepted + sent.uncertain,
+            "seed {seed}: accepted messages of {server} counted {}, replied 250 {} (and {} uncertain 4xx)",
+            got.accepted,
+            expected.accepted,
+            sent.uncertain
+        );
+    }
+}
+
+/// Each server's messages in a tenant report, summed over its stages.
+fn counted_in(report: &serde_json::Value) -> BTreeMap<String, Counted> {
+    let servers = report["servers"].as_array().cloned().unwrap_or_default();
+    servers
+        .iter()
+        .map(|server| {
+            let mut sum = Counted::default();
+            for counts in server["counters"].as_object().into_iter().flat_map(|c| c.values()) {
+                sum.accepted += counts["accepted"].as_u64().unwrap_or(0);
+                sum.blocked += counts["blocked"].as_u64().unwrap_or(0);
+            }
+            (server["server_fqdn"].as_str().unwrap_or_default().to_owned(), sum)
+        })
+        .collect()
 }
 
 /// Does `fault` to `group.nodes[victim]`, holds it for `hold`, and undoes it.

@@ -22,8 +22,7 @@ const LATENCY: Latency = Latency {
 /// Timeouts for deciders 100-150 ms apart (see `heartbeat_ms` in the decider's config):
 /// the heartbeat is also the leader's wait for each replication answer. Max staleness
 /// spans an election, so that the regions left keep answering while they elect.
-const FAR_CONFIG: &str =
-    "heartbeat_ms = 300\nelection_timeout_min_ms = 1200\nelection_timeout_max_ms = 2400\ncounter_flush_ms = 500\nmax_staleness_ms = 4000\n";
+const FAR_CONFIG: &str = "heartbeat_ms = 300\nelection_timeout_min_ms = 1200\nelection_timeout_max_ms = 2400\nmax_staleness_ms = 4000\n";
 
 /// The region of each host: deciders 1-5, the learner 6, the edge 7 and the sink 8 (the
 /// last two beside decider 5, far from the others).

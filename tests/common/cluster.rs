@@ -15,7 +15,7 @@ use tempfile::TempDir;
 use tonic::transport::Channel;
 
 /// Fast timeouts so that tests see elections in well under a second.
-pub const TEST_CONFIG: &str = "heartbeat_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\ncounter_flush_ms = 500\n";
+pub const TEST_CONFIG: &str = "heartbeat_ms = 100\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\n";
 
 /// A loopback port that was free a moment ago. Ports are taken in turn (never the same one
 /// twice in a test binary, whose tests run at once) from below the kernel's ephemeral range
@@ -317,6 +317,33 @@ pub fn decide_request(client_ip: &str, server_fqdn: &str, build: &str) -> pb::De
         build: build.into(),
         linearizable: false,
     }
+}
+
+/// Counts answered messages as an edge does: one numbered flush (`sequence`, from 1, per
+/// `origin`) of the verdict each answer's tally names.
+pub async fn count_answered(decision: &mut DecisionClient<Channel>, origin: u64, sequence: u64, answers: &[pb::DecideResponse]) {
+    let servers = answers
+        .iter()
+        .filter_map(|answer| {
+            let tally = answer.tally.clone()?;
+            let verdict = pb::Verdict::try_from(answer.verdict).unwrap();
+            let stage = pb::StageCount {
+                stage: answer.stage,
+                accepted: u64::from(verdict == pb::Verdict::Accept),
+                throttled: u64::from(verdict == pb::Verdict::Throttle),
+                blocked: u64::from(verdict == pb::Verdict::Block),
+            };
+            Some(pb::ServerCounts {
+                tenant: answer.tenant.clone(),
+                server_fqdn: tally.server_fqdn,
+                build: tally.build,
+                last_seen_unix_ms: tally.decided_at_unix_ms,
+                stages: vec![stage],
+            })
+        })
+        .collect();
+    let flush = pb::CountRequest { origin, sequence, servers };
+    decision.count(flush).await.unwrap();
 }
 
 pub async fn report(admin: &mut AdminClient<Channel>, tenant: &str) -> serde_json::Value {

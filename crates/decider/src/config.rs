@@ -20,8 +20,10 @@ pub struct DeciderConfig {
     pub snapshot_every_entries: u64,
     /// Log entries kept behind the last snapshot, for followers that lag a little.
     pub keep_entries_after_snapshot: u64,
-    /// How often this node writes its aggregated message counts to the log.
-    pub counter_flush_ms: u64,
+    /// Ignored: deciders no longer count messages, edges do (the edge's `count_flush_ms`).
+    /// Still accepted, with a warning at start, so that a config written for an older
+    /// release loads.
+    pub counter_flush_ms: Option<u64>,
     /// Writes give up after this long without a leader.
     pub write_timeout_ms: u64,
     /// How often the leader looks for notices the clock brought about (stage entered,
@@ -53,7 +55,7 @@ impl Default for DeciderConfig {
             election_timeout_max_ms: 1000,
             snapshot_every_entries: 20_000,
             keep_entries_after_snapshot: 5_000,
-            counter_flush_ms: 5_000,
+            counter_flush_ms: None,
             write_timeout_ms: 5_000,
             notify_scan_ms: 60_000,
             max_staleness_ms: 5_000,
@@ -71,7 +73,6 @@ impl DeciderConfig {
         let config: DeciderConfig = toml::from_str(text)?;
         config.raft_config()?;
         for (key, value) in [
-            ("counter_flush_ms", config.counter_flush_ms),
             ("notify_scan_ms", config.notify_scan_ms),
             ("max_staleness_ms", config.max_staleness_ms),
             ("max_clock_skew_ms", config.max_clock_skew_ms),

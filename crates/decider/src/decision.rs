@@ -7,6 +7,11 @@
 //! answered from the change as this node computes it, and handed to `sightings` to be
 //! committed in the background. Such an answer names no first-seen instant it has not
 //! seen committed.
+//!
+//! Decide counts nothing: the edge counts the verdicts it gives (a message it answered
+//! from a remembered verdict too, none it asked twice about) and sends them with `Count`,
+//! in numbered flushes that apply counts once. Counting here lost what a node held when
+//! it was killed, and counted twice a message an edge asked again after a timeout.
 
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -21,13 +26,13 @@ use ratchet_policy::{evaluate, Episode, ServerFacts, Sighting, SightingEffect, V
 use ratchet_proto::v1 as pb;
 use ratchet_proto::v1::decision_server::Decision;
 use ratchet_store::command::{validate_fqdn, MAX_BUILD_LEN};
-use ratchet_store::ServerSighting;
+use ratchet_store::model::Counts;
+use ratchet_store::{Applied, Command, Observation, ServerSighting};
 use tokio_stream::wrappers::{IntervalStream, WatchStream};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::admin::connector_message;
-use crate::counters::CounterBuffer;
 use crate::freshness::Freshness;
 use crate::metrics::metrics;
 use crate::proposer::Proposer;
@@ -38,7 +43,6 @@ const WATCH_FRESHNESS_EVERY: Duration = Duration::from_secs(1);
 
 pub struct DecisionService {
     pub proposer: Proposer,
-    pub counters: Arc<CounterBuffer>,
     pub sightings: Arc<SightingQueue>,
     pub freshness: Freshness,
 }
@@ -126,8 +130,6 @@ impl DecisionService {
         };
         let evaluation = evaluate(&policy.policy, facts, now);
         let stage = evaluation.stage.unwrap_or(0);
-        self.counters
-            .record(&tenant, &server_fqdn, &request.build, now, stage, evaluation.verdict);
         metrics().decided(evaluation.verdict, stage, started.elapsed());
         tracing::Span::current().record("verdict", tracing::field::debug(evaluation.verdict));
 
@@ -147,8 +149,54 @@ impl DecisionService {
             first_seen_unix_ms: first_seen.map_or(0, |at| at.timestamp_millis()),
             paused: evaluation.paused,
             valid_until_unix_ms: verdict_valid_until(now).timestamp_millis(),
+            tally: Some(pb::Tally {
+                server_fqdn,
+                build: request.build,
+                decided_at_unix_ms: now.timestamp_millis(),
+            }),
         })
     }
+
+    /// Commits one numbered flush of a caller's counts (see `Command::Count`).
+    async fn count(&self, request: pb::CountRequest) -> Result<pb::CountResponse, Status> {
+        let observations = request.servers.into_iter().map(observation).collect::<Result<_, _>>()?;
+        let command = Command::Count {
+            origin: request.origin,
+            sequence: request.sequence,
+            observations,
+        };
+        let servers = match self.proposer.propose(command).await? {
+            Applied::Observed { servers } => servers,
+            _ => 0,
+        };
+        Ok(pb::CountResponse {
+            servers: u32::try_from(servers).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+fn observation(counted: pb::ServerCounts) -> Result<Observation, Status> {
+    let last_seen = chrono::DateTime::from_timestamp_millis(counted.last_seen_unix_ms)
+        .ok_or_else(|| Status::invalid_argument(format!("servers.last_seen_unix_ms: {} is not a time", counted.last_seen_unix_ms)))?;
+    let counts = counted
+        .stages
+        .into_iter()
+        .map(|s| {
+            let counts = Counts {
+                accepted: s.accepted,
+                throttled: s.throttled,
+                blocked: s.blocked,
+            };
+            (s.stage, counts)
+        })
+        .collect();
+    Ok(Observation {
+        tenant: counted.tenant,
+        server_fqdn: counted.server_fqdn,
+        build: counted.build,
+        last_seen,
+        counts,
+    })
 }
 
 type ConnectorStream = Pin<Box<dyn Stream<Item = Result<pb::ConnectorSnapshot, Status>> + Send>>;
@@ -157,6 +205,10 @@ type ConnectorStream = Pin<Box<dyn Stream<Item = Result<pb::ConnectorSnapshot, S
 impl Decision for DecisionService {
     async fn decide(&self, request: Request<pb::DecideRequest>) -> Result<Response<pb::DecideResponse>, Status> {
         DecisionService::decide(self, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn count(&self, request: Request<pb::CountRequest>) -> Result<Response<pb::CountResponse>, Status> {
+        DecisionService::count(self, request.into_inner()).await.map(Response::new)
     }
 
     type WatchConnectorsStream = ConnectorStream;

@@ -6,11 +6,11 @@
 //! - `peers`: the shared channels to other deciders, and where the leader is.
 //! - `proposer`: writes from any node, forwarded to the leader; linearizable reads.
 //! - `handover`: a stopping leader hands leadership to a caught-up voter first.
-//! - `decision`, `admin`, `cluster`: the public gRPC services.
+//! - `decision`, `admin`, `cluster`: the public gRPC services (`decision` also takes the
+//!   edges' numbered count flushes).
 //! - `authorize`: the role each gRPC method needs, checked in front of every service.
 //! - `freshness`, `skew`: when this node may answer (in touch with a quorum, clock in step).
 //! - `sightings`: first sightings committed in the background, in batches.
-//! - `counters`: per-node aggregation of message counts, flushed to the log in batches.
 //! - `notifications`: the leader's scan for time-driven notices and webhook delivery;
 //!   `webhook`: one signed POST, to public addresses only.
 //! - `report`: the tenant report, one schema for gRPC, HTTP and the CLI.
@@ -25,7 +25,6 @@ pub mod authorize;
 pub mod clock;
 pub mod cluster;
 pub mod config;
-pub mod counters;
 pub mod decision;
 pub mod freshness;
 pub mod handover;

@@ -28,7 +28,6 @@ use crate::authorize::AuthorizeLayer;
 use crate::clock::Clock;
 use crate::cluster::ClusterService;
 use crate::config::{DeciderConfig, MAX_RAFT_MESSAGE_BYTES};
-use crate::counters::CounterBuffer;
 use crate::decision::DecisionService;
 use crate::freshness::Freshness;
 use crate::http_state::HttpState;
@@ -70,7 +69,6 @@ pub struct Decider {
     pub proposer: Proposer,
     pub grpc_addr: SocketAddr,
     pub http_addr: Option<SocketAddr>,
-    counters: Arc<CounterBuffer>,
     sightings: Arc<SightingQueue>,
     tasks: JoinSet<anyhow::Result<()>>,
 }
@@ -88,6 +86,9 @@ impl Decider {
             .context("loading the state machine")?
             .observed_by(crate::metrics::metrics());
         let view = state_machine.view();
+        if options.config.counter_flush_ms.is_some() {
+            tracing::warn!("counter_flush_ms is ignored: edges count messages now (their count_flush_ms)");
+        }
         let raft_config = Arc::new(options.config.raft_config()?);
         let peers = Peers::new(Dialer::new(options.tls.as_ref(), Some(Role::Peer))?);
         let grpc_tls = options.tls.as_ref().map(|files| tls_config(files, &[b"h2"])).transpose()?;
@@ -109,7 +110,6 @@ impl Decider {
             write_timeout: options.config.write_timeout(),
             gate: Arc::default(),
         };
-        let counters = Arc::new(CounterBuffer::new(identity.id));
         let sightings = Arc::new(SightingQueue::new(options.config.sightings_queue));
 
         let grpc_addr = options.grpc.local_addr()?;
@@ -120,7 +120,6 @@ impl Decider {
             proposer.clone(),
             DecisionService {
                 proposer: proposer.clone(),
-                counters: counters.clone(),
                 sightings: sightings.clone(),
                 freshness: freshness.clone(),
             },
@@ -144,12 +143,6 @@ impl Decider {
             tasks.spawn(async move { Ok(crate::http::serve(listener, state, http_tls).await?) });
         }
         let metrics_raft = raft.clone();
-        let flush_every = Duration::from_millis(options.config.counter_flush_ms);
-        let (flusher, flushed) = (proposer.clone(), counters.clone());
-        tasks.spawn(async move {
-            flushed.run(flusher, flush_every).await;
-            Ok(())
-        });
         let (committer, queue) = (proposer.clone(), sightings.clone());
         tasks.spawn(async move {
             queue.run(committer).await;
@@ -198,14 +191,13 @@ impl Decider {
             proposer,
             grpc_addr,
             http_addr,
-            counters,
             sightings,
             tasks,
         })
     }
 
     /// Runs until a task fails (Raft stopping among them) or `stop` completes, then
-    /// commits what this node still holds (queued sightings, counts) and stops Raft.
+    /// commits what this node still holds (queued sightings) and stops Raft.
     pub async fn run_until(mut self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
         let outcome = tokio::select! {
             outcome = join_all(&mut self.tasks) => outcome,
@@ -219,19 +211,17 @@ impl Decider {
     /// leads, commits what only this node holds, within the write timeout, and stops Raft.
     async fn stop(&self) {
         self.proposer.freshness.stop_answering();
-        // A Decide that was already past its freshness check counts its message without
-        // waiting on anything: this is ample time for it to finish before the final flush.
+        // A Decide that was already past its freshness check may still queue a sighting,
+        // without waiting on anything: this is ample time for it to finish before the
+        // final flush.
         tokio::time::sleep(IN_FLIGHT_DECIDES).await;
         match crate::handover::hand_over(&self.proposer, self.proposer.write_timeout).await {
             Ok(to) => tracing::info!(to, "handed leadership over"),
             Err(reason) => tracing::info!(%reason, "stopping without a hand-over"),
         }
-        let flushed = tokio::time::timeout(self.proposer.write_timeout, async {
-            self.sightings.flush(&self.proposer).await;
-            self.counters.flush(&self.proposer).await;
-        });
+        let flushed = tokio::time::timeout(self.proposer.write_timeout, self.sightings.flush(&self.proposer));
         if flushed.await.is_err() {
-            tracing::warn!("stopping without committing every count: the group did not answer in time");
+            tracing::warn!("stopping without committing every queued sighting: the group did not answer in time");
         }
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(%error, "stopping raft");

@@ -94,6 +94,9 @@ pub struct EdgeConfig {
     /// fails over to one in another region, and that round trip (100-150 ms between
     /// regions, more with TLS set-up) must fit, with room for one more failover.
     pub decide_deadline_ms: u64,
+    /// How often the edge sends the deciders what it counted (its verdicts, per server
+    /// and stage) for the reports. An edge killed outright loses at most this much.
+    pub count_flush_ms: u64,
     /// With no verdict in time: accept and relay (true) or answer `451 4.4.3` (false).
     pub accept_without_verdict: bool,
     /// Ask deciders for linearizable reads (slower, never stale).
@@ -162,6 +165,7 @@ impl Default for EdgeConfig {
             command_timeout_secs: 300,
             data_timeout_secs: 180,
             decide_deadline_ms: 500,
+            count_flush_ms: 1_000,
             accept_without_verdict: false,
             linearizable: false,
             remember_verdict: true,
@@ -235,6 +239,9 @@ impl EdgeConfig {
         if self.decide_deadline_ms == 0 {
             bail!("decide_deadline_ms: must be at least 1");
         }
+        if self.count_flush_ms == 0 {
+            bail!("count_flush_ms: must be at least 1");
+        }
         self.validate_tls()
     }
 
@@ -303,6 +310,9 @@ impl EdgeConfig {
     }
     pub(crate) fn decide_deadline(&self) -> Duration {
         Duration::from_millis(self.decide_deadline_ms)
+    }
+    pub(crate) fn count_flush(&self) -> Duration {
+        Duration::from_millis(self.count_flush_ms)
     }
 }
 

@@ -1,5 +1,5 @@
 //! The decision service as the edge sees it: a set of addresses, each a gRPC channel, and
-//! one call (Decide) with a deadline and failover.
+//! its calls (Decide, Count) with a deadline and failover.
 //!
 //! `--deciders` names hosts or addresses. A host name may resolve to many nodes (a
 //! Kubernetes headless Service), so names are resolved again every few seconds and calls
@@ -7,16 +7,18 @@
 //! its last known addresses, so a DNS blip does not take the deciders away.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use ratchet_proto::v1::decision_client::DecisionClient;
-use ratchet_proto::v1::{DecideRequest, DecideResponse};
+use ratchet_proto::v1::{CountRequest, CountResponse, DecideRequest, DecideResponse};
 use ratchet_tls::Dialer;
 use tokio::time::Instant;
 use tonic::transport::Channel;
+use tonic::{Code, Status};
 
 use crate::metrics::{metrics, Fallback};
 
@@ -152,58 +154,95 @@ impl DeciderPool {
         all[start..].iter().chain(&all[..start]).cloned().collect()
     }
 
-    /// A verdict within `deadline`, or None. Each attempt gets half the time left (the
-    /// only decider all of it), so one node that hangs cannot eat the whole deadline; when
-    /// every decider has failed fast (stopping, restarting, not fresh), they are tried
-    /// again after a short pause until the deadline, as during a rolling restart one of
-    /// them is soon back.
+    /// A verdict within `deadline`, or None (see `call_with_failover`).
     #[tracing::instrument(name = "edge.decide", skip_all, fields(otel.kind = "client", server = %request.server_fqdn))]
     pub async fn decide(&self, request: DecideRequest, deadline: Duration) -> Option<DecideResponse> {
         let started = Instant::now();
-        let answer = self.decide_with_failover(request, deadline).await;
+        let (answer, attempts) = self
+            .call_with_failover(
+                "Decide",
+                request,
+                deadline,
+                |mut client, call| async move { client.decide(call).await },
+            )
+            .await;
         metrics().decided(started.elapsed());
-        if answer.is_none() {
+        (1..attempts).for_each(|_| metrics().fallback(Fallback::Failover));
+        if answer.is_err() {
             metrics().fallback(Fallback::NoVerdict);
         }
+        answer.ok()
+    }
+
+    /// Commits one numbered flush of this edge's counts within `deadline`.
+    #[tracing::instrument(name = "edge.count", skip_all, fields(otel.kind = "client", sequence = request.sequence))]
+    pub async fn count(&self, request: CountRequest, deadline: Duration) -> Result<CountResponse, Status> {
+        let (answer, _) = self
+            .call_with_failover(
+                "Count",
+                request,
+                deadline,
+                |mut client, call| async move { client.count(call).await },
+            )
+            .await;
         answer
     }
 
-    async fn decide_with_failover(&self, request: DecideRequest, deadline: Duration) -> Option<DecideResponse> {
+    /// Asks the deciders in turn until one answers, within `deadline`; also returns how
+    /// many were asked. Each attempt gets half the time left (the only decider all of it),
+    /// so one node that hangs cannot eat the whole deadline; when every decider has failed
+    /// fast (stopping, restarting, not fresh), they are tried again after a short pause
+    /// until the deadline, as during a rolling restart one of them is soon back. A request
+    /// refused as invalid is not asked again.
+    async fn call_with_failover<Req, Resp, Call, Answer>(
+        &self,
+        method: &'static str,
+        request: Req,
+        deadline: Duration,
+        call: Call,
+    ) -> (Result<Resp, Status>, usize)
+    where
+        Req: Clone,
+        Call: Fn(DecisionClient<Channel>, tonic::Request<Req>) -> Answer,
+        Answer: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
         let until = Instant::now() + deadline;
         let mut order = self.rotation();
         if order.is_empty() {
             let _ = tokio::time::timeout_at(until, self.refresh()).await;
             order = self.rotation();
         }
-        let mut attempt = 0;
+        let mut attempts = 0;
+        let mut last = Status::unavailable("no decider is known");
         loop {
             for decider in &order {
                 let left = until.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return None;
+                    return (Err(last), attempts);
                 }
                 let budget = if order.len() == 1 { left } else { left / 2 };
-                if attempt > 0 {
-                    metrics().fallback(Fallback::Failover);
-                }
-                attempt += 1;
-                let mut call = tonic::Request::new(request.clone());
-                call.set_timeout(budget);
-                ratchet_proto::trace_context::inject(call.metadata_mut());
-                let mut client = decider.client.clone();
-                match tokio::time::timeout(budget, client.decide(call)).await {
+                attempts += 1;
+                let mut request = tonic::Request::new(request.clone());
+                request.set_timeout(budget);
+                ratchet_proto::trace_context::inject(request.metadata_mut());
+                match tokio::time::timeout(budget, call(decider.client.clone(), request)).await {
                     Ok(Ok(response)) => {
                         self.answered();
-                        return Some(response.into_inner());
+                        return (Ok(response.into_inner()), attempts);
                     }
+                    Ok(Err(status)) if status.code() == Code::InvalidArgument => return (Err(status), attempts),
                     Ok(Err(status)) => {
-                        tracing::warn!(decider = %decider.addr, code = ?status.code(), message = status.message(), "Decide failed")
+                        tracing::warn!(decider = %decider.addr, code = ?status.code(), message = status.message(), "{method} failed");
+                        last = status;
                     }
-                    Err(_) => tracing::warn!(decider = %decider.addr, budget_ms = budget.as_millis() as u64, "Decide timed out"),
+                    Err(_) => {
+                        tracing::warn!(decider = %decider.addr, budget_ms = budget.as_millis() as u64, "{method} timed out");
+                        last = Status::deadline_exceeded(format!("{method} timed out at {}", decider.addr));
+                    }
                 }
             }
             if order.is_empty() {
-                return None;
+                return (Err(last), attempts);
             }
             let left = until.saturating_duration_since(Instant::now());
             tokio::time::sleep(RETRY_ROUND.min(left)).await;

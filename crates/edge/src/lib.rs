@@ -12,7 +12,8 @@
 //! - `connection`: line framing, deadlines, pipelined replies; `reply`: every reply text;
 //! - `session`: the command loop, one file per stage (ehlo, mail, rcpt, data, deliver);
 //! - [`build`]: build detection behind [`BuildDetector`];
-//! - `connectors`: the connector table and its watch; `deciders`: Decide with failover;
+//! - `connectors`: the connector table and its watch; `deciders`: Decide and Count with
+//!   failover; `counting`: the verdicts this edge gave, counted and flushed to the deciders;
 //! - `relay`: the SMTP client to the next hop;
 //! - `http`: `/healthz`, `/readyz` and `/metrics`; [`metrics`]: the Prometheus metrics;
 //! - `tls`: STARTTLS streams, certificates reloaded from files, client certificate names.
@@ -21,6 +22,7 @@ pub mod build;
 pub mod config;
 mod connection;
 mod connectors;
+mod counting;
 mod deciders;
 mod http;
 mod limits;

@@ -32,6 +32,8 @@ pub(crate) struct EdgeMetrics {
     next_hop_seconds: Histogram,
     relays: Family<Labels, Counter>,
     connectors_loaded: Gauge,
+    count_flushes: Family<Labels, Counter>,
+    counts_pending: Gauge,
 }
 
 /// What became of one message, for `ratchet_edge_messages_total{verdict}`.
@@ -44,6 +46,16 @@ pub(crate) enum MessageVerdict {
     NoVerdict,
     /// Not enforced: no tenant's connector, or no server stamp.
     Unenforced,
+}
+
+/// How one flush of this edge's message counts ended, for `ratchet_edge_count_flushes_total`.
+#[derive(Clone, Copy)]
+pub(crate) enum CountFlush {
+    Committed,
+    /// Not confirmed: sent again, unchanged, next time.
+    Unsure,
+    /// Refused as invalid: its counts are lost.
+    Refused,
 }
 
 /// Why the edge had to go past the first decider it asked.
@@ -75,6 +87,8 @@ impl EdgeMetrics {
             next_hop_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             relays: Family::default(),
             connectors_loaded: Gauge::default(),
+            count_flushes: Family::default(),
+            counts_pending: Gauge::default(),
         };
         let build_info = Family::<Labels, Gauge>::default();
         build_info
@@ -121,6 +135,16 @@ impl EdgeMetrics {
             "connectors_loaded",
             "Connectors in the snapshot loaded from the deciders (-1: none loaded yet)",
             m.connectors_loaded.clone(),
+        );
+        registry.register(
+            "count_flushes",
+            "Flushes of this edge's message counts to the deciders, by outcome (committed, unsure, refused)",
+            m.count_flushes.clone(),
+        );
+        registry.register(
+            "counts_pending_servers",
+            "Servers whose message counts this edge holds, not yet sent to the deciders",
+            m.counts_pending.clone(),
         );
         m.connectors_loaded.set(-1);
         EdgeMetrics { registry, ..m }
@@ -169,6 +193,19 @@ impl EdgeMetrics {
 
     pub fn connectors_loaded(&self, count: usize) {
         self.connectors_loaded.set(count as i64);
+    }
+
+    pub fn count_flush(&self, outcome: CountFlush) {
+        let outcome = match outcome {
+            CountFlush::Committed => "committed",
+            CountFlush::Unsure => "unsure",
+            CountFlush::Refused => "refused",
+        };
+        self.count_flushes.get_or_create(&vec![("outcome", outcome.to_owned())]).inc();
+    }
+
+    pub fn counts_pending(&self, servers: usize) {
+        self.counts_pending.set(servers as i64);
     }
 
     pub fn render(&self) -> String {

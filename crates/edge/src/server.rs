@@ -21,6 +21,7 @@ use crate::build::ExchangeDetector;
 use crate::config::EdgeConfig;
 use crate::connection::Connection;
 use crate::connectors::{self, ConnectorTable};
+use crate::counting::MessageCounts;
 use ratchet_tls::{Dialer, Role};
 
 use crate::deciders::{self, DeciderPool};
@@ -56,7 +57,9 @@ pub async fn serve_with_http(
     );
     deciders.refresh().await;
     let (table_tx, connectors) = ConnectorTable::new();
+    let counts = MessageCounts::new();
     let mut background = JoinSet::new();
+    background.spawn(counts.clone().keep_flushing(deciders.clone(), config.count_flush()));
     background.spawn(deciders::keep_resolving(
         deciders.clone(),
         Duration::from_secs(config.resolve_interval_secs),
@@ -92,6 +95,7 @@ pub async fn serve_with_http(
     let shared = Arc::new(Shared {
         config,
         deciders,
+        counts,
         connectors,
         detector: Box::new(ExchangeDetector),
         tls,
@@ -137,6 +141,10 @@ pub async fn serve_with_http(
         }
     }
     background.abort_all();
+    // What the last sessions counted, and anything still unsure; one more try if that fails.
+    if shared.counts.flush(&shared.deciders).await.is_err() && shared.counts.flush(&shared.deciders).await.is_err() {
+        tracing::warn!("stopping with message counts the deciders did not confirm; they are lost");
+    }
     Ok(())
 }
 

@@ -3,9 +3,12 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
+use ratchet_edge::EdgeConfig;
+use ratchet_proto::v1::{CountRequest, DecideResponse, Tally};
 
 const BODY: &str = EXCHANGE_MESSAGE;
 
@@ -68,6 +71,80 @@ async fn throttle_and_block_answer_with_the_deciders_exact_line() {
     assert_eq!(c.message("a@bear.example", &["b@owl.example"], BODY).await, BLOCK);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(sink.messages().is_empty(), "refused mail must not be relayed");
+}
+
+#[tokio::test]
+async fn every_verdict_given_is_counted_once_in_numbered_flushes_resent_unchanged() {
+    let tally = Tally {
+        server_fqdn: "exch1.bear.local".into(),
+        build: "15.0.1497.48".into(),
+        decided_at_unix_ms: now_ms(),
+    };
+    let verdict = DecideResponse {
+        stage: 4,
+        tally: Some(tally),
+        ..throttle(60_000)
+    };
+    let decider = FakeDecider::new("127.0.0.0/8", verdict);
+    // The first flush is taken but its answer lost: the edge cannot know it was counted.
+    decider.fail_counts.store(1, Ordering::SeqCst);
+    let sink = SmtpSink::start(&[]).await;
+    let edge = Edge::start(EdgeConfig {
+        count_flush_ms: 200,
+        ..config(&[decider.clone().serve().await], sink.addr)
+    })
+    .await;
+    decider.watched().await;
+    let mut c = Client::greeted(edge.addr).await;
+    assert_eq!(c.message("a@bear.example", &["b@owl.example"], BODY).await, THROTTLE);
+    // Answered from the verdict remembered for the session: counted all the same.
+    assert_eq!(c.cmd("MAIL FROM:<a@bear.example>").await, THROTTLE);
+    assert_eq!(decider.calls(), 1);
+    c.cmd("QUIT").await;
+
+    // Counted: two throttled messages of exch1 in stage 4, whichever flushes carry them.
+    let throttled = |flushes: &[CountRequest]| -> u64 {
+        let mut distinct = flushes.to_vec();
+        distinct.dedup_by_key(|f| f.sequence);
+        let servers = distinct.iter().flat_map(|f| &f.servers);
+        servers.flat_map(|s| &s.stages).map(|s| s.throttled).sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let settled = |flushes: &[CountRequest]| flushes.len() >= 2 && throttled(flushes) == 2;
+    while !settled(&decider.flushes.lock().unwrap()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let flushes = decider.flushes.lock().unwrap().clone();
+    assert_eq!(throttled(&flushes), 2, "{flushes:?}");
+    assert_eq!(flushes[0], flushes[1], "the unconfirmed flush is sent again unchanged");
+    assert_eq!(flushes[0].sequence, 1);
+    let server = &flushes[0].servers[0];
+    assert_eq!(
+        (
+            server.tenant.as_str(),
+            server.server_fqdn.as_str(),
+            server.stages[0].stage,
+            server.stages[0].accepted
+        ),
+        ("bear", "exch1.bear.local", 4, 0)
+    );
+
+    // Nothing more to count: no more flushes; a later one is numbered after the others.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = decider.flushes.lock().unwrap().len();
+    assert_eq!(sent, flushes.len());
+    let mut c = Client::greeted(edge.addr).await;
+    assert_eq!(c.message("a@bear.example", &["b@owl.example"], BODY).await, THROTTLE);
+    c.cmd("QUIT").await;
+    edge.shutdown().await.unwrap().unwrap();
+    let after = decider.flushes.lock().unwrap().clone();
+    let last = after.last().unwrap();
+    assert_eq!(
+        (last.origin, last.sequence),
+        (flushes[0].origin, flushes.last().unwrap().sequence + 1),
+        "the last message flushed on shutdown at the latest: {after:?}"
+    );
+    assert_eq!(throttled(&after), 3);
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use ratchet_policy::products::{classify, BuildStatus};
 use ratchet_policy::{Episode, Policy, Sighting, SightingEffect, Timestamp};
 
 use crate::command::{Applied, Command, CommandError, ErrorKind, Notice, Observation, Response, ServerSighting};
-use crate::model::{flush_key, AuditRecord, Connector, Counts, Event, EventKind, LastFlush, ServerEntry, Tenant};
+use crate::model::{count_key, flush_key, AuditRecord, Connector, Counts, Event, EventKind, LastFlush, ServerEntry, Tenant};
 use crate::rocks::{event_key, server_key, tenant_prefix, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_SERVERS};
 use crate::view::VersionedPolicy;
 
@@ -28,8 +28,8 @@ pub(crate) struct Txn<'a> {
     pub policy_changed: bool,
     /// Servers written (Some) or deleted (None) by this batch.
     pub servers: HashMap<Vec<u8>, Option<ServerEntry>>,
-    /// The last counted flush of each node, as this batch changed them.
-    pub flushes: HashMap<u64, u64>,
+    /// The last counted flush of each decider or edge, by its `meta` key, as this batch changed them.
+    pub flushes: HashMap<Vec<u8>, u64>,
     /// Events raised or updated by this batch, by key, in order (a later one wins).
     pub events: Vec<(Vec<u8>, Event)>,
     /// Audit records of this batch's admin writes.
@@ -93,7 +93,28 @@ impl<'a> Txn<'a> {
                 node_id,
                 flush_id,
                 observations,
-            } => self.observe(node_id, flush_id, observations, at)?,
+            } => {
+                let key = flush_key(node_id);
+                if self.last_flush(&key)? == Some(flush_id) {
+                    // The same flush again (its first answer was lost): counted already.
+                    return Ok(Ok(Applied::Observed { servers: 0 }));
+                }
+                self.flushes.insert(key, flush_id);
+                self.observe(observations, at)?
+            }
+            Command::Count {
+                origin,
+                sequence,
+                observations,
+            } => {
+                let key = count_key(origin);
+                if self.last_flush(&key)?.is_some_and(|last| sequence <= last) {
+                    // Resent after a lost answer, or a late copy of an older flush: counted already.
+                    return Ok(Ok(Applied::Observed { servers: 0 }));
+                }
+                self.flushes.insert(key, sequence);
+                self.observe(observations, at)?
+            }
             Command::ImportServer {
                 tenant,
                 server_fqdn,
@@ -272,12 +293,8 @@ impl<'a> Txn<'a> {
         Ok(Ok(Applied::Sighted { changed }))
     }
 
-    fn observe(&mut self, node_id: u64, flush_id: u64, observations: Vec<Observation>, at: Timestamp) -> Result<Response, StoreError> {
-        if self.last_flush(node_id)? == Some(flush_id) {
-            // The same flush again (its first answer was lost): counted already.
-            return Ok(Ok(Applied::Observed { servers: 0 }));
-        }
-        self.flushes.insert(node_id, flush_id);
+    /// Adds counted messages to their servers and to their tenants' day.
+    fn observe(&mut self, observations: Vec<Observation>, at: Timestamp) -> Result<Response, StoreError> {
         let day = at.format("%Y-%m-%d").to_string();
         let mut servers = 0;
         for observation in observations {
@@ -310,11 +327,11 @@ impl<'a> Txn<'a> {
         Ok(Ok(Applied::Observed { servers }))
     }
 
-    /// The id of the last flush of `node_id` that was counted.
-    fn last_flush(&self, node_id: u64) -> Result<Option<u64>, StoreError> {
-        match self.flushes.get(&node_id) {
+    /// The last counted flush kept under `key` (see `flush_key`, `count_key`).
+    fn last_flush(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
+        match self.flushes.get(key) {
             Some(id) => Ok(Some(*id)),
-            None => Ok(self.store.get::<LastFlush>(CF_META, &flush_key(node_id))?.map(|f| f.0)),
+            None => Ok(self.store.get::<LastFlush>(CF_META, key)?.map(|f| f.0)),
         }
     }
 

@@ -18,7 +18,7 @@ pub const MAX_FQDN_LEN: usize = 253;
 pub const MAX_BUILD_LEN: usize = 64;
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 pub const MAX_CERT_NAME_LEN: usize = 253;
-/// Observations in one counter flush; a node with more flushes several entries.
+/// Observations in one counter flush; a caller with more flushes several entries.
 pub const MAX_OBSERVATIONS: usize = 10_000;
 /// Sightings in one entry; a node with more proposes several.
 pub const MAX_SIGHTINGS: usize = 10_000;
@@ -62,12 +62,23 @@ pub enum Command {
     Sight {
         sightings: Vec<ServerSighting>,
     },
-    /// Counters and last-seen of many servers, aggregated by one node over a few seconds.
-    /// `flush_id` is drawn per flush by node `node_id`; a flush resent after an ambiguous
-    /// failure carries the same id and is counted once.
+    /// Counters and last-seen of many servers, aggregated by one decider, as deciders
+    /// wrote them before edges counted (see `Count`). Still applied as before, so that
+    /// older logs replay to the same state: a flush resent with the same `flush_id` after
+    /// an ambiguous failure is counted once.
     Observe {
         node_id: u64,
         flush_id: u64,
+        observations: Vec<Observation>,
+    },
+    /// What one edge process answered (its verdicts, per server and stage) since its last
+    /// flush. `origin` is drawn by the edge when it starts and `sequence` numbers its
+    /// flushes from 1: a flush is counted only above the origin's last counted sequence,
+    /// so a resent flush, or a late copy still being retried through another decider,
+    /// counts once.
+    Count {
+        origin: u64,
+        sequence: u64,
         observations: Vec<Observation>,
     },
     ImportServer {
@@ -311,6 +322,7 @@ impl Command {
             Command::AddTenant { .. }
             | Command::Sight { .. }
             | Command::Observe { .. }
+            | Command::Count { .. }
             | Command::SetPolicy { .. }
             | Command::Notify { .. }
             | Command::Audit { .. } => None,
@@ -342,7 +354,9 @@ impl Command {
                     validate_len("sightings.build", &s.build, MAX_BUILD_LEN)
                 })
             }
-            Command::Observe { observations, .. } => {
+            Command::Count { origin: 0, .. } => Err(CommandError::invalid("origin", "must not be 0")),
+            Command::Count { sequence: 0, .. } => Err(CommandError::invalid("sequence", "must start at 1")),
+            Command::Observe { observations, .. } | Command::Count { observations, .. } => {
                 validate_count("observations", observations.len(), MAX_OBSERVATIONS)?;
                 observations.iter().try_for_each(|o| {
                     validate_tenant("observations.tenant", &o.tenant)?;
@@ -419,6 +433,7 @@ impl Command {
             },
             Command::Sight { sightings } => format!("sight {} servers", sightings.len()),
             Command::Observe { observations, .. } => format!("observe {} servers", observations.len()),
+            Command::Count { observations, .. } => format!("count {} servers", observations.len()),
             Command::ImportServer {
                 server_fqdn, first_seen, ..
             } => format!("server import {server_fqdn} first_seen={}", first_seen.to_rfc3339()),

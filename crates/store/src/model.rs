@@ -113,15 +113,19 @@ impl ServerEntry {
     }
 }
 
-/// The last counter flush of one node that apply counted (see `Command::Observe`).
+/// The last counter flush of one decider (`Command::Observe`) or one edge process
+/// (`Command::Count`) that apply counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LastFlush(pub u64);
 
-/// Where a node's last counted flush is kept, in `meta`.
+/// Where a decider's last counted flush is kept, in `meta`.
 pub fn flush_key(node_id: u64) -> Vec<u8> {
-    let mut key = b"flush/".to_vec();
-    key.extend_from_slice(&node_id.to_be_bytes());
-    key
+    [b"flush/".as_slice(), &node_id.to_be_bytes()].concat()
+}
+
+/// Where an edge process's last counted flush is kept, in `meta`.
+pub fn count_key(origin: u64) -> Vec<u8> {
+    [b"count/".as_slice(), &origin.to_be_bytes()].concat()
 }
 
 /// One line of the audit trail: who did what, when, and how it ended.

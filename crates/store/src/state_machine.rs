@@ -24,7 +24,7 @@ use rocksdb::{IteratorMode, WriteBatch};
 
 use crate::apply::Txn;
 use crate::command::{Applied, Response};
-use crate::model::{audit_key, flush_key, Connector, LastFlush, Tenant};
+use crate::model::{audit_key, Connector, LastFlush, Tenant};
 use crate::observe::{StorageObserver, Unobserved};
 use crate::rocks::{
     decode, encode, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_RAFT, CF_SERVERS, CF_TENANTS, STATE_FAMILIES,
@@ -218,8 +218,8 @@ impl StateMachine {
         for record in &txn.audit {
             batch.put_cf(meta, audit_key(record.index), encode(record));
         }
-        for (node_id, flush_id) in &txn.flushes {
-            batch.put_cf(meta, flush_key(*node_id), encode(&LastFlush(*flush_id)));
+        for (key, flush_id) in &txn.flushes {
+            batch.put_cf(meta, key, encode(&LastFlush(*flush_id)));
         }
         if txn.policy_changed {
             batch.put_cf(meta, POLICY, encode(&*txn.policy));

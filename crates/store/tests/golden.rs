@@ -196,6 +196,27 @@ fn commands() -> Vec<(&'static str, Command)> {
             },
         ),
         (
+            "count",
+            Command::Count {
+                origin: 0x5eed_0f_ed6e,
+                sequence: 42,
+                observations: vec![Observation {
+                    tenant: "bear".into(),
+                    server_fqdn: "exch1.bear.local".into(),
+                    build: "15.0.1497.48".into(),
+                    last_seen: at(20, 12),
+                    counts: vec![(
+                        3,
+                        Counts {
+                            accepted: 0,
+                            throttled: 2,
+                            blocked: 5,
+                        },
+                    )],
+                }],
+            },
+        ),
+        (
             "import_server",
             Command::ImportServer {
                 tenant: "bear".into(),

@@ -4,8 +4,11 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+use ratchet_store::model::Counts;
 use ratchet_store::rocks::STATE_FAMILIES;
-use ratchet_store::{Applied, Command, ErrorKind, Request, Response, ServerSighting, StateMachine, StorageOptions, Store, TypeConfig};
+use ratchet_store::{
+    Applied, Command, ErrorKind, Observation, Request, Response, ServerSighting, StateMachine, StorageOptions, Store, TypeConfig,
+};
 
 const OUT_OF_DATE: &str = "15.0.1497.48";
 const COMPLIANT: &str = "15.2.2562.17";
@@ -350,4 +353,54 @@ async fn admin_writes_are_audited_with_who_what_and_how_they_ended() {
     assert_eq!(lines[2], (4, operator, "cluster promote d3", None, "ok"));
     assert_eq!(m.machine.view().audit(Some("bear"), None).unwrap().len(), 1);
     assert_eq!(m.machine.view().audit(None, Some(day(2))).unwrap().len(), 1);
+}
+
+/// One edge flush of `blocked` messages from bear's exch1, in stage 3.
+fn count(origin: u64, sequence: u64, blocked: u64) -> Command {
+    Command::Count {
+        origin,
+        sequence,
+        observations: vec![Observation {
+            tenant: "bear".into(),
+            server_fqdn: "exch1".into(),
+            build: OUT_OF_DATE.into(),
+            last_seen: day(1),
+            counts: vec![(
+                3,
+                Counts {
+                    blocked,
+                    ..Counts::default()
+                },
+            )],
+        }],
+    }
+}
+
+#[tokio::test]
+async fn an_edge_flush_counts_once_however_often_and_late_it_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Machine::open(dir.path());
+    m.one(day(0), Command::AddTenant { name: "bear".into() }).await.unwrap();
+    let counted = |m: &Machine| m.machine.view().server("bear", "exch1").unwrap().unwrap().counters[&3].blocked;
+
+    m.one(day(1), count(7, 1, 1)).await.unwrap();
+    let resent = m.one(day(1), count(7, 1, 1)).await.unwrap();
+    assert_eq!(resent, Applied::Observed { servers: 0 }, "the same flush again");
+    m.one(day(1), count(7, 2, 10)).await.unwrap();
+    // The first copy of flush 1, retried through another decider, commits after flush 2.
+    m.one(day(1), count(7, 1, 1)).await.unwrap();
+    assert_eq!(counted(&m), 11, "flushes 1 and 2 once each");
+
+    // Another edge (or this one restarted) numbers its flushes from 1 again.
+    m.one(day(1), count(8, 1, 100)).await.unwrap();
+    assert_eq!(counted(&m), 111);
+
+    drop(m);
+    let mut reopened = Machine::open(dir.path());
+    reopened.next_index = 10;
+    reopened.one(day(2), count(7, 2, 10)).await.unwrap();
+    assert_eq!(counted(&reopened), 111, "the last counted flush of each edge is kept on disk");
+
+    let refused = count(0, 1, 1).validate(day(2)).unwrap_err();
+    assert_eq!(refused.field, "origin", "{refused:?}");
 }

@@ -7,7 +7,8 @@
 //! (read from its headers), the decision service is asked with a deadline, and the
 //! verdict decides: accept relays (250 only once the next hop holds the message),
 //! throttle and block answer with the decider's exact reply line. No verdict in time is a
-//! temporary failure unless the edge is configured to accept without one.
+//! temporary failure unless the edge is configured to accept without one. Each verdict
+//! given, a remembered one included, is counted (see `counting`).
 
 use std::net::SocketAddr;
 
@@ -19,6 +20,7 @@ use super::{Flow, Remembered, Session, Transaction};
 use crate::build::parse_headers;
 use crate::connection::wait_for_force;
 use crate::connectors::Attribution;
+use crate::counting::Counted;
 use crate::metrics::{metrics, HeldMessage, MessageVerdict};
 use crate::relay::{self, Envelope};
 use crate::reply::{self, Reply};
@@ -92,6 +94,9 @@ impl Settle<'_> {
             } else {
                 MessageVerdict::Throttle
             });
+            if let Some(counted) = &r.counted {
+                self.shared.counts.record(counted);
+            }
             return (r.reply.clone(), None);
         }
         let request = DecideRequest {
@@ -106,7 +111,20 @@ impl Settle<'_> {
         let Some(response) = self.shared.deciders.decide(request, config.decide_deadline()).await else {
             return self.without_verdict().await;
         };
-        let (reply, fallback, class) = match Verdict::try_from(response.verdict) {
+        let verdict = Verdict::try_from(response.verdict);
+        let counted = match (&verdict, &response.tally) {
+            (Ok(verdict @ (Verdict::Accept | Verdict::Throttle | Verdict::Block)), Some(tally)) => Some(Counted {
+                tenant: response.tenant.clone(),
+                tally: tally.clone(),
+                stage: response.stage,
+                verdict: *verdict,
+            }),
+            _ => None,
+        };
+        if let Some(counted) = &counted {
+            self.shared.counts.record(counted);
+        }
+        let (reply, fallback, class) = match verdict {
             Ok(Verdict::Accept) => {
                 metrics().message(MessageVerdict::Accept);
                 return (self.relay().await, None);
@@ -132,6 +150,7 @@ impl Settle<'_> {
             server_fqdn: stamp.server_fqdn,
             reply: reply.clone(),
             valid_until_unix_ms: response.valid_until_unix_ms,
+            counted,
         });
         (reply, remember)
     }

@@ -42,14 +42,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.reply(reply::ok("2.1.0")).await
     }
 
-    /// The remembered throttle/block reply, while its window lasts.
+    /// The remembered throttle/block reply, while its window lasts, counted as given.
     fn remembered_now(&mut self) -> Option<reply::Reply> {
         if !self.shared.config.remember_verdict {
             return None;
         }
         let now = chrono::Utc::now().timestamp_millis();
         match &self.remembered {
-            Some(r) if now < r.valid_until_unix_ms => Some(r.reply.clone()),
+            Some(r) if now < r.valid_until_unix_ms => {
+                // A message refused at MAIL is a message given that verdict: counted too.
+                if let Some(counted) = &r.counted {
+                    self.shared.counts.record(counted);
+                }
+                Some(r.reply.clone())
+            }
             Some(_) => {
                 self.remembered = None;
                 None

@@ -24,6 +24,7 @@ use crate::build::BuildDetector;
 use crate::config::{BareLf, EdgeConfig};
 use crate::connection::{Connection, Line, ReadError};
 use crate::connectors::ConnectorTable;
+use crate::counting::{Counted, MessageCounts};
 use crate::deciders::DeciderPool;
 use crate::reply::{self, Reply};
 use crate::tls::{NextHopClient, TlsFacts, TlsSettings, Transport};
@@ -32,6 +33,7 @@ use crate::tls::{NextHopClient, TlsFacts, TlsSettings, Transport};
 pub(crate) struct Shared {
     pub config: EdgeConfig,
     pub deciders: Arc<DeciderPool>,
+    pub counts: Arc<MessageCounts>,
     pub connectors: ConnectorTable,
     pub detector: Box<dyn BuildDetector>,
     /// STARTTLS, when configured.
@@ -66,6 +68,8 @@ pub(crate) struct Remembered {
     pub server_fqdn: String,
     pub reply: Reply,
     pub valid_until_unix_ms: i64,
+    /// What each message answered with it counts as (None: not counted).
+    pub counted: Option<Counted>,
 }
 
 pub(crate) struct Session<S> {

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use ratchet_edge::EdgeConfig;
 use ratchet_proto::v1::decision_server::{Decision, DecisionServer};
-use ratchet_proto::v1::{Connector, ConnectorSnapshot, DecideRequest, DecideResponse, Verdict, WatchConnectorsRequest};
+use ratchet_proto::v1::{
+    Connector, ConnectorSnapshot, CountRequest, CountResponse, DecideRequest, DecideResponse, Verdict, WatchConnectorsRequest,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -168,6 +170,10 @@ pub struct FakeDecider {
     pub connectors: Vec<Connector>,
     pub requests: Arc<Mutex<Vec<DecideRequest>>>,
     pub watches: Arc<AtomicUsize>,
+    /// Every Count flush received, committed or not, in order.
+    pub flushes: Arc<Mutex<Vec<CountRequest>>>,
+    /// How many Count calls to answer UNAVAILABLE (after taking them) before committing.
+    pub fail_counts: Arc<AtomicUsize>,
 }
 
 pub fn accept() -> DecideResponse {
@@ -217,6 +223,8 @@ impl FakeDecider {
             }],
             requests: Arc::default(),
             watches: Arc::default(),
+            flushes: Arc::default(),
+            fail_counts: Arc::default(),
         }
     }
 
@@ -257,6 +265,19 @@ impl Decision for FakeDecider {
         tokio::time::sleep(delay).await;
         self.requests.lock().unwrap().push(request.into_inner());
         Ok(tonic::Response::new(self.verdict.lock().unwrap().clone()))
+    }
+
+    async fn count(&self, request: tonic::Request<CountRequest>) -> Result<tonic::Response<CountResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let servers = request.servers.len() as u32;
+        self.flushes.lock().unwrap().push(request);
+        let failing = self
+            .fail_counts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            return Err(tonic::Status::unavailable("committed, but the answer was lost"));
+        }
+        Ok(tonic::Response::new(CountResponse { servers }))
     }
 
     type WatchConnectorsStream = SnapshotStream;

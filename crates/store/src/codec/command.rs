@@ -58,6 +58,15 @@ impl Codec for Command {
                 flush_id,
                 observations: messages(&observations),
             }),
+            Command::Count {
+                origin,
+                sequence,
+                observations,
+            } => C::CountFlush(pb::CountFlush {
+                origin,
+                sequence,
+                observations: messages(&observations),
+            }),
             Command::ImportServer {
                 tenant,
                 server_fqdn,
@@ -110,6 +119,11 @@ impl Codec for Command {
             C::Observe(c) => Command::Observe {
                 node_id: c.node_id,
                 flush_id: c.flush_id,
+                observations: each(c.observations)?,
+            },
+            C::CountFlush(c) => Command::Count {
+                origin: c.origin,
+                sequence: c.sequence,
                 observations: each(c.observations)?,
             },
             C::ImportServer(c) => Command::ImportServer {
