@@ -7,6 +7,7 @@
 pub mod browser;
 pub mod chart;
 pub mod cluster;
+pub mod haproxy;
 pub mod metrics;
 pub mod otlp;
 pub mod smtp;

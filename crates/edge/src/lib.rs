@@ -9,8 +9,10 @@
 //! Layout, one concern per module:
 //! - [`config`]: settings with defaults;
 //! - `server`: listener, admission, graceful shutdown; `limits`: per-address slots;
+//! - `proxy`: PROXY protocol headers from load balancers (`trusted_proxies`);
 //! - `connection`: line framing, deadlines, pipelined replies; `reply`: every reply text;
-//! - `session`: the command loop, one file per stage (ehlo, mail, rcpt, data, deliver);
+//! - `session`: the command loop, one file per stage (ehlo, xforward, mail, rcpt, data,
+//!   deliver);
 //! - [`build`]: build detection behind [`BuildDetector`];
 //! - `connectors`: the connector table and its watch; `deciders`: Decide with failover;
 //! - `relay`: the SMTP client to the next hop;
@@ -25,6 +27,7 @@ mod deciders;
 mod http;
 mod limits;
 pub mod metrics;
+mod proxy;
 mod relay;
 mod reply;
 mod server;
