@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{free_port, Cluster, TEST_CONFIG};
 use common::haproxy::Haproxy;
+use common::metrics::{scrape, total};
 use common::otlp::wait_http_ok;
 use common::smtp::{deliver_from, EdgeProcess, Postfix, SmtpClient, SmtpSink};
 
@@ -31,8 +32,7 @@ const STRANGER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
 const PROXY: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const BLOCKED: &str = "550 5.7.230 ";
 const RELAYED: &str = "250 2.0.0 Ok: relayed";
-const NOT_TRUSTED_PROXY: &str =
-    "550 5.7.0 Error: insufficient authorization: the PROXY protocol is accepted only from trusted proxies";
+const NOT_TRUSTED_PROXY: &str = "550 5.7.0 Error: insufficient authorization: the PROXY protocol is accepted only from trusted proxies";
 const NOT_TRUSTED_XFORWARD: &str = "550 5.7.0 Error: insufficient authorization: XFORWARD is accepted only from trusted proxies";
 
 /// A checked-in configuration file of deploy/mail-flow/.
@@ -54,7 +54,10 @@ impl Scene {
         let endpoint = cluster.nodes[0].grpc.to_string();
         common::wait_for_ctl(&endpoint);
         common::ctl(&endpoint, &["tenant", "add", TENANT]);
-        common::ctl(&endpoint, &["connector", "add", "--tenant", TENANT, "--cidr", &format!("{BEAR}/32")]);
+        common::ctl(
+            &endpoint,
+            &["connector", "add", "--tenant", TENANT, "--cidr", &format!("{BEAR}/32")],
+        );
         let long_ago = (chrono::Utc::now() - chrono::TimeDelta::days(120)).to_rfc3339();
         common::ctl(
             &endpoint,
@@ -113,11 +116,18 @@ impl Scene {
         loop {
             let messages = self.sink.messages();
             let subject_line = format!("Subject: {subject}");
-            let with: Vec<&String> = messages.iter().filter(|m| m.lines().any(|l| l.trim_end() == subject_line)).collect();
+            let with: Vec<&String> = messages
+                .iter()
+                .filter(|m| m.lines().any(|l| l.trim_end() == subject_line))
+                .collect();
             if with.len() == 1 {
                 return with[0].clone();
             }
-            assert!(Instant::now() < deadline, "{} messages with subject {subject}: {messages:?}", with.len());
+            assert!(
+                Instant::now() < deadline,
+                "{} messages with subject {subject}: {messages:?}",
+                with.len()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -184,6 +194,18 @@ fn haproxy_with_send_proxy_v2_names_the_client_to_the_edges() {
     let answer = deliver_from(Some(STRANGER), haproxy.addr, BLOCKED_SERVER, OUT_OF_DATE, "not bear");
     assert!(answer.starts_with(RELAYED), "{answer}");
     assert_eq!(scene.blocked_in_report(2), 2);
+    let accepted: f64 = edges.iter().map(|e| claims(e, "proxy", "accepted")).sum();
+    assert_eq!(accepted, 5.0, "every session came with a header the edges believed");
+}
+
+/// `ratchet_edge_client_claims_total{kind, outcome}` of `edge`.
+fn claims(edge: &EdgeProcess, kind: &str, outcome: &str) -> f64 {
+    let samples = scrape(edge.http.unwrap());
+    total(
+        &samples,
+        "ratchet_edge_client_claims_total",
+        &[("kind", kind), ("outcome", outcome)],
+    )
 }
 
 #[test]
@@ -212,8 +234,13 @@ fn untrusted_or_malformed_claims_change_nobody_s_attribution() {
     assert!(client.reply().starts_with("220 "));
     let ehlo = client.command("EHLO stranger.example");
     assert!(ehlo.starts_with("250-") && !ehlo.contains("XFORWARD"), "{ehlo}");
-    assert_eq!(client.command(&format!("XFORWARD ADDR={BEAR} HELO=exch1.bear.local")), NOT_TRUSTED_XFORWARD);
-    assert!(client.transaction(BLOCKED_SERVER, OUT_OF_DATE, "xforward untrusted").starts_with(RELAYED));
+    assert_eq!(
+        client.command(&format!("XFORWARD ADDR={BEAR} HELO=exch1.bear.local")),
+        NOT_TRUSTED_XFORWARD
+    );
+    assert!(client
+        .transaction(BLOCKED_SERVER, OUT_OF_DATE, "xforward untrusted")
+        .starts_with(RELAYED));
     assert!(edge_received(&scene.relayed("xforward untrusted")).contains(&format!("([{STRANGER}])")));
 
     // A trusted proxy's XFORWARD with a malformed ADDR: refused, and the transaction is the
@@ -221,16 +248,23 @@ fn untrusted_or_malformed_claims_change_nobody_s_attribution() {
     let mut client = connect(PROXY, edge.addr);
     assert!(client.reply().starts_with("220 "));
     let ehlo = client.command("EHLO postfix.example");
-    assert!(ehlo.contains("250-XFORWARD NAME ADDR PORT PROTO HELO SOURCE"), "{ehlo}");
+    assert!(
+        ehlo.lines().any(|l| &l[4..] == "XFORWARD NAME ADDR PORT PROTO HELO SOURCE"),
+        "{ehlo}"
+    );
     assert_eq!(
         client.command("XFORWARD ADDR=127.0.0.300 HELO=exch1.bear.local"),
         "501 5.5.4 Bad XFORWARD ADDR value \"127.0.0.300\": not an IP address"
     );
-    assert!(client.transaction(BLOCKED_SERVER, OUT_OF_DATE, "xforward malformed").starts_with(RELAYED));
+    assert!(client
+        .transaction(BLOCKED_SERVER, OUT_OF_DATE, "xforward malformed")
+        .starts_with(RELAYED));
     assert!(edge_received(&scene.relayed("xforward malformed")).contains("([127.0.0.1])"));
     assert_eq!(client.command(&format!("XFORWARD ADDR={BEAR} PROTO=ESMTP")), "250 2.0.0 Ok");
     assert!(client.transaction(BLOCKED_SERVER, OUT_OF_DATE, "xforward").starts_with(BLOCKED));
-    assert!(client.transaction(BLOCKED_SERVER, OUT_OF_DATE, "after xforward").starts_with(RELAYED));
+    assert!(client
+        .transaction(BLOCKED_SERVER, OUT_OF_DATE, "after xforward")
+        .starts_with(RELAYED));
 
     // A trusted proxy's malformed or truncated header: 421 naming it, and the connection closed.
     let mut client = connect(PROXY, edge.addr);
@@ -261,6 +295,17 @@ fn untrusted_or_malformed_claims_change_nobody_s_attribution() {
     let answer = deliver_from(Some(BEAR), edge.addr, BLOCKED_SERVER, OUT_OF_DATE, "still bear");
     assert!(answer.starts_with(BLOCKED), "{answer}");
     assert_eq!(scene.blocked_in_report(3), 3, "claims v1, xforward, still bear");
+    for (kind, outcome, count) in [
+        ("proxy", "untrusted", 2.0),
+        ("proxy", "malformed", 2.0),
+        ("proxy", "local", 1.0),
+        ("proxy", "accepted", 0.0),
+        ("xforward", "untrusted", 1.0),
+        ("xforward", "malformed", 1.0),
+        ("xforward", "accepted", 1.0),
+    ] {
+        assert_eq!(claims(&edge, kind, outcome), count, "{kind} {outcome}");
+    }
 }
 
 #[test]
@@ -278,7 +323,11 @@ fn postfix_with_the_edge_as_proxy_filter_forwards_the_client() {
     });
 
     let answer = deliver_from(Some(BEAR), postfix.addr, BLOCKED_SERVER, OUT_OF_DATE, "blocked");
-    assert!(answer.starts_with(BLOCKED), "bear's blocked server through Postfix: {answer}\n{}", postfix.log());
+    assert!(
+        answer.starts_with(BLOCKED),
+        "bear's blocked server through Postfix: {answer}\n{}",
+        postfix.log()
+    );
     assert_eq!(scene.blocked_in_report(1), 1, "bear's report counts it");
     for (client, subject) in [(BEAR, "compliant"), (STRANGER, "stranger")] {
         let answer = deliver_from(Some(client), postfix.addr, "exch1.bear.local", COMPLIANT, subject);
@@ -292,4 +341,19 @@ fn postfix_with_the_edge_as_proxy_filter_forwards_the_client() {
     let answer = deliver_from(Some(STRANGER), postfix.addr, BLOCKED_SERVER, OUT_OF_DATE, "not bear");
     assert!(answer.starts_with("250 "), "{answer}");
     assert_eq!(scene.blocked_in_report(1), 1);
+}
+
+/// The README quotes the files these tests run, exactly (all but their opening comments).
+#[test]
+fn the_readme_shows_the_configurations_these_tests_run() {
+    let readme = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).unwrap();
+    for file in ["edge.toml", "haproxy.cfg", "master.cf"] {
+        let text = std::fs::read_to_string(mail_flow(file)).unwrap();
+        let lines: Vec<&str> = text.lines().skip_while(|l| l.starts_with('#') || l.is_empty()).collect();
+        let quoted = format!("\n{}\n```\n", lines.join("\n"));
+        assert!(
+            readme.contains(&quoted),
+            "README.md does not quote deploy/mail-flow/{file} as it is:{quoted}"
+        );
+    }
 }

@@ -439,11 +439,7 @@ impl Postfix {
         // then start again on another one.
         for attempt in 1..=3 {
             let addr = free_port();
-            std::fs::write(
-                base.join("master.cf"),
-                format!("{}\n{}\n", smtpd(addr), services.join("\n")),
-            )
-            .unwrap();
+            std::fs::write(base.join("master.cf"), format!("{}\n{}\n", smtpd(addr), services.join("\n"))).unwrap();
             if as_root(&["postfix", "-c", &config_dir, "start"]) {
                 let postfix = Postfix { addr, dir };
                 wait_listening(addr, "Postfix");

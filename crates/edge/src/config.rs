@@ -302,7 +302,10 @@ impl EdgeConfig {
     pub fn parse_trusted_proxies(list: &str) -> anyhow::Result<Vec<IpNet>> {
         Self::parse_address_list(list)
             .iter()
-            .map(|cidr| cidr.parse().map_err(|_| anyhow::anyhow!("{cidr:?} is not a CIDR (e.g. 10.0.0.5/32)")))
+            .map(|cidr| {
+                cidr.parse()
+                    .map_err(|_| anyhow::anyhow!("{cidr:?} is not a CIDR (e.g. 10.0.0.5/32)"))
+            })
             .collect()
     }
 

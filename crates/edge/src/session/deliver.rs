@@ -61,7 +61,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn client_greeting(&self) -> (&str, bool) {
         let own = self.greeting.as_ref().map(|g| (g.host.as_str(), g.esmtp));
         let forwarded = self.forwarded.as_ref().filter(|f| f.addr.is_some()).map(|f| {
-            let esmtp = f.proto.as_deref().map_or(true, |p| !p.eq_ignore_ascii_case("SMTP"));
+            let esmtp = f.proto.as_deref().is_none_or(|p| !p.eq_ignore_ascii_case("SMTP"));
             (f.helo.as_deref().unwrap_or("unknown"), esmtp)
         });
         forwarded.or(own).unwrap_or(("unknown", false))

@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::{Flow, Session};
 use crate::connection::ReadError;
 use crate::limits::Refusal;
+use crate::metrics::metrics;
 use crate::proxy::{self, Header};
 use crate::reply;
 
@@ -36,6 +37,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Ok(Some(parsed)) => parsed,
             Err(ReadError::Closed) if !self.conn.unread().is_empty() && self.shared.config.trusts(self.peer.ip()) => {
                 let why = "header: truncated, the connection ended inside it";
+                metrics().client_claim("proxy", "malformed");
                 tracing::warn!(session = %self.id, peer = %self.peer, "{why}");
                 return self.close_with(reply::bad_proxy_header(&host, why)).await;
             }
@@ -44,16 +46,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Err(ReadError::Closed | ReadError::TooLong) => return Flow::Close,
         };
         if !self.shared.config.trusts(self.peer.ip()) {
+            metrics().client_claim("proxy", "untrusted");
             tracing::info!(session = %self.id, peer = %self.peer, header = ?parsed, "PROXY header refused: not a trusted proxy");
             return self.error(reply::not_trusted("the PROXY protocol")).await;
         }
         match parsed {
-            Ok(Header::Local) => Flow::Continue,
+            Ok(Header::Local) => {
+                metrics().client_claim("proxy", "local");
+                Flow::Continue
+            }
             Ok(Header::Relayed(client)) => {
                 if self.permit.count_under(client.ip()) == Err(Refusal::TooManyFromIp) {
                     tracing::info!(session = %self.id, proxy = %self.peer, peer = %client, "connection refused: too many from the client");
                     return self.close_with(reply::too_many_from_ip(&host)).await;
                 }
+                metrics().client_claim("proxy", "accepted");
                 tracing::Span::current().record("client", tracing::field::display(client));
                 tracing::debug!(session = %self.id, proxy = %self.peer, peer = %client, "PROXY header");
                 self.proxy = Some(self.peer);
@@ -61,6 +68,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Flow::Continue
             }
             Err(why) => {
+                metrics().client_claim("proxy", "malformed");
                 tracing::warn!(session = %self.id, peer = %self.peer, error = %why, "malformed PROXY header from a trusted proxy");
                 self.close_with(reply::bad_proxy_header(&host, &why)).await
             }
