@@ -34,8 +34,14 @@ pub(crate) type Parsed = Result<Header, String>;
 
 /// Frames a PROXY header at the start of `input`, for [`crate::connection::Connection::read_framed`]:
 /// `Taken(0, None)` when the input starts with anything else (SMTP).
+///
+/// The v2 signature begins with CRLF, an empty SMTP command line: once a whole line is in,
+/// the input is SMTP unless it already holds the whole signature, so that a client that
+/// sends an empty line and waits for its `500` is not kept waiting. A proxy writes its
+/// header in one piece, so its signature is never read in two.
 pub(crate) fn frame(input: &[u8]) -> Framed<Option<Parsed>> {
-    if could_become(input, v2::PROTOCOL_PREFIX) || could_become(input, V1_PREFIX) {
+    let line_in = input.contains(&b'\n');
+    if (could_become(input, v2::PROTOCOL_PREFIX) && !line_in) || could_become(input, V1_PREFIX) {
         return Framed::More;
     }
     if input.starts_with(v2::PROTOCOL_PREFIX) {
@@ -119,14 +125,21 @@ mod tests {
 
     #[test]
     fn smtp_is_not_a_header_and_nothing_is_taken() {
-        for input in [&b"EHLO exch1.bear.local\r\n"[..], b"\r\nEHLO x\r\n", b"QUIT\r\n", b"PROXX"] {
+        for input in [
+            &b"EHLO exch1.bear.local\r\n"[..],
+            b"\r\nEHLO x\r\n",
+            b"QUIT\r\n",
+            b"PROXX",
+            b"\r\n",
+            b"\r\n\r\n",
+        ] {
             assert_eq!(taken(input), (0, None), "{input:?}");
         }
     }
 
     #[test]
     fn beginnings_of_either_signature_wait_for_more() {
-        for input in [&b""[..], b"PRO", b"PROXY", b"\r\n", b"\r\n\r\n\0\r\nQUI", b"PROXY TCP4 127.0.0.7"] {
+        for input in [&b""[..], b"PRO", b"PROXY", b"\r", b"PROXY TCP4 127.0.0.7"] {
             assert!(matches!(frame(input), Framed::More), "{input:?}");
         }
         // v2: the fixed part, then the addresses its length announces.
