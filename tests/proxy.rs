@@ -59,21 +59,7 @@ impl Scene {
             &["connector", "add", "--tenant", TENANT, "--cidr", &format!("{BEAR}/32")],
         );
         let long_ago = (chrono::Utc::now() - chrono::TimeDelta::days(120)).to_rfc3339();
-        common::ctl(
-            &endpoint,
-            &[
-                "server",
-                "import",
-                "--tenant",
-                TENANT,
-                "--server",
-                BLOCKED_SERVER,
-                "--build",
-                OUT_OF_DATE,
-                "--first-seen",
-                &long_ago,
-            ],
-        );
+        common::import_server(&endpoint, TENANT, BLOCKED_SERVER, OUT_OF_DATE, &long_ago);
         Scene {
             _cluster: cluster,
             endpoint,
@@ -271,23 +257,25 @@ fn untrusted_or_malformed_claims_change_nobody_s_attribution() {
         .starts_with(RELAYED));
 
     // A trusted proxy's malformed or truncated header: 421 naming it, and the connection closed.
-    let mut client = connect(PROXY, edge.addr);
-    client.send(format!("PROXY TCP4 {BEAR} nonsense 4711 25\r\nEHLO x\r\n").as_bytes());
-    assert!(client.reply().starts_with("220 "));
-    assert_eq!(
-        client.reply(),
-        "421 4.7.0 ratchet-edge Closing connection: malformed PROXY protocol v1 header \"PROXY TCP4 127.0.0.7 nonsense 4711 25\": Header contains invalid IP address for the destination."
-    );
-    assert_eq!(client.reply(), "(connection closed)");
-    let mut client = connect(PROXY, edge.addr);
-    client.send(&proxy_v2(1, Ipv4Addr::new(127, 0, 0, 7))[..20]);
-    client.finish_sending();
-    assert!(client.reply().starts_with("220 "));
-    assert_eq!(
-        client.reply(),
-        "421 4.7.0 ratchet-edge Closing connection: malformed PROXY protocol header: truncated, the connection ended inside it"
-    );
-    assert_eq!(client.reply(), "(connection closed)");
+    let malformed = format!("PROXY TCP4 {BEAR} nonsense 4711 25\r\nEHLO x\r\n").into_bytes();
+    let truncated = proxy_v2(1, Ipv4Addr::new(127, 0, 0, 7))[..20].to_vec();
+    for (header, why) in [
+        (
+            malformed,
+            "v1 header \"PROXY TCP4 127.0.0.7 nonsense 4711 25\": Header contains invalid IP address for the destination.",
+        ),
+        (truncated, "header: truncated, the connection ended inside it"),
+    ] {
+        let mut client = connect(PROXY, edge.addr);
+        client.send(&header);
+        client.finish_sending();
+        assert!(client.reply().starts_with("220 "));
+        assert_eq!(
+            client.reply(),
+            format!("421 4.7.0 ratchet-edge Closing connection: malformed PROXY protocol {why}")
+        );
+        assert_eq!(client.reply(), "(connection closed)");
+    }
 
     // LOCAL (a load balancer's health check): the proxy's own session.
     let mut client = connect(PROXY, edge.addr);

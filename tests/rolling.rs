@@ -122,21 +122,7 @@ async fn every_decider_then_every_edge_restarts_under_mail_and_no_message_fails(
     // HAProxy connects to the edges from loopback: the tenant's connector is its address.
     common::ctl(&endpoint, &["connector", "add", "--tenant", TENANT, "--cidr", "127.0.0.0/8"]);
     let long_ago = (chrono::Utc::now() - chrono::TimeDelta::days(120)).to_rfc3339();
-    common::ctl(
-        &endpoint,
-        &[
-            "server",
-            "import",
-            "--tenant",
-            TENANT,
-            "--server",
-            BLOCKED_SERVER,
-            "--build",
-            OUT_OF_DATE,
-            "--first-seen",
-            &long_ago,
-        ],
-    );
+    common::import_server(&endpoint, TENANT, BLOCKED_SERVER, OUT_OF_DATE, &long_ago);
 
     let sink = SmtpSink::start();
     let deciders: Vec<String> = cluster.nodes.iter().map(|n| n.grpc.to_string()).collect();

@@ -73,6 +73,28 @@ pub fn ctl(endpoint: &str, args: &[&str]) -> String {
     stdout_of(full)
 }
 
+/// The arguments of `ctl server import` of `server` of `tenant` at `build`, first seen at
+/// `first_seen` (RFC 3339).
+pub fn import_args<'a>(tenant: &'a str, server: &'a str, build: &'a str, first_seen: &'a str) -> [&'a str; 10] {
+    [
+        "server",
+        "import",
+        "--tenant",
+        tenant,
+        "--server",
+        server,
+        "--build",
+        build,
+        "--first-seen",
+        first_seen,
+    ]
+}
+
+/// Imports a server with `ctl` (see [`import_args`]).
+pub fn import_server(endpoint: &str, tenant: &str, server: &str, build: &str, first_seen: &str) {
+    ctl(endpoint, &import_args(tenant, server, build, first_seen));
+}
+
 /// Waits until a decider answers `ctl` at `endpoint`.
 pub fn wait_for_ctl(endpoint: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
