@@ -52,18 +52,7 @@ impl Ctl {
 
 /// `server import` for tenant bear.
 fn import_args<'a>(server: &'a str, build: &'a str, first_seen: &'a str) -> [&'a str; 10] {
-    [
-        "server",
-        "import",
-        "--tenant",
-        "bear",
-        "--server",
-        server,
-        "--build",
-        build,
-        "--first-seen",
-        first_seen,
-    ]
+    common::import_args("bear", server, build, first_seen)
 }
 
 #[tokio::test(flavor = "multi_thread")]

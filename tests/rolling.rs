@@ -8,13 +8,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::{free_port, Cluster, TEST_CONFIG};
-use common::smtp::{deliver, exchange_received, wait_listening, EdgeProcess, SmtpSink};
+use common::haproxy::Haproxy;
+use common::smtp::{deliver, exchange_received, EdgeProcess, SmtpSink};
 use ratchet_proto::v1 as pb;
 
 const TENANT: &str = "bear";
@@ -24,47 +25,22 @@ const BLOCKED_SERVER: &str = "old.bear.local";
 
 /// HAProxy in TCP mode in front of the edges: round robin, each edge checked on its
 /// `/readyz` every 100 ms, a refused connection retried on the other edge.
-struct Haproxy {
-    addr: SocketAddr,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Haproxy {
-    fn start(edges: &[(SocketAddr, SocketAddr)]) -> Haproxy {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = free_port();
-        let servers: String = edges
-            .iter()
-            .enumerate()
-            .map(|(i, (smtp, http))| format!("  server edge{i} {smtp} check port {} inter 100ms fall 1 rise 2\n", http.port()))
-            .collect();
-        let config = format!(
-            "global\n  maxconn 512\n\
-             defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n  retries 3\n  option redispatch\n\
-             frontend smtp\n  bind {addr}\n  default_backend edges\n\
-             backend edges\n  balance roundrobin\n  option httpchk GET /readyz\n{servers}"
-        );
-        let path = dir.path().join("haproxy.cfg");
-        std::fs::write(&path, config).unwrap();
-        let child = Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("haproxy (Debian package) is installed");
-        wait_listening(addr, "haproxy");
-        Haproxy { addr, child, _dir: dir }
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_haproxy(dir: &std::path::Path, edges: &[(SocketAddr, SocketAddr)]) -> Haproxy {
+    let addr = free_port();
+    let servers: String = edges
+        .iter()
+        .enumerate()
+        .map(|(i, (smtp, http))| format!("  server edge{i} {smtp} check port {} inter 100ms fall 1 rise 2\n", http.port()))
+        .collect();
+    let config = format!(
+        "global\n  maxconn 512\n\
+         defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n  retries 3\n  option redispatch\n\
+         frontend smtp\n  bind {addr}\n  default_backend edges\n\
+         backend edges\n  balance roundrobin\n  option httpchk GET /readyz\n{servers}"
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, config).unwrap();
+    Haproxy::start(&path, &[], addr)
 }
 
 /// What the steady load saw: messages sent in batches of `smtp-source`, and every line
@@ -146,21 +122,7 @@ async fn every_decider_then_every_edge_restarts_under_mail_and_no_message_fails(
     // HAProxy connects to the edges from loopback: the tenant's connector is its address.
     common::ctl(&endpoint, &["connector", "add", "--tenant", TENANT, "--cidr", "127.0.0.0/8"]);
     let long_ago = (chrono::Utc::now() - chrono::TimeDelta::days(120)).to_rfc3339();
-    common::ctl(
-        &endpoint,
-        &[
-            "server",
-            "import",
-            "--tenant",
-            TENANT,
-            "--server",
-            BLOCKED_SERVER,
-            "--build",
-            OUT_OF_DATE,
-            "--first-seen",
-            &long_ago,
-        ],
-    );
+    common::import_server(&endpoint, TENANT, BLOCKED_SERVER, OUT_OF_DATE, &long_ago);
 
     let sink = SmtpSink::start();
     let deciders: Vec<String> = cluster.nodes.iter().map(|n| n.grpc.to_string()).collect();
@@ -174,7 +136,7 @@ async fn every_decider_then_every_edge_restarts_under_mail_and_no_message_fails(
     let mut edges: Vec<EdgeProcess> = (0..2)
         .map(|_| EdgeProcess::start_with(&deciders, sink.addr, Some(&edge_config), &["--http", &free_port().to_string()], &[]))
         .collect();
-    let haproxy = Haproxy::start(&edges.iter().map(|e| (e.addr, e.http.unwrap())).collect::<Vec<_>>());
+    let haproxy = start_haproxy(dir.path(), &edges.iter().map(|e| (e.addr, e.http.unwrap())).collect::<Vec<_>>());
 
     let message = dir.path().join("message.eml");
     std::fs::write(

@@ -7,6 +7,7 @@
 pub mod browser;
 pub mod chart;
 pub mod cluster;
+pub mod haproxy;
 pub mod metrics;
 pub mod otlp;
 pub mod smtp;
@@ -70,6 +71,28 @@ pub fn ctl(endpoint: &str, args: &[&str]) -> String {
     let mut full = vec!["ctl", "--endpoints", endpoint];
     full.extend_from_slice(args);
     stdout_of(full)
+}
+
+/// The arguments of `ctl server import` of `server` of `tenant` at `build`, first seen at
+/// `first_seen` (RFC 3339).
+pub fn import_args<'a>(tenant: &'a str, server: &'a str, build: &'a str, first_seen: &'a str) -> [&'a str; 10] {
+    [
+        "server",
+        "import",
+        "--tenant",
+        tenant,
+        "--server",
+        server,
+        "--build",
+        build,
+        "--first-seen",
+        first_seen,
+    ]
+}
+
+/// Imports a server with `ctl` (see [`import_args`]).
+pub fn import_server(endpoint: &str, tenant: &str, server: &str, build: &str, first_seen: &str) {
+    ctl(endpoint, &import_args(tenant, server, build, first_seen));
 }
 
 /// Waits until a decider answers `ctl` at `endpoint`.

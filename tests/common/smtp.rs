@@ -197,19 +197,65 @@ pub fn exchange_received(server_fqdn: &str, build: &str) -> String {
 /// `server_fqdn` at `build`, with `subject`: returns the reply to the end of DATA, or the
 /// first reply that ended the session early, or why there was none.
 pub fn deliver(to: SocketAddr, server_fqdn: &str, build: &str, subject: &str) -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let stream = match std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
-        Ok(stream) => stream,
-        Err(e) => return format!("(no connection: {e})"),
-    };
-    stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    let mut reply = || {
+    deliver_from(None, to, server_fqdn, build, subject)
+}
+
+/// [`deliver`] from a socket bound to `from` (a loopback address of its own, 127.0.0.7
+/// say, that a connector names).
+pub fn deliver_from(from: Option<IpAddr>, to: SocketAddr, server_fqdn: &str, build: &str, subject: &str) -> String {
+    match SmtpClient::connect(from, to) {
+        Ok(mut client) => {
+            let greeting = client.reply();
+            if !greeting.starts_with("220") {
+                return greeting;
+            }
+            let answer = client.transaction(server_fqdn, build, subject);
+            client.send(b"QUIT\r\n");
+            answer
+        }
+        Err(e) => format!("(no connection: {e})"),
+    }
+}
+
+/// A plain SMTP client that sends what it is told and reads replies whole.
+pub struct SmtpClient {
+    reader: std::io::BufReader<std::net::TcpStream>,
+    writer: std::net::TcpStream,
+}
+
+impl SmtpClient {
+    /// Connects to `to`, from `from` when given (its port chosen by the system).
+    pub fn connect(from: Option<IpAddr>, to: SocketAddr) -> std::io::Result<SmtpClient> {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, None)?;
+        if let Some(from) = from {
+            socket.bind(&SocketAddr::new(from, 0).into())?;
+        }
+        socket.connect_timeout(&to.into(), Duration::from_secs(5))?;
+        let stream: std::net::TcpStream = socket.into();
+        stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+        Ok(SmtpClient {
+            reader: std::io::BufReader::new(stream.try_clone()?),
+            writer: stream,
+        })
+    }
+
+    /// Writes `bytes` as they are; whether the connection took them.
+    pub fn send(&mut self, bytes: &[u8]) -> bool {
+        std::io::Write::write_all(&mut self.writer, bytes).is_ok()
+    }
+
+    /// Closes the sending direction: the server reads the end of the input.
+    pub fn finish_sending(&mut self) {
+        let _ = self.writer.shutdown(std::net::Shutdown::Write);
+    }
+
+    /// The next reply, all its lines, without the last line's CRLF; what came before the
+    /// connection closed, and `(connection closed)`, if it did.
+    pub fn reply(&mut self) -> String {
         let mut text = String::new();
         loop {
             let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            if std::io::BufRead::read_line(&mut self.reader, &mut line).unwrap_or(0) == 0 {
                 return format!("{text}(connection closed)");
             }
             text.push_str(&line);
@@ -217,36 +263,40 @@ pub fn deliver(to: SocketAddr, server_fqdn: &str, build: &str, subject: &str) ->
                 return text.trim_end().to_owned();
             }
         }
-    };
-    let greeting = reply();
-    if !greeting.starts_with("220") {
-        return greeting;
     }
-    let commands = [
-        format!("EHLO {server_fqdn}"),
-        "MAIL FROM:<admin@bear.example>".to_owned(),
-        "RCPT TO:<user@owl.example>".to_owned(),
-        "DATA".to_owned(),
-    ];
-    for command in commands {
-        if writer.write_all(format!("{command}\r\n").as_bytes()).is_err() {
+
+    /// Sends one command line and returns its reply.
+    pub fn command(&mut self, line: &str) -> String {
+        if !self.send(format!("{line}\r\n").as_bytes()) {
             return "(connection closed)".into();
         }
-        let answer = reply();
-        if !(answer.starts_with("250") || answer.starts_with("354")) {
-            return answer;
+        self.reply()
+    }
+
+    /// EHLO, one message from an Exchange `server_fqdn` at `build` with `subject`: the
+    /// reply to the end of DATA, or the first reply that ended the transaction early.
+    pub fn transaction(&mut self, server_fqdn: &str, build: &str, subject: &str) -> String {
+        let commands = [
+            format!("EHLO {server_fqdn}"),
+            "MAIL FROM:<admin@bear.example>".to_owned(),
+            "RCPT TO:<user@owl.example>".to_owned(),
+            "DATA".to_owned(),
+        ];
+        for command in commands {
+            let answer = self.command(&command);
+            if !(answer.starts_with("250") || answer.starts_with("354")) {
+                return answer;
+            }
         }
+        let message = format!(
+            "{}\r\nFrom: admin@bear.example\r\nTo: user@owl.example\r\nSubject: {subject}\r\n\r\nbody\r\n.\r\n",
+            exchange_received(server_fqdn, build)
+        );
+        if !self.send(message.as_bytes()) {
+            return "(connection closed)".into();
+        }
+        self.reply()
     }
-    let message = format!(
-        "{}\r\nFrom: admin@bear.example\r\nTo: user@owl.example\r\nSubject: {subject}\r\n\r\nbody\r\n.\r\n",
-        exchange_received(server_fqdn, build)
-    );
-    if writer.write_all(message.as_bytes()).is_err() {
-        return "(connection closed)".into();
-    }
-    let answer = reply();
-    let _ = writer.write_all(b"QUIT\r\n");
-    answer
 }
 
 /// Runs swaks against `server` with a message stamped by `server_fqdn` at `build`.
@@ -305,6 +355,16 @@ impl Postfix {
     /// and logging every TLS session it accepts (`smtpd_tls_loglevel = 1`: "Anonymous TLS
     /// connection established from ..."). It relays on to `relayhost` in clear.
     pub fn start_with_tls(relayhost: SocketAddr, tls: Option<&PostfixTls>) -> Postfix {
+        Self::launch(relayhost, tls, &|addr| format!("{addr} inet n - n - - smtpd"))
+    }
+
+    /// [`Postfix::start`] with `smtpd` as master.cf's smtpd services: what it makes of the
+    /// address Postfix is to listen on (`addr`), e.g. with a proxy filter.
+    pub fn start_with_smtpd(relayhost: SocketAddr, smtpd: &dyn Fn(SocketAddr) -> String) -> Postfix {
+        Self::launch(relayhost, None, smtpd)
+    }
+
+    fn launch(relayhost: SocketAddr, tls: Option<&PostfixTls>, smtpd: &dyn Fn(SocketAddr) -> String) -> Postfix {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path();
         std::fs::set_permissions(base, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -379,11 +439,7 @@ impl Postfix {
         // then start again on another one.
         for attempt in 1..=3 {
             let addr = free_port();
-            std::fs::write(
-                base.join("master.cf"),
-                format!("{addr} inet n - n - - smtpd\n{}\n", services.join("\n")),
-            )
-            .unwrap();
+            std::fs::write(base.join("master.cf"), format!("{}\n{}\n", smtpd(addr), services.join("\n"))).unwrap();
             if as_root(&["postfix", "-c", &config_dir, "start"]) {
                 let postfix = Postfix { addr, dir };
                 wait_listening(addr, "Postfix");

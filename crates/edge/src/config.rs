@@ -4,10 +4,12 @@
 //! Durations are plain integers with their unit in the key name (`_secs`, `_ms`): a TOML
 //! file stays readable and there is no duration syntax to learn.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::tls::{self, NextHopClient, TlsFiles};
@@ -143,6 +145,19 @@ pub struct EdgeConfig {
     pub tls_client_ca_file: Option<PathBuf>,
     /// Refuse MAIL until the client has issued STARTTLS (`530 5.7.0`).
     pub require_tls: bool,
+
+    /// Load balancers and MTAs in front of the edge that may say which client they relay
+    /// (CIDRs, e.g. `["10.0.0.5/32", "fd00:1::/64"]`; empty by default). From these
+    /// addresses only, the edge takes a PROXY protocol header (v1 or v2, HAProxy's
+    /// `send-proxy`/`send-proxy-v2`) as the first octets of a connection, and XFORWARD
+    /// (Postfix's `smtpd_proxy_filter`), and attributes the connection, or the next mail
+    /// transaction, to the client they name: connector, Decide, `Received:`, logs. A header
+    /// is optional from them (the same MTA may send XFORWARD instead), so list only proxies
+    /// that send one on every connection, never a TCP forwarder that passes a client's
+    /// octets on as they are. Anyone else who sends a header or XFORWARD gets `550 5.7.0`
+    /// and stays attributed to its own address; a trusted proxy's malformed header gets
+    /// `421 4.7.0` and the connection is closed. Also `--trusted-proxies`.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for EdgeConfig {
@@ -184,6 +199,7 @@ impl Default for EdgeConfig {
             tls_key_file: None,
             tls_client_ca_file: None,
             require_tls: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -287,6 +303,22 @@ impl EdgeConfig {
         }
         let verify = self.next_hop_tls == NextHopTls::Verify;
         tls::next_hop_client(&self.next_hop, verify, self.next_hop_ca_file.clone()).map(Some)
+    }
+
+    /// Parses `--trusted-proxies` (CIDRs, comma-separated); the error names the entry at fault.
+    pub fn parse_trusted_proxies(list: &str) -> anyhow::Result<Vec<IpNet>> {
+        Self::parse_address_list(list)
+            .iter()
+            .map(|cidr| {
+                cidr.parse()
+                    .map_err(|_| anyhow::anyhow!("{cidr:?} is not a CIDR (e.g. 10.0.0.5/32)"))
+            })
+            .collect()
+    }
+
+    /// Whether `ip` may say which client it relays (`trusted_proxies`).
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 
     /// Whether this edge relays mail for `domain` (see `accepted_domains`).
@@ -420,6 +452,26 @@ mod tests {
         );
         assert_eq!(EdgeConfig::default().next_hop_tls, NextHopTls::Opportunistic);
         assert!(EdgeConfig::from_toml("next_hop_tls = \"may\"").is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_in_the_file_or_the_flag() {
+        let c = EdgeConfig::from_toml("trusted_proxies = [\"127.0.0.1/32\", \"fd00:1::/64\"]").unwrap();
+        for yes in ["127.0.0.1", "fd00:1::25"] {
+            assert!(c.trusts(yes.parse().unwrap()), "{yes}");
+        }
+        for no in ["127.0.0.7", "fd00:2::25", "10.0.0.1"] {
+            assert!(!c.trusts(no.parse().unwrap()), "{no}");
+        }
+        assert!(!EdgeConfig::default().trusts("127.0.0.1".parse().unwrap()));
+        let e = EdgeConfig::from_toml("trusted_proxies = [\"127.0.0.1\"]").unwrap_err().to_string();
+        assert!(e.contains("trusted_proxies"), "{e}");
+        assert_eq!(
+            EdgeConfig::parse_trusted_proxies("10.0.0.0/8, 127.0.0.1/32").unwrap(),
+            vec!["10.0.0.0/8".parse::<IpNet>().unwrap(), "127.0.0.1/32".parse().unwrap()]
+        );
+        let e = EdgeConfig::parse_trusted_proxies("10.0.0.0/8,haproxy").unwrap_err().to_string();
+        assert_eq!(e, "\"haproxy\" is not a CIDR (e.g. 10.0.0.5/32)");
     }
 
     #[test]

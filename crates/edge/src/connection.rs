@@ -136,25 +136,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.input.clear();
                 self.consumed = 0;
             }
-            // Nothing complete is buffered: answer what we owe, then wait for more.
-            if self.flush().await.is_err() {
-                return Err(ReadError::Closed);
-            }
-            self.input.drain(..self.consumed);
-            self.consumed = 0;
-            searched = self.input.len();
-            self.input.reserve(READ_CHUNK);
-            let mut force = self.force_close.clone();
-            tokio::select! {
-                read = self.stream.read_buf(&mut self.input) => match read {
-                    Ok(0) | Err(_) => return Err(ReadError::Closed),
-                    Ok(_) => {}
-                },
-                _ = tokio::time::sleep_until(deadline) => return Err(ReadError::Timeout),
-                _ = wait_for_force(&mut force) => return Err(ReadError::Shutdown),
-            }
+            searched = self.input.len() - self.consumed;
+            self.fill(deadline).await?;
         }
     }
+
+    /// Raw octets framed by `frame`, which sees the unread input and answers how many
+    /// leading octets to take (and what they were), or that it needs more. For what is
+    /// not made of lines (the PROXY protocol's header); the octets taken are consumed.
+    pub async fn read_framed<T>(&mut self, timeout: Duration, mut frame: impl FnMut(&[u8]) -> Framed<T>) -> Result<T, ReadError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Framed::Taken(len, framed) = frame(&self.input[self.consumed..]) {
+                self.consumed += len;
+                return Ok(framed);
+            }
+            self.fill(deadline).await?;
+        }
+    }
+
+    /// Input read and not yet consumed (after a read failed: what came before the end).
+    pub fn unread(&self) -> &[u8] {
+        &self.input[self.consumed..]
+    }
+
+    /// Nothing complete is buffered: answers what we owe, then waits for more input.
+    /// Consumed input is dropped, so offsets into the unread input stay valid.
+    async fn fill(&mut self, deadline: Instant) -> Result<(), ReadError> {
+        if self.flush().await.is_err() {
+            return Err(ReadError::Closed);
+        }
+        self.input.drain(..self.consumed);
+        self.consumed = 0;
+        self.input.reserve(READ_CHUNK);
+        let mut force = self.force_close.clone();
+        tokio::select! {
+            read = self.stream.read_buf(&mut self.input) => match read {
+                Ok(0) | Err(_) => Err(ReadError::Closed),
+                Ok(_) => Ok(()),
+            },
+            _ = tokio::time::sleep_until(deadline) => Err(ReadError::Timeout),
+            _ = wait_for_force(&mut force) => Err(ReadError::Shutdown),
+        }
+    }
+}
+
+/// What a framing function of [`Connection::read_framed`] makes of the unread input.
+pub(crate) enum Framed<T> {
+    /// Not enough input to tell yet.
+    More,
+    /// The first `.0` octets are taken, as `.1` (0 octets: nothing there to take).
+    Taken(usize, T),
 }
 
 /// Resolves once the server asks every session to close now; never if it cannot ask.

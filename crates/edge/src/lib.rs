@@ -9,8 +9,10 @@
 //! Layout, one concern per module:
 //! - [`config`]: settings with defaults;
 //! - `server`: listener, admission, graceful shutdown; `limits`: per-address slots;
+//! - `proxy`: PROXY protocol headers from load balancers (`trusted_proxies`);
 //! - `connection`: line framing, deadlines, pipelined replies; `reply`: every reply text;
-//! - `session`: the command loop, one file per stage (ehlo, mail, rcpt, data, deliver);
+//! - `session`: the command loop, one file per stage (ehlo, xforward, mail, rcpt, data,
+//!   deliver);
 //! - [`build`]: build detection behind [`BuildDetector`];
 //! - `connectors`: the connector table and its watch; `deciders`: Decide and Count with
 //!   failover; `counting`: the verdicts this edge gave, counted and flushed to the deciders;
@@ -27,6 +29,7 @@ mod deciders;
 mod http;
 mod limits;
 pub mod metrics;
+mod proxy;
 mod relay;
 mod reply;
 mod server;

@@ -1,7 +1,8 @@
 //! The edge's Prometheus metrics, served at `/metrics` by [`crate::http`].
 //!
 //! Labels are bounded: reply code (three digits, 2xx to 5xx) and its class, verdict (a few
-//! outcomes), fallback kind and relay outcome. No tenant, server or client address.
+//! outcomes), fallback kind, relay outcome, and the kind and outcome of a client claim (a
+//! PROXY header, XFORWARD). No tenant, server or client address.
 //!
 //! Two gauges follow what sessions hold, through values that count themselves while they
 //! live ([`SessionGuard`], [`HeldMessage`]), so that every way a session or a message ends,
@@ -31,6 +32,7 @@ pub(crate) struct EdgeMetrics {
     fallbacks: Family<Labels, Counter>,
     next_hop_seconds: Histogram,
     relays: Family<Labels, Counter>,
+    client_claims: Family<Labels, Counter>,
     connectors_loaded: Gauge,
     count_flushes: Family<Labels, Counter>,
     counts_pending: Gauge,
@@ -86,6 +88,7 @@ impl EdgeMetrics {
             fallbacks: Family::default(),
             next_hop_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             relays: Family::default(),
+            client_claims: Family::default(),
             connectors_loaded: Gauge::default(),
             count_flushes: Family::default(),
             counts_pending: Gauge::default(),
@@ -130,6 +133,11 @@ impl EdgeMetrics {
             "next_hop_relays",
             "Relays to the next hop by outcome (relayed, refused, down, tls_failed)",
             m.relays.clone(),
+        );
+        registry.register(
+            "client_claims",
+            "PROXY headers (kind proxy) and XFORWARD commands (xforward) naming a client, by outcome (accepted, local, untrusted, malformed)",
+            m.client_claims.clone(),
         );
         registry.register(
             "connectors_loaded",
@@ -189,6 +197,15 @@ impl EdgeMetrics {
     pub fn relayed(&self, outcome: &'static str, took: Duration) {
         self.next_hop_seconds.observe(took.as_secs_f64());
         self.relays.get_or_create(&vec![("outcome", outcome.to_owned())]).inc();
+    }
+
+    /// A PROXY header (`kind` "proxy") or XFORWARD ("xforward"): `accepted` (the session
+    /// or transaction is the named client's), `local` (the proxy's own), `untrusted`,
+    /// `malformed`.
+    pub fn client_claim(&self, kind: &'static str, outcome: &'static str) {
+        self.client_claims
+            .get_or_create(&vec![("kind", kind.to_owned()), ("outcome", outcome.to_owned())])
+            .inc();
     }
 
     pub fn connectors_loaded(&self, count: usize) {

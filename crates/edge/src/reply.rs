@@ -137,6 +137,21 @@ pub fn relay_denied(domain: &str) -> Reply {
     )
 }
 
+// Who the client is: PROXY protocol headers and XFORWARD (`trusted_proxies`).
+/// A PROXY header or XFORWARD from an address not in `trusted_proxies` (Postfix's reply to
+/// an XFORWARD it does not allow).
+pub fn not_trusted(what: &str) -> Reply {
+    Reply::new(
+        550,
+        format!("5.7.0 Error: insufficient authorization: {what} is accepted only from trusted proxies"),
+    )
+}
+/// A trusted proxy's PROXY header that makes no sense (`why`: "v1 header ...: reason");
+/// the connection is closed.
+pub fn bad_proxy_header(host: &str, why: &str) -> Reply {
+    Reply::new(421, format!("4.7.0 {host} Closing connection: malformed PROXY protocol {why}"))
+}
+
 // STARTTLS (RFC 3207).
 pub fn ready_for_tls() -> Reply {
     Reply::new(220, "2.0.0 Ready to start TLS")

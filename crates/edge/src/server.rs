@@ -163,7 +163,9 @@ fn admit(
     // A dual-stack listener shows IPv4 clients as ::ffff:a.b.c.d; connectors name a.b.c.d.
     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
     let host = &shared.config.hostname;
-    let permit = match limits.try_acquire(peer.ip()) {
+    // A trusted proxy's sessions count under the clients its PROXY headers name.
+    let counted_under = (!shared.config.trusts(peer.ip())).then_some(peer.ip());
+    let permit = match limits.try_acquire(counted_under) {
         Ok(permit) => permit,
         Err(refusal) => {
             let reply = match refusal {
@@ -181,13 +183,13 @@ fn admit(
     let _ = stream.set_nodelay(true);
     let conn = Connection::new(EdgeStream::Plain(stream), shared.config.command_timeout(), force.clone());
     let id = session_id();
-    let span = tracing::info_span!("smtp.session", otel.kind = "server", session = %id, peer = %peer);
-    let session = Session::new(conn, shared.clone(), peer, id);
+    // `client`: the client a trusted proxy's PROXY header names, when it names one.
+    let span = tracing::info_span!("smtp.session", otel.kind = "server", session = %id, peer = %peer, client = tracing::field::Empty);
+    let session = Session::new(conn, shared.clone(), peer, permit, id);
     let active = crate::metrics::metrics().session_started();
     sessions.spawn(
         async move {
             session.run().await;
-            drop(permit);
             drop(active);
         }
         .instrument(span),

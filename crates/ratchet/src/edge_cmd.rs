@@ -31,6 +31,10 @@ pub struct EdgeArgs {
     /// "*" for any domain (an open relay).
     #[arg(long, value_name = "DOMAIN,...")]
     accepted_domains: Option<String>,
+    /// Load balancers and MTAs that may name the client they relay, with a PROXY protocol
+    /// header or XFORWARD (`trusted_proxies`), 10.0.0.5/32,fd00::/64.
+    #[arg(long, value_name = "CIDR,...")]
+    trusted_proxies: Option<String>,
     /// The certificate (role edge), key and CA for the gRPC link to the deciders.
     #[command(flatten)]
     tls: TlsArgs,
@@ -45,6 +49,9 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
     config.next_hop = args.next_hop;
     if let Some(domains) = &args.accepted_domains {
         config.accepted_domains = EdgeConfig::parse_address_list(domains);
+    }
+    if let Some(cidrs) = &args.trusted_proxies {
+        config.trusted_proxies = EdgeConfig::parse_trusted_proxies(cidrs).context("--trusted-proxies")?;
     }
     if args.tls.cert.is_some() || args.tls.key.is_some() || args.tls.ca.is_some() {
         (config.decider_cert_file, config.decider_key_file, config.decider_ca_file) =

@@ -31,13 +31,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let received = self.receive().await;
         let transaction = self.transaction.take().expect("checked above");
         let host = self.shared.config.hostname.clone();
-        match received {
+        let flow = match received {
             Ok(Ok(message)) => self.deliver(transaction, message).await,
             Ok(Err(refusal)) => self.reply(refusal).await,
             Err(ReadError::Timeout) => self.close_with(reply::timeout(&host)).await,
             Err(ReadError::Shutdown) => self.close_with(reply::shutting_down(&host)).await,
             Err(ReadError::Closed | ReadError::TooLong) => Flow::Close,
-        }
+        };
+        self.forget_forwarded();
+        flow
     }
 
     /// The content up to the final dot, or the reply that refuses it.

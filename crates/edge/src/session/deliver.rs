@@ -29,17 +29,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) async fn deliver(&mut self, transaction: Transaction, message: HeldMessage) -> Flow {
         self.messages += 1;
         let trace_id = format!("{}.{}", self.id, self.messages);
-        let (helo, esmtp) = self
-            .greeting
-            .as_ref()
-            .map(|g| (g.host.as_str(), g.esmtp))
-            .unwrap_or(("unknown", false));
-        let received = relay::received_header(helo, self.peer, esmtp, self.tls.as_ref(), &self.shared.config.hostname, &trace_id);
+        let client = self.client();
+        let (helo, esmtp) = self.client_greeting();
+        let received = relay::received_header(helo, client, esmtp, self.tls.as_ref(), &self.shared.config.hostname, &trace_id);
         let cert_name = self.client_cert_name().map(str::to_owned);
         let mut force = self.conn.force_close_signal();
         let work = Settle {
             shared: &self.shared,
-            peer: self.peer,
+            peer: client,
             cert_name: cert_name.as_deref(),
             remembered: self.remembered.as_ref(),
             transaction: &transaction,
@@ -54,11 +51,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let host = self.shared.config.hostname.clone();
             return self.close_with(reply::shutting_down(&host)).await;
         };
-        tracing::info!(session = %self.id, id = %trace_id, peer = %self.peer, from = %transaction.from, recipients = transaction.recipients.len(), size = message.len(), reply = %reply.to_wire().trim_end(), "message");
+        tracing::info!(session = %self.id, id = %trace_id, peer = %client, proxy = ?self.proxy, speaker = %self.peer, from = %transaction.from, recipients = transaction.recipients.len(), size = message.len(), reply = %reply.to_wire().trim_end(), "message");
         if remember.is_some() {
             self.remembered = remember;
         }
         self.reply(reply).await
+    }
+
+    /// The client's HELO name and whether it spoke ESMTP, for `Received:`: as XFORWARD
+    /// forwarded them when it named the client, else as said in this session.
+    fn client_greeting(&self) -> (&str, bool) {
+        let own = self.greeting.as_ref().map(|g| (g.host.as_str(), g.esmtp));
+        let forwarded = self.forwarded.as_ref().filter(|f| f.addr.is_some()).map(|f| {
+            let esmtp = f.proto.as_deref().is_none_or(|p| !p.eq_ignore_ascii_case("SMTP"));
+            (f.helo.as_deref().unwrap_or("unknown"), esmtp)
+        });
+        forwarded.or(own).unwrap_or(("unknown", false))
     }
 }
 

@@ -1,7 +1,8 @@
 //! EHLO and HELO (RFC 5321 4.1.1.1): who the client says it is, and what this edge offers.
 //!
 //! Either command resets any transaction in progress. EHLO lists the extensions; STARTTLS
-//! is among them while TLS is configured and not yet in use.
+//! is among them while TLS is configured and not yet in use, XFORWARD while the client
+//! speaking is a trusted proxy.
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -22,6 +23,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ];
             if self.shared.tls.is_some() && self.tls.is_none() {
                 lines.push("STARTTLS".into());
+            }
+            if self.shared.config.trusts(self.peer.ip()) {
+                lines.push(super::xforward::ADVERTISED.into());
             }
             Reply::multi(250, lines)
         } else {

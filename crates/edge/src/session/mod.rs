@@ -1,16 +1,19 @@
 //! One SMTP session: the command loop and the state it carries between commands.
 //!
 //! The loop reads a line, lets smtp-proto parse it, and hands the request to the file of
-//! its stage (`ehlo`, `starttls`, `mail`, `rcpt`, `data`; `deliver` for what happens at the
-//! end of DATA). Replies go out in order; with PIPELINING they are written together when the
-//! client's input runs dry. Errors are counted, and too many end the session.
+//! its stage (`ehlo`, `starttls`, `xforward`, `mail`, `rcpt`, `data`; `deliver` for what
+//! happens at the end of DATA; `proxied` for a PROXY header before the first command).
+//! Replies go out in order; with PIPELINING they are written together when the client's
+//! input runs dry. Errors are counted, and too many end the session.
 
 mod data;
 mod deliver;
 mod ehlo;
 mod mail;
+mod proxied;
 mod rcpt;
 mod starttls;
+mod xforward;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -26,8 +29,10 @@ use crate::connection::{Connection, Line, ReadError};
 use crate::connectors::ConnectorTable;
 use crate::counting::{Counted, MessageCounts};
 use crate::deciders::DeciderPool;
+use crate::limits::SessionPermit;
 use crate::reply::{self, Reply};
 use crate::tls::{NextHopClient, TlsFacts, TlsSettings, Transport};
+use xforward::Forwarded;
 
 /// What every session of one edge shares (built by `server`, which admits the sessions).
 pub(crate) struct Shared {
@@ -75,7 +80,14 @@ pub(crate) struct Remembered {
 pub(crate) struct Session<S> {
     pub conn: Connection<S>,
     pub shared: Arc<Shared>,
+    /// Who is speaking: the TCP peer, or the client a trusted proxy's PROXY header named.
     pub peer: SocketAddr,
+    /// The trusted proxy's address, when its PROXY header named the client in `peer`.
+    pub proxy: Option<SocketAddr>,
+    /// What a trusted MTA said with XFORWARD about the client of the next transaction.
+    pub forwarded: Option<Forwarded>,
+    /// This session's slot among the edge's sessions and its client's.
+    permit: SessionPermit,
     pub id: String,
     pub greeting: Option<Greeting>,
     pub transaction: Option<Transaction>,
@@ -88,11 +100,14 @@ pub(crate) struct Session<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    pub fn new(conn: Connection<S>, shared: Arc<Shared>, peer: SocketAddr, id: String) -> Self {
+    pub fn new(conn: Connection<S>, shared: Arc<Shared>, peer: SocketAddr, permit: SessionPermit, id: String) -> Self {
         Self {
             conn,
             shared,
             peer,
+            proxy: None,
+            forwarded: None,
+            permit,
             id,
             greeting: None,
             transaction: None,
@@ -129,13 +144,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let _ = self.conn.send(&reply).await;
         Flow::Close
     }
+
+    /// The client the current transaction is attributed to: the one XFORWARD named, else
+    /// the one speaking.
+    pub(crate) fn client(&self) -> SocketAddr {
+        self.forwarded.as_ref().and_then(Forwarded::client).unwrap_or(self.peer)
+    }
 }
 
 impl<S: Transport> Session<S> {
     pub async fn run(mut self) {
         let host = self.shared.config.hostname.clone();
         tracing::debug!(session = %self.id, peer = %self.peer, "session start");
-        if self.conn.send(&reply::greeting(&host)).await.is_err() {
+        if self.conn.send(&reply::greeting(&host)).await.is_err() || self.proxy_header().await == Flow::Close {
+            let _ = self.conn.flush().await;
             return;
         }
         loop {
@@ -167,6 +189,10 @@ impl<S: Transport> Session<S> {
         }
         // smtp-proto ignores whatever follows STARTTLS; RFC 3207 allows nothing there.
         let starttls_bare = line.bytes.trim_ascii().eq_ignore_ascii_case(b"STARTTLS");
+        if command_name(&line.bytes) == "XFORWARD" {
+            let args = String::from_utf8_lossy(&line.bytes["XFORWARD".len()..]).into_owned();
+            return self.xforward(&args).await;
+        }
         let mut wire = line.bytes;
         wire.extend_from_slice(b"\r\n");
         let request = match Request::parse(&mut wire.iter()) {
@@ -181,6 +207,7 @@ impl<S: Transport> Session<S> {
             Request::Data => self.data().await,
             Request::Rset => {
                 self.transaction = None;
+                self.forget_forwarded();
                 self.reply(reply::ok("2.0.0")).await
             }
             Request::Noop { .. } => self.reply(reply::ok("2.0.0")).await,

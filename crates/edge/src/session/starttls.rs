@@ -6,7 +6,7 @@
 //!   STARTTLS must never be taken as if it had come through TLS (the command injection
 //!   of CVE-2011-0411). A client that sends anything before the handshake breaks it.
 //! - After the handshake the session starts afresh (RFC 3207 4.2): no greeting, no
-//!   transaction, no remembered verdict; the client must EHLO again. The client
+//!   transaction, no XFORWARD, no remembered verdict; the client must EHLO again. The client
 //!   certificate's name, when one was presented and verified, is kept for attribution.
 //! - A failed handshake ends the session: nothing can be said in a broken TLS stream. The
 //!   handshake has the command timeout (RFC 5321 4.5.3.2.7) and yields to shutdown.
@@ -55,6 +55,7 @@ impl<S: Transport> Session<S> {
                 tracing::debug!(session = %self.id, peer = %self.peer, version = %facts.version, cipher = %facts.cipher, client_cert = ?facts.client_cert_name, "TLS established");
                 self.greeting = None;
                 self.transaction = None;
+                self.forwarded = None;
                 self.remembered = None;
                 self.tls = Some(facts);
                 Flow::Continue
