@@ -216,6 +216,42 @@ async fn every_command_in_both_forms_with_its_refusals() {
         .refused(&["pause", "--tenant", "bear", "--days", "0"])
         .contains("days: must be at least 1"));
 
+    // A pause of one server only, charged per server named, ended on its own.
+    let server_pause = ["pause", "--tenant", "bear", "--server", "exch1.bear.local", "--days", "10"];
+    assert_eq!(ctl.json(&server_pause)["pause_days_remaining"], 79);
+    let report = ctl.json(&["report", "--tenant", "bear"]);
+    assert_eq!(report["paused_until"], Value::Null, "the tenant as a whole is not paused");
+    let exch1 = report["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["server_fqdn"] == "exch1.bear.local");
+    assert_ne!(exch1.unwrap()["paused_until"], Value::Null, "{report}");
+    assert!(ctl
+        .refused(&["pause", "--tenant", "bear", "--server", "nope.bear.local", "--days", "1"])
+        .contains("has no server nope.bear.local"));
+    let twice = [
+        "pause",
+        "--tenant",
+        "bear",
+        "--server",
+        "exch1.bear.local",
+        "--server",
+        "exch1.bear.local",
+        "--days",
+        "1",
+    ];
+    assert!(ctl.refused(&twice).contains("servers: exch1.bear.local is named twice"));
+    assert!(ctl.table(&["pauses", "--tenant", "bear"]).contains("exch1.bear.local"));
+    let ended = ctl.json(&["pause", "end", "--tenant", "bear", "--server", "exch1.bear.local"]);
+    assert_eq!(
+        (ended["refunded_days"].as_u64(), ended["pause_days_remaining"].as_u64()),
+        (Some(9), Some(88))
+    );
+    assert!(ctl
+        .refused(&["pause", "end", "--tenant", "bear", "--server", "exch1.bear.local"])
+        .contains("server exch1.bear.local is not paused on its own"));
+
     // Events and the webhook.
     let events = ctl.json(&["events", "--tenant", "bear"]);
     let kinds: Vec<&str> = events["events"]

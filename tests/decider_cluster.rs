@@ -161,6 +161,7 @@ async fn bad_requests_name_the_field_and_change_nothing() {
                     tenant: "bear".into(),
                     days: 0,
                     request_id: String::new(),
+                    servers: Vec::new(),
                 })
                 .await
                 .unwrap_err(),
@@ -168,7 +169,13 @@ async fn bad_requests_name_the_field_and_change_nothing() {
             "days",
         ),
         (
-            admin.end_pause(pb::EndPauseRequest { tenant: "bear".into() }).await.unwrap_err(),
+            admin
+                .end_pause(pb::EndPauseRequest {
+                    tenant: "bear".into(),
+                    server: String::new(),
+                })
+                .await
+                .unwrap_err(),
             tonic::Code::FailedPrecondition,
             "tenant",
         ),
@@ -337,6 +344,7 @@ async fn concurrent_pauses_never_exceed_the_budget() {
                     tenant: "bear".into(),
                     days: 7,
                     request_id: format!("req-{i}"),
+                    servers: Vec::new(),
                 })
                 .await
         }));
@@ -378,6 +386,7 @@ async fn concurrent_pauses_never_exceed_the_budget() {
                 tenant: "bear".into(),
                 days: 7,
                 request_id: format!("req-{i}"),
+                servers: Vec::new(),
             })
             .await;
     }

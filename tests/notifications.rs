@@ -123,10 +123,17 @@ async fn each_event_reaches_the_webhook_once_after_deduplication_across_a_leader
             tenant: "bear".into(),
             days: 3,
             request_id: "p1".into(),
+            servers: Vec::new(),
         })
         .await
         .unwrap();
-    admin.end_pause(pb::EndPauseRequest { tenant: "bear".into() }).await.unwrap();
+    admin
+        .end_pause(pb::EndPauseRequest {
+            tenant: "bear".into(),
+            server: String::new(),
+        })
+        .await
+        .unwrap();
 
     let survivor = cluster.nodes[(leader + 1) % 3].grpc.to_string();
     let expected_kinds = [

@@ -236,6 +236,7 @@ async fn a_decider_whose_clock_is_off_gives_no_verdicts_never_leads_and_stamps_n
             tenant: "bear".into(),
             days: 1,
             request_id: "skew-1".into(),
+            servers: Vec::new(),
         })
         .await
         .expect("a follower with a bad clock still forwards writes")
@@ -399,6 +400,7 @@ async fn pauser(seed: u64, channels: Vec<tonic::transport::Channel>, stop: Arc<A
             tenant: "owl".into(),
             days: 1,
             request_id: format!("pause-{seed}-{k}"),
+            servers: Vec::new(),
         };
         let mut outcome = None;
         for _ in 0..5 {

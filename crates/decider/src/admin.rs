@@ -219,6 +219,7 @@ impl Admin for AdminService {
         let command = Command::Pause {
             tenant: key(&request.tenant),
             days: request.days,
+            servers: request.servers.iter().map(|s| key(s)).collect(),
             request_id: Some(request_id),
         };
         match self.proposer.propose_as(actor, command).await? {
@@ -234,8 +235,10 @@ impl Admin for AdminService {
 
     async fn end_pause(&self, request: Request<pb::EndPauseRequest>) -> Result<Response<pb::EndPauseResponse>, Status> {
         let actor = actor_of(&request);
+        let request = request.into_inner();
         let command = Command::EndPause {
-            tenant: key(&request.into_inner().tenant),
+            tenant: key(&request.tenant),
+            server: Some(key(&request.server)).filter(|s| !s.is_empty()),
         };
         match self.proposer.propose_as(actor, command).await? {
             Applied::PauseEnded {
@@ -264,6 +267,7 @@ impl Admin for AdminService {
                 ended_early: p.ended_early,
                 days_charged: p.days_charged(),
                 active: p.interval().contains(now),
+                server: p.server.clone().unwrap_or_default(),
             })
             .collect();
         Ok(Response::new(pb::ListPausesResponse {

@@ -120,7 +120,11 @@ impl DecisionService {
             });
         }
         // Borrowed from the shared map: a tenant record also holds its daily counts.
-        let pauses = view.tenants().get(&tenant).map(|t| t.pauses.intervals()).unwrap_or_default();
+        let pauses = view
+            .tenants()
+            .get(&tenant)
+            .map(|t| t.pauses.intervals_for(&server_fqdn))
+            .unwrap_or_default();
         let facts = ServerFacts {
             tenant: &tenant,
             server_fqdn: &server_fqdn,

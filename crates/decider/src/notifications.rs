@@ -14,7 +14,7 @@
 //! its own, so a slow or dead receiver delays only its own tenant's events; `webhook`
 //! signs each POST and keeps them off private addresses.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -99,10 +99,10 @@ impl Notifier {
         let warning = TimeDelta::days(i64::from(policy.policy.warning_days));
         let mut notices = Vec::new();
         for tenant in view.tenants().values() {
-            notices.extend(pause_end_notice(tenant, now));
-            let pauses = tenant.pauses.intervals();
+            notices.extend(pause_end_notices(tenant, now));
             for entry in view.servers(&tenant.name)? {
                 let record = &entry.record;
+                let pauses = tenant.pauses.intervals_for(&record.server_fqdn);
                 let Some(episode) = record.episode.as_ref().filter(|e| e.is_open()) else {
                     continue;
                 };
@@ -240,18 +240,31 @@ async fn deliver_tenant(proposer: &Proposer, webhooks: &WebhookClient, tenant: &
     failed
 }
 
-/// The notice that a tenant's last pause ran out on its own, once.
-fn pause_end_notice(tenant: &Tenant, now: Timestamp) -> Option<Notice> {
-    let pause = tenant.pauses.pauses().last().filter(|p| !p.ended_early && p.end <= now)?;
-    let key = format!("pause-ended:{}", pause.start.timestamp_millis());
-    (!tenant.notices.contains(&key)).then(|| Notice {
-        tenant: tenant.name.clone(),
-        server_fqdn: None,
-        key,
-        kind: EventKind::PauseEnded,
-        message: format!(
-            "enforcement pause ended on {}; enforcement resumes",
-            pause.end.to_rfc3339_opts(SecondsFormat::Secs, true)
-        ),
-    })
+/// The notice that a tenant's last pause, or a server's, ran out on its own, once each.
+fn pause_end_notices(tenant: &Tenant, now: Timestamp) -> Vec<Notice> {
+    let mut last_of_scope = BTreeMap::new();
+    for pause in tenant.pauses.pauses() {
+        last_of_scope.insert(pause.server.as_deref(), pause);
+    }
+    let ran_out = last_of_scope.into_values().filter(|p| !p.ended_early && p.end <= now);
+    ran_out
+        .filter_map(|pause| {
+            let key = match &pause.server {
+                None => format!("pause-ended:{}", pause.start.timestamp_millis()),
+                Some(server) => format!("pause-ended:{server}:{}", pause.start.timestamp_millis()),
+            };
+            let what = pause
+                .server
+                .as_ref()
+                .map_or_else(|| "enforcement".to_owned(), |s| format!("enforcement of {s}"));
+            let end = pause.end.to_rfc3339_opts(SecondsFormat::Secs, true);
+            (!tenant.notices.contains(&key)).then(|| Notice {
+                tenant: tenant.name.clone(),
+                server_fqdn: pause.server.clone(),
+                key,
+                kind: EventKind::PauseEnded,
+                message: format!("{what} pause ended on {end}; enforcement resumes"),
+            })
+        })
+        .collect()
 }

@@ -24,6 +24,9 @@ pub struct TenantReport {
 pub struct ServerRow {
     #[serde(flatten)]
     pub report: ServerReport,
+    /// Until when the server is paused, by a pause of its own or the tenant's (the later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_until: Option<Timestamp>,
     /// Messages per stage ("0": decided outside any stage).
     pub counters: BTreeMap<u32, Counts>,
 }
@@ -52,19 +55,25 @@ pub fn tenant_report(view: &StateView, tenant: &str, now: Timestamp) -> Result<T
         .tenant(tenant)
         .ok_or_else(|| Status::not_found(format!("tenant: no tenant named {tenant:?}")))?;
     let policy = view.policy();
-    let pauses = record.pauses.intervals();
+    let tenant_paused_until = record.pauses.paused_until(now);
     let servers = view
         .servers(tenant)
         .map_err(|e| Status::internal(e.to_string()))?
         .into_iter()
-        .map(|entry| ServerRow {
-            report: server_report(&policy.policy, &entry.record, &pauses, now),
-            counters: entry.counters,
+        .map(|entry| {
+            let server = &entry.record.server_fqdn;
+            let pauses = record.pauses.intervals_for(server);
+            let paused_until = tenant_paused_until.max(record.pauses.server_paused_until(server, now));
+            ServerRow {
+                report: server_report(&policy.policy, &entry.record, &pauses, now),
+                paused_until,
+                counters: entry.counters,
+            }
         })
         .collect();
     Ok(TenantReport {
         tenant: tenant.to_owned(),
-        paused_until: record.pauses.paused_until(now),
+        paused_until: tenant_paused_until,
         pause_days_remaining: record.pauses.remaining_days(policy.policy.pause_budget_days, now),
         servers,
         daily: record.daily,

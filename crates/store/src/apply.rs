@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::Duration;
-use ratchet_policy::pause::PauseError;
+use ratchet_policy::pause::{PauseError, PauseLedger};
 use ratchet_policy::products::{classify, BuildStatus};
 use ratchet_policy::{Episode, Policy, Sighting, SightingEffect, Timestamp};
 
@@ -122,8 +122,13 @@ impl<'a> Txn<'a> {
                 first_seen,
             } => self.import(tenant, server_fqdn, build, first_seen, at)?,
             Command::Decommission { tenant, server_fqdn } => self.decommission(&tenant, &server_fqdn, at)?,
-            Command::Pause { tenant, days, request_id } => self.pause(&tenant, days, request_id.as_deref(), at),
-            Command::EndPause { tenant } => self.end_pause(&tenant, at),
+            Command::Pause {
+                tenant,
+                days,
+                servers,
+                request_id,
+            } => self.pause(&tenant, days, &servers, request_id.as_deref(), at)?,
+            Command::EndPause { tenant, server } => self.end_pause(&tenant, server.as_deref(), at),
             Command::SetPolicy { policy } => self.set_policy(*policy, index),
             Command::SetWebhook { tenant, url, secret } => self.tenant_mut(&tenant).map(|t| {
                 t.webhook_url = url;
@@ -395,53 +400,79 @@ impl<'a> Txn<'a> {
         Ok(Ok(Applied::Decommissioned))
     }
 
-    fn pause(&mut self, tenant: &str, days: u32, request_id: Option<&str>, at: Timestamp) -> Response {
-        let budget = self.policy().pause_budget_days;
-        let ledger = &mut self.tenant_mut(tenant)?.pauses;
-        let before = ledger.pauses().last().map(|p| (ledger.pauses().len(), p.end));
-        match ledger.request(budget, days, request_id, at) {
-            Ok(grant) => {
-                let after = ledger.pauses().last().map(|p| (ledger.pauses().len(), p.end));
-                let until = grant.paused_until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                match (before, after) {
-                    (before, after) if before == after => {} // a retried request id: nothing new
-                    (Some((count, _)), Some((count_after, _))) if count == count_after => self.raise(
-                        tenant,
-                        EventKind::PauseExtended,
-                        None,
-                        format!("enforcement pause extended by {days} days, until {until}"),
-                        at,
-                    ),
-                    _ => self.raise(
-                        tenant,
-                        EventKind::PauseStarted,
-                        None,
-                        format!("enforcement paused for {days} days, until {until}"),
-                        at,
-                    ),
-                }
-                Ok(Applied::Paused { grant })
+    fn pause(
+        &mut self,
+        tenant: &str,
+        days: u32,
+        servers: &[String],
+        request_id: Option<&str>,
+        at: Timestamp,
+    ) -> Result<Response, StoreError> {
+        for server in servers {
+            if !self.server(tenant, server)?.is_some_and(|entry| !entry.is_decommissioned()) {
+                let message = format!("tenant {tenant:?} has no server {server}");
+                return Ok(Err(CommandError::not_found("servers", message)));
             }
-            Err(error @ PauseError::OverBudget { .. }) => Err(CommandError::precondition("days", error.to_string())),
-            Err(error) => Err(CommandError::invalid("days", error.to_string())),
         }
+        let budget = self.policy().pause_budget_days;
+        let ledger = &mut match self.tenant_mut(tenant) {
+            Ok(tenant) => tenant,
+            Err(refusal) => return Ok(Err(refusal)),
+        }
+        .pauses;
+        let retried = request_id.is_some_and(|id| ledger.grants().contains_key(id));
+        let scopes: Vec<Option<&str>> = match servers {
+            [] => vec![None],
+            named => named.iter().map(|s| Some(s.as_str())).collect(),
+        };
+        let until = |ledger: &PauseLedger, scope: Option<&str>| match scope {
+            None => ledger.paused_until(at),
+            Some(server) => ledger.server_paused_until(server, at),
+        };
+        let extended: Vec<bool> = scopes.iter().map(|scope| until(ledger, *scope).is_some()).collect();
+        let grant = match ledger.request(budget, days, servers, request_id, at) {
+            Ok(grant) => grant,
+            Err(error @ PauseError::OverBudget { .. }) => return Ok(Err(CommandError::precondition("days", error.to_string()))),
+            Err(error) => return Ok(Err(CommandError::invalid("days", error.to_string()))),
+        };
+        let ends: Vec<_> = scopes.iter().map(|scope| until(ledger, *scope)).collect();
+        if !retried {
+            for ((scope, extended), end) in scopes.into_iter().zip(extended).zip(ends) {
+                let until = end.expect("just paused").to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                let what = scope.map_or_else(|| "enforcement".to_owned(), |server| format!("enforcement of {server}"));
+                let (kind, message) = if extended {
+                    (
+                        EventKind::PauseExtended,
+                        format!("{what} pause extended by {days} days, until {until}"),
+                    )
+                } else {
+                    (EventKind::PauseStarted, format!("{what} paused for {days} days, until {until}"))
+                };
+                self.raise(tenant, kind, scope, message, at);
+            }
+        }
+        Ok(Ok(Applied::Paused { grant }))
     }
 
-    fn end_pause(&mut self, tenant: &str, at: Timestamp) -> Response {
+    fn end_pause(&mut self, tenant: &str, server: Option<&str>, at: Timestamp) -> Response {
         let budget = self.policy().pause_budget_days;
         let ledger = &mut self.tenant_mut(tenant)?.pauses;
-        match ledger.end(at) {
+        match ledger.end(server, at) {
             Ok(end) => {
                 let remaining_days = ledger.remaining_days(budget, at);
-                let message = format!("enforcement pause ended early; {} unused days returned", end.refunded_days);
-                self.raise(tenant, EventKind::PauseEnded, None, message, at);
+                let what = server.map_or_else(|| "enforcement".to_owned(), |server| format!("enforcement of {server}"));
+                let message = format!("{what} pause ended early; {} unused days returned", end.refunded_days);
+                self.raise(tenant, EventKind::PauseEnded, server, message, at);
                 Ok(Applied::PauseEnded {
                     ended_at: end.ended_at,
                     refunded_days: end.refunded_days,
                     remaining_days,
                 })
             }
-            Err(_) => Err(CommandError::precondition("tenant", format!("tenant {tenant:?} is not paused"))),
+            Err(error) => match server {
+                Some(_) => Err(CommandError::precondition("server", error.to_string())),
+                None => Err(CommandError::precondition("tenant", format!("tenant {tenant:?} is not paused"))),
+            },
         }
     }
 

@@ -25,6 +25,8 @@ pub const MAX_SIGHTINGS: usize = 10_000;
 /// Notices in one entry; a scan that finds more proposes several, so that no entry grows
 /// past what one Raft message carries.
 pub const MAX_NOTICES: usize = 10_000;
+/// Servers one pause request may name.
+pub const MAX_PAUSED_SERVERS: usize = 1_000;
 pub const MAX_MESSAGE_LEN: usize = 1024;
 pub const MAX_URL_LEN: usize = 2048;
 
@@ -91,13 +93,17 @@ pub enum Command {
         tenant: String,
         server_fqdn: String,
     },
+    /// Pauses the tenant, or only the servers named (charged `days` each).
     Pause {
         tenant: String,
         days: u32,
+        servers: Vec<String>,
         request_id: Option<String>,
     },
+    /// Ends the tenant-wide pause, or the named server's own.
     EndPause {
         tenant: String,
+        server: Option<String>,
     },
     SetPolicy {
         policy: Box<Policy>,
@@ -330,7 +336,7 @@ impl Command {
             | Command::ImportServer { tenant, .. }
             | Command::Decommission { tenant, .. }
             | Command::Pause { tenant, .. }
-            | Command::EndPause { tenant }
+            | Command::EndPause { tenant, .. }
             | Command::SetWebhook { tenant, .. }
             | Command::MarkDelivered { tenant, .. } => Some(tenant),
         }
@@ -385,16 +391,31 @@ impl Command {
                 validate_tenant("tenant", tenant)?;
                 validate_fqdn("server_fqdn", server_fqdn)
             }
-            Command::Pause { tenant, days, request_id } => {
+            Command::Pause {
+                tenant,
+                days,
+                servers,
+                request_id,
+            } => {
                 validate_tenant("tenant", tenant)?;
                 if *days == 0 {
                     return Err(CommandError::invalid("days", "must be at least 1"));
+                }
+                validate_count("servers", servers.len(), MAX_PAUSED_SERVERS)?;
+                for (n, server) in servers.iter().enumerate() {
+                    validate_fqdn("servers", server)?;
+                    if servers[..n].contains(server) {
+                        return Err(CommandError::invalid("servers", format!("{server} is named twice")));
+                    }
                 }
                 request_id
                     .as_deref()
                     .map_or(Ok(()), |id| validate_nonempty("request_id", id, MAX_REQUEST_ID_LEN))
             }
-            Command::EndPause { tenant } => validate_tenant("tenant", tenant),
+            Command::EndPause { tenant, server } => {
+                validate_tenant("tenant", tenant)?;
+                server.as_deref().map_or(Ok(()), |server| validate_fqdn("server", server))
+            }
             Command::SetPolicy { policy } => policy.validate().map_err(|e| CommandError::invalid("policy", e.to_string())),
             Command::SetWebhook { tenant, url, secret } => {
                 validate_tenant("tenant", tenant)?;
@@ -438,11 +459,19 @@ impl Command {
                 server_fqdn, first_seen, ..
             } => format!("server import {server_fqdn} first_seen={}", first_seen.to_rfc3339()),
             Command::Decommission { server_fqdn, .. } => format!("server decommission {server_fqdn}"),
-            Command::Pause { days, request_id, .. } => match request_id {
-                Some(id) => format!("pause {days} days request_id={id}"),
-                None => format!("pause {days} days"),
+            Command::Pause {
+                days, servers, request_id, ..
+            } => {
+                let servers: String = servers.iter().map(|s| format!(" server={s}")).collect();
+                match request_id {
+                    Some(id) => format!("pause {days} days{servers} request_id={id}"),
+                    None => format!("pause {days} days{servers}"),
+                }
+            }
+            Command::EndPause { server, .. } => match server {
+                Some(server) => format!("pause end server={server}"),
+                None => "pause end".into(),
             },
-            Command::EndPause { .. } => "pause end".into(),
             Command::SetPolicy { .. } => "policy set".into(),
             Command::SetWebhook { url, .. } => match url {
                 Some(url) => format!("webhook set {url}"),

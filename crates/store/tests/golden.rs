@@ -49,9 +49,9 @@ fn check<T: Codec + PartialEq + Debug>(name: &str, value: &T) {
 
 fn tenant() -> Tenant {
     let mut pauses = PauseLedger::default();
-    pauses.request(90, 7, Some("r-1"), at(2, 9)).unwrap();
-    pauses.request(90, 3, Some("r-2"), at(3, 9)).unwrap();
-    pauses.end(at(4, 9)).unwrap();
+    pauses.request(90, 7, &[], Some("r-1"), at(2, 9)).unwrap();
+    pauses.request(90, 3, &[], Some("r-2"), at(3, 9)).unwrap();
+    pauses.end(None, at(4, 9)).unwrap();
     Tenant {
         name: "bear".into(),
         created_at: at(1, 0),
@@ -80,6 +80,16 @@ fn tenant() -> Tenant {
         webhook_secret: Some("5bdcc146bf60754e6a042426089575c7".into()),
         notices: BTreeSet::from(["pause-ends-4-1".to_owned()]),
     }
+}
+
+/// A tenant with pauses of single servers beside its own (added with format v1's
+/// `PauseSpan.server` and `PauseGrant.servers`).
+fn tenant_with_server_pauses() -> Tenant {
+    let mut tenant = tenant();
+    let servers = ["exch1.bear.local".to_owned(), "exch2.bear.local".to_owned()];
+    tenant.pauses.request(90, 5, &servers, Some("r-3"), at(10, 9)).unwrap();
+    tenant.pauses.end(Some("exch2.bear.local"), at(12, 9)).unwrap();
+    tenant
 }
 
 fn server() -> ServerEntry {
@@ -237,10 +247,33 @@ fn commands() -> Vec<(&'static str, Command)> {
             Command::Pause {
                 tenant: "bear".into(),
                 days: 7,
+                servers: Vec::new(),
                 request_id: Some("r-1".into()),
             },
         ),
-        ("end_pause", Command::EndPause { tenant: "bear".into() }),
+        (
+            "pause_servers",
+            Command::Pause {
+                tenant: "bear".into(),
+                days: 30,
+                servers: vec!["exch1.bear.local".into(), "exch2.bear.local".into()],
+                request_id: Some("r-3".into()),
+            },
+        ),
+        (
+            "end_pause_server",
+            Command::EndPause {
+                tenant: "bear".into(),
+                server: Some("exch2.bear.local".into()),
+            },
+        ),
+        (
+            "end_pause",
+            Command::EndPause {
+                tenant: "bear".into(),
+                server: None,
+            },
+        ),
         (
             "set_policy",
             Command::SetPolicy {
@@ -288,6 +321,7 @@ fn commands() -> Vec<(&'static str, Command)> {
 #[test]
 fn records_match_their_golden_files() {
     check("record_tenant", &tenant());
+    check("record_tenant_server_pauses", &tenant_with_server_pauses());
     check("record_server", &server());
     check("record_event", &event());
     check(
@@ -337,7 +371,10 @@ fn log_entries_of_every_kind_match_their_golden_files() {
     }
     let by_operator = Request {
         at: at(10, 11),
-        command: Command::EndPause { tenant: "bear".into() },
+        command: Command::EndPause {
+            tenant: "bear".into(),
+            server: None,
+        },
         trace_parent: None,
         actor: Some("spiffe://ratchet.local/operator/alice".into()),
     };

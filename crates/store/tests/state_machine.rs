@@ -144,6 +144,7 @@ async fn refusals_change_nothing() {
             Command::Pause {
                 tenant: "bear".into(),
                 days: 91,
+                servers: Vec::new(),
                 request_id: None,
             },
         )
@@ -204,6 +205,7 @@ async fn a_snapshot_installs_the_same_state_elsewhere_and_state_survives_reopeni
             Command::Pause {
                 tenant: "bear".into(),
                 days: 10,
+                servers: Vec::new(),
                 request_id: Some("r1".into()),
             },
         )
@@ -239,6 +241,7 @@ async fn where_batch_boundaries_fall_changes_nothing() {
     let pause = |id: &str| Command::Pause {
         tenant: "bear".into(),
         days: 1,
+        servers: Vec::new(),
         request_id: Some(id.into()),
     };
     let commands = vec![
@@ -318,7 +321,14 @@ async fn admin_writes_are_audited_with_who_what_and_how_they_ended() {
     };
     let entries = vec![
         audited(2, day(0), Command::AddTenant { name: "bear".into() }),
-        audited(3, day(1), Command::EndPause { tenant: "bear".into() }),
+        audited(
+            3,
+            day(1),
+            Command::EndPause {
+                tenant: "bear".into(),
+                server: None,
+            },
+        ),
         audited(
             4,
             day(2),
@@ -403,4 +413,72 @@ async fn an_edge_flush_counts_once_however_often_and_late_it_arrives() {
 
     let refused = count(0, 1, 1).validate(day(2)).unwrap_err();
     assert_eq!(refused.field, "origin", "{refused:?}");
+}
+
+#[tokio::test]
+async fn servers_paused_on_their_own_are_charged_each_and_must_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Machine::open(dir.path());
+    m.one(day(0), Command::AddTenant { name: "bear".into() }).await.unwrap();
+    m.one(day(0), sight(day(0), "exch1", OUT_OF_DATE)).await.unwrap();
+    m.one(day(0), sight(day(0), "exch2", OUT_OF_DATE)).await.unwrap();
+    let pause = |servers: &[&str], days: u32, id: &str| Command::Pause {
+        tenant: "bear".into(),
+        days,
+        servers: servers.iter().map(|s| s.to_string()).collect(),
+        request_id: Some(id.into()),
+    };
+
+    let unknown = m.one(day(1), pause(&["exch1", "exch9"], 5, "r1")).await.unwrap_err();
+    assert_eq!(
+        (unknown.kind, unknown.field.as_str()),
+        (ErrorKind::NotFound, "servers"),
+        "{unknown:?}"
+    );
+    assert!(unknown.message.contains("exch9"), "{unknown:?}");
+    assert!(
+        m.machine.view().tenant("bear").unwrap().pauses.pauses().is_empty(),
+        "a refusal charges nothing"
+    );
+
+    m.one(day(1), pause(&["exch1", "exch2"], 30, "r2")).await.unwrap();
+    m.one(day(1), pause(&["exch1", "exch2"], 30, "r2")).await.unwrap();
+    m.one(day(2), pause(&["exch2"], 30, "r3")).await.unwrap();
+    let ledger = m.machine.view().tenant("bear").unwrap().pauses;
+    assert_eq!(
+        ledger.remaining_days(90, day(2)),
+        0,
+        "30 + 30, then 30 more for exch2: retried r2 once"
+    );
+    assert_eq!(ledger.server_paused_until("exch2", day(2)), Some(day(61)));
+    assert_eq!(ledger.paused_until(day(2)), None);
+
+    let ended = m
+        .one(
+            day(10),
+            Command::EndPause {
+                tenant: "bear".into(),
+                server: Some("exch1".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            ended,
+            Applied::PauseEnded {
+                refunded_days: 21,
+                remaining_days: 21,
+                ..
+            }
+        ),
+        "{ended:?}"
+    );
+    let events = m.machine.view().events("bear").unwrap();
+    let about = |server: &str| events.iter().filter(|e| e.server_fqdn.as_deref() == Some(server)).count();
+    assert_eq!(
+        (about("exch1"), about("exch2")),
+        (3, 3),
+        "first detected, pause started and ended; first detected, pause started and extended: {events:?}"
+    );
 }

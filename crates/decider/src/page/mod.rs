@@ -158,6 +158,7 @@ pub async fn pause(
     let command = Command::Pause {
         tenant: name.clone(),
         days,
+        servers: Vec::new(),
         request_id: Some(request_id.clone()),
     };
     // Who, for the audit trail: the browser's certificate, or "plaintext page" on a

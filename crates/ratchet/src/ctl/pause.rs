@@ -1,5 +1,6 @@
-//! `ratchet ctl pause`, `pause end` and `pauses`: a tenant's pause of enforcement, started,
-//! extended or ended early, and its pauses with the days left in this year's budget.
+//! `ratchet ctl pause`, `pause end` and `pauses`: a tenant's pause of enforcement (the
+//! whole tenant, or only the servers named), started, extended or ended early, and its
+//! pauses with the days left in this year's budget.
 
 use std::time::Duration;
 
@@ -22,6 +23,9 @@ pub struct PauseArgs {
     /// Days to pause, or to extend the active pause by.
     #[arg(long, required = true)]
     days: Option<u32>,
+    /// Pause only this server (repeatable), charged the days once per server named.
+    #[arg(long = "server", value_name = "FQDN")]
+    servers: Vec<String>,
     /// Makes a retry safe: the same id is charged once.
     #[arg(long)]
     request_id: Option<String>,
@@ -33,6 +37,9 @@ enum PauseEnd {
     End {
         #[arg(long)]
         tenant: String,
+        /// End this server's own pause instead of the tenant-wide one.
+        #[arg(long, value_name = "FQDN")]
+        server: Option<String>,
     },
 }
 
@@ -44,6 +51,8 @@ const PAUSE_ATTEMPTS: u32 = 3;
 pub enum PauseOutput {
     Paused {
         tenant: String,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        servers: Vec<String>,
         days: u32,
         paused_from: String,
         paused_until: String,
@@ -51,6 +60,8 @@ pub enum PauseOutput {
     },
     Ended {
         tenant: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        server: Option<String>,
         ended_at: String,
         refunded_days: u32,
         pause_days_remaining: u32,
@@ -68,6 +79,8 @@ pub struct Pauses {
 
 #[derive(Serialize)]
 struct Pause {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<String>,
     start: String,
     end: String,
     days_charged: u32,
@@ -76,11 +89,15 @@ struct Pause {
 }
 
 pub async fn run(admin: &mut Admin, args: PauseArgs) -> anyhow::Result<PauseOutput> {
-    if let Some(PauseEnd::End { tenant }) = args.end {
-        let request = pb::EndPauseRequest { tenant: tenant.clone() };
+    if let Some(PauseEnd::End { tenant, server }) = args.end {
+        let request = pb::EndPauseRequest {
+            tenant: tenant.clone(),
+            server: server.clone().unwrap_or_default(),
+        };
         let reply = admin.end_pause(request).await.map_err(refusal)?.into_inner();
         return Ok(PauseOutput::Ended {
             tenant,
+            server,
             ended_at: reply.ended_at,
             refunded_days: reply.refunded_days,
             pause_days_remaining: reply.remaining_days,
@@ -96,6 +113,7 @@ pub async fn run(admin: &mut Admin, args: PauseArgs) -> anyhow::Result<PauseOutp
         tenant: tenant.clone(),
         days,
         request_id: request_id.clone(),
+        servers: args.servers.clone(),
     };
     let mut attempt = 1;
     let reply = loop {
@@ -118,6 +136,7 @@ pub async fn run(admin: &mut Admin, args: PauseArgs) -> anyhow::Result<PauseOutp
     };
     Ok(PauseOutput::Paused {
         tenant,
+        servers: args.servers,
         days: reply.days,
         paused_from: reply.paused_from,
         paused_until: reply.paused_until,
@@ -129,6 +148,7 @@ pub async fn list(admin: &mut Admin, tenant: String) -> anyhow::Result<Pauses> {
     let request = pb::ListPausesRequest { tenant: tenant.clone() };
     let reply = admin.list_pauses(request).await.map_err(refusal)?.into_inner();
     let pauses = reply.pauses.into_iter().map(|p| Pause {
+        server: nonempty(&p.server),
         start: p.start,
         end: p.end,
         days_charged: p.days_charged,
@@ -148,19 +168,31 @@ impl Output for PauseOutput {
         match self {
             PauseOutput::Paused {
                 tenant,
+                servers,
                 days,
                 paused_until,
                 pause_days_remaining,
                 ..
-            } => println!("tenant {tenant} paused until {paused_until} ({days} days granted, {pause_days_remaining} remain this year)"),
+            } => {
+                let what = match servers.as_slice() {
+                    [] => format!("tenant {tenant}"),
+                    servers => format!("{} of tenant {tenant}", servers.join(", ")),
+                };
+                let charged = days * servers.len().max(1) as u32;
+                println!("{what} paused until {paused_until} ({charged} days charged, {pause_days_remaining} remain this year)")
+            }
             PauseOutput::Ended {
                 tenant,
+                server,
                 ended_at,
                 refunded_days,
                 pause_days_remaining,
-            } => println!(
-                "pause of tenant {tenant} ended at {ended_at}; {refunded_days} days returned, {pause_days_remaining} remain this year"
-            ),
+            } => {
+                let what = server
+                    .as_ref()
+                    .map_or_else(|| format!("tenant {tenant}"), |s| format!("{s} of tenant {tenant}"));
+                println!("pause of {what} ended at {ended_at}; {refunded_days} days returned, {pause_days_remaining} remain this year")
+            }
         }
     }
 }
@@ -184,9 +216,10 @@ impl Output for Pauses {
                 } else {
                     "over"
                 };
-                vec![p.start.clone(), p.end.clone(), p.days_charged.to_string(), state.to_owned()]
+                let scope = or_dash(p.server.as_deref());
+                vec![scope, p.start.clone(), p.end.clone(), p.days_charged.to_string(), state.to_owned()]
             })
             .collect();
-        table::print(&["START", "END", "DAYS", "STATE"], &rows);
+        table::print(&["SERVER", "START", "END", "DAYS", "STATE"], &rows);
     }
 }

@@ -79,8 +79,18 @@ impl Codec for Command {
                 first_seen: Some(first_seen.to_message()),
             }),
             Command::Decommission { tenant, server_fqdn } => C::Decommission(pb::Decommission { tenant, server_fqdn }),
-            Command::Pause { tenant, days, request_id } => C::Pause(pb::Pause { tenant, days, request_id }),
-            Command::EndPause { tenant } => C::EndPause(pb::EndPause { tenant }),
+            Command::Pause {
+                tenant,
+                days,
+                servers,
+                request_id,
+            } => C::Pause(pb::Pause {
+                tenant,
+                days,
+                request_id,
+                servers,
+            }),
+            Command::EndPause { tenant, server } => C::EndPause(pb::EndPause { tenant, server }),
             Command::SetPolicy { policy } => C::SetPolicy(pb::SetPolicy {
                 policy: Some(policy.to_message()),
             }),
@@ -139,9 +149,13 @@ impl Codec for Command {
             C::Pause(c) => Command::Pause {
                 tenant: c.tenant,
                 days: c.days,
+                servers: c.servers,
                 request_id: c.request_id,
             },
-            C::EndPause(c) => Command::EndPause { tenant: c.tenant },
+            C::EndPause(c) => Command::EndPause {
+                tenant: c.tenant,
+                server: c.server,
+            },
             C::SetPolicy(c) => Command::SetPolicy {
                 policy: Box::new(required("set_policy.policy", c.policy)?),
             },

@@ -124,6 +124,7 @@ impl Codec for Pause {
             start: Some(self.start.to_message()),
             end: Some(self.end.to_message()),
             ended_early: self.ended_early,
+            server: self.server.clone(),
             charges: self
                 .charges()
                 .iter()
@@ -137,6 +138,7 @@ impl Codec for Pause {
 
     fn from_message(message: pb::PauseSpan) -> Result<Self, DecodeError> {
         Ok(Pause::from_parts(
+            message.server,
             required("pause.start", message.start)?,
             required("pause.end", message.end)?,
             message.ended_early,
@@ -162,6 +164,7 @@ impl Codec for PauseGrant {
             paused_until: Some(self.paused_until.to_message()),
             year: self.year,
             remaining_days: self.remaining_days,
+            servers: self.servers.clone(),
         }
     }
 
@@ -172,6 +175,7 @@ impl Codec for PauseGrant {
             paused_until: required("grant.paused_until", message.paused_until)?,
             year: message.year,
             remaining_days: message.remaining_days,
+            servers: message.servers,
         })
     }
 }
