@@ -97,7 +97,7 @@ fn optional_date(at: Option<Timestamp>) -> String {
 
 const NONE: &str = "<td class=\"muted\">—</td>";
 
-fn server_row(out: &mut String, row: &ServerRow, paused: bool) {
+fn server_row(out: &mut String, row: &ServerRow) {
     let server = &row.report;
     let _ = write!(
         out,
@@ -118,7 +118,10 @@ fn server_row(out: &mut String, row: &ServerRow, paused: bool) {
                 "<td class=\"nowrap\">{} / {}{}</td>",
                 server.current_throttle_rate,
                 server.current_block_rate,
-                if paused { "<div class=\"muted small\">paused</div>" } else { "" }
+                // Paused on its own or with the whole tenant.
+                row.paused_until
+                    .map(|until| format!("<div class=\"muted small\">paused until {}</div>", date_time(until)))
+                    .unwrap_or_default()
             );
         }
         None => out.push_str(NONE),
@@ -213,7 +216,7 @@ fn server_table(out: &mut String, report: &TenantReport) {
         )
     });
     for row in rows {
-        server_row(out, row, report.paused_until.is_some());
+        server_row(out, row);
     }
     if report.servers.is_empty() {
         let _ = write!(
