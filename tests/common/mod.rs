@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod metrics;
 pub mod otlp;
 pub mod smtp;
+pub mod stages;
 
 use std::ffi::OsStr;
 use std::process::{Command, Output};

@@ -305,6 +305,16 @@ impl Postfix {
     /// and logging every TLS session it accepts (`smtpd_tls_loglevel = 1`: "Anonymous TLS
     /// connection established from ..."). It relays on to `relayhost` in clear.
     pub fn start_with_tls(relayhost: SocketAddr, tls: Option<&PostfixTls>) -> Postfix {
+        Self::start_configured(relayhost, tls, "")
+    }
+
+    /// [`Postfix::start`] with `main_cf` (lines of `main.cf`, such as a milter's) added
+    /// to its configuration.
+    pub fn start_with_main_cf(relayhost: SocketAddr, main_cf: &str) -> Postfix {
+        Self::start_configured(relayhost, None, main_cf)
+    }
+
+    fn start_configured(relayhost: SocketAddr, tls: Option<&PostfixTls>, extra_main_cf: &str) -> Postfix {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path();
         std::fs::set_permissions(base, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -343,6 +353,7 @@ impl Postfix {
                 base = base.display(),
             ));
         }
+        main_cf.push_str(extra_main_cf);
         std::fs::write(base.join("main.cf"), main_cf).unwrap();
         let services = [
             "cleanup unix n - n - 0 cleanup",

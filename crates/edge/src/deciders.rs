@@ -5,6 +5,9 @@
 //! Kubernetes headless Service), so names are resolved again every few seconds and calls
 //! are spread over every address found, round-robin; a name that fails to resolve keeps
 //! its last known addresses, so a DNS blip does not take the deciders away.
+//!
+//! Every front that enforces (the edge, the milter) asks through a pool of its own, which
+//! records into the front's [`DeciderMetrics`].
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -18,18 +21,18 @@ use ratchet_tls::Dialer;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::metrics::{metrics, Fallback};
+use crate::metrics::{DeciderMetrics, Fallback};
 
 /// The pause before asking every decider again once all of them have failed fast.
 const RETRY_ROUND: Duration = Duration::from_millis(25);
 
 #[derive(Clone)]
-pub(crate) struct Decider {
+pub struct Decider {
     pub addr: SocketAddr,
     pub client: DecisionClient<Channel>,
 }
 
-pub(crate) struct DeciderPool {
+pub struct DeciderPool {
     targets: Vec<String>,
     /// Plaintext, or mutual TLS with the edge's certificate (role edge).
     dialer: Dialer,
@@ -41,10 +44,11 @@ pub(crate) struct DeciderPool {
     last_answer: Mutex<Option<Instant>>,
     /// Whether the connector watch stream to some decider is open.
     watching: AtomicBool,
+    pub(crate) metrics: &'static DeciderMetrics,
 }
 
 impl DeciderPool {
-    pub fn new(targets: Vec<String>, dialer: Dialer, connect_timeout: Duration) -> Arc<Self> {
+    pub fn new(targets: Vec<String>, dialer: Dialer, connect_timeout: Duration, metrics: &'static DeciderMetrics) -> Arc<Self> {
         Arc::new(Self {
             targets,
             dialer,
@@ -54,6 +58,7 @@ impl DeciderPool {
             next: AtomicUsize::new(0),
             last_answer: Mutex::new(None),
             watching: AtomicBool::new(false),
+            metrics,
         })
     }
 
@@ -161,9 +166,9 @@ impl DeciderPool {
     pub async fn decide(&self, request: DecideRequest, deadline: Duration) -> Option<DecideResponse> {
         let started = Instant::now();
         let answer = self.decide_with_failover(request, deadline).await;
-        metrics().decided(started.elapsed());
+        self.metrics.decided(started.elapsed());
         if answer.is_none() {
-            metrics().fallback(Fallback::NoVerdict);
+            self.metrics.fallback(Fallback::NoVerdict);
         }
         answer
     }
@@ -184,7 +189,7 @@ impl DeciderPool {
                 }
                 let budget = if order.len() == 1 { left } else { left / 2 };
                 if attempt > 0 {
-                    metrics().fallback(Fallback::Failover);
+                    self.metrics.fallback(Fallback::Failover);
                 }
                 attempt += 1;
                 let mut call = tonic::Request::new(request.clone());
@@ -212,7 +217,7 @@ impl DeciderPool {
 }
 
 /// Re-resolves the decider names forever.
-pub(crate) async fn keep_resolving(pool: Arc<DeciderPool>, every: Duration) {
+pub async fn keep_resolving(pool: Arc<DeciderPool>, every: Duration) {
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

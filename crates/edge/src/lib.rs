@@ -12,25 +12,31 @@
 //! - `connection`: line framing, deadlines, pipelined replies; `reply`: every reply text;
 //! - `session`: the command loop, one file per stage (ehlo, mail, rcpt, data, deliver);
 //! - [`build`]: build detection behind [`BuildDetector`];
-//! - `connectors`: the connector table and its watch; `deciders`: Decide with failover;
+//! - [`connectors`]: the connector table and its watch; [`deciders`]: Decide with failover;
+//!   [`client`]: both started together; [`verdict`]: from stamp to request, from answer to reply;
 //! - `relay`: the SMTP client to the next hop;
-//! - `http`: `/healthz`, `/readyz` and `/metrics`; [`metrics`]: the Prometheus metrics;
+//! - [`http`]: `/healthz`, `/readyz` and `/metrics`; [`metrics`]: the Prometheus metrics;
 //! - `tls`: STARTTLS streams, certificates reloaded from files, client certificate names.
+//!
+//! The milter (`ratchet-milter`) enforces through the same pieces: the decision client,
+//! build detection, verdicts, reply texts and the HTTP listener are public for it.
 
 pub mod build;
+pub mod client;
 pub mod config;
 mod connection;
-mod connectors;
-mod deciders;
-mod http;
+pub mod connectors;
+pub mod deciders;
+pub mod http;
 mod limits;
 pub mod metrics;
 mod relay;
-mod reply;
+pub mod reply;
 mod server;
 mod session;
 mod tls;
+pub mod verdict;
 
 pub use build::{BuildDetector, BuildStamp, ExchangeDetector};
 pub use config::{BareLf, EdgeConfig, NextHopTls};
-pub use server::{serve, serve_with_http};
+pub use server::{serve, serve_with_http, session_id};

@@ -1,0 +1,56 @@
+//! The decision service as every enforcing front starts it (the edge, the milter): a pool
+//! of deciders, dialled in plaintext or with the front's certificate (role edge), resolved
+//! again and again, and the connector table kept current from them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ratchet_tls::{Dialer, Role, TlsFiles};
+use tokio::task::JoinSet;
+
+use crate::connectors::{self, ConnectorTable};
+use crate::deciders::{self, DeciderPool};
+use crate::metrics::DeciderMetrics;
+
+/// How to reach the deciders.
+pub struct ClientSettings<'a> {
+    /// `host:port` each; a host name may resolve to several deciders.
+    pub deciders: &'a [String],
+    /// The front's certificate, key and the cluster CA; `None`: plaintext.
+    pub tls: Option<&'a TlsFiles>,
+    pub connect_timeout: Duration,
+    /// How often decider host names are resolved again.
+    pub resolve_every: Duration,
+    /// Longest pause between attempts to re-open the connector watch.
+    pub watch_backoff_max: Duration,
+    pub metrics: &'static DeciderMetrics,
+}
+
+/// The deciders and the connector table, kept current by tasks in the caller's set.
+pub struct DecisionClient {
+    pub deciders: Arc<DeciderPool>,
+    pub connectors: ConnectorTable,
+}
+
+impl DecisionClient {
+    /// Resolves the deciders once, then spawns into `background` the tasks that keep
+    /// resolving them and watching the connectors. Fails on certificates that do not load.
+    pub async fn start(settings: ClientSettings<'_>, background: &mut JoinSet<()>) -> anyhow::Result<Self> {
+        let dialer = Dialer::new(settings.tls, Some(Role::Edge))?;
+        let deciders = DeciderPool::new(
+            settings.deciders.to_vec(),
+            dialer,
+            settings.connect_timeout,
+            settings.metrics,
+        );
+        deciders.refresh().await;
+        let (table_tx, connectors) = ConnectorTable::new();
+        background.spawn(deciders::keep_resolving(deciders.clone(), settings.resolve_every));
+        background.spawn(connectors::keep_watching(
+            deciders.clone(),
+            table_tx,
+            settings.watch_backoff_max,
+        ));
+        Ok(Self { deciders, connectors })
+    }
+}
