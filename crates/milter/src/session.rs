@@ -186,6 +186,7 @@ impl Milter for Session {
     async fn header(&mut self, header: Header) -> Result<Action, Self::Error> {
         let message = &mut self.message;
         if message.over_limit {
+            // Postfix asks no more after a reply; a client that does gets the same answer.
             return Ok(reply_action(&headers_too_large()));
         }
         let (name, value) = (header.name(), header.value());
@@ -204,6 +205,13 @@ impl Milter for Session {
             name: name.into_owned(),
             value: value.replace(['\r', '\n'], ""),
         });
+        Ok(Continue.into())
+    }
+
+    async fn end_of_header(&mut self) -> Result<Action, Self::Error> {
+        if self.message.over_limit {
+            return Ok(reply_action(&headers_too_large()));
+        }
         Ok(Continue.into())
     }
 
