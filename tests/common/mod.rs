@@ -9,6 +9,7 @@ pub mod chart;
 pub mod cluster;
 pub mod metrics;
 pub mod otlp;
+pub mod postfix;
 pub mod smtp;
 pub mod stages;
 

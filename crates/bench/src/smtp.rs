@@ -59,7 +59,7 @@ pub async fn run(env: &Env, settings: &Settings) -> anyhow::Result<serde_json::V
         &[("RUST_LOG", "warn")],
         &env.work.join("edge.log"),
     )?;
-    wait_ready(edge_http)?;
+    wait_ready(edge_http, "the edge")?;
 
     // Warm both paths (the edge's first Decide and relay connection), then measure.
     let (m, s) = (settings.smtp_messages, settings.smtp_sessions);
@@ -108,7 +108,7 @@ pub async fn run(env: &Env, settings: &Settings) -> anyhow::Result<serde_json::V
 }
 
 /// About 1 KiB: the headers an Exchange server would send, and a body of short lines.
-fn message_text() -> String {
+pub(crate) fn message_text() -> String {
     let mut text = format!(
         "Received: from exch1.mail.bench (127.0.0.1) by exch1.mail.bench (127.0.0.1) with Microsoft SMTP Server id {COMPLIANT_BUILD}; Mon, 20 May 2024 10:00:00 +0000\r\n\
          From: sender@mail.bench\r\nTo: user@example.com\r\nSubject: benchmark\r\nDate: Mon, 20 May 2024 10:00:00 +0000\r\n\
@@ -120,7 +120,7 @@ fn message_text() -> String {
     text
 }
 
-fn start_sink(env: &Env) -> anyhow::Result<(Proc, SocketAddr)> {
+pub(crate) fn start_sink(env: &Env) -> anyhow::Result<(Proc, SocketAddr)> {
     let addr = free_port();
     let mut args = Vec::new();
     if std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t"))) {
@@ -138,11 +138,12 @@ fn start_sink(env: &Env) -> anyhow::Result<(Proc, SocketAddr)> {
     Ok((sink, addr))
 }
 
-fn wait_ready(http: SocketAddr) -> anyhow::Result<()> {
+/// Waits until `what` (the edge, the milter) answers 200 at `http`'s /readyz.
+pub(crate) fn wait_ready(http: SocketAddr, what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !http_get(http, "/readyz").is_some_and(|(code, _)| code == 200) {
         if Instant::now() > deadline {
-            bail!("the edge is not ready");
+            bail!("{what} is not ready");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -150,7 +151,7 @@ fn wait_ready(http: SocketAddr) -> anyhow::Result<()> {
 }
 
 /// Runs `smtp-source -s sessions -m messages -F message` against `to`; its wall time, s.
-fn smtp_source(message: &Path, to: SocketAddr, messages: u64, sessions: u64) -> anyhow::Result<f64> {
+pub(crate) fn smtp_source(message: &Path, to: SocketAddr, messages: u64, sessions: u64) -> anyhow::Result<f64> {
     let started = Instant::now();
     let output = std::process::Command::new("/usr/sbin/smtp-source")
         .args(["-s", &sessions.to_string(), "-m", &messages.to_string(), "-F"])
