@@ -115,7 +115,11 @@ fn postfix_with_the_milter_answers_the_edges_exact_replies() {
     scene.decider.import(&blocked_server, 100);
 
     let accepted = scene.send(&compliant, COMPLIANT);
-    assert!(accepted.starts_with("250 2.0.0 Ok: queued as "), "{accepted}\n{}", scene.postfix.log());
+    assert!(
+        accepted.starts_with("250 2.0.0 Ok: queued as "),
+        "{accepted}\n{}",
+        scene.postfix.log()
+    );
     assert_eq!(scene.send(&throttled_server, OUT_OF_DATE), throttled(5));
     assert_eq!(scene.send(&blocked_server, OUT_OF_DATE), blocked(60));
 
@@ -305,7 +309,11 @@ fn bad_input_gets_a_protocol_error_or_tempfail_and_memory_stays_bounded() {
 
     assert!(!milter.exited(), "the milter is still running");
     let grown = peak.saturating_sub(baseline);
-    eprintln!("milter RSS: baseline {} KiB, peak over the 64 MiB body {} KiB", baseline >> 10, peak >> 10);
+    eprintln!(
+        "milter RSS: baseline {} KiB, peak over the 64 MiB body {} KiB",
+        baseline >> 10,
+        peak >> 10
+    );
     assert!(
         grown < 16 << 20,
         "RSS grew by {} KiB over a 64 MiB body (baseline {} KiB, peak {} KiB)",
@@ -332,11 +340,22 @@ fn mtas_outside_mta_cidrs_are_closed_and_bad_settings_named() {
     );
 
     let stderr = common::stderr_of_failure(["milter", "--listen", "0.0.0.0:0", "--deciders", "127.0.0.1:7001"]);
-    assert!(stderr.starts_with("ratchet: --listen 0.0.0.0:0: ") && stderr.contains("mta_cidrs"), "{stderr}");
+    assert!(
+        stderr.starts_with("ratchet: --listen 0.0.0.0:0: ") && stderr.contains("mta_cidrs"),
+        "{stderr}"
+    );
     let stderr = common::stderr_of_failure(["milter", "--listen", "127.0.0.1:0", "--deciders", "nowhere"]);
     assert_eq!(stderr.trim_end(), "ratchet: deciders: \"nowhere\" is not host:port");
     std::fs::write(&config, "max_header_bytes = 0\n").unwrap();
     let config = config.display().to_string();
-    let stderr = common::stderr_of_failure(["milter", "--listen", "127.0.0.1:0", "--deciders", "127.0.0.1:7001", "--config", &config]);
+    let stderr = common::stderr_of_failure([
+        "milter",
+        "--listen",
+        "127.0.0.1:0",
+        "--deciders",
+        "127.0.0.1:7001",
+        "--config",
+        &config,
+    ]);
     assert!(stderr.trim_end().ends_with("max_header_bytes: must be at least 1"), "{stderr}");
 }

@@ -25,7 +25,12 @@ impl PostfixInstance {
     /// (`smtpd_tls_security_level = may`, every TLS session logged) and with `extra_main_cf`
     /// (lines of `main.cf`, such as a milter's) added. Once: when it does not start (the
     /// port was taken, or no root), the instance's log says why.
-    pub fn start(addr: SocketAddr, relayhost: SocketAddr, tls: Option<&PostfixTls>, extra_main_cf: &str) -> Result<PostfixInstance, String> {
+    pub fn start(
+        addr: SocketAddr,
+        relayhost: SocketAddr,
+        tls: Option<&PostfixTls>,
+        extra_main_cf: &str,
+    ) -> Result<PostfixInstance, String> {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path();
         std::fs::set_permissions(base, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();

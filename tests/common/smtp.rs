@@ -7,8 +7,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::cluster::free_port;
-use super::postfix::{is_root, PostfixInstance};
 pub use super::postfix::PostfixTls;
+use super::postfix::{is_root, PostfixInstance};
 
 /// Waits until something listens on `addr`.
 pub fn wait_listening(addr: SocketAddr, what: &str) {
@@ -18,7 +18,6 @@ pub fn wait_listening(addr: SocketAddr, what: &str) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
-
 
 /// Postfix's `smtp-sink`, dumping every transaction into a file of its own.
 pub struct SmtpSink {

@@ -141,7 +141,7 @@ pub(crate) fn start_sink(env: &Env) -> anyhow::Result<(Proc, SocketAddr)> {
 /// Waits until `what` (the edge, the milter) answers 200 at `http`'s /readyz.
 pub(crate) fn wait_ready(http: SocketAddr, what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !http_get(http, "/readyz").is_some_and(|(code, _)| code == 200) {
+    while http_get(http, "/readyz").is_none_or(|(code, _)| code != 200) {
         if Instant::now() > deadline {
             bail!("{what} is not ready");
         }

@@ -37,20 +37,11 @@ impl DecisionClient {
     /// resolving them and watching the connectors. Fails on certificates that do not load.
     pub async fn start(settings: ClientSettings<'_>, background: &mut JoinSet<()>) -> anyhow::Result<Self> {
         let dialer = Dialer::new(settings.tls, Some(Role::Edge))?;
-        let deciders = DeciderPool::new(
-            settings.deciders.to_vec(),
-            dialer,
-            settings.connect_timeout,
-            settings.metrics,
-        );
+        let deciders = DeciderPool::new(settings.deciders.to_vec(), dialer, settings.connect_timeout, settings.metrics);
         deciders.refresh().await;
         let (table_tx, connectors) = ConnectorTable::new();
         background.spawn(deciders::keep_resolving(deciders.clone(), settings.resolve_every));
-        background.spawn(connectors::keep_watching(
-            deciders.clone(),
-            table_tx,
-            settings.watch_backoff_max,
-        ));
+        background.spawn(connectors::keep_watching(deciders.clone(), table_tx, settings.watch_backoff_max));
         Ok(Self { deciders, connectors })
     }
 }

@@ -30,7 +30,10 @@ pub enum Answer {
     Accept,
     /// Throttle or block, with the reply to give: the decider's line verbatim, or the
     /// generic one of its class when that line is not a reply of the right class.
-    Refuse { verdict: MessageVerdict, reply: Reply },
+    Refuse {
+        verdict: MessageVerdict,
+        reply: Reply,
+    },
     /// An answer without a verdict: as good as none.
     NoVerdict,
 }

@@ -84,12 +84,19 @@ pub async fn serve(
     }
     let _ = draining_tx.send(true);
     drop(listener);
-    tracing::info!(connections = connections.len(), grace_secs = grace.as_secs(), "milter shutting down");
+    tracing::info!(
+        connections = connections.len(),
+        grace_secs = grace.as_secs(),
+        "milter shutting down"
+    );
     if tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} })
         .await
         .is_err()
     {
-        tracing::info!(connections = connections.len(), "grace period over; closing the remaining connections");
+        tracing::info!(
+            connections = connections.len(),
+            "grace period over; closing the remaining connections"
+        );
         connections.abort_all();
     }
     background.abort_all();

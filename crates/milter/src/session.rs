@@ -129,7 +129,10 @@ impl Session {
 
 /// The reply for a message whose header section is larger than the milter keeps.
 fn headers_too_large() -> Reply {
-    Reply::new(451, "4.3.4 Message header section too large for the Ratchet milter, try again later")
+    Reply::new(
+        451,
+        "4.3.4 Message header section too large for the Ratchet milter, try again later",
+    )
 }
 
 /// `SMFIR_REPLYCODE` with `reply`'s exact line. The MTA reads `%` as an escape (Sendmail's
@@ -147,7 +150,11 @@ fn client_ip(connect: &Connect) -> Option<IpAddr> {
         return None;
     }
     let address = connect.address();
-    let address = address.trim().trim_start_matches("IPv6:").trim_start_matches('[').trim_end_matches(']');
+    let address = address
+        .trim()
+        .trim_start_matches("IPv6:")
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     address.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
 }
 
