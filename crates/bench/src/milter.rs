@@ -19,40 +19,15 @@ use serde_json::json;
 
 use crate::load::round;
 use crate::postfix::PostfixInstance;
-use crate::procs::{add_tenant, free_port, http_get, metric_sum, wait_listening, Decider, Env, Proc, QUIET_LOG};
-use crate::smtp::{message_text, smtp_source, start_sink, wait_ready};
+use crate::procs::{free_port, wait_listening, Env};
+use crate::smtp::{smtp_source, start_front, verdicts, MailScene};
 use crate::Settings;
 
 pub async fn run(env: &Env, settings: &Settings) -> anyhow::Result<serde_json::Value> {
-    let message = env.work.join("message.eml");
-    std::fs::write(&message, message_text())?;
-    let sink = start_sink(env)?;
-
-    let mut decider = Decider::new(env, "milter0", "", QUIET_LOG)?;
-    let founding = format!("{}={}", decider.name, decider.grpc);
-    decider.start(Some(&founding))?;
-    decider.wait_ready(Duration::from_secs(30))?;
-    add_tenant(&decider, "mail", "127.0.0.0/8").await?;
-    let (milter_addr, milter_http) = (free_port(), free_port());
-    let args: Vec<String> = [
-        "milter",
-        "--listen",
-        &milter_addr.to_string(),
-        "--deciders",
-        &decider.grpc.to_string(),
-        "--http",
-        &milter_http.to_string(),
-    ]
-    .map(String::from)
-    .into();
-    let _milter = Proc::spawn(
-        "ratchet milter",
-        &env.ratchet,
-        &args,
-        &[("RUST_LOG", "warn")],
-        &env.work.join("milter.log"),
-    )?;
-    wait_ready(milter_http, "the milter")?;
+    let MailScene { message, sink, decider } = MailScene::start(env, "milter0").await?;
+    let milter_addr = free_port();
+    let milter_args = ["--listen", &milter_addr.to_string(), "--deciders", &decider.grpc.to_string()];
+    let (_milter, milter_http) = start_front(env, "milter", &milter_args)?;
 
     let alone = start_postfix(sink.1, "")?;
     let with_milter = start_postfix(sink.1, &milter_lines(milter_addr)?)?;
@@ -68,12 +43,7 @@ pub async fn run(env: &Env, settings: &Settings) -> anyhow::Result<serde_json::V
     let secs_with = smtp_source(&message, with_milter.addr, m, s)?;
     drain(&with_milter)?;
 
-    let metrics = http_get(milter_http, "/metrics").map(|(_, body)| body).unwrap_or_default();
-    let accepted = metric_sum(&metrics, "ratchet_milter_messages_total{verdict=\"accept\"}");
-    let decide_calls = metric_sum(&metrics, "ratchet_milter_decide_duration_seconds_count");
-    if accepted < m as f64 {
-        bail!("the milter accepted {accepted} messages, fewer than the {m} measured: was the mail attributed?");
-    }
+    let (accepted, decide_calls) = verdicts(milter_http, "ratchet_milter", m)?;
     let (rate_alone, rate_with) = (m as f64 / secs_alone, m as f64 / secs_with);
     let ratio = rate_with / rate_alone;
     Ok(json!({
@@ -82,7 +52,7 @@ pub async fn run(env: &Env, settings: &Settings) -> anyhow::Result<serde_json::V
         "met": ratio >= 0.8,
         "sessions": s,
         "messages": m,
-        "message_bytes": message_text().len(),
+        "message_bytes": std::fs::metadata(&message)?.len(),
         "ratchet": {
             "what": "smtp-source -> Postfix + ratchet milter (+1 decider) -> smtp-sink",
             "msgs_per_sec": round(rate_with, 1),

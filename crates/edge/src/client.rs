@@ -2,14 +2,18 @@
 //! of deciders, dialled in plaintext or with the front's certificate (role edge), resolved
 //! again and again, and the connector table kept current from them.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ratchet_tls::{Dialer, Role, TlsFiles};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::connectors::{self, ConnectorTable};
 use crate::deciders::{self, DeciderPool};
+use crate::http::{self, HttpState};
 use crate::metrics::DeciderMetrics;
 
 /// How to reach the deciders.
@@ -43,5 +47,22 @@ impl DecisionClient {
         background.spawn(deciders::keep_resolving(deciders.clone(), settings.resolve_every));
         background.spawn(connectors::keep_watching(deciders.clone(), table_tx, settings.watch_backoff_max));
         Ok(Self { deciders, connectors })
+    }
+
+    /// `/healthz`, `/readyz` (a connector snapshot loaded, a decider answered recently, not
+    /// `draining`) and `/metrics` (the front's, as `metrics` renders them) on `listener`.
+    pub fn serve_http(
+        &self,
+        listener: TcpListener,
+        draining: watch::Receiver<bool>,
+        metrics: fn() -> String,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let state = HttpState {
+            connectors: self.connectors.clone(),
+            deciders: self.deciders.clone(),
+            draining,
+            metrics,
+        };
+        http::serve(listener, state)
     }
 }

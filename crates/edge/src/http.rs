@@ -23,7 +23,7 @@ use crate::deciders::DeciderPool;
 pub(crate) const RECENT: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
-pub struct HttpState {
+pub(crate) struct HttpState {
     pub connectors: ConnectorTable,
     pub deciders: Arc<DeciderPool>,
     /// True once the front is shutting down.
@@ -58,7 +58,7 @@ async fn metrics(State(state): State<HttpState>) -> Response {
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], (state.metrics)()).into_response()
 }
 
-pub async fn serve(listener: TcpListener, state: HttpState) {
+pub(crate) async fn serve(listener: TcpListener, state: HttpState) {
     if let Err(error) = axum::serve(listener, router(state)).await {
         tracing::warn!(%error, "HTTP listener failed");
     }

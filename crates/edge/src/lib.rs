@@ -9,17 +9,18 @@
 //! Layout, one concern per module:
 //! - [`config`]: settings with defaults;
 //! - `server`: listener, admission, graceful shutdown; `limits`: per-address slots;
-//! - `connection`: line framing, deadlines, pipelined replies; `reply`: every reply text;
+//! - `connection`: line framing, deadlines, pipelined replies; [`reply`]: every reply text;
 //! - `session`: the command loop, one file per stage (ehlo, mail, rcpt, data, deliver);
 //! - [`build`]: build detection behind [`BuildDetector`];
 //! - [`connectors`]: the connector table and its watch; [`deciders`]: Decide with failover;
 //!   [`client`]: both started together; [`verdict`]: from stamp to request, from answer to reply;
 //! - `relay`: the SMTP client to the next hop;
-//! - [`http`]: `/healthz`, `/readyz` and `/metrics`; [`metrics`]: the Prometheus metrics;
+//! - `http`: `/healthz`, `/readyz` and `/metrics`; [`metrics`]: the Prometheus metrics;
 //! - `tls`: STARTTLS streams, certificates reloaded from files, client certificate names.
 //!
 //! The milter (`ratchet-milter`) enforces through the same pieces: the decision client,
-//! build detection, verdicts, reply texts and the HTTP listener are public for it.
+//! build detection, verdicts and reply texts are public for it, and the decision client
+//! serves the HTTP listener.
 
 pub mod build;
 pub mod client;
@@ -27,7 +28,7 @@ pub mod config;
 mod connection;
 pub mod connectors;
 pub mod deciders;
-pub mod http;
+mod http;
 mod limits;
 pub mod metrics;
 mod relay;

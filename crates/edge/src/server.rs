@@ -55,7 +55,7 @@ pub async fn serve_with_http(
         watch_backoff_max: Duration::from_millis(config.watch_backoff_max_ms),
         metrics: &crate::metrics::metrics().decider,
     };
-    let DecisionClient { deciders, connectors } = DecisionClient::start(settings, &mut background).await?;
+    let client = DecisionClient::start(settings, &mut background).await?;
 
     if let Some(tls) = &tls {
         background.spawn(ratchet_tls::files::keep_checking(tls.clone()));
@@ -69,14 +69,9 @@ pub async fn serve_with_http(
     }
     let (draining_tx, draining) = watch::channel(false);
     if let Some(http) = http {
-        let state = crate::http::HttpState {
-            connectors: connectors.clone(),
-            deciders: deciders.clone(),
-            draining,
-            metrics: crate::metrics::render,
-        };
-        background.spawn(crate::http::serve(http, state));
+        background.spawn(client.serve_http(http, draining, crate::metrics::render));
     }
+    let DecisionClient { deciders, connectors } = client;
 
     let limits = SessionLimits::new(config.max_sessions, config.max_sessions_per_ip);
     let grace = Duration::from_secs(config.shutdown_grace_secs);

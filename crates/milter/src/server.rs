@@ -45,17 +45,12 @@ pub async fn serve(
         watch_backoff_max: Duration::from_millis(config.watch_backoff_max_ms),
         metrics: &metrics().decider,
     };
-    let DecisionClient { deciders, connectors } = DecisionClient::start(settings, &mut background).await?;
+    let client = DecisionClient::start(settings, &mut background).await?;
     let (draining_tx, draining) = watch::channel(false);
     if let Some(http) = http {
-        let state = ratchet_edge::http::HttpState {
-            connectors: connectors.clone(),
-            deciders: deciders.clone(),
-            draining,
-            metrics: crate::metrics::render,
-        };
-        background.spawn(ratchet_edge::http::serve(http, state));
+        background.spawn(client.serve_http(http, draining, crate::metrics::render));
     }
+    let DecisionClient { deciders, connectors } = client;
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let shared = Arc::new(Shared {

@@ -6,6 +6,7 @@ mod decider_cmd;
 mod dev_cmd;
 mod dev_sink;
 mod edge_cmd;
+mod listen;
 mod milter_cmd;
 mod policy_cmd;
 mod restore_cmd;

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use ratchet_edge::EdgeConfig;
 use ratchet_milter::MilterConfig;
-use tokio::net::TcpListener;
 
+use crate::listen::{bind, bind_optional};
 use crate::signal::terminated;
 use crate::tls_args::TlsArgs;
 
@@ -37,29 +37,20 @@ pub async fn run(args: MilterArgs) -> anyhow::Result<()> {
         None => MilterConfig::default(),
     };
     config.deciders = EdgeConfig::parse_address_list(&args.deciders);
-    if args.tls.cert.is_some() || args.tls.key.is_some() || args.tls.ca.is_some() {
-        (config.decider_cert_file, config.decider_key_file, config.decider_ca_file) =
-            (args.tls.cert.clone(), args.tls.key.clone(), args.tls.ca.clone());
+    if let Some([cert, key, ca]) = args.tls.decider_files() {
+        (config.decider_cert_file, config.decider_key_file, config.decider_ca_file) = (cert, key, ca);
     }
     config.validate()?;
-    if config.decider_cert_file.is_none() {
-        for decider in &config.deciders {
-            args.tls.check_plaintext_dial("--deciders", decider)?;
-        }
-    }
+    args.tls
+        .check_plaintext_deciders(&config.deciders, config.decider_cert_file.is_some())?;
     if !args.listen.ip().is_loopback() && config.mta_cidrs.is_empty() {
         bail!(
             "--listen {}: the milter protocol has no authentication, so off loopback the config must name the MTAs that may connect (mta_cidrs = [\"10.0.0.0/24\"])",
             args.listen
         );
     }
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("--listen {}", args.listen))?;
-    let http = match args.http {
-        Some(address) => Some(TcpListener::bind(address).await.with_context(|| format!("--http {address}"))?),
-        None => None,
-    };
+    let listener = bind("--listen", args.listen).await?;
+    let http = bind_optional("--http", args.http).await?;
     println!("milter listening on {}, deciders {}", args.listen, config.deciders.join(","));
     ratchet_milter::serve(config, listener, http, terminated()).await
 }
