@@ -89,18 +89,17 @@ impl Session {
 
     /// The verified client certificate's name, if it counts (see `trusted_cert_issuers`).
     fn cert_name(&self) -> Option<String> {
-        let trusted = &self.shared.config.trusted_cert_issuers;
-        let issuer_ok = trusted.is_empty()
-            || self
-                .cert_issuer
-                .as_deref()
-                .is_some_and(|issuer| trusted.iter().any(|t| t.eq_ignore_ascii_case(issuer)));
-        self.cert_subject.as_deref().filter(|_| issuer_ok).and_then(cert_name)
+        counted_cert_name(
+            self.cert_subject.as_deref(),
+            self.cert_issuer.as_deref(),
+            &self.shared.config.trusted_cert_issuers,
+        )
     }
 
-    /// The verdict on the message that just ended, as the MTA's next action.
-    async fn settle(&self, message: Message) -> (Action, MessageVerdict) {
-        let unenforced = (Continue.into(), MessageVerdict::Unenforced);
+    /// The verdict on the message that just ended, and the reply that refuses it (none:
+    /// the MTA goes on with it).
+    async fn settle(&self, message: Message) -> (Option<Reply>, MessageVerdict) {
+        let unenforced = (None, MessageVerdict::Unenforced);
         let Some(client_ip) = self.client_ip else {
             return unenforced;
         };
@@ -119,12 +118,18 @@ impl Session {
             None => Answer::NoVerdict,
         };
         match answer {
-            Answer::Accept => (Continue.into(), MessageVerdict::Accept),
-            Answer::Refuse { verdict, reply } => (reply_action(&reply), verdict),
-            Answer::NoVerdict if config.accept_without_verdict => (Continue.into(), MessageVerdict::NoVerdict),
-            Answer::NoVerdict => (reply_action(&reply::no_verdict()), MessageVerdict::NoVerdict),
+            Answer::Accept => (None, MessageVerdict::Accept),
+            Answer::Refuse { verdict, reply } => (Some(reply), verdict),
+            Answer::NoVerdict if config.accept_without_verdict => (None, MessageVerdict::NoVerdict),
+            Answer::NoVerdict => (Some(reply::no_verdict()), MessageVerdict::NoVerdict),
         }
     }
+}
+
+/// `subject` when Postfix sent one and, if `trusted` names issuers, `issuer` is one of them.
+fn counted_cert_name(subject: Option<&str>, issuer: Option<&str>, trusted: &[String]) -> Option<String> {
+    let issuer_ok = trusted.is_empty() || issuer.is_some_and(|issuer| trusted.iter().any(|t| t.eq_ignore_ascii_case(issuer)));
+    subject.filter(|_| issuer_ok).and_then(cert_name)
 }
 
 /// The reply for a message whose header section is larger than the milter keeps.
@@ -229,15 +234,17 @@ impl Milter for Session {
     async fn end_of_body(&mut self) -> Result<ModificationResponse, Self::Error> {
         let message = std::mem::take(&mut self.message);
         self.messages += 1;
-        let (action, verdict) = if message.over_limit {
-            (reply_action(&headers_too_large()), None)
+        let (reply, verdict) = if message.over_limit {
+            (Some(headers_too_large()), None)
         } else {
             let span = tracing::info_span!("milter.message", session = %self.id, message = self.messages);
-            let (action, verdict) = self.settle(message).instrument(span).await;
+            let (reply, verdict) = self.settle(message).instrument(span).await;
             metrics().message(verdict);
-            (action, Some(verdict))
+            (reply, Some(verdict))
         };
-        tracing::info!(session = %self.id, message = self.messages, client = ?self.client_ip, verdict = ?verdict, action = ?action, "message");
+        let answer = reply.as_ref().map_or("continue".into(), |r| r.to_wire().trim_end().to_owned());
+        tracing::info!(session = %self.id, message = self.messages, client = ?self.client_ip, ?verdict, reply = %answer, "message");
+        let action = reply.as_ref().map_or_else(|| Continue.into(), reply_action);
         Ok(ModificationResponse::builder().build(action))
     }
 
@@ -263,6 +270,23 @@ mod tests {
             panic!("not a reply code");
         };
         assert_eq!(code.message(), "5.7.230 100%% blocked");
+    }
+
+    #[test]
+    fn certificate_names_count_from_trusted_issuers_only() {
+        let trusted = ["Bear CA".to_string()];
+        assert_eq!(
+            counted_cert_name(Some("MX1.Bear.Example."), None, &[]).as_deref(),
+            Some("mx1.bear.example")
+        );
+        assert_eq!(
+            counted_cert_name(Some("mx1.bear.example"), Some("bear ca"), &trusted).as_deref(),
+            Some("mx1.bear.example")
+        );
+        assert_eq!(counted_cert_name(Some("mx1.bear.example"), Some("Other CA"), &trusted), None);
+        assert_eq!(counted_cert_name(Some("mx1.bear.example"), None, &trusted), None);
+        assert_eq!(counted_cert_name(None, Some("Bear CA"), &trusted), None);
+        assert_eq!(counted_cert_name(Some("two words"), None, &[]), None);
     }
 
     #[test]
