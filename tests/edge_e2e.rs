@@ -7,87 +7,32 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use common::cluster::{report, Cluster, TEST_CONFIG};
+use common::cluster::report;
 use common::smtp::{final_reply, swaks, EdgeProcess, SmtpSink};
-use ratchet_policy::window::window_offset;
+use common::stages::{blocked, throttled, StagedDecider, COMPLIANT, OUT_OF_DATE, TENANT};
 
-const TENANT: &str = "bear";
-const OUT_OF_DATE: &str = "15.0.1497.48";
-const COMPLIANT: &str = "15.2.2562.17";
-
-/// A decider whose clock reads a few seconds into the next minute, an edge, and a sink.
+/// A staged decider, an edge in front of it, and a sink.
 struct Scene {
-    cluster: Cluster,
+    decider: StagedDecider,
     sink: SmtpSink,
     edge: EdgeProcess,
-    /// The decider's clock when it started.
-    decider_now: DateTime<Utc>,
 }
 
 impl Scene {
     fn start() -> Scene {
-        let now = Utc::now();
-        let decider_now = now.duration_trunc(TimeDelta::minutes(1)).unwrap() + TimeDelta::minutes(1) + TimeDelta::seconds(2);
-        let offset = (decider_now - now).num_seconds().to_string();
-        let mut cluster = Cluster::new(1, TEST_CONFIG);
-        let members = cluster.initial_cluster.clone();
-        cluster.nodes[0].start(Some(&members), &["--test-clock-offset-secs", &offset]);
+        let decider = StagedDecider::start();
         let sink = SmtpSink::start();
-        let endpoint = cluster.nodes[0].grpc.to_string();
-        common::wait_for_ctl(&endpoint);
-        common::ctl(&endpoint, &["tenant", "add", TENANT]);
-        common::ctl(&endpoint, &["connector", "add", "--tenant", TENANT, "--cidr", "127.0.0.1/32"]);
-        let edge = EdgeProcess::start(&endpoint, sink.addr, None);
-        Scene {
-            cluster,
-            sink,
-            edge,
-            decider_now,
-        }
+        let edge = EdgeProcess::start(&decider.endpoint(), sink.addr, None);
+        Scene { decider, sink, edge }
     }
 
-    fn endpoint(&self) -> String {
-        self.cluster.nodes[0].grpc.to_string()
-    }
-
-    /// Imports a server first seen `age_days` ago by the decider's clock.
     fn import(&self, server: &str, age_days: i64) {
-        let first_seen = (self.decider_now - TimeDelta::days(age_days)).to_rfc3339();
-        common::ctl(
-            &self.endpoint(),
-            &[
-                "server",
-                "import",
-                "--tenant",
-                TENANT,
-                "--server",
-                server,
-                "--build",
-                OUT_OF_DATE,
-                "--first-seen",
-                &first_seen,
-            ],
-        );
+        self.decider.import(server, age_days)
     }
 
-    /// A server name whose window puts the decider's current minute `minutes_into_window`
-    /// minutes after the server's offset.
     fn server_at(&self, label: &str, minutes_into_window: u32) -> String {
-        let minute = chrono::Timelike::minute(&self.decider_now);
-        (0..)
-            .map(|k| format!("{label}-{k}.bear.local"))
-            .find(|fqdn| (minute + 60 - window_offset(TENANT, fqdn)) % 60 == minutes_into_window)
-            .expect("some name lands there")
+        self.decider.server_at(label, minutes_into_window)
     }
-}
-
-fn throttled(minutes: u32) -> String {
-    format!("450 4.7.230 Connecting Exchange server version is out-of-date; connection to Exchange Online throttled for {minutes} mins/hr. For more information see https://aka.ms/BlockUnsafeExchange.")
-}
-
-fn blocked(minutes: u32) -> String {
-    format!("550 5.7.230 Connecting Exchange server version is out-of-date; connection to Exchange Online blocked for {minutes} mins/hr. For more information see https://aka.ms/BlockUnsafeExchange.")
 }
 
 #[test]
@@ -204,7 +149,7 @@ fn unattributed_mail_is_relayed_and_creates_no_state() {
     );
     std::thread::sleep(Duration::from_millis(1200)); // past a counter flush
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let report = rt.block_on(async { report(&mut scene.cluster.nodes[0].admin().await, TENANT).await });
+    let report = rt.block_on(async { report(&mut scene.decider.cluster.nodes[0].admin().await, TENANT).await });
     assert_eq!(report["servers"].as_array().unwrap().len(), 0, "{report}");
 }
 
@@ -212,7 +157,7 @@ fn unattributed_mail_is_relayed_and_creates_no_state() {
 fn with_every_decider_down_sessions_get_451_in_time_and_none_hangs() {
     let mut scene = Scene::start();
     let server = scene.server_at("orphan", 0);
-    scene.cluster.nodes[0].kill9();
+    scene.decider.cluster.nodes[0].kill9();
     let started = Instant::now();
     let sessions: Vec<_> = (0..6)
         .map(|_| {

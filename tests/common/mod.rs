@@ -10,7 +10,9 @@ pub mod cluster;
 pub mod haproxy;
 pub mod metrics;
 pub mod otlp;
+pub mod postfix;
 pub mod smtp;
+pub mod stages;
 
 use std::ffi::OsStr;
 use std::process::{Command, Output};

@@ -7,6 +7,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::cluster::free_port;
+pub use super::postfix::PostfixTls;
+use super::postfix::{is_root, plain_smtpd, PostfixInstance};
 
 /// Waits until something listens on `addr`.
 pub fn wait_listening(addr: SocketAddr, what: &str) {
@@ -15,14 +17,6 @@ pub fn wait_listening(addr: SocketAddr, what: &str) {
         assert!(Instant::now() < deadline, "{what} is not listening on {addr}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
-        .unwrap_or(false)
 }
 
 /// Postfix's `smtp-sink`, dumping every transaction into a file of its own.
@@ -332,130 +326,64 @@ pub fn final_reply(output: &Output) -> String {
     before_quit.unwrap_or_default().to_owned()
 }
 
-/// A private Postfix instance (its own config, queue and log in a temporary directory)
-/// that listens on loopback and relays everything to `relayhost`. Starting Postfix needs
-/// root; without it the command runs under `sudo -n`.
-pub struct Postfix {
-    pub addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
+/// A private Postfix instance (see `postfix`) on a free loopback port, relaying to a relayhost.
+pub struct Postfix(PostfixInstance);
 
-/// The certificate chain and key, PEM, with which a [`Postfix`] offers STARTTLS.
-pub struct PostfixTls {
-    pub cert_pem: String,
-    pub key_pem: String,
+impl std::ops::Deref for Postfix {
+    type Target = PostfixInstance;
+
+    fn deref(&self) -> &PostfixInstance {
+        &self.0
+    }
 }
 
 impl Postfix {
     pub fn start(relayhost: SocketAddr) -> Postfix {
-        Self::start_with_tls(relayhost, None)
+        Self::start_configured(relayhost, None, "", &plain_smtpd)
     }
 
     /// [`Postfix::start`], offering STARTTLS with `tls` (`smtpd_tls_security_level = may`)
     /// and logging every TLS session it accepts (`smtpd_tls_loglevel = 1`: "Anonymous TLS
     /// connection established from ..."). It relays on to `relayhost` in clear.
     pub fn start_with_tls(relayhost: SocketAddr, tls: Option<&PostfixTls>) -> Postfix {
-        Self::launch(relayhost, tls, &|addr| format!("{addr} inet n - n - - smtpd"))
+        Self::start_configured(relayhost, tls, "", &plain_smtpd)
+    }
+
+    /// [`Postfix::start`] with `main_cf` (lines of `main.cf`, such as a milter's) added
+    /// to its configuration.
+    pub fn start_with_main_cf(relayhost: SocketAddr, main_cf: &str) -> Postfix {
+        Self::start_configured(relayhost, None, main_cf, &plain_smtpd)
     }
 
     /// [`Postfix::start`] with `smtpd` as master.cf's smtpd services: what it makes of the
-    /// address Postfix is to listen on (`addr`), e.g. with a proxy filter.
+    /// address Postfix is to listen on, e.g. with a proxy filter.
     pub fn start_with_smtpd(relayhost: SocketAddr, smtpd: &dyn Fn(SocketAddr) -> String) -> Postfix {
-        Self::launch(relayhost, None, smtpd)
+        Self::start_configured(relayhost, None, "", smtpd)
     }
 
-    fn launch(relayhost: SocketAddr, tls: Option<&PostfixTls>, smtpd: &dyn Fn(SocketAddr) -> String) -> Postfix {
-        let dir = tempfile::tempdir().unwrap();
-        let base = dir.path();
-        std::fs::set_permissions(base, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        for sub in ["queue", "data"] {
-            std::fs::create_dir(base.join(sub)).unwrap();
-        }
-        let main_cf = format!(
-            "compatibility_level = 3.6\n\
-             queue_directory = {base}/queue\n\
-             data_directory = {base}/data\n\
-             mail_owner = postfix\n\
-             setgid_group = postdrop\n\
-             inet_interfaces = 127.0.0.1\n\
-             inet_protocols = ipv4\n\
-             myhostname = onprem-relay.test\n\
-             mydestination =\n\
-             mynetworks = 127.0.0.0/8\n\
-             relayhost = [{relay_ip}]:{relay_port}\n\
-             smtpd_relay_restrictions = permit_mynetworks, reject\n\
-             maillog_file_prefixes = {base}\n\
-             maillog_file = {base}/maillog\n",
-            base = base.display(),
-            relay_ip = relayhost.ip(),
-            relay_port = relayhost.port(),
-        );
-        let mut main_cf = main_cf;
-        if let Some(tls) = tls {
-            std::fs::write(base.join("tls-cert.pem"), &tls.cert_pem).unwrap();
-            std::fs::write(base.join("tls-key.pem"), &tls.key_pem).unwrap();
-            std::fs::set_permissions(base.join("tls-key.pem"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-            main_cf.push_str(&format!(
-                "smtpd_tls_cert_file = {base}/tls-cert.pem\n\
-                 smtpd_tls_key_file = {base}/tls-key.pem\n\
-                 smtpd_tls_security_level = may\n\
-                 smtpd_tls_loglevel = 1\n",
-                base = base.display(),
-            ));
-        }
-        std::fs::write(base.join("main.cf"), main_cf).unwrap();
-        let services = [
-            "cleanup unix n - n - 0 cleanup",
-            "qmgr unix n - n 300 1 qmgr",
-            "rewrite unix - - n - - trivial-rewrite",
-            "bounce unix - - n - 0 bounce",
-            "defer unix - - n - 0 bounce",
-            "trace unix - - n - 0 bounce",
-            "verify unix - - n - 1 verify",
-            "proxymap unix - - n - - proxymap",
-            "smtp unix - - n - - smtp",
-            "relay unix - - n - - smtp",
-            "error unix - - n - - error",
-            "retry unix - - n - - error",
-            "discard unix - - n - - discard",
-            "anvil unix - - n - 1 anvil",
-            "scache unix - - n - 1 scache",
-            "postlog unix-dgram n - n - 1 postlogd",
-            "pickup unix n - n 60 1 pickup",
-            "showq unix n - n - - showq",
-            "flush unix n - n 1000? 0 flush",
-        ];
-        let services: Vec<&str> = services
-            .iter()
-            .copied()
-            .chain(tls.map(|_| "tlsmgr unix - - n 1000? 1 tlsmgr"))
-            .collect();
-        let config_dir = base.display().to_string();
-        assert!(
-            as_root(&["chown", "postfix", &format!("{config_dir}/data")]),
-            "chown needs root or passwordless sudo"
-        );
+    fn start_configured(
+        relayhost: SocketAddr,
+        tls: Option<&PostfixTls>,
+        extra_main_cf: &str,
+        smtpd: &dyn Fn(SocketAddr) -> String,
+    ) -> Postfix {
         // A port free a moment ago may be taken by a parallel test before Postfix binds it:
         // then start again on another one.
+        let mut log = String::new();
         for attempt in 1..=3 {
             let addr = free_port();
-            std::fs::write(base.join("master.cf"), format!("{}\n{}\n", smtpd(addr), services.join("\n"))).unwrap();
-            if as_root(&["postfix", "-c", &config_dir, "start"]) {
-                let postfix = Postfix { addr, dir };
-                wait_listening(addr, "Postfix");
-                return postfix;
+            match PostfixInstance::start(addr, relayhost, tls, extra_main_cf, smtpd) {
+                Ok(instance) => {
+                    wait_listening(addr, "Postfix");
+                    return Postfix(instance);
+                }
+                Err(why) => {
+                    eprintln!("Postfix did not start on {addr} (attempt {attempt})");
+                    log = why;
+                }
             }
-            eprintln!("Postfix did not start on {addr} (attempt {attempt})");
         }
-        panic!(
-            "Postfix did not start (it needs root or passwordless sudo):\n{}",
-            std::fs::read_to_string(base.join("maillog")).unwrap_or_default()
-        );
-    }
-
-    /// Postfix's own log of this instance.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+        panic!("Postfix did not start (it needs root or passwordless sudo):\n{log}");
     }
 
     /// Waits for a delivery status line (`status=sent|deferred|bounced`) that mentions `needle`.
@@ -476,37 +404,6 @@ impl Postfix {
 
     /// Messages waiting in the deferred queue.
     pub fn deferred_count(&self) -> usize {
-        walk_files(&self.dir.path().join("queue/deferred"))
-    }
-}
-
-fn walk_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| if e.path().is_dir() { walk_files(&e.path()) } else { 1 })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-/// Runs a command as root (directly, or through `sudo -n` for a non-root user); whether it succeeded.
-fn as_root(words: &[&str]) -> bool {
-    let mut command = if is_root() { Command::new(words[0]) } else { Command::new("sudo") };
-    if !is_root() {
-        command.args(["-n", words[0]]);
-    }
-    command
-        .args(&words[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
-impl Drop for Postfix {
-    fn drop(&mut self) {
-        as_root(&["postfix", "-c", &self.dir.path().display().to_string(), "abort"]);
+        self.queued("deferred")
     }
 }

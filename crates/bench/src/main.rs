@@ -4,13 +4,18 @@
 //!
 //! One module per benchmark, each saying at its top what it measures and how:
 //! `decide` (vs Redis GET), `sightings` (vs etcd put), `smtp` (edge vs smtp-sink),
-//! `scale` (memory per server, snapshot, restart), `failover` and `connectors` (Decide with
-//! many tenants' connectors against few).
+//! `scale` (memory per server, snapshot, restart), `failover`, `connectors` (Decide with
+//! many tenants' connectors against few) and `milter` (Postfix with the milter vs alone).
 
 mod connectors;
 mod decide;
 mod failover;
 mod load;
+mod milter;
+// The private Postfix instance of the end-to-end tests, for `milter`.
+#[allow(dead_code)]
+#[path = "../../../tests/common/postfix.rs"]
+mod postfix;
 mod procs;
 mod report;
 mod scale;
@@ -34,7 +39,7 @@ struct Args {
     /// Tiny counts and durations: checks that every benchmark runs, for CI.
     #[arg(long)]
     smoke: bool,
-    /// Run only these benchmarks (decide, sightings, smtp, scale, failover, connectors); default all.
+    /// Run only these benchmarks (decide, sightings, smtp, scale, failover, connectors, milter); default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Servers to import for `bytes_per_server` (default: 1,000,000; smoke: 2,000).
@@ -116,13 +121,14 @@ impl Settings {
     }
 }
 
-pub const BENCHMARKS: [(&str, &str); 6] = [
+pub const BENCHMARKS: [(&str, &str); 7] = [
     ("decide", "decide_vs_redis_get"),
     ("sightings", "sightings_vs_etcd_put"),
     ("smtp", "edge_vs_smtp_sink"),
     ("scale", "bytes_per_server"),
     ("failover", "failover_ms"),
     ("connectors", "decide_100k_connectors_vs_10"),
+    ("milter", "milter_vs_postfix_alone"),
 ];
 
 #[tokio::main]
@@ -158,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
             "scale" => scale::run(&env, &settings).await,
             "failover" => failover::run(&env, &settings).await,
             "connectors" => connectors::run(&env, &settings).await,
+            "milter" => milter::run(&env, &settings).await,
             _ => unreachable!(),
         };
         let secs = started.elapsed().as_secs_f64();

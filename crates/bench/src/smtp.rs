@@ -15,7 +15,7 @@
 //! difference of the two p99s.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -28,38 +28,20 @@ use crate::procs::{add_tenant, free_port, http_get, metric_sum, wait_listening, 
 use crate::Settings;
 
 pub async fn run(env: &Env, settings: &Settings) -> anyhow::Result<serde_json::Value> {
-    let message = env.work.join("message.eml");
-    std::fs::write(&message, message_text())?;
-    let sink = start_sink(env)?;
-
-    let mut decider = Decider::new(env, "smtp0", "", QUIET_LOG)?;
-    let founding = format!("{}={}", decider.name, decider.grpc);
-    decider.start(Some(&founding))?;
-    decider.wait_ready(Duration::from_secs(30))?;
-    add_tenant(&decider, "mail", "127.0.0.0/8").await?;
-    let (edge_addr, edge_http) = (free_port(), free_port());
-    let args: Vec<String> = vec![
-        "edge".into(),
-        "--listen".into(),
-        edge_addr.to_string(),
-        "--deciders".into(),
-        decider.grpc.to_string(),
-        "--next-hop".into(),
-        sink.1.to_string(),
-        "--http".into(),
-        edge_http.to_string(),
+    let MailScene { message, sink, decider } = MailScene::start(env, "smtp0").await?;
+    let edge_addr = free_port();
+    let edge_args = [
+        "--listen",
+        &edge_addr.to_string(),
+        "--deciders",
+        &decider.grpc.to_string(),
+        "--next-hop",
+        &sink.1.to_string(),
         // smtp-source's recipients are at whatever domain it picks: accept them all.
-        "--accepted-domains".into(),
-        "*".into(),
+        "--accepted-domains",
+        "*",
     ];
-    let _edge = Proc::spawn(
-        "ratchet edge",
-        &env.ratchet,
-        &args,
-        &[("RUST_LOG", "warn")],
-        &env.work.join("edge.log"),
-    )?;
-    wait_ready(edge_http)?;
+    let (_edge, edge_http) = start_front(env, "edge", &edge_args)?;
 
     // Warm both paths (the edge's first Decide and relay connection), then measure.
     let (m, s) = (settings.smtp_messages, settings.smtp_sessions);
@@ -69,13 +51,7 @@ pub async fn run(env: &Env, settings: &Settings) -> anyhow::Result<serde_json::V
     let through_edge = smtp_source(&message, edge_addr, m, s)?;
     let probe_direct = probe(sink.1, settings.probe_messages).await?;
     let probe_edge = probe(edge_addr, settings.probe_messages).await?;
-
-    let metrics = http_get(edge_http, "/metrics").map(|(_, body)| body).unwrap_or_default();
-    let accepted = metric_sum(&metrics, "ratchet_edge_messages_total{verdict=\"accept\"}");
-    let decide_calls = metric_sum(&metrics, "ratchet_edge_decide_duration_seconds_count");
-    if accepted < m as f64 {
-        bail!("the edge accepted {accepted} messages, fewer than the {m} measured: was the mail attributed?");
-    }
+    let (accepted, decide_calls) = verdicts(edge_http, "ratchet_edge", m)?;
     let (direct_rate, edge_rate) = (m as f64 / direct, m as f64 / through_edge);
     let ratio = edge_rate / direct_rate;
     let mean_ms = |rate: f64| round(s as f64 / rate * 1000.0, 3);
@@ -105,6 +81,60 @@ pub async fn run(env: &Env, settings: &Settings) -> anyhow::Result<serde_json::V
         "added_p99_ms": round(probe_edge.quantile_ms(0.99) - probe_direct.quantile_ms(0.99), 3),
         "added_p50_ms": round(probe_edge.quantile_ms(0.50) - probe_direct.quantile_ms(0.50), 3),
     }))
+}
+
+/// What both mail benchmarks (this one and `milter`) start from: the message file,
+/// `smtp-sink`, and one decider with the tenant `mail`, whose connector (127.0.0.0/8)
+/// covers smtp-source.
+pub(crate) struct MailScene {
+    pub message: PathBuf,
+    pub sink: (Proc, SocketAddr),
+    pub decider: Decider,
+}
+
+impl MailScene {
+    pub async fn start(env: &Env, decider_name: &str) -> anyhow::Result<MailScene> {
+        let message = env.work.join("message.eml");
+        std::fs::write(&message, message_text())?;
+        let sink = start_sink(env)?;
+        let mut decider = Decider::new(env, decider_name, "", QUIET_LOG)?;
+        let founding = format!("{}={}", decider.name, decider.grpc);
+        decider.start(Some(&founding))?;
+        decider.wait_ready(Duration::from_secs(30))?;
+        add_tenant(&decider, "mail", "127.0.0.0/8").await?;
+        Ok(MailScene { message, sink, decider })
+    }
+}
+
+/// Starts `ratchet ROLE ARGS... --http ADDR` (the edge, the milter) and waits until it is
+/// ready: the process and its HTTP address.
+pub(crate) fn start_front(env: &Env, role: &str, args: &[&str]) -> anyhow::Result<(Proc, SocketAddr)> {
+    let http = free_port();
+    let mut full: Vec<String> = vec![role.to_owned()];
+    full.extend(args.iter().map(|a| a.to_string()));
+    full.extend(["--http".to_owned(), http.to_string()]);
+    let what = format!("ratchet {role}");
+    let front = Proc::spawn(
+        &what,
+        &env.ratchet,
+        &full,
+        &[("RUST_LOG", "warn")],
+        &env.work.join(format!("{role}.log")),
+    )?;
+    wait_ready(http, &what)?;
+    Ok((front, http))
+}
+
+/// The front's accepted messages and Decide calls (metrics under `prefix`), which must
+/// cover the `measured` messages: every one of them was attributed and decided.
+pub(crate) fn verdicts(http: SocketAddr, prefix: &str, measured: u64) -> anyhow::Result<(f64, f64)> {
+    let metrics = http_get(http, "/metrics").map(|(_, body)| body).unwrap_or_default();
+    let accepted = metric_sum(&metrics, &format!("{prefix}_messages_total{{verdict=\"accept\"}}"));
+    let decide_calls = metric_sum(&metrics, &format!("{prefix}_decide_duration_seconds_count"));
+    if accepted < measured as f64 {
+        bail!("{prefix} accepted {accepted} messages, fewer than the {measured} measured: was the mail attributed?");
+    }
+    Ok((accepted, decide_calls))
 }
 
 /// About 1 KiB: the headers an Exchange server would send, and a body of short lines.
@@ -138,11 +168,12 @@ fn start_sink(env: &Env) -> anyhow::Result<(Proc, SocketAddr)> {
     Ok((sink, addr))
 }
 
-fn wait_ready(http: SocketAddr) -> anyhow::Result<()> {
+/// Waits until `what` answers 200 at `http`'s /readyz.
+fn wait_ready(http: SocketAddr, what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !http_get(http, "/readyz").is_some_and(|(code, _)| code == 200) {
+    while http_get(http, "/readyz").is_none_or(|(code, _)| code != 200) {
         if Instant::now() > deadline {
-            bail!("the edge is not ready");
+            bail!("{what} is not ready");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -150,7 +181,7 @@ fn wait_ready(http: SocketAddr) -> anyhow::Result<()> {
 }
 
 /// Runs `smtp-source -s sessions -m messages -F message` against `to`; its wall time, s.
-fn smtp_source(message: &Path, to: SocketAddr, messages: u64, sessions: u64) -> anyhow::Result<f64> {
+pub(crate) fn smtp_source(message: &Path, to: SocketAddr, messages: u64, sessions: u64) -> anyhow::Result<f64> {
     let started = Instant::now();
     let output = std::process::Command::new("/usr/sbin/smtp-source")
         .args(["-s", &sessions.to_string(), "-m", &messages.to_string(), "-F"])

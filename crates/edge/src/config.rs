@@ -374,7 +374,8 @@ fn check_accepted_domains(entries: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check_host_port(key: &str, value: &str) -> anyhow::Result<()> {
+/// Refuses a `value` of `key` that is not `host:port`, naming the key.
+pub fn check_host_port(key: &str, value: &str) -> anyhow::Result<()> {
     let ok = match value.rsplit_once(':') {
         Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
         None => false,

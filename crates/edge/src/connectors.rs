@@ -17,17 +17,17 @@ use tokio::sync::watch;
 use crate::deciders::DeciderPool;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Attribution {
+pub enum Attribution {
     Tenant(String),
     Stranger,
     /// No connector snapshot yet.
     Unknown,
 }
 
-type Table = Option<Arc<Attributor>>;
+pub type Table = Option<Arc<Attributor>>;
 
 #[derive(Clone)]
-pub(crate) struct ConnectorTable {
+pub struct ConnectorTable {
     current: watch::Receiver<Table>,
 }
 
@@ -53,6 +53,13 @@ impl ConnectorTable {
     }
 }
 
+/// A certificate's name as connectors name it: lower-cased, without a trailing dot; `None`
+/// for one that is empty or holds whitespace or control characters.
+pub fn cert_name(name: &str) -> Option<String> {
+    let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+    (!name.is_empty() && !name.contains(|c: char| c.is_control() || c.is_whitespace())).then_some(name)
+}
+
 /// Connectors from a snapshot; one with an unreadable CIDR is left out, with a warning.
 fn from_snapshot(snapshot: ConnectorSnapshot) -> Vec<Connector> {
     snapshot
@@ -73,7 +80,7 @@ fn from_snapshot(snapshot: ConnectorSnapshot) -> Vec<Connector> {
 }
 
 /// Keeps `table` current forever.
-pub(crate) async fn keep_watching(pool: Arc<DeciderPool>, table: watch::Sender<Table>, backoff_max: Duration) {
+pub async fn keep_watching(pool: Arc<DeciderPool>, table: watch::Sender<Table>, backoff_max: Duration) {
     const BACKOFF_MIN: Duration = Duration::from_millis(100);
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -99,7 +106,7 @@ pub(crate) async fn keep_watching(pool: Arc<DeciderPool>, table: watch::Sender<T
                         let index = snapshot.applied_index;
                         let connectors = from_snapshot(snapshot);
                         tracing::debug!(decider = %decider.addr, applied_index = index, connectors = connectors.len(), "connector snapshot");
-                        crate::metrics::metrics().connectors_loaded(connectors.len());
+                        pool.metrics.connectors_loaded(connectors.len());
                         pool.answered();
                         pool.set_watching(true);
                         table.send_replace(Some(Arc::new(Attributor::new(connectors))));

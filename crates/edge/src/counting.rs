@@ -13,30 +13,46 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ratchet_proto::v1::{CountRequest, ServerCounts, StageCount, Tally, Verdict};
+use ratchet_proto::v1::{CountRequest, DecideResponse, ServerCounts, StageCount, Tally, Verdict};
 use tonic::Code;
 
 use crate::deciders::DeciderPool;
-use crate::metrics::{metrics, CountFlush};
+use crate::metrics::{CountFlush, DeciderMetrics};
 
 /// Servers in one flush: the deciders refuse more in one log entry
 /// (`ratchet_store::command::MAX_OBSERVATIONS`); an edge holding more sends several.
 const MAX_SERVERS_PER_FLUSH: usize = 10_000;
 
 /// How long one flush may take, failover included: a write through consensus.
-pub(crate) const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+pub const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
 /// What one answered message counts as: the decider's tally, its stage and the verdict given.
 #[derive(Clone, Debug)]
-pub(crate) struct Counted {
+pub struct Counted {
     pub tenant: String,
     pub tally: Tally,
     pub stage: u32,
     pub verdict: Verdict,
 }
 
-pub(crate) struct MessageCounts {
+impl Counted {
+    /// What a message answered with `response` counts as; `None` when it is not counted
+    /// (no tenant's connector matched, or no verdict).
+    pub fn of(response: &DecideResponse) -> Option<Counted> {
+        let verdict = Verdict::try_from(response.verdict).ok()?;
+        let tally = response.tally.clone()?;
+        matches!(verdict, Verdict::Accept | Verdict::Throttle | Verdict::Block).then(|| Counted {
+            tenant: response.tenant.clone(),
+            tally,
+            stage: response.stage,
+            verdict,
+        })
+    }
+}
+
+pub struct MessageCounts {
     origin: u64,
+    metrics: &'static DeciderMetrics,
     pending: Mutex<HashMap<(String, String), Pending>>,
     outbox: tokio::sync::Mutex<Outbox>,
 }
@@ -55,9 +71,10 @@ struct Outbox {
 }
 
 impl MessageCounts {
-    pub fn new() -> Arc<Self> {
+    pub fn new(metrics: &'static DeciderMetrics) -> Arc<Self> {
         Arc::new(MessageCounts {
             origin: rand::random_range(1..=u64::MAX),
+            metrics,
             pending: Mutex::default(),
             outbox: tokio::sync::Mutex::new(Outbox {
                 next_sequence: 1,
@@ -88,7 +105,7 @@ impl MessageCounts {
             Verdict::Block => stage.blocked += 1,
             _ => stage.accepted += 1,
         }
-        metrics().counts_pending(pending.len());
+        self.metrics.counts_pending(pending.len());
     }
 
     /// Takes up to `limit` servers' counts out of the tally.
@@ -106,7 +123,7 @@ impl MessageCounts {
                 stages: p.stages.into_values().collect(),
             })
             .collect();
-        metrics().counts_pending(pending.len());
+        self.metrics.counts_pending(pending.len());
         taken
     }
 
@@ -130,10 +147,10 @@ impl MessageCounts {
             }
             let request = outbox.unconfirmed.clone().expect("set above");
             match deciders.count(request.clone(), FLUSH_DEADLINE).await {
-                Ok(_) => metrics().count_flush(CountFlush::Committed),
+                Ok(_) => self.metrics.count_flush(CountFlush::Committed),
                 Err(status) if status.code() == Code::InvalidArgument => {
                     // Never true of what deciders tallied; sending it again would not help.
-                    metrics().count_flush(CountFlush::Refused);
+                    self.metrics.count_flush(CountFlush::Refused);
                     tracing::error!(
                         sequence = request.sequence,
                         servers = request.servers.len(),
@@ -142,7 +159,7 @@ impl MessageCounts {
                     );
                 }
                 Err(status) => {
-                    metrics().count_flush(CountFlush::Unsure);
+                    self.metrics.count_flush(CountFlush::Unsure);
                     tracing::warn!(
                         sequence = request.sequence,
                         error = status.message(),
@@ -152,6 +169,13 @@ impl MessageCounts {
                 }
             }
             outbox.unconfirmed = None;
+        }
+    }
+
+    /// The last flush of a front that stops, once more if the deciders do not confirm it.
+    pub async fn flush_on_exit(&self, deciders: &DeciderPool) {
+        if self.flush(deciders).await.is_err() && self.flush(deciders).await.is_err() {
+            tracing::warn!("stopping with message counts the deciders did not confirm; they are lost");
         }
     }
 

@@ -5,6 +5,9 @@
 //! Kubernetes headless Service), so names are resolved again every few seconds and calls
 //! are spread over every address found, round-robin; a name that fails to resolve keeps
 //! its last known addresses, so a DNS blip does not take the deciders away.
+//!
+//! Every front that enforces (the edge, the milter) asks through a pool of its own, which
+//! records into the front's [`DeciderMetrics`].
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -20,18 +23,18 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::metrics::{metrics, Fallback};
+use crate::metrics::{DeciderMetrics, Fallback};
 
 /// The pause before asking every decider again once all of them have failed fast.
 const RETRY_ROUND: Duration = Duration::from_millis(25);
 
 #[derive(Clone)]
-pub(crate) struct Decider {
+pub struct Decider {
     pub addr: SocketAddr,
     pub client: DecisionClient<Channel>,
 }
 
-pub(crate) struct DeciderPool {
+pub struct DeciderPool {
     targets: Vec<String>,
     /// Plaintext, or mutual TLS with the edge's certificate (role edge).
     dialer: Dialer,
@@ -43,10 +46,11 @@ pub(crate) struct DeciderPool {
     last_answer: Mutex<Option<Instant>>,
     /// Whether the connector watch stream to some decider is open.
     watching: AtomicBool,
+    pub(crate) metrics: &'static DeciderMetrics,
 }
 
 impl DeciderPool {
-    pub fn new(targets: Vec<String>, dialer: Dialer, connect_timeout: Duration) -> Arc<Self> {
+    pub fn new(targets: Vec<String>, dialer: Dialer, connect_timeout: Duration, metrics: &'static DeciderMetrics) -> Arc<Self> {
         Arc::new(Self {
             targets,
             dialer,
@@ -56,6 +60,7 @@ impl DeciderPool {
             next: AtomicUsize::new(0),
             last_answer: Mutex::new(None),
             watching: AtomicBool::new(false),
+            metrics,
         })
     }
 
@@ -166,10 +171,10 @@ impl DeciderPool {
                 |mut client, call| async move { client.decide(call).await },
             )
             .await;
-        metrics().decided(started.elapsed());
-        (1..attempts).for_each(|_| metrics().fallback(Fallback::Failover));
+        self.metrics.decided(started.elapsed());
+        (1..attempts).for_each(|_| self.metrics.fallback(Fallback::Failover));
         if answer.is_err() {
-            metrics().fallback(Fallback::NoVerdict);
+            self.metrics.fallback(Fallback::NoVerdict);
         }
         answer.ok()
     }
@@ -251,7 +256,7 @@ impl DeciderPool {
 }
 
 /// Re-resolves the decider names forever.
-pub(crate) async fn keep_resolving(pool: Arc<DeciderPool>, every: Duration) {
+pub async fn keep_resolving(pool: Arc<DeciderPool>, every: Duration) {
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -1,8 +1,9 @@
-//! The edge's HTTP listener: `/healthz` (the process is alive), `/readyz` and `/metrics`.
+//! The edge's HTTP listener: `/healthz` (the process is alive), `/readyz` and `/metrics`;
+//! the milter serves the same, with its own metrics.
 //!
-//! Ready means able to enforce: a connector snapshot has been loaded (so the edge knows
+//! Ready means able to enforce: a connector snapshot has been loaded (so the front knows
 //! whose mail it carries) and a decider answered recently (the connector watch is open,
-//! or a Decide succeeded within [`RECENT`]); and the edge is not shutting down.
+//! or a Decide succeeded within [`RECENT`]); and the front is not shutting down.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,11 +26,13 @@ pub(crate) const RECENT: Duration = Duration::from_secs(30);
 pub(crate) struct HttpState {
     pub connectors: ConnectorTable,
     pub deciders: Arc<DeciderPool>,
-    /// True once the edge is shutting down.
+    /// True once the front is shutting down.
     pub draining: watch::Receiver<bool>,
+    /// The OpenMetrics text of the front's metrics.
+    pub metrics: fn() -> String,
 }
 
-pub(crate) fn router(state: HttpState) -> Router {
+fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -51,8 +54,8 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     format!("ready: {connectors} connectors\n").into_response()
 }
 
-async fn metrics() -> Response {
-    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], crate::metrics::render()).into_response()
+async fn metrics(State(state): State<HttpState>) -> Response {
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], (state.metrics)()).into_response()
 }
 
 pub(crate) async fn serve(listener: TcpListener, state: HttpState) {

@@ -10,32 +10,40 @@
 //! - [`config`]: settings with defaults;
 //! - `server`: listener, admission, graceful shutdown; `limits`: per-address slots;
 //! - `proxy`: PROXY protocol headers from load balancers (`trusted_proxies`);
-//! - `connection`: line framing, deadlines, pipelined replies; `reply`: every reply text;
+//! - `connection`: line framing, deadlines, pipelined replies; [`reply`]: every reply text;
 //! - `session`: the command loop, one file per stage (ehlo, xforward, mail, rcpt, data,
 //!   deliver);
 //! - [`build`]: build detection behind [`BuildDetector`];
-//! - `connectors`: the connector table and its watch; `deciders`: Decide and Count with
-//!   failover; `counting`: the verdicts this edge gave, counted and flushed to the deciders;
+//! - [`connectors`]: the connector table and its watch; [`deciders`]: Decide and Count with
+//!   failover; [`counting`]: the verdicts given, counted and flushed to the deciders;
+//!   [`client`]: the three started together; [`verdict`]: from stamp to request, from
+//!   answer to reply;
 //! - `relay`: the SMTP client to the next hop;
 //! - `http`: `/healthz`, `/readyz` and `/metrics`; [`metrics`]: the Prometheus metrics;
 //! - `tls`: STARTTLS streams, certificates reloaded from files, client certificate names.
+//!
+//! The milter (`ratchet-milter`) enforces through the same pieces: the decision client,
+//! build detection, verdicts and reply texts are public for it, and the decision client
+//! serves the HTTP listener.
 
 pub mod build;
+pub mod client;
 pub mod config;
 mod connection;
-mod connectors;
-mod counting;
-mod deciders;
+pub mod connectors;
+pub mod counting;
+pub mod deciders;
 mod http;
 mod limits;
 pub mod metrics;
 mod proxy;
 mod relay;
-mod reply;
+pub mod reply;
 mod server;
 mod session;
 mod tls;
+pub mod verdict;
 
 pub use build::{BuildDetector, BuildStamp, ExchangeDetector};
 pub use config::{BareLf, EdgeConfig, NextHopTls};
-pub use server::{serve, serve_with_http};
+pub use server::{serve, serve_with_http, session_id};

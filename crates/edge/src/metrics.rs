@@ -4,6 +4,10 @@
 //! outcomes), fallback kind, relay outcome, and the kind and outcome of a client claim (a
 //! PROXY header, XFORWARD). No tenant, server or client address.
 //!
+//! The decision client's own metrics ([`DeciderMetrics`]: Decide latency, fallbacks,
+//! connectors loaded) are a set of their own, so that every front that asks the deciders
+//! (the edge, the milter) registers them under its own prefix.
+//!
 //! Two gauges follow what sessions hold, through values that count themselves while they
 //! live ([`SessionGuard`], [`HeldMessage`]), so that every way a session or a message ends,
 //! errors and disconnects included, gives back what it took.
@@ -28,19 +32,27 @@ pub(crate) struct EdgeMetrics {
     message_in_flight_bytes: Gauge,
     replies: Family<Labels, Counter>,
     messages: Family<Labels, Counter>,
-    decide_seconds: Histogram,
-    fallbacks: Family<Labels, Counter>,
+    pub(crate) decider: DeciderMetrics,
     next_hop_seconds: Histogram,
     relays: Family<Labels, Counter>,
     client_claims: Family<Labels, Counter>,
+}
+
+/// What the decision client measures: Decide latency with failover, fallbacks, the
+/// connectors loaded, and the flushes of the front's message counts. Each front registers
+/// one set in its own registry.
+pub struct DeciderMetrics {
+    decide_seconds: Histogram,
+    fallbacks: Family<Labels, Counter>,
     connectors_loaded: Gauge,
     count_flushes: Family<Labels, Counter>,
     counts_pending: Gauge,
 }
 
-/// What became of one message, for `ratchet_edge_messages_total{verdict}`.
-#[derive(Clone, Copy)]
-pub(crate) enum MessageVerdict {
+/// What became of one message, for `ratchet_edge_messages_total{verdict}` (and the
+/// milter's `ratchet_milter_messages_total{verdict}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageVerdict {
     Accept,
     Throttle,
     Block,
@@ -50,7 +62,20 @@ pub(crate) enum MessageVerdict {
     Unenforced,
 }
 
-/// How one flush of this edge's message counts ended, for `ratchet_edge_count_flushes_total`.
+impl MessageVerdict {
+    /// The `verdict` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            MessageVerdict::Accept => "accept",
+            MessageVerdict::Throttle => "throttle",
+            MessageVerdict::Block => "block",
+            MessageVerdict::NoVerdict => "no_verdict",
+            MessageVerdict::Unenforced => "unenforced",
+        }
+    }
+}
+
+/// How one flush of a front's message counts ended, for `..._count_flushes_total`.
 #[derive(Clone, Copy)]
 pub(crate) enum CountFlush {
     Committed,
@@ -84,20 +109,12 @@ impl EdgeMetrics {
             message_in_flight_bytes: Gauge::default(),
             replies: Family::default(),
             messages: Family::default(),
-            decide_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
-            fallbacks: Family::default(),
+            decider: DeciderMetrics::register(&mut registry),
             next_hop_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             relays: Family::default(),
             client_claims: Family::default(),
-            connectors_loaded: Gauge::default(),
-            count_flushes: Family::default(),
-            counts_pending: Gauge::default(),
         };
-        let build_info = Family::<Labels, Gauge>::default();
-        build_info
-            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())])
-            .set(1);
-        registry.register("build_info", "1, labelled with the version of the running binary", build_info);
+        register_build_info(&mut registry);
         registry.register("smtp_sessions_active", "SMTP sessions open now", m.sessions_active.clone());
         registry.register("smtp_sessions", "SMTP sessions admitted", m.sessions.clone());
         registry.register_with_unit(
@@ -111,17 +128,6 @@ impl EdgeMetrics {
             "messages",
             "Messages at the end of DATA, by verdict (accept, throttle, block, no_verdict, unenforced)",
             m.messages.clone(),
-        );
-        registry.register_with_unit(
-            "decide_duration",
-            "Time to get a verdict from the deciders, failover included",
-            Unit::Seconds,
-            m.decide_seconds.clone(),
-        );
-        registry.register(
-            "decider_fallbacks",
-            "Failovers to another decider, and messages left without a verdict in time",
-            m.fallbacks.clone(),
         );
         registry.register_with_unit(
             "next_hop_duration",
@@ -139,22 +145,6 @@ impl EdgeMetrics {
             "PROXY headers (kind proxy) and XFORWARD commands (xforward) naming a client, by outcome (accepted, local, untrusted, malformed)",
             m.client_claims.clone(),
         );
-        registry.register(
-            "connectors_loaded",
-            "Connectors in the snapshot loaded from the deciders (-1: none loaded yet)",
-            m.connectors_loaded.clone(),
-        );
-        registry.register(
-            "count_flushes",
-            "Flushes of this edge's message counts to the deciders, by outcome (committed, unsure, refused)",
-            m.count_flushes.clone(),
-        );
-        registry.register(
-            "counts_pending_servers",
-            "Servers whose message counts this edge holds, not yet sent to the deciders",
-            m.counts_pending.clone(),
-        );
-        m.connectors_loaded.set(-1);
         EdgeMetrics { registry, ..m }
     }
 
@@ -172,26 +162,7 @@ impl EdgeMetrics {
     }
 
     pub fn message(&self, verdict: MessageVerdict) {
-        let verdict = match verdict {
-            MessageVerdict::Accept => "accept",
-            MessageVerdict::Throttle => "throttle",
-            MessageVerdict::Block => "block",
-            MessageVerdict::NoVerdict => "no_verdict",
-            MessageVerdict::Unenforced => "unenforced",
-        };
-        self.messages.get_or_create(&vec![("verdict", verdict.to_owned())]).inc();
-    }
-
-    pub fn decided(&self, took: Duration) {
-        self.decide_seconds.observe(took.as_secs_f64());
-    }
-
-    pub fn fallback(&self, kind: Fallback) {
-        let kind = match kind {
-            Fallback::Failover => "failover",
-            Fallback::NoVerdict => "no_verdict",
-        };
-        self.fallbacks.get_or_create(&vec![("kind", kind.to_owned())]).inc();
+        self.messages.get_or_create(&vec![("verdict", verdict.label().to_owned())]).inc();
     }
 
     pub fn relayed(&self, outcome: &'static str, took: Duration) {
@@ -208,11 +179,68 @@ impl EdgeMetrics {
             .inc();
     }
 
-    pub fn connectors_loaded(&self, count: usize) {
+    pub fn render(&self) -> String {
+        render_registry(&self.registry)
+    }
+}
+
+impl DeciderMetrics {
+    /// A new set, registered in `registry` (under its prefix).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = DeciderMetrics {
+            decide_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            fallbacks: Family::default(),
+            connectors_loaded: Gauge::default(),
+            count_flushes: Family::default(),
+            counts_pending: Gauge::default(),
+        };
+        registry.register_with_unit(
+            "decide_duration",
+            "Time to get a verdict from the deciders, failover included",
+            Unit::Seconds,
+            m.decide_seconds.clone(),
+        );
+        registry.register(
+            "decider_fallbacks",
+            "Failovers to another decider, and messages left without a verdict in time",
+            m.fallbacks.clone(),
+        );
+        registry.register(
+            "connectors_loaded",
+            "Connectors in the snapshot loaded from the deciders (-1: none loaded yet)",
+            m.connectors_loaded.clone(),
+        );
+        registry.register(
+            "count_flushes",
+            "Flushes of the message counts to the deciders, by outcome (committed, unsure, refused)",
+            m.count_flushes.clone(),
+        );
+        registry.register(
+            "counts_pending_servers",
+            "Servers whose message counts are held here, not yet sent to the deciders",
+            m.counts_pending.clone(),
+        );
+        m.connectors_loaded.set(-1);
+        m
+    }
+
+    pub(crate) fn decided(&self, took: Duration) {
+        self.decide_seconds.observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn fallback(&self, kind: Fallback) {
+        let kind = match kind {
+            Fallback::Failover => "failover",
+            Fallback::NoVerdict => "no_verdict",
+        };
+        self.fallbacks.get_or_create(&vec![("kind", kind.to_owned())]).inc();
+    }
+
+    pub(crate) fn connectors_loaded(&self, count: usize) {
         self.connectors_loaded.set(count as i64);
     }
 
-    pub fn count_flush(&self, outcome: CountFlush) {
+    pub(crate) fn count_flush(&self, outcome: CountFlush) {
         let outcome = match outcome {
             CountFlush::Committed => "committed",
             CountFlush::Unsure => "unsure",
@@ -221,15 +249,25 @@ impl EdgeMetrics {
         self.count_flushes.get_or_create(&vec![("outcome", outcome.to_owned())]).inc();
     }
 
-    pub fn counts_pending(&self, servers: usize) {
+    pub(crate) fn counts_pending(&self, servers: usize) {
         self.counts_pending.set(servers as i64);
     }
+}
 
-    pub fn render(&self) -> String {
-        let mut text = String::new();
-        encode(&mut text, &self.registry).expect("writing to a String");
-        text
-    }
+/// `build_info{version}` = 1, the running binary's version, in `registry` (under its prefix).
+pub fn register_build_info(registry: &mut Registry) {
+    let build_info = Family::<Labels, Gauge>::default();
+    build_info
+        .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())])
+        .set(1);
+    registry.register("build_info", "1, labelled with the version of the running binary", build_info);
+}
+
+/// The OpenMetrics text of `registry`.
+pub fn render_registry(registry: &Registry) -> String {
+    let mut text = String::new();
+    encode(&mut text, registry).expect("writing to a String");
+    text
 }
 
 /// Counts a session as active while it lives.

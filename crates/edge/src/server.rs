@@ -18,13 +18,9 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::build::ExchangeDetector;
+use crate::client::{ClientSettings, DecisionClient};
 use crate::config::EdgeConfig;
 use crate::connection::Connection;
-use crate::connectors::{self, ConnectorTable};
-use crate::counting::MessageCounts;
-use ratchet_tls::{Dialer, Role};
-
-use crate::deciders::{self, DeciderPool};
 use crate::limits::{Refusal, SessionLimits};
 use crate::reply;
 use crate::session::{Session, Shared};
@@ -49,26 +45,18 @@ pub async fn serve_with_http(
 ) -> anyhow::Result<()> {
     config.validate()?;
     let tls = config.tls_files().map(tls::settings).transpose()?;
-    let dialer = Dialer::new(config.decider_tls()?.as_ref(), Some(Role::Edge))?;
-    let deciders = DeciderPool::new(
-        config.deciders.clone(),
-        dialer,
-        Duration::from_millis(config.decider_connect_timeout_ms),
-    );
-    deciders.refresh().await;
-    let (table_tx, connectors) = ConnectorTable::new();
-    let counts = MessageCounts::new();
     let mut background = JoinSet::new();
-    background.spawn(counts.clone().keep_flushing(deciders.clone(), config.count_flush()));
-    background.spawn(deciders::keep_resolving(
-        deciders.clone(),
-        Duration::from_secs(config.resolve_interval_secs),
-    ));
-    background.spawn(connectors::keep_watching(
-        deciders.clone(),
-        table_tx,
-        Duration::from_millis(config.watch_backoff_max_ms),
-    ));
+    let decider_tls = config.decider_tls()?;
+    let settings = ClientSettings {
+        deciders: &config.deciders,
+        tls: decider_tls.as_ref(),
+        connect_timeout: Duration::from_millis(config.decider_connect_timeout_ms),
+        resolve_every: Duration::from_secs(config.resolve_interval_secs),
+        watch_backoff_max: Duration::from_millis(config.watch_backoff_max_ms),
+        count_flush_every: config.count_flush(),
+        metrics: &crate::metrics::metrics().decider,
+    };
+    let client = DecisionClient::start(settings, &mut background).await?;
 
     if let Some(tls) = &tls {
         background.spawn(ratchet_tls::files::keep_checking(tls.clone()));
@@ -82,13 +70,13 @@ pub async fn serve_with_http(
     }
     let (draining_tx, draining) = watch::channel(false);
     if let Some(http) = http {
-        let state = crate::http::HttpState {
-            connectors: connectors.clone(),
-            deciders: deciders.clone(),
-            draining,
-        };
-        background.spawn(crate::http::serve(http, state));
+        background.spawn(client.serve_http(http, draining, crate::metrics::render));
     }
+    let DecisionClient {
+        deciders,
+        connectors,
+        counts,
+    } = client;
 
     let limits = SessionLimits::new(config.max_sessions, config.max_sessions_per_ip);
     let grace = Duration::from_secs(config.shutdown_grace_secs);
@@ -142,9 +130,7 @@ pub async fn serve_with_http(
     }
     background.abort_all();
     // What the last sessions counted, and anything still unsure; one more try if that fails.
-    if shared.counts.flush(&shared.deciders).await.is_err() && shared.counts.flush(&shared.deciders).await.is_err() {
-        tracing::warn!("stopping with message counts the deciders did not confirm; they are lost");
-    }
+    shared.counts.flush_on_exit(&shared.deciders).await;
     Ok(())
 }
 
@@ -196,8 +182,8 @@ fn admit(
     );
 }
 
-/// A short id, unique within this process and unlikely to repeat across edges.
-fn session_id() -> String {
+/// A short id, unique within this process and unlikely to repeat across edges (and milters).
+pub fn session_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let start = *START.get_or_init(|| {

@@ -222,8 +222,7 @@ pub(crate) fn client_cert_name(der: &[u8]) -> Option<String> {
         })
     });
     let name = san.or_else(|| cert.subject().iter_common_name().find_map(|cn| cn.as_str().ok().map(String::from)))?;
-    let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
-    (!name.is_empty() && !name.contains(|c: char| c.is_control() || c.is_whitespace())).then_some(name)
+    crate::connectors::cert_name(&name)
 }
 
 /// What a session knows about its TLS once the handshake is done.

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use ratchet_decider::clock::Clock;
 use ratchet_decider::{Decider, DeciderConfig, DeciderOptions};
-use tokio::net::TcpListener;
 
+use crate::listen::{bind, bind_optional};
 use crate::tls_args::TlsArgs;
 
 #[derive(clap::Args)]
@@ -68,13 +68,8 @@ pub async fn run(args: DeciderArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| args.listen.to_string());
     let tls = args.tls.files()?;
     args.tls.check_plaintext_listen("--listen", args.listen)?;
-    let grpc = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("--listen {}", args.listen))?;
-    let http = match args.http {
-        Some(address) => Some(TcpListener::bind(address).await.with_context(|| format!("--http {address}"))?),
-        None => None,
-    };
+    let grpc = bind("--listen", args.listen).await?;
+    let http = bind_optional("--http", args.http).await?;
     let decider = Decider::start(DeciderOptions {
         name: args.name,
         data_dir: args.data_dir,

@@ -5,13 +5,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use ratchet_decider::clock::Clock;
 use ratchet_decider::{Decider, DeciderConfig, DeciderOptions};
 use ratchet_edge::EdgeConfig;
 use ratchet_store::Command;
 use tokio::net::TcpListener;
 
+use crate::listen::bind;
 use crate::signal::terminated;
 
 const DEMO_TENANT: &str = "demo";
@@ -37,10 +38,6 @@ pub struct DevArgs {
     /// Relay accepted mail here instead of to the built-in sink.
     #[arg(long)]
     next_hop: Option<String>,
-}
-
-async fn bind(flag: &str, address: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(address).await.with_context(|| format!("{flag} {address}"))
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use ratchet_edge::EdgeConfig;
-use tokio::net::TcpListener;
 
+use crate::listen::{bind, bind_optional};
 use crate::signal::terminated;
 use crate::tls_args::TlsArgs;
 
@@ -53,23 +53,14 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
     if let Some(cidrs) = &args.trusted_proxies {
         config.trusted_proxies = EdgeConfig::parse_trusted_proxies(cidrs).context("--trusted-proxies")?;
     }
-    if args.tls.cert.is_some() || args.tls.key.is_some() || args.tls.ca.is_some() {
-        (config.decider_cert_file, config.decider_key_file, config.decider_ca_file) =
-            (args.tls.cert.clone(), args.tls.key.clone(), args.tls.ca.clone());
+    if let Some([cert, key, ca]) = args.tls.decider_files() {
+        (config.decider_cert_file, config.decider_key_file, config.decider_ca_file) = (cert, key, ca);
     }
     config.validate()?;
-    if config.decider_cert_file.is_none() {
-        for decider in &config.deciders {
-            args.tls.check_plaintext_dial("--deciders", decider)?;
-        }
-    }
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("--listen {}", args.listen))?;
-    let http = match args.http {
-        Some(address) => Some(TcpListener::bind(address).await.with_context(|| format!("--http {address}"))?),
-        None => None,
-    };
+    args.tls
+        .check_plaintext_deciders(&config.deciders, config.decider_cert_file.is_some())?;
+    let listener = bind("--listen", args.listen).await?;
+    let http = bind_optional("--http", args.http).await?;
     println!(
         "edge listening on {} (SMTP), deciders {}, next hop {}",
         args.listen,

@@ -6,6 +6,8 @@ mod decider_cmd;
 mod dev_cmd;
 mod dev_sink;
 mod edge_cmd;
+mod listen;
+mod milter_cmd;
 mod policy_cmd;
 mod restore_cmd;
 mod signal;
@@ -48,6 +50,8 @@ enum Command {
     Decider(decider_cmd::DeciderArgs),
     /// Run one stateless SMTP edge.
     Edge(edge_cmd::EdgeArgs),
+    /// Run a milter that gives Postfix or Sendmail the edge's verdicts.
+    Milter(milter_cmd::MilterArgs),
     /// Operate a running cluster: tenants, connectors, servers, pauses, policy, membership.
     Ctl(ctl::CtlArgs),
     /// Evaluate, show or check an enforcement policy, with no cluster.
@@ -119,6 +123,7 @@ fn main() -> ExitCode {
         Command::Decider(args) => serve(cli.log_format, "ratchet-decider", decider_cmd::run(args)),
         Command::Dev(args) => serve(cli.log_format, "ratchet-dev", dev_cmd::run(args)),
         Command::Edge(args) => serve(cli.log_format, "ratchet-edge", edge_cmd::run(args)),
+        Command::Milter(args) => serve(cli.log_format, "ratchet-milter", milter_cmd::run(args)),
         Command::Ctl(args) => runtime().and_then(|rt| rt.block_on(ctl::run(args))),
         Command::Policy(args) => policy_cmd::run(args),
         Command::Certs(args) => certs_cmd::run(args),

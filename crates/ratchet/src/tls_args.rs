@@ -39,6 +39,25 @@ impl TlsArgs {
         Ok(())
     }
 
+    /// The certificate, key and CA files for a config's `decider_cert_file`,
+    /// `decider_key_file` and `decider_ca_file` when any of the flags was given (the flags
+    /// then win over the file, all three together).
+    pub fn decider_files(&self) -> Option<[Option<PathBuf>; 3]> {
+        let given = self.cert.is_some() || self.key.is_some() || self.ca.is_some();
+        given.then(|| [self.cert.clone(), self.key.clone(), self.ca.clone()])
+    }
+
+    /// [`TlsArgs::check_plaintext_dial`] for every decider of `--deciders`, unless the
+    /// config dials them with a certificate.
+    pub fn check_plaintext_deciders(&self, deciders: &[String], with_certificate: bool) -> anyhow::Result<()> {
+        if with_certificate {
+            return Ok(());
+        }
+        deciders
+            .iter()
+            .try_for_each(|decider| self.check_plaintext_dial("--deciders", decider))
+    }
+
     /// Refuses to dial `endpoint` (`host:port` or `http://host:port`) in plaintext unless it
     /// is loopback or `--insecure` was given.
     pub fn check_plaintext_dial(&self, flag: &str, endpoint: &str) -> anyhow::Result<()> {

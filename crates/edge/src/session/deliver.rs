@@ -12,7 +12,6 @@
 
 use std::net::SocketAddr;
 
-use ratchet_proto::v1::{ConnectionFacts, DecideRequest, Verdict};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Shared;
@@ -24,6 +23,7 @@ use crate::counting::Counted;
 use crate::metrics::{metrics, HeldMessage, MessageVerdict};
 use crate::relay::{self, Envelope};
 use crate::reply::{self, Reply};
+use crate::verdict::{self, Answer};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) async fn deliver(&mut self, transaction: Transaction, message: HeldMessage) -> Flow {
@@ -107,53 +107,25 @@ impl Settle<'_> {
             }
             return (r.reply.clone(), None);
         }
-        let request = DecideRequest {
-            connection: Some(ConnectionFacts {
-                client_ip: self.peer.ip().to_string(),
-                tls_client_cert_name: self.cert_name.unwrap_or_default().to_string(),
-            }),
-            server_fqdn: stamp.server_fqdn.clone(),
-            build: stamp.build.clone(),
-            linearizable: config.linearizable,
-        };
+        let request = verdict::request(self.peer.ip(), self.cert_name, &stamp, config.linearizable);
         let Some(response) = self.shared.deciders.decide(request, config.decide_deadline()).await else {
             return self.without_verdict().await;
         };
-        let verdict = Verdict::try_from(response.verdict);
-        let counted = match (&verdict, &response.tally) {
-            (Ok(verdict @ (Verdict::Accept | Verdict::Throttle | Verdict::Block)), Some(tally)) => Some(Counted {
-                tenant: response.tenant.clone(),
-                tally: tally.clone(),
-                stage: response.stage,
-                verdict: *verdict,
-            }),
-            _ => None,
-        };
+        let counted = Counted::of(&response);
         if let Some(counted) = &counted {
             self.shared.counts.record(counted);
         }
-        let (reply, fallback, class) = match verdict {
-            Ok(Verdict::Accept) => {
+        let reply = match verdict::answer(&response) {
+            Answer::Accept => {
                 metrics().message(MessageVerdict::Accept);
                 return (self.relay().await, None);
             }
-            Ok(Verdict::Throttle) => {
-                metrics().message(MessageVerdict::Throttle);
-                (Reply::parse_line(&response.reply), reply::fallback_throttle(), 4)
+            Answer::Refuse { verdict, reply } => {
+                metrics().message(verdict);
+                reply
             }
-            Ok(Verdict::Block) => {
-                metrics().message(MessageVerdict::Block);
-                (Reply::parse_line(&response.reply), reply::fallback_block(), 5)
-            }
-            _ => {
-                tracing::warn!(verdict = response.verdict, "decider answered without a verdict");
-                return self.without_verdict().await;
-            }
+            Answer::NoVerdict => return self.without_verdict().await,
         };
-        let reply = reply.filter(|r| r.code / 100 == class).unwrap_or_else(|| {
-            tracing::warn!(reply = %response.reply, "decider reply line unusable; using the generic one");
-            fallback
-        });
         let remember = (config.remember_verdict && response.valid_until_unix_ms > now).then(|| Remembered {
             server_fqdn: stamp.server_fqdn,
             reply: reply.clone(),

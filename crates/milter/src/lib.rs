@@ -1,0 +1,20 @@
+//! Ratchet as a milter: the edge's verdicts for an MTA that already receives the mail
+//! (Postfix `smtpd_milters`, Sendmail `INPUT_MAIL_FILTER`), over the Sendmail milter
+//! protocol (through `miltr-server`, MIT).
+//!
+//! It keeps no state and holds no mail: attribution comes from the CONNECT callback's
+//! address and the verified client certificate's name (`{cert_subject}`), the server
+//! stamp from the message's headers, the verdict from the same decision client as the
+//! edge's (deadline, failover, fail mode), and the reply is the edge's exact text. The body
+//! is never asked for.
+//!
+//! Layout: [`config`]: settings with defaults; `server`: listener, admission, shutdown;
+//! `session`: the milter callbacks of one connection; `metrics`: the Prometheus metrics.
+
+pub mod config;
+mod metrics;
+mod server;
+mod session;
+
+pub use config::MilterConfig;
+pub use server::serve;

@@ -1,0 +1,143 @@
+//! The listener: admits MTA connections (only from `mta_cidrs`, at most
+//! `max_connections`), runs one milter conversation per connection, and shuts down
+//! gracefully.
+//!
+//! Shutdown turns `/readyz` to 503 and stops accepting at once, lets conversations finish
+//! within `shutdown_grace_secs`, then closes the rest: Postfix applies its
+//! `milter_default_action` to what it was still asking about.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use miltr_server::{Error, Server};
+use ratchet_edge::build::ExchangeDetector;
+use ratchet_edge::client::{ClientSettings, DecisionClient};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::compat::TokioAsyncReadCompatExt;
+use tracing::Instrument;
+
+use crate::config::MilterConfig;
+use crate::metrics::{metrics, Refusal};
+use crate::session::{Session, Shared};
+
+/// Runs the milter on `listener` until `shutdown` resolves, then drains gracefully; with
+/// `/healthz`, `/readyz` and `/metrics` on `http` when given.
+///
+/// Fails at once, naming the key, if `config` is invalid.
+pub async fn serve(
+    config: MilterConfig,
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let mut background = JoinSet::new();
+    let decider_tls = config.decider_tls()?;
+    let settings = ClientSettings {
+        deciders: &config.deciders,
+        tls: decider_tls.as_ref(),
+        connect_timeout: Duration::from_millis(config.decider_connect_timeout_ms),
+        resolve_every: Duration::from_secs(config.resolve_interval_secs),
+        watch_backoff_max: Duration::from_millis(config.watch_backoff_max_ms),
+        count_flush_every: Duration::from_millis(config.count_flush_ms),
+        metrics: &metrics().decider,
+    };
+    let client = DecisionClient::start(settings, &mut background).await?;
+    let (draining_tx, draining) = watch::channel(false);
+    if let Some(http) = http {
+        background.spawn(client.serve_http(http, draining, crate::metrics::render));
+    }
+    let DecisionClient {
+        deciders,
+        connectors,
+        counts,
+    } = client;
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let shared = Arc::new(Shared {
+        config,
+        deciders,
+        counts,
+        connectors,
+        detector: Box::new(ExchangeDetector),
+    });
+    tracing::info!(listen = %listener.local_addr()?, deciders = ?shared.config.deciders, mta_cidrs = ?shared.config.mta_cidrs, "milter serving");
+
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => admit(&shared, &slots, &mut connections, stream, peer),
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    let _ = draining_tx.send(true);
+    drop(listener);
+    tracing::info!(
+        connections = connections.len(),
+        grace_secs = grace.as_secs(),
+        "milter shutting down"
+    );
+    if tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::info!(
+            connections = connections.len(),
+            "grace period over; closing the remaining connections"
+        );
+        connections.abort_all();
+    }
+    background.abort_all();
+    shared.counts.flush_on_exit(&shared.deciders).await;
+    Ok(())
+}
+
+fn admit(shared: &Arc<Shared>, slots: &Arc<Semaphore>, connections: &mut JoinSet<()>, stream: TcpStream, peer: SocketAddr) {
+    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+    if !shared.config.allows_mta(peer.ip()) {
+        tracing::warn!(peer = %peer, "connection from outside mta_cidrs closed");
+        metrics().refused(Refusal::NotAnMta);
+        return;
+    }
+    let Ok(slot) = slots.clone().try_acquire_owned() else {
+        tracing::warn!(peer = %peer, max_connections = shared.config.max_connections, "too many milter connections; closed");
+        metrics().refused(Refusal::TooMany);
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let id = ratchet_edge::session_id();
+    let span = tracing::info_span!("milter.connection", otel.kind = "server", session = %id, peer = %peer);
+    let mut session = Session::new(shared.clone(), id);
+    let max_packet = shared.config.max_packet();
+    let active = metrics().connection_started();
+    connections.spawn(
+        async move {
+            let mut server = Server::new(&mut session, false, max_packet);
+            match server.handle_connection(stream.compat()).await {
+                Ok(()) => tracing::debug!("milter connection closed"),
+                Err(Error::Codec(error)) => {
+                    metrics().protocol_error();
+                    tracing::warn!(%error, "milter protocol error; connection closed");
+                }
+                Err(Error::Io(error)) => tracing::debug!(%error, "milter connection lost"),
+                Err(Error::Impl { source }) => match source {},
+            }
+            drop(slot);
+            drop(active);
+        }
+        .instrument(span),
+    );
+}
