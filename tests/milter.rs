@@ -135,6 +135,28 @@ fn postfix_with_the_milter_answers_the_edges_exact_replies() {
         );
     }
     assert_eq!(scene.milter.metric("ratchet_milter_decide_duration_seconds_count", &[]), 3.0);
+
+    // Counted as the edge counts: each verdict given, once, in the decider's report.
+    let counted = |server: &str, verdict: &str| -> u64 {
+        let report = common::ctl(&scene.decider.endpoint(), &["--json", "report", "--tenant", common::stages::TENANT]);
+        let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+        let servers = report["servers"].as_array().unwrap().clone();
+        let row = servers.into_iter().find(|s| s["server_fqdn"] == server);
+        let stages = row.map(|r| r["counters"].as_object().unwrap().clone()).unwrap_or_default();
+        stages.values().map(|c| c[verdict].as_u64().unwrap()).sum()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while counted(&blocked_server, "blocked") == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        (
+            counted(&compliant, "accepted"),
+            counted(&throttled_server, "throttled"),
+            counted(&blocked_server, "blocked")
+        ),
+        (1, 1, 1)
+    );
 }
 
 #[test]
