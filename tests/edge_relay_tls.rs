@@ -59,13 +59,19 @@ struct Scene {
     dir: tempfile::TempDir,
 }
 
+/// A single-node decider group, answering `ctl` at the endpoint returned.
+fn one_decider() -> (Cluster, String) {
+    let mut cluster = Cluster::new(1, TEST_CONFIG);
+    let members = cluster.initial_cluster.clone();
+    cluster.nodes[0].start(Some(&members), &[]);
+    let endpoint = cluster.nodes[0].grpc.to_string();
+    common::wait_for_ctl(&endpoint);
+    (cluster, endpoint)
+}
+
 impl Scene {
     fn start() -> Scene {
-        let mut cluster = Cluster::new(1, TEST_CONFIG);
-        let members = cluster.initial_cluster.clone();
-        cluster.nodes[0].start(Some(&members), &[]);
-        let endpoint = cluster.nodes[0].grpc.to_string();
-        common::wait_for_ctl(&endpoint);
+        let (cluster, endpoint) = one_decider();
         common::ctl(&endpoint, &["tenant", "add", "bear"]);
         common::ctl(&endpoint, &["connector", "add", "--tenant", "bear", "--cidr", "127.0.0.1/32"]);
         let ca = Ca::new("next hop test CA");
@@ -214,11 +220,7 @@ fn verify_relays_encrypted_with_the_right_ca_and_nothing_with_a_wrong_one() {
 /// presents that certificate is the tenant's, and without it the same address is a stranger's.
 #[test]
 fn a_certificate_only_connector_attributes_mail_sent_with_its_certificate() {
-    let mut cluster = Cluster::new(1, TEST_CONFIG);
-    let members = cluster.initial_cluster.clone();
-    cluster.nodes[0].start(Some(&members), &[]);
-    let endpoint = cluster.nodes[0].grpc.to_string();
-    common::wait_for_ctl(&endpoint);
+    let (_cluster, endpoint) = one_decider();
     common::ctl(&endpoint, &["tenant", "add", "lynx"]);
     let added = common::json_of([
         "ctl",

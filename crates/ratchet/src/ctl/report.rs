@@ -59,37 +59,31 @@ pub enum ReportOutput {
 }
 
 /// Asks for one page of a tenant's report.
-async fn page(
-    admin: &mut Admin,
-    tenant: &str,
-    page_size: Option<u32>,
-    page_token: String,
-) -> anyhow::Result<(TenantReport, pb::ReportResponse)> {
+async fn page(admin: &mut Admin, tenant: &str, page_size: Option<u32>, page_token: Option<String>) -> anyhow::Result<ReportPage> {
     let request = pb::ReportRequest {
         tenant: tenant.to_owned(),
         page_size: page_size.unwrap_or(0),
-        page_token,
+        page_token: page_token.unwrap_or_default(),
     };
     let reply = admin.report(request).await.map_err(refusal)?.into_inner();
-    let report = serde_json::from_str(&reply.report_json).context("the decider sent an unreadable report")?;
-    Ok((report, reply))
+    Ok(ReportPage {
+        report: serde_json::from_str(&reply.report_json).context("the decider sent an unreadable report")?,
+        next_page_token: nonempty(&reply.next_page_token),
+        previous_page_token: nonempty(&reply.previous_page_token),
+    })
 }
 
 pub async fn run(admin: &mut Admin, args: ReportArgs) -> anyhow::Result<ReportOutput> {
     let tenant = args.tenant.unwrap_or_default();
     if args.page_size.is_some() || args.page_token.is_some() {
-        let (report, reply) = page(admin, &tenant, args.page_size, args.page_token.unwrap_or_default()).await?;
-        return Ok(ReportOutput::Page(ReportPage {
-            report,
-            next_page_token: nonempty(&reply.next_page_token),
-            previous_page_token: nonempty(&reply.previous_page_token),
-        }));
+        return Ok(ReportOutput::Page(page(admin, &tenant, args.page_size, args.page_token).await?));
     }
-    let (mut whole, mut reply) = page(admin, &tenant, None, String::new()).await?;
-    while !reply.next_page_token.is_empty() {
-        let (next, next_reply) = page(admin, &tenant, None, reply.next_page_token).await?;
-        whole.servers.extend(next.servers);
-        reply = next_reply;
+    let first = page(admin, &tenant, None, None).await?;
+    let (mut whole, mut next) = (first.report, first.next_page_token);
+    while next.is_some() {
+        let more = page(admin, &tenant, None, next).await?;
+        whole.servers.extend(more.report.servers);
+        next = more.next_page_token;
     }
     Ok(ReportOutput::Whole(whole))
 }
@@ -210,17 +204,17 @@ pub async fn export(admin: &mut Admin, args: ReportArgs) -> anyhow::Result<()> {
         .tenants;
     let mut export = Export::new(args.format, std::io::BufWriter::new(std::io::stdout().lock()))?;
     for tenant in tenants {
-        let mut token = String::new();
+        let mut token = None;
         loop {
-            let (report, reply) = page(admin, &tenant.name, args.page_size, token).await?;
-            for row in &report.servers {
-                export.write(&report, row)?;
+            let page = page(admin, &tenant.name, args.page_size, token).await?;
+            for row in &page.report.servers {
+                export.write(&page.report, row)?;
             }
             export.flush()?;
-            if reply.next_page_token.is_empty() {
+            token = page.next_page_token;
+            if token.is_none() {
                 break;
             }
-            token = reply.next_page_token;
         }
     }
     Ok(())
