@@ -153,7 +153,8 @@ fn csv_record(report: &TenantReport, row: &ServerRow) -> [String; 20] {
 
 /// Where `report --all` writes its lines.
 enum Export<W: Write> {
-    Csv(csv::Writer<W>),
+    /// Boxed: the CSV writer carries its own buffer and state.
+    Csv(Box<csv::Writer<W>>),
     JsonLines(W),
 }
 
@@ -164,7 +165,7 @@ impl<W: Write> Export<W> {
             ExportFormat::Csv => {
                 let mut csv = csv::Writer::from_writer(out);
                 csv.write_record(CSV_HEADER)?;
-                Export::Csv(csv)
+                Export::Csv(Box::new(csv))
             }
         })
     }
