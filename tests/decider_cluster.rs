@@ -199,7 +199,13 @@ async fn bad_requests_name_the_field_and_change_nothing() {
             "connection.client_ip",
         ),
         (
-            admin.report(pb::ReportRequest { tenant: "nobody".into() }).await.unwrap_err(),
+            admin
+                .report(pb::ReportRequest {
+                    tenant: "nobody".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err(),
             tonic::Code::NotFound,
             "tenant",
         ),

@@ -227,3 +227,62 @@ fn a_real_postfix_relaying_through_the_edge_defers_bounces_and_delivers() {
         messages[0]
     );
 }
+
+/// Stamps the rules cannot place are unidentified: accepted (250, never `451 4.4.3` from a
+/// refused Decide), relayed, and counted in the report where they have a server to count
+/// under. A partial build (`15.2`) is not a build: before, it read as 15.2.0.0 (Exchange
+/// 2019, out of date).
+#[test]
+fn stamps_that_cannot_be_placed_are_accepted_and_reported_unidentified() {
+    let scene = Scene::start();
+    let overlong = format!("15.0.1497.{}", "4".repeat(80));
+    let cases = [
+        ("partial.bear.local", "15.2"),
+        ("overlong.bear.local", overlong.as_str()),
+        ("exch!1.bear.local", OUT_OF_DATE),
+        ("exch1.bear.local:25", OUT_OF_DATE),
+    ];
+    for (server, build) in cases {
+        let output = swaks(scene.edge.addr, server, build, &["--helo", "client.bear.local"]);
+        assert!(
+            final_reply(&output).starts_with("250 "),
+            "{server} at {build}: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+    assert_eq!(scene.sink.wait_for_messages(cases.len()).len(), cases.len());
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let servers = loop {
+        let report = rt.block_on(async { report(&mut scene.decider.cluster.nodes[0].admin().await, TENANT).await });
+        let servers = report["servers"].as_array().unwrap().clone();
+        if servers.len() >= 2 {
+            break servers;
+        }
+        assert!(Instant::now() < deadline, "counters never committed: {report}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let row = |fqdn: &str| {
+        servers
+            .iter()
+            .find(|s| s["server_fqdn"] == fqdn)
+            .unwrap_or_else(|| panic!("{fqdn} not in {servers:?}"))
+    };
+    let partial = row("partial.bear.local");
+    assert_eq!(
+        (partial["status"].as_str(), partial["build"].as_str()),
+        (Some("unidentified"), Some("15.2"))
+    );
+    assert_eq!(
+        (&partial["stage"], &partial["product"]),
+        (&serde_json::Value::Null, &serde_json::Value::Null)
+    );
+    assert_eq!(partial["counters"]["0"]["accepted"], 1);
+    let overlong = row("overlong.bear.local");
+    assert_eq!(overlong["status"], "unidentified");
+    let kept = overlong["build"].as_str().unwrap();
+    assert!(kept.starts_with("15.0.1497.444") && kept.ends_with('…'), "{kept}");
+    assert_eq!(overlong["counters"]["0"]["accepted"], 1);
+    assert_eq!(servers.len(), 2, "hosts that cannot be a server's leave no record: {servers:?}");
+}

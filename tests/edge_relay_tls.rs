@@ -3,6 +3,8 @@
 //! Postfix offering STARTTLS with a test certificate made by rcgen, relaying on to
 //! smtp-sink (which has no TLS). Postfix's log (`smtpd_tls_loglevel = 1`) and the
 //! `Received:` header it adds ("with ESMTPS") say whether the edge's session was encrypted.
+//! And the other side of the edge's TLS: a client certificate that a certificate-only
+//! connector names attributes the mail to its tenant.
 
 mod common;
 
@@ -15,6 +17,7 @@ use common::smtp::{final_reply, swaks, EdgeProcess, Postfix, PostfixTls, SmtpSin
 use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair};
 
 const COMPLIANT: &str = "15.2.2562.17";
+const OUT_OF_DATE: &str = "15.0.1497.48";
 const SENDER: &str = "from=<admin@bear.example>";
 
 /// A throw-away CA.
@@ -56,13 +59,19 @@ struct Scene {
     dir: tempfile::TempDir,
 }
 
+/// A single-node decider group, answering `ctl` at the endpoint returned.
+fn one_decider() -> (Cluster, String) {
+    let mut cluster = Cluster::new(1, TEST_CONFIG);
+    let members = cluster.initial_cluster.clone();
+    cluster.nodes[0].start(Some(&members), &[]);
+    let endpoint = cluster.nodes[0].grpc.to_string();
+    common::wait_for_ctl(&endpoint);
+    (cluster, endpoint)
+}
+
 impl Scene {
     fn start() -> Scene {
-        let mut cluster = Cluster::new(1, TEST_CONFIG);
-        let members = cluster.initial_cluster.clone();
-        cluster.nodes[0].start(Some(&members), &[]);
-        let endpoint = cluster.nodes[0].grpc.to_string();
-        common::wait_for_ctl(&endpoint);
+        let (cluster, endpoint) = one_decider();
         common::ctl(&endpoint, &["tenant", "add", "bear"]);
         common::ctl(&endpoint, &["connector", "add", "--tenant", "bear", "--cidr", "127.0.0.1/32"]);
         let ca = Ca::new("next hop test CA");
@@ -205,4 +214,98 @@ fn verify_relays_encrypted_with_the_right_ca_and_nothing_with_a_wrong_one() {
     assert_eq!(scene.postfix_took(), 1, "{log}");
     let messages = scene.sink.wait_for_messages(1);
     assert!(messages[0].contains("with ESMTPS"), "{}", messages[0]);
+}
+
+/// A connector may name only a certificate (no address range): mail from any address that
+/// presents that certificate is the tenant's, and without it the same address is a stranger's.
+#[test]
+fn a_certificate_only_connector_attributes_mail_sent_with_its_certificate() {
+    let (_cluster, endpoint) = one_decider();
+    common::ctl(&endpoint, &["tenant", "add", "lynx"]);
+    let added = common::json_of([
+        "ctl",
+        "--endpoints",
+        &endpoint,
+        "--json",
+        "connector",
+        "add",
+        "--tenant",
+        "lynx",
+        "--cert-name",
+        "relay.lynx.example",
+    ]);
+    assert_eq!(
+        added,
+        serde_json::json!({"tenant": "lynx", "cidr": null, "cert_name": "relay.lynx.example", "created": true})
+    );
+    let listed = common::stdout_of(["ctl", "--endpoints", &endpoint, "connector", "list", "--tenant", "lynx"]);
+    assert!(listed.contains("any") && listed.contains("relay.lynx.example"), "{listed}");
+    let refused = common::stderr_of_failure(["ctl", "--endpoints", &endpoint, "connector", "add", "--tenant", "lynx"]);
+    assert!(refused.contains("--cidr"), "neither a range nor a certificate: {refused}");
+    // Blocked every minute: a 550 proves the mail was attributed to lynx.
+    let first_seen = (chrono::Utc::now() - chrono::TimeDelta::days(100)).to_rfc3339();
+    common::ctl(
+        &endpoint,
+        &[
+            "server",
+            "import",
+            "--tenant",
+            "lynx",
+            "--server",
+            "ex1.lynx.local",
+            "--build",
+            OUT_OF_DATE,
+            "--first-seen",
+            &first_seen,
+        ],
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let edge_tls = Ca::new("edge test CA").issue(&["edge.test"]);
+    let client_ca = Ca::new("client test CA");
+    let client = client_ca.issue(&["relay.lynx.example"]);
+    for (name, pem) in [
+        ("edge-cert.pem", edge_tls.cert_pem),
+        ("edge-key.pem", edge_tls.key_pem),
+        ("client-ca.pem", client_ca.cert.pem()),
+        ("client-cert.pem", client.cert_pem),
+        ("client-key.pem", client.key_pem),
+    ] {
+        std::fs::write(path(name), pem).unwrap();
+    }
+    let config = path("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "tls_cert_file = {:?}\ntls_key_file = {:?}\ntls_client_ca_file = {:?}\ndecide_deadline_ms = 5000\n",
+            path("edge-cert.pem"),
+            path("edge-key.pem"),
+            path("client-ca.pem")
+        ),
+    )
+    .unwrap();
+    let sink = SmtpSink::start();
+    let edge = EdgeProcess::start(&endpoint, sink.addr, Some(&config));
+    let client_cert = path("client-cert.pem").display().to_string();
+    let client_key = path("client-key.pem").display().to_string();
+    let with_certificate = ["--tls", "--tls-cert", client_cert.as_str(), "--tls-key", client_key.as_str()];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let output = loop {
+        // Until the edge has loaded the connector table, it asks the decider, which answers the same.
+        let output = swaks(edge.addr, "ex1.lynx.local", OUT_OF_DATE, &with_certificate);
+        if !final_reply(&output).starts_with("451") || std::time::Instant::now() > deadline {
+            break output;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        final_reply(&output).starts_with("550 5.7.230 "),
+        "lynx's certificate makes it lynx's mail: {}",
+        transcript(&output)
+    );
+    // The same address without the certificate belongs to no tenant: relayed, unenforced.
+    let output = swaks(edge.addr, "ex1.lynx.local", OUT_OF_DATE, &["--tls"]);
+    assert!(final_reply(&output).starts_with("250 2.0.0 Ok: relayed"), "{}", transcript(&output));
+    assert_eq!(sink.wait_for_messages(1).len(), 1);
 }

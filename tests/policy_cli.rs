@@ -203,7 +203,7 @@ fn malformed_dates_and_intervals_fail_with_one_line_naming_the_flag() {
 
 #[test]
 fn a_malformed_build_is_unidentified_not_an_error() {
-    for build in ["garbage", "15", ""] {
+    for build in ["garbage", "15", "", "15.2", "15.0.1497"] {
         let out = eval(build, "2026-06-01T00:00:00Z", &[]);
         assert_eq!(
             (&out["status"], &out["product"], &out["stage"]),

@@ -199,6 +199,66 @@ async fn report_page_shows_stages_counters_and_pauses() {
         Some("application/json")
     );
 
+    // Pages of servers: 3 at a time, linked both ways, every server once over the pages,
+    // and the totals over all of them on every page.
+    let link = |html: &str, rel: &str| -> Option<String> {
+        let start = html.find(&format!("<a rel=\"{rel}\" href=\""))? + format!("<a rel=\"{rel}\" href=\"").len();
+        Some(html[start..].split('"').next().unwrap().replace("&amp;", "&"))
+    };
+    let server_rows = |html: &str| -> Vec<String> {
+        table_rows(html)
+            .into_iter()
+            .filter(|row| row.contains(".bear.local"))
+            .map(|row| row.split(' ').next().unwrap().to_owned())
+            .collect()
+    };
+    let mut path = "/tenants/bear?page_size=3".to_owned();
+    let mut paged = Vec::new();
+    let mut previous = None;
+    loop {
+        let page = assert_page(&get(node.http, &path), 200);
+        let rows = server_rows(&page);
+        assert!(rows.len() <= 3, "{rows:?}");
+        assert!(
+            text_of(&page).contains(&format!("{} of {servers} servers on this page", rows.len())),
+            "{}",
+            text_of(&page)
+        );
+        assert!(
+            text_of(&page).contains(&format!("Servers {servers} Out of date")),
+            "totals count every server: {}",
+            text_of(&page)
+        );
+        if let Some(previous) = &previous {
+            let back = assert_page(&get(node.http, &link(&page, "prev").expect("a previous link")), 200);
+            assert_eq!(&server_rows(&back), previous, "the previous link gives back the page before");
+        } else {
+            assert_eq!(link(&page, "prev"), None, "the first page has no previous link");
+        }
+        paged.extend(rows.clone());
+        previous = Some(rows);
+        match link(&page, "next") {
+            Some(next) => path = next,
+            None => break,
+        }
+    }
+    paged.sort();
+    let mut every: Vec<String> = before["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["server_fqdn"].as_str().unwrap().to_owned())
+        .collect();
+    every.sort();
+    assert_eq!(paged, every, "every server once over the pages");
+    let tampered = assert_page(&get(node.http, &format!("{}x", path.replace("page_size=3", "page_size=2"))), 400);
+    assert!(tampered.contains("page_token: "), "{tampered}");
+    let too_many = assert_page(&get(node.http, "/tenants/bear?page_size=100000"), 400);
+    assert!(too_many.contains("page_size: 100000 is over the limit of 10000"), "{too_many}");
+    let api_page: Value = serde_json::from_str(&get(node.http, "/api/v1/tenants/bear/report?page_size=2").body).unwrap();
+    assert_eq!(api_page["servers"].as_array().unwrap().len(), 2);
+    assert!(api_page["next_page_token"].is_string(), "{api_page}");
+
     // Unknown tenants.
     let missing = assert_page(&get(node.http, "/tenants/nobody"), 404);
     assert!(missing.contains("There is no tenant named &quot;nobody&quot;"), "{missing}");

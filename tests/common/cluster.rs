@@ -346,11 +346,28 @@ pub async fn count_answered(decision: &mut DecisionClient<Channel>, origin: u64,
     decision.count(flush).await.unwrap();
 }
 
+/// A tenant's whole report: every page, its servers in one list.
 pub async fn report(admin: &mut AdminClient<Channel>, tenant: &str) -> serde_json::Value {
-    let reply = admin
-        .report(pb::ReportRequest { tenant: tenant.into() })
-        .await
-        .unwrap()
-        .into_inner();
-    serde_json::from_str(&reply.report_json).unwrap()
+    let mut whole: Option<serde_json::Value> = None;
+    let mut page_token = String::new();
+    loop {
+        let request = pb::ReportRequest {
+            tenant: tenant.into(),
+            page_size: 0,
+            page_token,
+        };
+        let reply = admin.report(request).await.unwrap().into_inner();
+        let page: serde_json::Value = serde_json::from_str(&reply.report_json).unwrap();
+        match &mut whole {
+            None => whole = Some(page),
+            Some(whole) => {
+                let servers = page["servers"].as_array().unwrap().clone();
+                whole["servers"].as_array_mut().unwrap().extend(servers);
+            }
+        }
+        if reply.next_page_token.is_empty() {
+            return whole.unwrap();
+        }
+        page_token = reply.next_page_token;
+    }
 }

@@ -9,14 +9,16 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures::Stream;
 use ipnet::IpNet;
 use ratchet_policy::{Policy, Timestamp};
+use ratchet_proto::limits::{DEFAULT_EVENTS_PAGE_SIZE, DEFAULT_REPORT_PAGE_SIZE, MAX_EVENTS_PAGE_SIZE, MAX_REPORT_PAGE_SIZE};
 use ratchet_proto::v1 as pb;
 use ratchet_proto::v1::admin_server::Admin;
-use ratchet_store::{Applied, Command};
+use ratchet_store::{Applied, Command, PageStart};
 use tonic::{Request, Response, Status};
 
 use crate::authorize::actor_of;
+use crate::page_token::{self, page_size, Listing};
 use crate::proposer::Proposer;
-use crate::report::tenant_report;
+use crate::report::tenant_report_page;
 
 pub struct AdminService {
     pub proposer: Proposer,
@@ -72,10 +74,14 @@ fn parse_instant(field: &str, text: &str) -> Result<Timestamp, Status> {
         .map_err(|e| Status::invalid_argument(format!("{field}: {text:?} is not an RFC 3339 instant: {e}")))
 }
 
-fn parse_cidr(text: &str) -> Result<IpNet, Status> {
+/// A connector's source range; none (empty) for a certificate-only connector.
+fn parse_cidr(text: &str) -> Result<Option<IpNet>, Status> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
     text.trim()
         .parse::<IpNet>()
-        .map(|net| net.trunc())
+        .map(|net| Some(net.trunc()))
         .map_err(|_| Status::invalid_argument(format!("cidr: {text:?} is not an address range like 203.0.113.0/24")))
 }
 
@@ -92,7 +98,7 @@ fn key(name: &str) -> String {
 pub fn connector_message(connector: &ratchet_store::Connector) -> pb::Connector {
     pb::Connector {
         tenant: connector.tenant.clone(),
-        cidr: connector.cidr.to_string(),
+        cidr: connector.cidr.map(|cidr| cidr.to_string()).unwrap_or_default(),
         cert_name: connector.cert_name.clone().unwrap_or_default(),
     }
 }
@@ -203,10 +209,17 @@ impl Admin for AdminService {
 
     async fn report(&self, request: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
         let request = request.into_inner();
+        let tenant = key(&request.tenant);
+        let limit = page_size(request.page_size, DEFAULT_REPORT_PAGE_SIZE, MAX_REPORT_PAGE_SIZE)?;
+        let start = page_token::redeem(Listing::Report, &tenant, &request.page_token)?;
         self.proposer.read_barrier().await?;
-        let report = tenant_report(&self.proposer.view, &key(&request.tenant), self.proposer.now())?;
-        let report_json = serde_json::to_string(&report).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(pb::ReportResponse { report_json }))
+        let page = tenant_report_page(&self.proposer.view, &tenant, self.proposer.now(), &start, limit)?;
+        let report_json = serde_json::to_string(&page.report).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::ReportResponse {
+            report_json,
+            next_page_token: page.next_page_token.unwrap_or_default(),
+            previous_page_token: page.previous_page_token.unwrap_or_default(),
+        }))
     }
 
     async fn pause(&self, request: Request<pb::PauseRequest>) -> Result<Response<pb::PauseResponse>, Status> {
@@ -323,14 +336,23 @@ impl Admin for AdminService {
     }
 
     async fn list_events(&self, request: Request<pb::ListEventsRequest>) -> Result<Response<pb::ListEventsResponse>, Status> {
-        let tenant = self.read_tenant(&request.into_inner().tenant).await?;
-        let events = self
+        let request = request.into_inner();
+        let limit = page_size(request.page_size, DEFAULT_EVENTS_PAGE_SIZE, MAX_EVENTS_PAGE_SIZE)?;
+        let start = page_token::redeem(Listing::Events, &key(&request.tenant), &request.page_token)?;
+        let tenant = self.read_tenant(&request.tenant).await?;
+        let page = self
             .proposer
             .view
-            .events(&tenant.name)
-            .map_err(|e| Status::internal(e.to_string()))?
+            .events_page(&tenant.name, &start, limit)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let next_page_token = match page.items.last() {
+            Some((key, _)) if page.has_next => page_token::issue(Listing::Events, &tenant.name, &PageStart::After(key.clone())),
+            _ => String::new(),
+        };
+        let events = page
+            .items
             .iter()
-            .map(|e| pb::Event {
+            .map(|(_, e)| pb::Event {
                 id: e.id.clone(),
                 at: rfc3339(e.at),
                 kind: serde_json::to_value(e.kind)
@@ -345,6 +367,7 @@ impl Admin for AdminService {
         Ok(Response::new(pb::ListEventsResponse {
             events,
             webhook_url: tenant.webhook_url.unwrap_or_default(),
+            next_page_token,
         }))
     }
 

@@ -92,14 +92,32 @@ impl DecisionService {
             });
         };
         let server_fqdn = request.server_fqdn.trim().to_ascii_lowercase();
-        // A stamp that cannot be a server's (an odd host, an overlong build) is an
-        // unidentified build: accepted and never enforced, like a malformed one.
-        if validate_fqdn("server_fqdn", &server_fqdn).is_err() || request.build.len() > MAX_BUILD_LEN {
+        // A stamp that cannot be a server's is an unidentified build: accepted and never
+        // enforced, like a malformed one, and never refused (the edge would defer that
+        // server's mail forever). An overlong build is counted (by the edge, from the
+        // tally) under its server, cut and marked so that it cannot read as a build; a host
+        // that cannot be a key (odd characters, too long) has no record to count under, so
+        // only the verdict metric counts it.
+        let unidentified = || pb::DecideResponse {
+            verdict: pb::Verdict::Accept.into(),
+            tenant: tenant.clone(),
+            status: pb::BuildStatus::Unidentified.into(),
+            ..Default::default()
+        };
+        if validate_fqdn("server_fqdn", &server_fqdn).is_err() {
+            tracing::debug!(server = %request.server_fqdn, "a stamp whose host cannot be a server's: unidentified");
+            metrics().decided(Verdict::Accept, 0, started.elapsed());
+            return Ok(unidentified());
+        }
+        if request.build.len() > MAX_BUILD_LEN {
+            metrics().decided(Verdict::Accept, 0, started.elapsed());
             return Ok(pb::DecideResponse {
-                verdict: pb::Verdict::Accept.into(),
-                tenant,
-                status: pb::BuildStatus::Unidentified.into(),
-                ..Default::default()
+                tally: Some(pb::Tally {
+                    server_fqdn,
+                    build: overlong_build(&request.build),
+                    decided_at_unix_ms: self.proposer.now().timestamp_millis(),
+                }),
+                ..unidentified()
             });
         }
 
@@ -203,6 +221,17 @@ fn observation(counted: pb::ServerCounts) -> Result<Observation, Status> {
     })
 }
 
+/// An overlong build as the report keeps it: cut to fit, and ending in `…`, so that it
+/// can never read as a build (a cut `15.0.1497.000…0048` would otherwise read as 15.0.1497.0).
+fn overlong_build(build: &str) -> String {
+    const MARK: char = '…';
+    let mut end = MAX_BUILD_LEN - MARK.len_utf8();
+    while !build.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MARK}", &build[..end])
+}
+
 type ConnectorStream = Pin<Box<dyn Stream<Item = Result<pb::ConnectorSnapshot, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -243,5 +272,20 @@ impl Decision for DecisionService {
                 "this decider is no longer fresh: ask another",
             ))));
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overlong_build_is_cut_to_fit_and_never_reads_as_a_build() {
+        let build = format!("15.0.1497.{}48", "0".repeat(80));
+        let kept = overlong_build(&build);
+        assert!(kept.len() <= MAX_BUILD_LEN && kept.ends_with('…'), "{kept}");
+        assert!(kept.parse::<ratchet_policy::BuildVersion>().is_err());
+        let wide = "é".repeat(40);
+        assert!(overlong_build(&wide).len() <= MAX_BUILD_LEN);
     }
 }

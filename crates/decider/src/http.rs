@@ -1,7 +1,7 @@
-//! The decider's HTTP listener: liveness, readiness, the report API, and the admin pages
-//! (`/`, `/tenants/NAME` and its pause form, in `page`).
+//! The decider's HTTP listener: liveness, readiness, the report API (whole, or a page at a
+//! time), and the admin pages (`/`, `/tenants/NAME` and its pause form, in `page`).
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
@@ -13,7 +13,10 @@ use tokio::net::TcpListener;
 
 use crate::http_state::HttpState;
 use crate::page;
-use crate::report::tenant_report;
+use crate::page_token::{self, page_size, Listing};
+use crate::report::{tenant_report, tenant_report_page};
+use ratchet_proto::limits::{DEFAULT_REPORT_PAGE_SIZE, MAX_REPORT_PAGE_SIZE};
+use serde::Deserialize;
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
@@ -44,12 +47,35 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     }
 }
 
-async fn report(State(state): State<HttpState>, Path(name): Path<String>) -> Response {
-    match tenant_report(&state.view, &name.to_ascii_lowercase(), state.clock.now()) {
-        Ok(report) => Json(report).into_response(),
-        Err(status) if status.code() == tonic::Code::NotFound => (StatusCode::NOT_FOUND, format!("{}\n", status.message())).into_response(),
-        Err(status) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{}\n", status.message())).into_response(),
-    }
+/// `?page_size=N&page_token=T` on the report API: one page, with the tokens around it.
+#[derive(Debug, Default, Deserialize)]
+struct PageQuery {
+    page_size: Option<u32>,
+    page_token: Option<String>,
+}
+
+/// The report JSON of `ctl report --json`: the whole report, or with `page_size` or
+/// `page_token` one page of it and the tokens of the pages around it.
+async fn report(State(state): State<HttpState>, Path(name): Path<String>, Query(query): Query<PageQuery>) -> Response {
+    let (tenant, now) = (name.to_ascii_lowercase(), state.clock.now());
+    let answer = if query.page_size.is_none() && query.page_token.is_none() {
+        tenant_report(&state.view, &tenant, now).map(|report| Json(report).into_response())
+    } else {
+        page_size(query.page_size.unwrap_or(0), DEFAULT_REPORT_PAGE_SIZE, MAX_REPORT_PAGE_SIZE)
+            .and_then(|limit| {
+                let start = page_token::redeem(Listing::Report, &tenant, query.page_token.as_deref().unwrap_or(""))?;
+                tenant_report_page(&state.view, &tenant, now, &start, limit)
+            })
+            .map(|page| Json(page).into_response())
+    };
+    answer.unwrap_or_else(|status| {
+        let code = match status.code() {
+            tonic::Code::NotFound => StatusCode::NOT_FOUND,
+            tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (code, format!("{}\n", status.message())).into_response()
+    })
 }
 
 /// Serves plaintext, or TLS with the page roles of `http_tls` when given a configuration.

@@ -13,7 +13,8 @@
 //! - `sightings`: first sightings committed in the background, in batches.
 //! - `notifications`: the leader's scan for time-driven notices and webhook delivery;
 //!   `webhook`: one signed POST, to public addresses only.
-//! - `report`: the tenant report, one schema for gRPC, HTTP and the CLI.
+//! - `report`: the tenant report, one schema for gRPC, HTTP and the CLI, in pages.
+//! - `page_token`: the opaque tokens of paged listings (report, events).
 //! - `http`: health, readiness, metrics and the report API; `http_tls`: the same over TLS,
 //!   with the role each page needs; `http_state`: what its handlers and the pages share.
 //! - `metrics`: the Prometheus metrics served by `http`.
@@ -37,6 +38,7 @@ pub mod network;
 pub mod node;
 pub mod notifications;
 pub mod page;
+pub mod page_token;
 pub mod peers;
 pub mod proposer;
 pub mod raft_service;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use ratchet_proto::limits::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES};
 use ratchet_proto::v1 as pb;
 use ratchet_store::types::Raft;
 use ratchet_store::{LogStore, Node, NodeId, StateMachine, StateView, Store};
@@ -283,16 +284,28 @@ async fn serve_grpc(
         .layer(AuthorizeLayer)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(DecisionServer::new(decision))
-        .add_service(AdminServer::new(AdminService {
-            proposer: proposer.clone(),
-        }))
-        .add_service(ClusterServer::new(ClusterService {
-            raft: raft.clone(),
-            identity,
-            peers,
-            proposer,
-        }))
+        .add_service(
+            DecisionServer::new(decision)
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+                .max_encoding_message_size(MAX_REPLY_BYTES),
+        )
+        .add_service(
+            AdminServer::new(AdminService {
+                proposer: proposer.clone(),
+            })
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_REPLY_BYTES),
+        )
+        .add_service(
+            ClusterServer::new(ClusterService {
+                raft: raft.clone(),
+                identity,
+                peers,
+                proposer,
+            })
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_REPLY_BYTES),
+        )
         .add_service(
             RaftServer::new(raft_service)
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)

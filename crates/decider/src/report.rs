@@ -1,14 +1,18 @@
 //! The tenant report: one schema (the JSON of `ratchet ctl report --json`, see
 //! shared/spec/cli.md), built here for the gRPC API, the HTTP API and the report page,
-//! and read back by `ratchet ctl report` into the same types.
+//! and read back by `ratchet ctl report` into the same types. A tenant may have hundreds
+//! of thousands of servers, so the report is served in pages (`tenant_report_page`), and
+//! what the page sums over all servers is read one server at a time (`tenant_totals`).
 
 use std::collections::BTreeMap;
 
 use ratchet_policy::{server_report, ReportStatus, ServerReport, Timestamp};
 use ratchet_store::model::Counts;
-use ratchet_store::StateView;
+use ratchet_store::{PageStart, ServerEntry, StateView};
 use serde::{Deserialize, Serialize};
 use tonic::Status;
+
+use crate::page_token::{self, Listing};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TenantReport {
@@ -31,16 +35,6 @@ pub struct ServerRow {
     pub counters: BTreeMap<u32, Counts>,
 }
 
-impl TenantReport {
-    /// How many of the tenant's servers have the status `out_of_date`.
-    pub fn out_of_date(&self) -> usize {
-        self.servers
-            .iter()
-            .filter(|row| row.report.status == ReportStatus::OutOfDate)
-            .count()
-    }
-}
-
 impl ServerRow {
     /// The server's messages over all stages.
     pub fn total(&self) -> Counts {
@@ -50,32 +44,154 @@ impl ServerRow {
     }
 }
 
-pub fn tenant_report(view: &StateView, tenant: &str, now: Timestamp) -> Result<TenantReport, Status> {
-    let record = view
-        .tenant(tenant)
-        .ok_or_else(|| Status::not_found(format!("tenant: no tenant named {tenant:?}")))?;
-    let policy = view.policy();
-    let tenant_paused_until = record.pauses.paused_until(now);
-    let servers = view
-        .servers(tenant)
-        .map_err(|e| Status::internal(e.to_string()))?
-        .into_iter()
-        .map(|entry| {
-            let server = &entry.record.server_fqdn;
-            let pauses = record.pauses.intervals_for(server);
-            let paused_until = tenant_paused_until.max(record.pauses.server_paused_until(server, now));
-            ServerRow {
-                report: server_report(&policy.policy, &entry.record, &pauses, now),
-                paused_until,
-                counters: entry.counters,
-            }
+/// One page of a tenant's report: the tenant's part (pause state, daily counts) and the
+/// page's servers, with the tokens of the pages after and before it. Its JSON is the
+/// report's, plus the two tokens (null for none): what the HTTP API serves for a page and
+/// `ctl report --page-size` prints.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReportPage {
+    #[serde(flatten)]
+    pub report: TenantReport,
+    pub next_page_token: Option<String>,
+    pub previous_page_token: Option<String>,
+}
+
+/// What the report page and the tenant list sum over all of a tenant's servers, however
+/// many: read one server at a time, never all at once.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TenantTotals {
+    pub servers: usize,
+    pub out_of_date: usize,
+    /// Servers whose mail is throttled or blocked in some minutes of the hour now.
+    pub enforced_now: usize,
+    pub messages: Counts,
+    /// How many servers stand at each (stage, status, product): what the stage chart stacks.
+    pub placements: Vec<Placement>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Placement {
+    pub stage: Option<u32>,
+    pub status: ReportStatus,
+    pub product: Option<String>,
+    pub servers: usize,
+}
+
+impl TenantTotals {
+    fn add(&mut self, row: &ServerRow) {
+        let server = &row.report;
+        self.servers += 1;
+        if server.status == ReportStatus::OutOfDate {
+            self.out_of_date += 1;
+        }
+        if row.enforced_now() {
+            self.enforced_now += 1;
+        }
+        self.messages.add(row.total());
+        let same = |p: &&mut Placement| p.stage == server.stage && p.status == server.status && p.product == server.product;
+        match self.placements.iter_mut().find(same) {
+            Some(placement) => placement.servers += 1,
+            None => self.placements.push(Placement {
+                stage: server.stage,
+                status: server.status,
+                product: server.product.clone(),
+                servers: 1,
+            }),
+        }
+    }
+}
+
+impl ServerRow {
+    /// Whether the server's mail is throttled or blocked in some minutes of the hour now
+    /// (its episode open, not paused: the report's current rates are zero otherwise).
+    pub fn enforced_now(&self) -> bool {
+        self.report.status == ReportStatus::OutOfDate && (self.report.current_throttle_rate > 0 || self.report.current_block_rate > 0)
+    }
+}
+
+/// What turns a tenant's server records into report rows, read once per request.
+struct Reader {
+    tenant: String,
+    now: Timestamp,
+    policy: std::sync::Arc<ratchet_store::view::VersionedPolicy>,
+    /// The tenant's pauses: each server is paused by its own and by the tenant's.
+    pauses: ratchet_policy::PauseLedger,
+    header: TenantReport,
+}
+
+impl Reader {
+    fn new(view: &StateView, tenant: &str, now: Timestamp) -> Result<Self, Status> {
+        let record = view
+            .tenant(tenant)
+            .ok_or_else(|| Status::not_found(format!("tenant: no tenant named {tenant:?}")))?;
+        let policy = view.policy();
+        let header = TenantReport {
+            tenant: tenant.to_owned(),
+            paused_until: record.pauses.paused_until(now),
+            pause_days_remaining: record.pauses.remaining_days(policy.policy.pause_budget_days, now),
+            servers: Vec::new(),
+            daily: record.daily,
+        };
+        Ok(Reader {
+            tenant: tenant.to_owned(),
+            now,
+            pauses: record.pauses,
+            policy,
+            header,
         })
-        .collect();
-    Ok(TenantReport {
-        tenant: tenant.to_owned(),
-        paused_until: tenant_paused_until,
-        pause_days_remaining: record.pauses.remaining_days(policy.policy.pause_budget_days, now),
-        servers,
-        daily: record.daily,
+    }
+
+    fn row(&self, entry: ServerEntry) -> ServerRow {
+        let server = &entry.record.server_fqdn;
+        let pauses = self.pauses.intervals_for(server);
+        let own = self.pauses.server_paused_until(server, self.now);
+        ServerRow {
+            report: server_report(&self.policy.policy, &entry.record, &pauses, self.now),
+            paused_until: self.header.paused_until.max(own),
+            counters: entry.counters,
+        }
+    }
+}
+
+fn internal(error: ratchet_store::rocks::StoreError) -> Status {
+    Status::internal(error.to_string())
+}
+
+/// A tenant's whole report, every server in it.
+pub fn tenant_report(view: &StateView, tenant: &str, now: Timestamp) -> Result<TenantReport, Status> {
+    let reader = Reader::new(view, tenant, now)?;
+    let mut servers = Vec::new();
+    view.for_each_server(tenant, |entry| servers.push(reader.row(entry)))
+        .map_err(internal)?;
+    Ok(TenantReport { servers, ..reader.header })
+}
+
+/// One page of a tenant's report: at most `limit` servers, in FQDN order, from `start`.
+pub fn tenant_report_page(view: &StateView, tenant: &str, now: Timestamp, start: &PageStart, limit: usize) -> Result<ReportPage, Status> {
+    let reader = Reader::new(view, tenant, now)?;
+    let page = view.servers_page(tenant, start, limit).map_err(internal)?;
+    let token = |start: PageStart| page_token::issue(Listing::Report, &reader.tenant, &start);
+    let next_page_token = match page.items.last() {
+        Some((key, _)) if page.has_next => Some(token(PageStart::After(key.clone()))),
+        _ => None,
+    };
+    let previous_page_token = match page.items.first() {
+        Some((key, _)) if page.has_previous => Some(token(PageStart::Before(key.clone()))),
+        _ => None,
+    };
+    let servers = page.items.into_iter().map(|(_, entry)| reader.row(entry)).collect();
+    Ok(ReportPage {
+        report: TenantReport { servers, ..reader.header },
+        next_page_token,
+        previous_page_token,
     })
+}
+
+/// The tenant's header (pause state, daily counts; no servers) and its totals over every server.
+pub fn tenant_totals(view: &StateView, tenant: &str, now: Timestamp) -> Result<(TenantReport, TenantTotals), Status> {
+    let reader = Reader::new(view, tenant, now)?;
+    let mut totals = TenantTotals::default();
+    view.for_each_server(tenant, |entry| totals.add(&reader.row(entry)))
+        .map_err(internal)?;
+    Ok((reader.header, totals))
 }

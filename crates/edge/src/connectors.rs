@@ -60,22 +60,25 @@ pub fn cert_name(name: &str) -> Option<String> {
     (!name.is_empty() && !name.contains(|c: char| c.is_control() || c.is_whitespace())).then_some(name)
 }
 
-/// Connectors from a snapshot; one with an unreadable CIDR is left out, with a warning.
+/// Connectors from a snapshot (an empty CIDR: certificate-only); one with an unreadable
+/// CIDR is left out, with a warning.
 fn from_snapshot(snapshot: ConnectorSnapshot) -> Vec<Connector> {
     snapshot
         .connectors
         .into_iter()
-        .filter_map(|c| match c.cidr.parse() {
-            Ok(cidr) => Some(Connector {
-                tenant: c.tenant,
-                cidr,
-                cert_name: Some(c.cert_name).filter(|n| !n.is_empty()),
-            }),
-            Err(_) => {
-                tracing::warn!(tenant = %c.tenant, cidr = %c.cidr, "ignoring connector with a malformed CIDR");
-                None
-            }
-        })
+        .filter_map(
+            |c| match Some(c.cidr.as_str()).filter(|cidr| !cidr.is_empty()).map(str::parse).transpose() {
+                Ok(cidr) => Some(Connector {
+                    tenant: c.tenant,
+                    cidr,
+                    cert_name: Some(c.cert_name).filter(|n| !n.is_empty()),
+                }),
+                Err(_) => {
+                    tracing::warn!(tenant = %c.tenant, cidr = %c.cidr, "ignoring connector with a malformed CIDR");
+                    None
+                }
+            },
+        )
         .collect()
 }
 
@@ -149,6 +152,7 @@ mod tests {
                 wire("bear", "10.0.0.0/8", ""),
                 wire("bad", "not-a-cidr", ""),
                 wire("owl", "10.1.0.0/16", "mx.owl.example"),
+                wire("lynx", "", "relay.lynx.example"),
             ],
             applied_index: 7,
         };
@@ -156,5 +160,9 @@ mod tests {
         assert_eq!(table.attribute(ip, None), Attribution::Tenant("bear".into()));
         assert_eq!(table.attribute(ip, Some("mx.owl.example")), Attribution::Tenant("owl".into()));
         assert_eq!(table.attribute("192.0.2.1".parse().unwrap(), None), Attribution::Stranger);
+        assert_eq!(
+            table.attribute("192.0.2.1".parse().unwrap(), Some("relay.lynx.example")),
+            Attribution::Tenant("lynx".into())
+        );
     }
 }

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use ratchet_proto::limits::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES};
 use ratchet_proto::v1::decision_client::DecisionClient;
 use ratchet_proto::v1::{CountRequest, CountResponse, DecideRequest, DecideResponse};
 use ratchet_tls::Dialer;
@@ -122,7 +123,9 @@ impl DeciderPool {
                 Some(existing) => existing.clone(),
                 None => Decider {
                     addr,
-                    client: DecisionClient::new(self.channel(addr)),
+                    client: DecisionClient::new(self.channel(addr))
+                        .max_decoding_message_size(MAX_REPLY_BYTES)
+                        .max_encoding_message_size(MAX_REQUEST_BYTES),
                 },
             })
             .collect();

@@ -1,9 +1,11 @@
 //! Tenant attribution: which tenant's connector, if any, a connection arrived through.
 //!
-//! A connector claims a source address range and may also require a TLS client
-//! certificate name. The most specific claim wins: the longest matching prefix, and at
-//! equal length a connector that requires a certificate over one that does not. Mail
-//! that matches no connector belongs to no tenant and is never enforced.
+//! A connector claims a source address range, a TLS client certificate name, or both
+//! (the spec's "CIDR and/or certificate"). A certificate-only connector claims its
+//! certificate from any address: it ranks as the whole address space (`/0`) does. The
+//! most specific claim wins: the longest matching prefix, and at equal length a connector
+//! that requires a certificate over one that does not. Mail that matches no connector
+//! belongs to no tenant and is never enforced.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,10 +18,33 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connector {
     pub tenant: String,
-    pub cidr: IpNet,
+    /// The source address range; `None` for a certificate-only connector (any address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr: Option<IpNet>,
     /// When set, the connection must also present a TLS client certificate of this name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_name: Option<String>,
+}
+
+impl Connector {
+    /// The address range the connector claims: its CIDR, or every address of `family`
+    /// (`0.0.0.0/0` or `::/0`) for a certificate-only connector.
+    fn ranges(&self) -> Vec<IpNet> {
+        match self.cidr {
+            Some(cidr) => vec![cidr],
+            None => vec![IpNet::V4(Ipv4Net::default()), IpNet::V6(Ipv6Net::default())],
+        }
+    }
+
+    /// How the connector reads in a line: `203.0.113.0/24`, `cert mx.bear.example`, or both.
+    pub fn describe(&self) -> String {
+        match (&self.cidr, &self.cert_name) {
+            (Some(cidr), Some(name)) => format!("{cidr} cert_name={name}"),
+            (Some(cidr), None) => cidr.to_string(),
+            (None, Some(name)) => format!("cert_name={name}"),
+            (None, None) => "no claim".to_owned(),
+        }
+    }
 }
 
 /// The connectors that claim one prefix: indexes into `ConnectorTable::connectors`.
@@ -52,15 +77,17 @@ impl ConnectorTable {
     pub fn new(connectors: Vec<Connector>) -> Self {
         let (mut v4, mut v6) = (PrefixMap::new(), PrefixMap::new());
         for (index, connector) in connectors.iter().enumerate() {
-            let claims: &mut Claims = match connector.cidr {
-                IpNet::V4(net) => v4.entry(net.trunc()).or_default(),
-                IpNet::V6(net) => v6.entry(net.trunc()).or_default(),
-            };
-            match &connector.cert_name {
-                Some(name) => {
-                    claims.by_cert.insert(name.to_ascii_lowercase(), index);
+            for range in connector.ranges() {
+                let claims: &mut Claims = match range {
+                    IpNet::V4(net) => v4.entry(net.trunc()).or_default(),
+                    IpNet::V6(net) => v6.entry(net.trunc()).or_default(),
+                };
+                match &connector.cert_name {
+                    Some(name) => {
+                        claims.by_cert.insert(name.to_ascii_lowercase(), index);
+                    }
+                    None => claims.plain = Some(index),
                 }
-                None => claims.plain = Some(index),
             }
         }
         ConnectorTable { connectors, v4, v6 }
@@ -134,7 +161,7 @@ mod tests {
     fn connector(tenant: &str, cidr: &str, cert_name: Option<&str>) -> Connector {
         Connector {
             tenant: tenant.into(),
-            cidr: cidr.parse().unwrap(),
+            cidr: Some(cidr).filter(|c| !c.is_empty()).map(|c| c.parse().unwrap()),
             cert_name: cert_name.map(Into::into),
         }
     }
@@ -173,6 +200,28 @@ mod tests {
         assert_eq!(tenant_of(&connectors[1..], "10.0.0.1", None), None);
     }
 
+    #[test]
+    fn a_certificate_only_connector_claims_its_certificate_from_any_address() {
+        let connectors = [
+            connector("owl", "", Some("relay.owl.example")),
+            connector("plain", "10.0.0.0/8", None),
+        ];
+        for ip in ["192.0.2.7", "2001:db8::7"] {
+            assert_eq!(
+                tenant_of(&connectors, ip, Some("Relay.Owl.Example")).as_deref(),
+                Some("owl"),
+                "{ip}"
+            );
+            assert_eq!(tenant_of(&connectors, ip, None), None, "{ip}: no certificate, no claim");
+            assert_eq!(tenant_of(&connectors, ip, Some("other.example")), None, "{ip}");
+        }
+        // A range claim is more specific than the whole address space.
+        assert_eq!(
+            tenant_of(&connectors, "10.0.0.1", Some("relay.owl.example")).as_deref(),
+            Some("plain")
+        );
+    }
+
     /// The reference: a scan of every connector, which the table must agree with.
     fn attribute_by_scan<'a>(connectors: &'a [Connector], client_ip: IpAddr, cert_name: Option<&str>) -> Option<&'a Connector> {
         connectors
@@ -182,9 +231,9 @@ mod tests {
                     Some(required) => cert_name.is_some_and(|presented| presented.eq_ignore_ascii_case(required)),
                     None => true,
                 };
-                cert_ok && c.cidr.contains(&client_ip)
+                cert_ok && c.cidr.is_none_or(|cidr| cidr.contains(&client_ip))
             })
-            .max_by_key(|c| (c.cidr.prefix_len(), c.cert_name.is_some()))
+            .max_by_key(|c| (c.cidr.map_or(0, |cidr| cidr.prefix_len()), c.cert_name.is_some()))
     }
 
     /// Addresses from a small space (the top byte and a few low bits) so that ranges overlap.
@@ -206,12 +255,13 @@ mod tests {
     }
 
     fn connectors() -> impl Strategy<Value = Vec<Connector>> {
-        let one = (address(), 0u8..=128, cert_name()).prop_map(|(ip, len, cert_name)| {
+        let one = (address(), 0u8..=128, cert_name(), any::<bool>()).prop_map(|(ip, len, cert_name, ranged)| {
             let max = if ip.is_ipv4() { 32 } else { 128 };
             // Host bits are kept as given: a connector may name 10.1.2.3/8.
             Connector {
                 tenant: String::new(),
-                cidr: IpNet::new(ip, len % (max + 1)).unwrap(),
+                // Certificate-only when it has a certificate and no range.
+                cidr: (ranged || cert_name.is_none()).then(|| IpNet::new(ip, len % (max + 1)).unwrap()),
                 cert_name,
             }
         });

@@ -2,8 +2,8 @@
 //!
 //! The baseline is a list of products, each a half-open range of builds `[from, until)`
 //! with the first compliant build (none for a product past its end of support) and the
-//! builds to recommend. A build that is missing, malformed or in no product's range is
-//! "unidentified": never enforced, only counted.
+//! builds to recommend. A build that is missing, malformed, shorter than four parts
+//! (`15.2`) or in no product's range is "unidentified": never enforced, only counted.
 
 use serde::{Deserialize, Serialize};
 
@@ -68,7 +68,7 @@ pub fn classify(products: &[Product], build: &str) -> Classification {
         status: BuildStatus::Unidentified,
         recommended: vec![],
     };
-    let Ok(version) = build.parse::<BuildVersion>() else {
+    let Some(version) = build.parse::<BuildVersion>().ok().filter(BuildVersion::is_complete) else {
         return unidentified(None);
     };
     let Some(product) = products.iter().find(|p| p.contains(&version)) else {
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn unreadable_or_unknown_builds_are_unidentified() {
-        for build in ["", "garbage", "15", "6.5.7638.1", "16.0.1.1"] {
+        for build in ["", "garbage", "15", "15.2", "15.0.1497", "6.5.7638.1", "16.0.1.1"] {
             assert_eq!(status(build), (None, BuildStatus::Unidentified), "build {build:?}");
         }
     }

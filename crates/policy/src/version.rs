@@ -2,7 +2,8 @@
 //!
 //! Builds compare numerically, part by part, so zero-padded forms such as
 //! `15.01.2507.039` equal `15.1.2507.39`, and missing trailing parts count as zero
-//! (`15.1` is the first build of the 15.1 line).
+//! (`15.1` is the first build of the 15.1 line). Shorter forms bound the policy's product
+//! ranges; a server's stamp has all four parts (see `is_complete`).
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -31,6 +32,12 @@ impl BuildVersion {
     /// The parts as written, without padding.
     pub fn parts(&self) -> &[u32] {
         &self.parts[..self.len as usize]
+    }
+
+    /// Whether all four parts are written, as a server stamps its build: a prefix such as
+    /// `15.2` names a product line, not a build, and cannot be placed against a baseline.
+    pub fn is_complete(&self) -> bool {
+        usize::from(self.len) == MAX_PARTS
     }
 }
 
@@ -128,6 +135,13 @@ mod tests {
     fn missing_parts_count_as_zero() {
         assert_eq!(build("15.1"), build("15.1.0.0"));
         assert!(build("15.1") < build("15.1.0.1"));
+    }
+
+    #[test]
+    fn only_four_parts_make_a_complete_build() {
+        assert!(build("15.2.2562.17").is_complete());
+        assert!(!build("15.2").is_complete());
+        assert!(!build("15.2.2562").is_complete());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! - `v1`: the gRPC APIs, public (decision, admin, cluster) and internal (raft).
 //! - `state::v1`: what deciders store and replicate (log entries, commands, records); the
 //!   store crate converts it to and from the types the rules work with.
+//! - `limits`: gRPC message limits and page sizes, shared by the deciders and their clients.
 
 pub mod v1 {
     tonic::include_proto!("ratchet.v1");
@@ -17,4 +18,5 @@ pub mod state {
     }
 }
 
+pub mod limits;
 pub mod trace_context;

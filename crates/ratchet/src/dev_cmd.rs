@@ -70,7 +70,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let connector = Command::AddConnector {
         tenant: DEMO_TENANT.into(),
-        cidr: DEMO_CONNECTOR.parse()?,
+        cidr: Some(DEMO_CONNECTOR.parse()?),
         cert_name: None,
     };
     decider.proposer.propose(connector).await.map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -235,8 +235,8 @@ impl<'a> Txn<'a> {
         {
             return Err(CommandError {
                 kind: ErrorKind::AlreadyExists,
-                field: "cidr".into(),
-                message: format!("{} already belongs to tenant {:?}", connector.cidr, owner.tenant),
+                field: if connector.cidr.is_some() { "cidr" } else { "cert_name" }.into(),
+                message: format!("{} already belongs to tenant {:?}", connector.describe(), owner.tenant),
             });
         }
         let tenant = self.tenant_mut(&connector.tenant)?;

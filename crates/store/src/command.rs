@@ -53,9 +53,10 @@ pub enum Command {
     AddTenant {
         name: String,
     },
+    /// A source range, a certificate name, or both; `None` and `None` is refused.
     AddConnector {
         tenant: String,
-        cidr: IpNet,
+        cidr: Option<IpNet>,
         cert_name: Option<String>,
     },
     /// Messages from servers that change their episodes (first seen, remediated,
@@ -346,8 +347,14 @@ impl Command {
     pub fn validate(&self, at: Timestamp) -> Result<(), CommandError> {
         match self {
             Command::AddTenant { name } => validate_tenant("name", name),
-            Command::AddConnector { tenant, cert_name, .. } => {
+            Command::AddConnector { tenant, cidr, cert_name } => {
                 validate_tenant("tenant", tenant)?;
+                if cidr.is_none() && cert_name.is_none() {
+                    return Err(CommandError::invalid(
+                        "cidr",
+                        "a connector needs a source range (cidr), a certificate name (cert_name), or both",
+                    ));
+                }
                 cert_name
                     .as_deref()
                     .map_or(Ok(()), |name| validate_nonempty("cert_name", name, MAX_CERT_NAME_LEN))
@@ -448,10 +455,14 @@ impl Command {
     pub fn describe(&self) -> String {
         match self {
             Command::AddTenant { name } => format!("tenant add {name}"),
-            Command::AddConnector { cidr, cert_name, .. } => match cert_name {
-                Some(name) => format!("connector add {cidr} cert_name={name}"),
-                None => format!("connector add {cidr}"),
-            },
+            Command::AddConnector { tenant, cidr, cert_name } => {
+                let connector = crate::model::Connector {
+                    tenant: tenant.clone(),
+                    cidr: *cidr,
+                    cert_name: cert_name.clone(),
+                };
+                format!("connector add {}", connector.describe())
+            }
             Command::Sight { sightings } => format!("sight {} servers", sightings.len()),
             Command::Observe { observations, .. } => format!("observe {} servers", observations.len()),
             Command::Count { observations, .. } => format!("count {} servers", observations.len()),

@@ -16,6 +16,7 @@
 //! - `codec`: the stored and replicated schema (protobuf, `proto/ratchet/state/v1`), and the
 //!   conversions between it and the types the rules work with.
 //! - `rocks`: the RocksDB database, its column families, key encoding and memory bounds.
+//! - `paging`: bounded pages of a tenant's servers or events, read straight from RocksDB.
 //! - `snapshot`: the snapshot file format, streamed and checksummed.
 //! - `observe`: what storage reports about its own work (durations, snapshot sizes) to the
 //!   decider's metrics.
@@ -33,6 +34,7 @@ pub mod command;
 pub mod log_store;
 pub mod model;
 pub mod observe;
+pub mod paging;
 pub mod rocks;
 pub mod snapshot;
 pub mod state_machine;
@@ -43,6 +45,7 @@ pub use command::{Applied, Command, CommandError, ErrorKind, Notice, Observation
 pub use log_store::LogStore;
 pub use model::{AuditRecord, Connector, Event, EventKind, ServerEntry, Tenant};
 pub use observe::StorageObserver;
+pub use paging::{Page, PageStart};
 pub use rocks::{StorageOptions, Store};
 pub use state_machine::StateMachine;
 pub use types::{Node, NodeId, TypeConfig};

@@ -147,14 +147,7 @@ impl Store {
     /// Every value under a key prefix, in key order, with its key.
     pub fn scan_prefix<T: Codec>(&self, family: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
         let mut found = Vec::new();
-        for item in self.db.prefix_iterator_cf(self.cf(family), prefix) {
-            let (key, value) = item?;
-            if !key.starts_with(prefix) {
-                break;
-            }
-            let value = decode(&key, &value)?;
-            found.push((key.into_vec(), value));
-        }
+        self.for_each_with_prefix(family, prefix, |key, value| found.push((key.to_vec(), value)))?;
         Ok(found)
     }
 

@@ -13,6 +13,7 @@ use ratchet_policy::{Policy, Timestamp};
 use tokio::sync::watch;
 
 use crate::model::{AuditRecord, Event, ServerEntry, Tenant, AUDIT_PREFIX};
+use crate::paging::{Page, PageStart};
 use crate::rocks::{server_key, tenant_prefix, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_SERVERS, STATE_FAMILIES};
 use crate::state_machine::APPLIED_KEY;
 
@@ -104,6 +105,30 @@ impl StateView {
     pub fn servers(&self, tenant: &str) -> Result<Vec<ServerEntry>, StoreError> {
         let all: Vec<ServerEntry> = values(self.store.scan_prefix(CF_SERVERS, &tenant_prefix(tenant))?);
         Ok(all.into_iter().filter(|entry| !entry.is_decommissioned()).collect())
+    }
+
+    /// A page of a tenant's servers in the report, ordered by FQDN; the keys are FQDNs.
+    pub fn servers_page(&self, tenant: &str, start: &PageStart, limit: usize) -> Result<Page<ServerEntry>, StoreError> {
+        self.store
+            .page(CF_SERVERS, &tenant_prefix(tenant), start, limit, |entry: &ServerEntry| {
+                !entry.is_decommissioned()
+            })
+    }
+
+    /// Calls `each` with every server of a tenant in the report, ordered by FQDN, one at a
+    /// time: totals over a tenant of any size in constant memory.
+    pub fn for_each_server(&self, tenant: &str, mut each: impl FnMut(ServerEntry)) -> Result<(), StoreError> {
+        self.store
+            .for_each_with_prefix(CF_SERVERS, &tenant_prefix(tenant), |_, entry: ServerEntry| {
+                if !entry.is_decommissioned() {
+                    each(entry)
+                }
+            })
+    }
+
+    /// A page of a tenant's events, oldest first; the keys are the log positions that raised them.
+    pub fn events_page(&self, tenant: &str, start: &PageStart, limit: usize) -> Result<Page<Event>, StoreError> {
+        self.store.page(CF_EVENTS, &tenant_prefix(tenant), start, limit, |_: &Event| true)
     }
 
     /// A tenant's events, oldest first.

@@ -58,12 +58,12 @@ fn tenant() -> Tenant {
         connectors: vec![
             Connector {
                 tenant: "bear".into(),
-                cidr: "10.0.0.0/8".parse().unwrap(),
+                cidr: Some("10.0.0.0/8".parse().unwrap()),
                 cert_name: None,
             },
             Connector {
                 tenant: "bear".into(),
-                cidr: "2001:db8::/32".parse().unwrap(),
+                cidr: Some("2001:db8::/32".parse().unwrap()),
                 cert_name: Some("mx.bear.example".into()),
             },
         ],
@@ -169,7 +169,7 @@ fn commands() -> Vec<(&'static str, Command)> {
             "add_connector",
             Command::AddConnector {
                 tenant: "bear".into(),
-                cidr: "192.0.2.0/24".parse().unwrap(),
+                cidr: Some("192.0.2.0/24".parse().unwrap()),
                 cert_name: Some("mx.bear.example".into()),
             },
         ),

@@ -190,7 +190,7 @@ async fn a_snapshot_installs_the_same_state_elsewhere_and_state_survives_reopeni
             day(0),
             Command::AddConnector {
                 tenant: "bear".into(),
-                cidr: "10.0.0.0/8".parse().unwrap(),
+                cidr: Some("10.0.0.0/8".parse().unwrap()),
                 cert_name: None,
             },
         )

@@ -89,6 +89,7 @@ td.server{min-width:200px;max-width:320px}td.server strong{white-space:nowrap}td
 .b-dark{background:#7d1d1d;color:#fff}
 svg.chart{width:100%;height:auto;display:block;font-family:inherit}
 footer{color:var(--muted);font-size:12px;margin-top:18px}
+.pager{display:flex;gap:14px;align-items:baseline;margin-top:12px}
 "#;
 
 /// A whole page: the shell around `body`, with breadcrumbs after the brand.

@@ -1,5 +1,7 @@
 //! Why this exists: the admin HTTP pages of a decider (`/`, `/tenants/NAME` and its pause
 //! form), for operators and tenant admins who would rather look than type `ratchet ctl`.
+//! A tenant's page shows one page of its servers (`?page_size=N&page_token=T`, with links
+//! to the next and previous pages) and totals read over all of them, a server at a time.
 //! These handlers read the applied state after a read barrier (so a page shows every write
 //! acknowledged before it, whichever node serves it), and write only through the proposer,
 //! like the admin gRPC API. Rendering lives in the submodules.
@@ -14,7 +16,7 @@ mod html;
 mod report;
 mod tenants;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
@@ -25,8 +27,10 @@ use tonic::Code;
 use self::html::message_page;
 use crate::http_state::HttpState;
 use crate::http_tls::PageCaller;
+use crate::page_token::{self, page_size, Listing};
 use crate::proposer::WriteError;
-use crate::report::tenant_report;
+use crate::report::{tenant_report_page, tenant_totals};
+use ratchet_proto::limits::MAX_REPORT_PAGE_SIZE;
 
 /// What the pause form posts.
 #[derive(Debug, Deserialize)]
@@ -65,59 +69,93 @@ fn unknown_tenant(name: &str) -> Response {
     )
 }
 
-/// `GET /`: every tenant, linked.
+/// `GET /`: every tenant, linked, with its totals (read a server at a time).
 pub async fn index(State(state): State<HttpState>) -> Response {
     // An unconfirmed read still shows what this node has; the tenant pages say so.
     let _ = state.proposer.read_barrier().await;
     let now = state.clock.now();
-    let mut reports = Vec::new();
+    let mut tenants = Vec::new();
     for name in state.view.tenants().keys() {
-        match tenant_report(&state.view, name, now) {
-            Ok(report) => reports.push(report),
+        match tenant_totals(&state.view, name, now) {
+            Ok(totals) => tenants.push(totals),
             Err(status) if status.code() == Code::NotFound => {}
             Err(status) => return message_page(StatusCode::INTERNAL_SERVER_ERROR, "Error", status.message()),
         }
     }
     let budget = state.view.policy().policy.pause_budget_days;
-    html::respond(StatusCode::OK, tenants::render(&reports, budget, now))
+    html::respond(StatusCode::OK, tenants::render(&tenants, budget, now))
 }
+
+/// Which page of servers the report page shows: `?page_size=N&page_token=T`.
+#[derive(Debug, Default, Deserialize)]
+pub struct PageQuery {
+    #[serde(default)]
+    page_size: Option<u32>,
+    #[serde(default)]
+    page_token: String,
+}
+
+/// Servers per report page when the link names none: fewer than the API's default, since
+/// each is a table row a browser lays out.
+const PAGE_SERVERS: u32 = 200;
 
 /// `GET /tenants/{name}`: the report page.
-pub async fn tenant_page(State(state): State<HttpState>, Path(name): Path<String>) -> Response {
+pub async fn tenant_page(State(state): State<HttpState>, Path(name): Path<String>, Query(query): Query<PageQuery>) -> Response {
     let stale = state.proposer.read_barrier().await.err().map(|status| status.message().to_owned());
-    render_tenant(&state, &key(&name), StatusCode::OK, None, None, None, stale.as_deref())
+    let shown = Shown {
+        status: StatusCode::OK,
+        stale: stale.as_deref(),
+        ..Shown::default()
+    };
+    render_tenant(&state, &key(&name), &query, shown)
 }
 
-/// The report page, with a refused pause's error and the values to resubmit, if any.
-fn render_tenant(
-    state: &HttpState,
-    name: &str,
+/// What the report page shows besides the report: a refused pause's error and the values
+/// to resubmit, and whether this node could confirm it is current.
+#[derive(Default)]
+struct Shown<'a> {
     status: StatusCode,
-    error: Option<&str>,
-    days: Option<&str>,
-    request_id: Option<&str>,
-    stale: Option<&str>,
-) -> Response {
+    error: Option<&'a str>,
+    days: Option<&'a str>,
+    request_id: Option<&'a str>,
+    stale: Option<&'a str>,
+}
+
+/// The report page: one page of servers (as `query` says) and the totals over all of them.
+fn render_tenant(state: &HttpState, name: &str, query: &PageQuery, shown: Shown) -> Response {
     let now = state.clock.now();
-    let report = match tenant_report(&state.view, name, now) {
-        Ok(report) => report,
+    let page_size = match page_size(query.page_size.unwrap_or(PAGE_SERVERS), PAGE_SERVERS, MAX_REPORT_PAGE_SIZE) {
+        Ok(size) => size,
+        Err(refusal) => return message_page(StatusCode::BAD_REQUEST, "Bad page size", refusal.message()),
+    };
+    let start = match page_token::redeem(Listing::Report, name, &query.page_token) {
+        Ok(start) => start,
+        Err(refusal) => return message_page(StatusCode::BAD_REQUEST, "Bad page link", refusal.message()),
+    };
+    let read = tenant_report_page(&state.view, name, now, &start, page_size)
+        .and_then(|page| tenant_totals(&state.view, name, now).map(|(_, totals)| (page, totals)));
+    let (page, totals) = match read {
+        Ok(read) => read,
         Err(refusal) if refusal.code() == Code::NotFound => return unknown_tenant(name),
         Err(refusal) => return message_page(StatusCode::INTERNAL_SERVER_ERROR, "Error", refusal.message()),
     };
     let policy = state.view.policy();
-    let default_days = report.pause_days_remaining.clamp(1, 7).to_string();
+    let default_days = page.report.pause_days_remaining.clamp(1, 7).to_string();
     let fresh_id = new_request_id();
     let context = report::PageContext {
         now,
         pause_budget_days: policy.policy.pause_budget_days,
         pause_freezes_clock: policy.policy.pause_freezes_clock,
         stage_count: policy.policy.stages.len() as u32,
-        error,
-        days_value: days.unwrap_or(&default_days),
-        request_id: request_id.unwrap_or(&fresh_id),
-        stale,
+        error: shown.error,
+        days_value: shown.days.unwrap_or(&default_days),
+        request_id: shown.request_id.unwrap_or(&fresh_id),
+        stale: shown.stale,
+        page_size,
+        next_page: page.next_page_token.as_deref(),
+        previous_page: page.previous_page_token.as_deref(),
     };
-    html::respond(status, report::render(&report, &context))
+    html::respond(shown.status, report::render(&page.report, &totals, &context))
 }
 
 /// A form posted from a page of another site (its `Origin` is not this host): a browser
@@ -146,8 +184,16 @@ pub async fn pause(
     let request_id = Some(form.request_id.trim())
         .filter(|id| !id.is_empty())
         .map_or_else(new_request_id, str::to_owned);
-    let refused =
-        |status: StatusCode, error: &str| render_tenant(&state, &name, status, Some(error), Some(&form.days), Some(&request_id), None);
+    let refused = |status: StatusCode, error: &str| {
+        let shown = Shown {
+            status,
+            error: Some(error),
+            days: Some(form.days.as_str()),
+            request_id: Some(request_id.as_str()),
+            stale: None,
+        };
+        render_tenant(&state, &name, &PageQuery::default(), shown)
+    };
     let days = match form.days.trim().parse::<u32>() {
         Ok(days) => days,
         Err(_) => {

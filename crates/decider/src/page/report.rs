@@ -12,7 +12,7 @@ use ratchet_store::model::Counts;
 
 use super::chart::{Bar, Series, StackedBars};
 use super::html::{date, date_time, document, thousands, Esc};
-use crate::report::{ServerRow, TenantReport};
+use crate::report::{Placement, ServerRow, TenantReport, TenantTotals};
 
 /// What the page needs besides the report.
 pub struct PageContext<'a> {
@@ -30,6 +30,10 @@ pub struct PageContext<'a> {
     pub request_id: &'a str,
     /// Set when this node could not confirm with the leader that its state is current.
     pub stale: Option<&'a str>,
+    /// Servers per page, and the tokens of the pages after and before this one.
+    pub page_size: usize,
+    pub next_page: Option<&'a str>,
+    pub previous_page: Option<&'a str>,
 }
 
 pub const ACCEPTED: &str = "#2f9e5f";
@@ -53,19 +57,6 @@ fn status_badge(status: ReportStatus) -> String {
 /// Whether the server's stage is enforced (the tenant's pause aside): its episode is open.
 fn enforced(server: &ServerReport) -> bool {
     server.status == ReportStatus::OutOfDate
-}
-
-/// Servers whose messages are throttled or blocked in some minutes of the hour now.
-pub fn enforced_now(report: &TenantReport) -> usize {
-    if report.paused_until.is_some() {
-        return 0;
-    }
-    let throttles_or_blocks = |s: &ServerReport| s.current_throttle_rate > 0 || s.current_block_rate > 0;
-    report
-        .servers
-        .iter()
-        .filter(|row| enforced(&row.report) && throttles_or_blocks(&row.report))
-        .count()
 }
 
 /// "Stage 3", coloured by what the stage does now: report only, throttle, block. A
@@ -229,21 +220,13 @@ fn server_table(out: &mut String, report: &TenantReport) {
     out.push_str("</tbody></table></div>");
 }
 
-/// Servers per stage (then remediated, compliant, unidentified), stacked by product.
-pub fn stage_chart(report: &TenantReport, stage_count: u32) -> StackedBars {
-    let stages = report
-        .servers
-        .iter()
-        .filter_map(|row| row.report.stage)
-        .max()
-        .unwrap_or(0)
-        .max(stage_count);
+/// Servers per stage (then remediated, compliant, unidentified), stacked by product: over
+/// all of the tenant's servers, not only the page shown.
+pub fn stage_chart(tenant: &str, totals: &TenantTotals, stage_count: u32) -> StackedBars {
+    let stages = totals.placements.iter().filter_map(|p| p.stage).max().unwrap_or(0).max(stage_count);
     let buckets = ["Remediated", "Compliant", "Unidentified"];
-    let mut products: Vec<String> = report
-        .servers
-        .iter()
-        .map(|row| row.report.product.clone().unwrap_or_else(|| "Unknown product".to_owned()))
-        .collect();
+    let product_of = |p: &Placement| p.product.clone().unwrap_or_else(|| "Unknown product".to_owned());
+    let mut products: Vec<String> = totals.placements.iter().map(product_of).collect();
     products.sort();
     products.dedup();
     let mut bars: Vec<Bar> = (1..=stages)
@@ -258,24 +241,27 @@ pub fn stage_chart(report: &TenantReport, stage_count: u32) -> StackedBars {
             values: vec![0; products.len()],
         }))
         .collect();
-    for row in &report.servers {
-        let bar = match (row.report.status, row.report.stage) {
+    let mut in_stages = 0;
+    for placement in &totals.placements {
+        let bar = match (placement.status, placement.stage) {
             (ReportStatus::Remediated, _) => stages as usize,
             (_, Some(stage)) => stage as usize - 1,
             (ReportStatus::Compliant, None) => stages as usize + 1,
             (_, None) => stages as usize + 2,
         };
-        let product = row.report.product.as_deref().unwrap_or("Unknown product");
-        let series = products.iter().position(|p| p == product).unwrap_or(0);
-        bars[bar].values[series] += 1;
+        let product = product_of(placement);
+        let series = products.iter().position(|p| *p == product).unwrap_or(0);
+        bars[bar].values[series] += placement.servers as u64;
+        if placement.status == ReportStatus::OutOfDate {
+            in_stages += placement.servers;
+        }
     }
-    let in_stages = report.servers.iter().filter(|row| enforced(&row.report)).count();
     StackedBars {
         id: "stages",
-        title: format!("Servers of tenant {} per enforcement stage, by product", report.tenant),
+        title: format!("Servers of tenant {tenant} per enforcement stage, by product"),
         description: format!(
             "{} servers: {in_stages} in an enforcement stage (1 to {stages}), the others remediated, compliant or unidentified.",
-            report.servers.len()
+            totals.servers
         ),
         series: products
             .into_iter()
@@ -397,28 +383,52 @@ fn pause_panel(out: &mut String, report: &TenantReport, context: &PageContext) {
     );
 }
 
-fn summary_cards(out: &mut String, report: &TenantReport) {
-    let out_of_date = report.out_of_date();
-    let enforced = enforced_now(report);
-    let mut messages = Counts::default();
-    report.servers.iter().for_each(|row| messages.add(row.total()));
+fn summary_cards(out: &mut String, totals: &TenantTotals) {
     let _ = write!(
         out,
         "<div class=\"cards\">\
          <div class=\"card\"><div class=\"k\">Servers</div><div class=\"v\">{}</div></div>\
-         <div class=\"card\"><div class=\"k\">Out of date</div><div class=\"v\">{out_of_date}</div></div>\
-         <div class=\"card\"><div class=\"k\">Throttled or blocked now</div><div class=\"v\">{enforced}</div></div>\
+         <div class=\"card\"><div class=\"k\">Out of date</div><div class=\"v\">{}</div></div>\
+         <div class=\"card\"><div class=\"k\">Throttled or blocked now</div><div class=\"v\">{}</div></div>\
          <div class=\"card\"><div class=\"k\">Messages, all time</div><div class=\"v\">{} <small>accepted · {} throttled · {} blocked</small></div></div>\
          </div>",
-        report.servers.len(),
-        thousands(messages.accepted),
-        thousands(messages.throttled),
-        thousands(messages.blocked),
+        thousands(totals.servers as u64),
+        thousands(totals.out_of_date as u64),
+        thousands(totals.enforced_now as u64),
+        thousands(totals.messages.accepted),
+        thousands(totals.messages.throttled),
+        thousands(totals.messages.blocked),
     );
 }
 
-/// The whole report page of one tenant.
-pub fn render(report: &TenantReport, context: &PageContext) -> String {
+/// Links to the pages before and after the one shown, if there are any.
+fn pager(out: &mut String, report: &TenantReport, totals: &TenantTotals, context: &PageContext) {
+    if context.previous_page.is_none() && context.next_page.is_none() {
+        return;
+    }
+    let _ = write!(
+        out,
+        "<nav class=\"pager\" aria-label=\"Pages of servers\"><span class=\"muted\">{} of {} servers on this page</span>",
+        thousands(report.servers.len() as u64),
+        thousands(totals.servers as u64)
+    );
+    for (rel, label, token) in [("prev", "← Previous", context.previous_page), ("next", "Next →", context.next_page)] {
+        if let Some(token) = token {
+            let _ = write!(
+                out,
+                " <a rel=\"{rel}\" href=\"/tenants/{}?page_size={}&amp;page_token={}\">{label}</a>",
+                Esc(&report.tenant),
+                context.page_size,
+                Esc(token)
+            );
+        }
+    }
+    out.push_str("</nav>");
+}
+
+/// The report page of one tenant: its totals and charts over every server, and one page
+/// of its servers (`report.servers`) with links to the pages around it.
+pub fn render(report: &TenantReport, totals: &TenantTotals, context: &PageContext) -> String {
     let mut body = String::new();
     let _ = write!(
         body,
@@ -443,15 +453,16 @@ pub fn render(report: &TenantReport, context: &PageContext) -> String {
         );
     }
     pause_panel(&mut body, report, context);
-    summary_cards(&mut body, report);
+    summary_cards(&mut body, totals);
     let _ = write!(
         body,
         "<div class=\"split\"><section class=\"card\"><h2>Servers per stage</h2>{}</section>\
          <section class=\"card\"><h2>Messages per day</h2>{}</section></div>",
-        stage_chart(report, context.stage_count).horizontal(),
+        stage_chart(&report.tenant, totals, context.stage_count).horizontal(),
         daily_chart(report, context.now).vertical()
     );
     server_table(&mut body, report);
+    pager(&mut body, report, totals, context);
     body.push_str(
         "<footer>Stages, rates and dates follow the cluster's enforcement policy. Counters are committed in batches and \
          may trail live traffic by a few seconds.</footer>",

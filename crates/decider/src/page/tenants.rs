@@ -6,10 +6,10 @@ use std::fmt::Write;
 use ratchet_policy::Timestamp;
 
 use super::html::{date_time, document, Esc};
-use super::report::enforced_now;
-use crate::report::TenantReport;
+use crate::report::{TenantReport, TenantTotals};
 
-pub fn render(reports: &[TenantReport], pause_budget_days: u32, now: Timestamp) -> String {
+/// Each tenant's report header (no servers) and its totals.
+pub fn render(reports: &[(TenantReport, TenantTotals)], pause_budget_days: u32, now: Timestamp) -> String {
     let mut body = String::new();
     let _ = write!(
         body,
@@ -20,18 +20,18 @@ pub fn render(reports: &[TenantReport], pause_budget_days: u32, now: Timestamp) 
         reports.len(),
         date_time(now)
     );
-    for report in reports {
-        let out_of_date = report.out_of_date();
-        let enforced = enforced_now(report);
+    for (report, totals) in reports {
         let pause = match report.paused_until {
             Some(until) => format!("<span class=\"badge b-amber\">Paused</span> until {}", date_time(until)),
             None => "<span class=\"badge b-green\">Enforcing</span>".to_owned(),
         };
         let _ = write!(
             body,
-            "<tr><td><a href=\"/tenants/{name}\"><strong>{name}</strong></a></td><td class=\"num\">{}</td><td class=\"num\">{out_of_date}</td>\
-             <td class=\"num\">{enforced}</td><td>{pause}</td><td class=\"num\">{} of {pause_budget_days}</td></tr>",
-            report.servers.len(),
+            "<tr><td><a href=\"/tenants/{name}\"><strong>{name}</strong></a></td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td>{pause}</td><td class=\"num\">{} of {pause_budget_days}</td></tr>",
+            totals.servers,
+            totals.out_of_date,
+            totals.enforced_now,
             report.pause_days_remaining,
             name = Esc(&report.tenant),
         );

@@ -10,8 +10,6 @@ use tonic::transport::Channel;
 
 use crate::tls_args::TlsArgs;
 
-/// Reports of large tenants run past tonic's default 4 MiB.
-pub const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -2,6 +2,7 @@
 //! sees it, and changes to its membership.
 
 use clap::Subcommand;
+use ratchet_proto::limits::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES};
 use ratchet_proto::v1 as pb;
 use ratchet_proto::v1::cluster_client::ClusterClient;
 use serde::Serialize;
@@ -67,7 +68,9 @@ struct Member {
 }
 
 pub async fn run(channel: Channel, command: ClusterCommand, json: bool) -> anyhow::Result<ClusterOutput> {
-    let mut cluster = ClusterClient::new(channel);
+    let mut cluster = ClusterClient::new(channel)
+        .max_decoding_message_size(MAX_REPLY_BYTES)
+        .max_encoding_message_size(MAX_REQUEST_BYTES);
     let membership = match command {
         ClusterCommand::Status => {
             let request = pb::StatusRequest { state_digest: json };

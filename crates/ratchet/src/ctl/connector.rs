@@ -1,5 +1,5 @@
-//! `ratchet ctl connector add|list`: how a tenant's servers are recognised, by source
-//! address range and, optionally, the name on their TLS client certificate.
+//! `ratchet ctl connector add|list`: how a tenant's servers are recognised: by source
+//! address range, by the name on their TLS client certificate, or by both.
 
 use clap::Subcommand;
 use ratchet_proto::v1 as pb;
@@ -15,10 +15,12 @@ pub enum ConnectorCommand {
     Add {
         #[arg(long)]
         tenant: String,
-        /// Source address range of the tenant's servers, e.g. 203.0.113.0/24.
-        #[arg(long)]
-        cidr: String,
-        /// Also require a TLS client certificate with this name.
+        /// Source address range of the tenant's servers, e.g. 203.0.113.0/24. Without it the
+        /// connector is certificate-only: --cert-name from any address.
+        #[arg(long, required_unless_present = "cert_name")]
+        cidr: Option<String>,
+        /// Require a TLS client certificate with this name (verified by the edge against its
+        /// `tls_client_ca_file`).
         #[arg(long)]
         cert_name: Option<String>,
     },
@@ -31,14 +33,19 @@ pub enum ConnectorCommand {
 #[derive(Serialize)]
 #[serde(untagged)]
 pub enum ConnectorOutput {
-    Added { tenant: String, cidr: String, created: bool },
+    Added {
+        tenant: String,
+        cidr: Option<String>,
+        cert_name: Option<String>,
+        created: bool,
+    },
     Listed(Vec<Connector>),
 }
 
 #[derive(Serialize)]
 pub struct Connector {
     tenant: String,
-    cidr: String,
+    cidr: Option<String>,
     cert_name: Option<String>,
 }
 
@@ -47,13 +54,14 @@ pub async fn run(admin: &mut Admin, command: ConnectorCommand) -> anyhow::Result
         ConnectorCommand::Add { tenant, cidr, cert_name } => {
             let request = pb::AddConnectorRequest {
                 tenant: tenant.clone(),
-                cidr: cidr.clone(),
-                cert_name: cert_name.unwrap_or_default(),
+                cidr: cidr.clone().unwrap_or_default(),
+                cert_name: cert_name.clone().unwrap_or_default(),
             };
             let reply = admin.add_connector(request).await.map_err(refusal)?.into_inner();
             ConnectorOutput::Added {
                 tenant,
                 cidr,
+                cert_name,
                 created: reply.created,
             }
         }
@@ -62,8 +70,8 @@ pub async fn run(admin: &mut Admin, command: ConnectorCommand) -> anyhow::Result
             let reply = admin.list_connectors(request).await.map_err(refusal)?.into_inner();
             let connectors = reply.connectors.into_iter().map(|c| Connector {
                 cert_name: nonempty(&c.cert_name),
+                cidr: nonempty(&c.cidr),
                 tenant: c.tenant,
-                cidr: c.cidr,
             });
             ConnectorOutput::Listed(connectors.collect())
         }
@@ -73,13 +81,29 @@ pub async fn run(admin: &mut Admin, command: ConnectorCommand) -> anyhow::Result
 impl Output for ConnectorOutput {
     fn human(&self) {
         match self {
-            ConnectorOutput::Added { tenant, cidr, created } => {
-                println!("connector {cidr} for tenant {tenant} {}", added(*created))
+            ConnectorOutput::Added {
+                tenant,
+                cidr,
+                cert_name,
+                created,
+            } => {
+                let claim = match (cidr, cert_name) {
+                    (Some(cidr), Some(name)) => format!("{cidr} with certificate {name}"),
+                    (Some(cidr), None) => cidr.clone(),
+                    (None, name) => format!("certificate {} from any address", or_dash(name.as_deref())),
+                };
+                println!("connector {claim} for tenant {tenant} {}", added(*created))
             }
             ConnectorOutput::Listed(connectors) => {
                 let rows: Vec<Vec<String>> = connectors
                     .iter()
-                    .map(|c| vec![c.tenant.clone(), c.cidr.clone(), or_dash(c.cert_name.as_deref())])
+                    .map(|c| {
+                        vec![
+                            c.tenant.clone(),
+                            c.cidr.clone().unwrap_or_else(|| "any".to_owned()),
+                            or_dash(c.cert_name.as_deref()),
+                        ]
+                    })
                     .collect();
                 table::print(&["TENANT", "CIDR", "CERT NAME"], &rows);
             }

@@ -19,6 +19,7 @@ mod tenant;
 mod webhook;
 
 use clap::{Args, Subcommand};
+use ratchet_proto::limits::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES};
 use ratchet_proto::v1::admin_client::AdminClient;
 use tonic::transport::Channel;
 
@@ -54,11 +55,9 @@ enum CtlCommand {
     /// Servers: import a first-seen date, decommission.
     #[command(subcommand)]
     Server(server::ServerCommand),
-    /// A tenant's report: every server, its stage, dates and counters.
-    Report {
-        #[arg(long)]
-        tenant: String,
-    },
+    /// A tenant's report: every server, its stage, dates and counters; or, with --all, every
+    /// tenant's servers as JSON lines or CSV.
+    Report(report::ReportArgs),
     /// Pause enforcement for a tenant (start or extend), or `pause end`.
     #[command(args_conflicts_with_subcommands = true)]
     Pause(pause::PauseArgs),
@@ -68,10 +67,7 @@ enum CtlCommand {
         tenant: String,
     },
     /// A tenant's notifications, oldest first, and whether its webhook took them.
-    Events {
-        #[arg(long)]
-        tenant: String,
-    },
+    Events(events::EventsArgs),
     /// Where the tenant's notifications are POSTed (an empty --url stops them).
     Webhook {
         #[arg(long)]
@@ -101,17 +97,20 @@ enum CtlCommand {
 
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let channel = client::connect(&args.endpoints, &args.tls).await?;
-    let mut admin = AdminClient::new(channel.clone()).max_decoding_message_size(client::MAX_REPLY_BYTES);
+    let mut admin = AdminClient::new(channel.clone())
+        .max_decoding_message_size(MAX_REPLY_BYTES)
+        .max_encoding_message_size(MAX_REQUEST_BYTES);
     let admin = &mut admin;
     let json = args.json;
     match args.command {
         CtlCommand::Tenant(command) => tenant::run(admin, command).await?.print(json),
         CtlCommand::Connector(command) => connector::run(admin, command).await?.print(json),
         CtlCommand::Server(command) => server::run(admin, command).await?.print(json),
-        CtlCommand::Report { tenant } => report::run(admin, tenant).await?.print(json),
+        CtlCommand::Report(args) if args.all => report::export(admin, args).await?,
+        CtlCommand::Report(args) => report::run(admin, args).await?.print(json),
         CtlCommand::Pause(args) => pause::run(admin, args).await?.print(json),
         CtlCommand::Pauses { tenant } => pause::list(admin, tenant).await?.print(json),
-        CtlCommand::Events { tenant } => events::run(admin, tenant).await?.print(json),
+        CtlCommand::Events(args) => events::run(admin, args).await?.print(json),
         CtlCommand::Webhook { tenant, url } => webhook::run(admin, tenant, url).await?.print(json),
         CtlCommand::Audit { tenant, since } => audit::run(admin, tenant, since).await?.print(json),
         CtlCommand::Snapshot(command) => snapshot::run(admin, command).await?.print(json),

@@ -29,9 +29,18 @@ impl Codec for Request {
     }
 }
 
-pub(super) fn parse_cidr(field: &'static str, cidr: &str) -> Result<IpNet, DecodeError> {
+/// A connector's range: empty for a certificate-only connector.
+pub(super) fn parse_cidr(field: &'static str, cidr: &str) -> Result<Option<IpNet>, DecodeError> {
+    if cidr.is_empty() {
+        return Ok(None);
+    }
     cidr.parse()
+        .map(Some)
         .map_err(|_| DecodeError::invalid(field, format!("{cidr:?} is not a CIDR")))
+}
+
+pub(super) fn cidr_text(cidr: Option<IpNet>) -> String {
+    cidr.map(|cidr| cidr.to_string()).unwrap_or_default()
 }
 
 impl Codec for Command {
@@ -43,7 +52,7 @@ impl Codec for Command {
             Command::AddTenant { name } => C::AddTenant(pb::AddTenant { name }),
             Command::AddConnector { tenant, cidr, cert_name } => C::AddConnector(pb::AddConnector {
                 tenant,
-                cidr: cidr.to_string(),
+                cidr: cidr_text(cidr),
                 cert_name,
             }),
             Command::Sight { sightings } => C::Sight(pb::Sight {

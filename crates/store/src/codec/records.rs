@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ratchet_policy::clock::Interval;
 use ratchet_policy::{Charge, Episode, Pause, PauseGrant, PauseLedger, ServerRecord, Timestamp};
 
-use super::command::{parse_cidr, stage_counts};
+use super::command::{cidr_text, parse_cidr, stage_counts};
 use super::{each, messages, optional, pb, required, Codec, DecodeError};
 use crate::model::{AuditRecord, Connector, Counts, Event, EventKind, LastFlush, ServerEntry, Tenant};
 
@@ -57,7 +57,7 @@ impl Codec for Connector {
     fn to_message(&self) -> pb::Connector {
         pb::Connector {
             tenant: self.tenant.clone(),
-            cidr: self.cidr.to_string(),
+            cidr: cidr_text(self.cidr),
             cert_name: self.cert_name.clone(),
         }
     }
