@@ -404,6 +404,71 @@ async fn concurrent_pauses_never_exceed_the_budget() {
     assert_eq!(pauses.remaining_days, 6);
 }
 
+/// Days charged to bear on `node`, and the days its budget has left.
+async fn pause_days(node: &common::cluster::DeciderProcess) -> (u32, u32) {
+    let pauses = node
+        .admin()
+        .await
+        .list_pauses(pb::ListPausesRequest { tenant: "bear".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    (pauses.pauses.iter().map(|p| p.days_charged).sum(), pauses.remaining_days)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_per_server_pauses_are_charged_per_server_and_never_exceed_the_budget() {
+    let mut cluster = Cluster::new(3, TEST_CONFIG);
+    cluster.found(&[0, 1, 2], Duration::ZERO);
+    cluster.wait_for_leader(3).await;
+    let mut admin = cluster.nodes[0].admin().await;
+    add_tenant(&mut admin, "bear", "127.0.0.0/8").await;
+    let servers: Vec<String> = (0..5).map(|n| format!("exch{n}.bear.local")).collect();
+    let first_seen = (chrono::Utc::now() - chrono::TimeDelta::days(40)).to_rfc3339();
+    for server in &servers {
+        let import = pb::ImportServerRequest {
+            tenant: "bear".into(),
+            server_fqdn: server.clone(),
+            build: "15.0.1497.48".into(),
+            first_seen: first_seen.clone(),
+        };
+        admin.import_server(import).await.unwrap();
+    }
+    cluster.wait_converged().await;
+
+    // 50 requests from three nodes at once: one server or two, 3 days each.
+    let mut requests = Vec::new();
+    for i in 0..50 {
+        let mut admin = cluster.nodes[i % 3].admin().await;
+        let named: Vec<String> = servers.iter().cycle().skip(i).take(1 + i % 2).cloned().collect();
+        requests.push(tokio::spawn(async move {
+            let charge = 3 * named.len() as u32;
+            let request = pb::PauseRequest {
+                tenant: "bear".into(),
+                days: 3,
+                request_id: format!("req-{i}"),
+                servers: named,
+            };
+            (charge, admin.pause(request).await)
+        }));
+    }
+    let mut acknowledged = 0;
+    for request in requests {
+        match request.await.unwrap() {
+            (charge, Ok(_)) => acknowledged += charge,
+            (_, Err(status)) => assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}"),
+        }
+    }
+    assert!(acknowledged > 0 && acknowledged <= 90, "{acknowledged}");
+    cluster.wait_converged().await;
+    for node in &cluster.nodes {
+        let (charged, remaining) = pause_days(node).await;
+        assert_eq!(charged, acknowledged, "{}: days charged are the days acknowledged", node.name);
+        assert_eq!(remaining, 90 - charged, "{}", node.name);
+    }
+    cluster.assert_same_state().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_writes_survive_kill_9_of_the_leader() {
     let mut cluster = Cluster::new(3, TEST_CONFIG);
