@@ -1,12 +1,12 @@
-//! The messages this edge answered, counted per server and stage, and sent to the deciders
-//! in numbered flushes (`Decision.Count`) every `count_flush_ms`.
+//! The messages a front (the edge, the milter) answered, counted per server and stage, and
+//! sent to the deciders in numbered flushes (`Decision.Count`) every `count_flush_ms`.
 //!
-//! The edge counts, not the decider: it knows what it answered (a verdict it remembered
+//! The front counts, not the decider: it knows what it answered (a verdict it remembered
 //! for a session included), and a Decide it sent again after a timeout is still one
 //! message. Each process draws an origin when it starts and numbers its flushes from 1. A
 //! flush whose outcome is unknown is sent again, unchanged, before anything newer; the
 //! deciders count a sequence once and never one older than the last counted, so neither a
-//! resend nor a late copy counts twice. A stopping edge flushes what it holds; an edge
+//! resend nor a late copy counts twice. A stopping front flushes what it holds; one
 //! killed outright loses what it counted since its last flush.
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,7 +24,7 @@ use crate::metrics::{CountFlush, DeciderMetrics};
 const MAX_SERVERS_PER_FLUSH: usize = 10_000;
 
 /// How long one flush may take, failover included: a write through consensus.
-pub const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
 /// What one answered message counts as: the decider's tally, its stage and the verdict given.
 #[derive(Clone, Debug)]

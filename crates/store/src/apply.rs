@@ -409,7 +409,7 @@ impl<'a> Txn<'a> {
         at: Timestamp,
     ) -> Result<Response, StoreError> {
         for server in servers {
-            if !self.server(tenant, server)?.is_some_and(|entry| !entry.is_decommissioned()) {
+            if self.server(tenant, server)?.is_none_or(|entry| entry.is_decommissioned()) {
                 let message = format!("tenant {tenant:?} has no server {server}");
                 return Ok(Err(CommandError::not_found("servers", message)));
             }

@@ -208,7 +208,7 @@ fn commands() -> Vec<(&'static str, Command)> {
         (
             "count",
             Command::Count {
-                origin: 0x5eed_0f_ed6e,
+                origin: 0x5eed0fed6e,
                 sequence: 42,
                 observations: vec![Observation {
                     tenant: "bear".into(),
