@@ -504,36 +504,40 @@ async fn admin_churn(seed: u64, channels: Vec<tonic::transport::Channel>, stop: 
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        for _ in 0..5 {
-            let mut admin = AdminClient::new(channels[pick.random_range(0..channels.len())].clone());
-            let within = Duration::from_secs(6);
-            let acknowledged = if k % 2 == 0 {
-                // 172.16.0.0/12 is no client's address here: bear's attribution is untouched.
-                let cidr = format!("172.{}.{}.0/24", 16 + (k / 256) % 16, k % 256);
-                let request = pb::AddConnectorRequest {
-                    tenant: "owl".into(),
-                    cidr,
-                    cert_name: String::new(),
-                };
-                matches!(tokio::time::timeout(within, admin.add_connector(request)).await, Ok(Ok(_)))
-            } else {
-                if policy_toml.is_none() {
-                    let got = tokio::time::timeout(within, admin.get_policy(pb::GetPolicyRequest {})).await;
-                    policy_toml = got.ok().and_then(Result::ok).map(|r| r.into_inner().policy_toml);
-                }
-                let Some(policy_toml) = policy_toml.clone() else { continue };
-                let request = pb::SetPolicyRequest { policy_toml };
-                matches!(tokio::time::timeout(within, admin.set_policy(request)).await, Ok(Ok(_)))
+        if k % 2 == 0 {
+            // 172.16.0.0/12 is no client's address here: bear's attribution is untouched.
+            let cidr = format!("172.{}.{}.0/24", 16 + (k / 256) % 16, k % 256);
+            let request = pb::AddConnectorRequest {
+                tenant: "owl".into(),
+                cidr,
+                cert_name: String::new(),
             };
-            if acknowledged {
-                if k % 2 == 0 {
-                    connectors += 1;
-                } else {
+            let added = retried(&channels, &mut pick, |mut admin| {
+                let request = request.clone();
+                async move { admin.add_connector(request).await }
+            });
+            if let Outcome::Made(_) = added.await {
+                connectors += 1;
+            }
+        } else {
+            if policy_toml.is_none() {
+                let got = retried(&channels, &mut pick, |mut admin| async move {
+                    admin.get_policy(pb::GetPolicyRequest {}).await
+                });
+                if let Outcome::Made(got) = got.await {
+                    policy_toml = Some(got.policy_toml);
+                }
+            }
+            if let Some(policy_toml) = policy_toml.clone() {
+                let request = pb::SetPolicyRequest { policy_toml };
+                let set = retried(&channels, &mut pick, |mut admin| {
+                    let request = request.clone();
+                    async move { admin.set_policy(request).await }
+                });
+                if let Outcome::Made(_) = set.await {
                     policies += 1;
                 }
-                break;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
