@@ -495,7 +495,7 @@ async fn a_scheduled_policy_is_kept_aside_until_its_instant_and_survives_reopeni
     };
 
     let refused = machine.one(day(10), schedule(day(10))).await.unwrap_err();
-    assert_eq!((refused.kind, refused.field.as_str()), (ErrorKind::Invalid, "effective_at"));
+    assert_eq!((refused.kind, refused.field.as_str()), (ErrorKind::InvalidArgument, "effective_at"));
     assert!(machine.machine.view().policies().pending.is_none(), "a refusal changes nothing");
 
     let Applied::PolicySet { version, effective_at } = machine.one(day(10), schedule(day(20))).await.unwrap() else {
