@@ -73,8 +73,11 @@ async fn a_policy_scheduled_two_seconds_ahead_flips_verdicts_at_that_instant_on_
         .map(|node| EdgeProcess::start(&cluster.nodes[node].grpc.to_string(), sink.addr, None))
         .into();
     cluster.wait_converged().await;
-    // A first day out of date: stage 1, accepted, under the policy in force.
-    assert!(deliver(edges[0].addr, server, OUT_OF_DATE, "before").starts_with("250"));
+    // A first day out of date: stage 1, accepted under the policy in force, by both edges
+    // once they have the tenant's connector.
+    for edge in &edges {
+        wait_for_reply(edge.addr, server, "250");
+    }
 
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), stricter_policy()).unwrap();
@@ -120,6 +123,18 @@ async fn a_policy_scheduled_two_seconds_ahead_flips_verdicts_at_that_instant_on_
     assert_eq!(in_force["version"].as_u64(), Some(scheduled_version));
     assert!(ctl(&cluster, 0, &["policy", "show", "--pending"]).contains("no policy is scheduled"));
     cluster.assert_same_state().await;
+}
+
+fn wait_for_reply(edge: SocketAddr, server: &str, code: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = deliver(edge, server, OUT_OF_DATE, "ready?");
+        if reply.starts_with(code) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the edge never answered {code}: {reply}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 async fn cluster_channels(cluster: &Cluster) -> Vec<tonic::transport::Channel> {
@@ -260,11 +275,11 @@ async fn a_schedule_in_the_past_or_not_an_instant_is_refused_and_changes_nothing
     let endpoint = cluster.nodes[1].grpc.to_string();
 
     let past = (Utc::now() - TimeDelta::minutes(5)).to_rfc3339();
-    let refused = common::stderr_of_failure(["ctl", "--endpoints", &endpoint, "policy", "set", path, "--effective-at", &past]);
+    let refused = common::stderr_of_failure(["ctl", "--endpoints", endpoint.as_str(), "policy", "set", path, "--effective-at", past.as_str()]);
     assert_eq!(refused.trim().lines().count(), 1, "{refused}");
     assert!(refused.contains("effective_at") && refused.contains("not in the future"), "{refused}");
 
-    let garbage = common::stderr_of_failure(["ctl", "--endpoints", &endpoint, "policy", "set", path, "--effective-at", "next tuesday"]);
+    let garbage = common::stderr_of_failure(["ctl", "--endpoints", endpoint.as_str(), "policy", "set", path, "--effective-at", "next tuesday"]);
     assert!(garbage.contains("--effective-at") && garbage.contains("RFC 3339"), "{garbage}");
 
     assert_eq!(ctl_json(&cluster, 2, &["policy", "show"]), before);
