@@ -16,7 +16,7 @@ use ratchet_policy::{Episode, PauseLedger, Policy, ServerRecord};
 use ratchet_store::codec::{decode, encode, Codec, FORMAT_VERSION};
 use ratchet_store::model::Counts;
 use ratchet_store::types::{Entry, SnapshotMeta, StoredMembership};
-use ratchet_store::view::VersionedPolicy;
+use ratchet_store::VersionedPolicy;
 use ratchet_store::{
     AuditRecord, Command, Connector, Event, EventKind, Node, Notice, Observation, Request, ServerEntry, ServerSighting, Tenant,
 };
