@@ -183,6 +183,7 @@ async fn bad_requests_name_the_field_and_change_nothing() {
             admin
                 .set_policy(pb::SetPolicyRequest {
                     policy_toml: "stage = []".into(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap_err(),

@@ -148,6 +148,7 @@ async fn call_everything(node: &DeciderProcess, dialer: &Dialer, tag: &str) -> V
             admin
                 .set_policy(pb::SetPolicyRequest {
                     policy_toml: "not = [valid".into(),
+                    ..Default::default()
                 })
                 .await,
         ),

@@ -529,7 +529,10 @@ async fn admin_churn(seed: u64, channels: Vec<tonic::transport::Channel>, stop: 
                 }
             }
             if let Some(policy_toml) = policy_toml.clone() {
-                let request = pb::SetPolicyRequest { policy_toml };
+                let request = pb::SetPolicyRequest {
+                    policy_toml,
+                    ..Default::default()
+                };
                 let set = retried(&channels, &mut pick, |mut admin| {
                     let request = request.clone();
                     async move { admin.set_policy(request).await }

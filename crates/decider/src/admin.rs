@@ -68,6 +68,11 @@ pub fn rfc3339(at: Timestamp) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// An instant to the millisecond: a scheduled policy's time, which may not fall on a second.
+pub fn precise_rfc3339(at: Timestamp) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
 fn parse_instant(field: &str, text: &str) -> Result<Timestamp, Status> {
     DateTime::parse_from_rfc3339(text)
         .map(|at| at.with_timezone(&Utc))
@@ -114,10 +119,15 @@ impl AdminService {
             .ok_or_else(|| Status::not_found(format!("tenant: no tenant named {name:?}")))
     }
 
+    /// The pause budget of the policy in force now.
+    fn budget_days(&self) -> u32 {
+        self.proposer.view.policies().at(self.proposer.now()).policy.pause_budget_days
+    }
+
     fn remaining_days(&self, tenant: &ratchet_store::Tenant) -> u32 {
         tenant
             .pauses
-            .remaining_days(self.proposer.view.policy().policy.pause_budget_days, self.proposer.now())
+            .remaining_days(self.budget_days(), self.proposer.now())
     }
 }
 
@@ -292,22 +302,44 @@ impl Admin for AdminService {
 
     async fn get_policy(&self, _request: Request<pb::GetPolicyRequest>) -> Result<Response<pb::GetPolicyResponse>, Status> {
         self.proposer.read_barrier().await?;
-        let policy = self.proposer.view.policy();
+        let now = self.proposer.now();
+        let policies = self.proposer.view.policies();
+        let in_force = policies.at(now);
+        let pending = policies.pending.as_ref().filter(|_| policies.next_change_after(now).is_some());
         Ok(Response::new(pb::GetPolicyResponse {
-            policy_toml: policy.policy.to_toml(),
-            version: policy.version,
+            policy_toml: in_force.policy.to_toml(),
+            version: in_force.version,
+            pending_policy_toml: pending.map(|p| p.policy.to_toml()).unwrap_or_default(),
+            pending_version: pending.map_or(0, |p| p.version),
+            pending_effective_at: pending.and_then(|p| p.effective_at).map(precise_rfc3339).unwrap_or_default(),
         }))
     }
 
     async fn set_policy(&self, request: Request<pb::SetPolicyRequest>) -> Result<Response<pb::SetPolicyResponse>, Status> {
         let actor = actor_of(&request);
-        let policy = Policy::from_toml(&request.into_inner().policy_toml).map_err(|e| Status::invalid_argument(format!("policy: {e}")))?;
-        match self
-            .proposer
-            .propose_as(actor, Command::SetPolicy { policy: Box::new(policy) })
-            .await?
-        {
-            Applied::PolicySet { version } => Ok(Response::new(pb::SetPolicyResponse { version })),
+        let request = request.into_inner();
+        let policy = Policy::from_toml(&request.policy_toml).map_err(|e| Status::invalid_argument(format!("policy: {e}")))?;
+        let effective_at = match request.effective_at.trim() {
+            "" => None,
+            text => Some(parse_instant("effective_at", text)?),
+        };
+        let now = self.proposer.now();
+        if let Some(effective_at) = effective_at.filter(|t| *t <= now) {
+            return Err(Status::invalid_argument(format!(
+                "effective_at: {} is not in the future (it is {} now)",
+                precise_rfc3339(effective_at),
+                precise_rfc3339(now)
+            )));
+        }
+        let command = Command::SetPolicy {
+            policy: Box::new(policy),
+            effective_at,
+        };
+        match self.proposer.propose_as(actor, command).await? {
+            Applied::PolicySet { version, effective_at } => Ok(Response::new(pb::SetPolicyResponse {
+                version,
+                effective_at: effective_at.map(precise_rfc3339).unwrap_or_default(),
+            })),
             other => Err(unexpected(other)),
         }
     }

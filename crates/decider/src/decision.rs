@@ -122,7 +122,8 @@ impl DecisionService {
         }
 
         let now = self.proposer.now();
-        let policy = view.policy();
+        let policies = view.policies();
+        let policy = policies.at(now);
         let entry = view.server(&tenant, &server_fqdn).map_err(|e| Status::internal(e.to_string()))?;
         let committed = entry.as_ref().and_then(|e| e.record.episode.clone());
         let status = classify(&policy.policy.products, &request.build).status;
@@ -170,7 +171,7 @@ impl DecisionService {
             block_min: evaluation.block_min,
             first_seen_unix_ms: first_seen.map_or(0, |at| at.timestamp_millis()),
             paused: evaluation.paused,
-            valid_until_unix_ms: verdict_valid_until(now).timestamp_millis(),
+            valid_until_unix_ms: verdict_valid_until(now, policies.next_change_after(now)).timestamp_millis(),
             tally: Some(pb::Tally {
                 server_fqdn,
                 build: request.build,

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use chrono::{SecondsFormat, TimeDelta};
 use ratchet_policy::{evaluate, ServerFacts, Timestamp};
 use ratchet_store::command::MAX_NOTICES;
-use ratchet_store::{Command, EventKind, Notice, Tenant};
+use ratchet_store::{Command, EventKind, Notice, PolicySchedule, Tenant};
 use tokio::time::Instant;
 
 use crate::proposer::Proposer;
@@ -95,13 +95,18 @@ impl Notifier {
     /// Every notice due at `now` that its server episode or tenant has not had yet.
     fn scan(&self, now: Timestamp) -> Result<Vec<Notice>, ratchet_store::rocks::StoreError> {
         let view = &self.proposer.view;
-        let policy = view.policy();
+        let policies = view.policies();
+        let policy = policies.at(now);
         let warning = TimeDelta::days(i64::from(policy.policy.warning_days));
         let mut notices = Vec::new();
         for tenant in view.tenants().values() {
             notices.extend(pause_end_notices(tenant, now));
+            let mut newly_enforced = Vec::new();
             for entry in view.servers(&tenant.name)? {
                 let record = &entry.record;
+                if policies.newly_enforces(now, &record.build).is_some() {
+                    newly_enforced.push(record.server_fqdn.clone());
+                }
                 let pauses = tenant.pauses.intervals_for(&record.server_fqdn);
                 let Some(episode) = record.episode.as_ref().filter(|e| e.is_open()) else {
                     continue;
@@ -163,6 +168,7 @@ impl Notifier {
                     }
                 }
             }
+            notices.extend(policy_announcement(tenant, &policies, &newly_enforced, warning, now));
         }
         Ok(notices)
     }
@@ -238,6 +244,47 @@ async fn deliver_tenant(proposer: &Proposer, webhooks: &WebhookClient, tenant: &
         }
     }
     failed
+}
+
+/// The notice that a scheduled policy will enforce some of the tenant's servers that the
+/// policy in force does not: once when it is found, and once more (a reminder) within
+/// `warning` of its time. A policy scheduled inside that window gets the one notice.
+fn policy_announcement(
+    tenant: &Tenant,
+    policies: &PolicySchedule,
+    newly_enforced: &[String],
+    warning: TimeDelta,
+    now: Timestamp,
+) -> Option<Notice> {
+    let (Some(effective_at), Some(pending)) = (policies.next_change_after(now), policies.pending.as_ref()) else {
+        return None;
+    };
+    let first = newly_enforced.first()?;
+    let announced = format!("policy-announced:{}", pending.version);
+    let reminded = format!("policy-reminder:{}", pending.version);
+    let was_announced = tenant.notices.contains(&announced);
+    let key = match effective_at - now <= warning {
+        true if !tenant.notices.contains(&reminded) => reminded,
+        false if !was_announced => announced,
+        _ => return None,
+    };
+    let lead = if was_announced { "Reminder: policy" } else { "Policy" };
+    let others = match newly_enforced.len() {
+        1 => String::new(),
+        n => format!(" and {} more", n - 1),
+    };
+    Some(Notice {
+        tenant: tenant.name.clone(),
+        server_fqdn: None,
+        key,
+        kind: EventKind::PolicyAnnounced,
+        message: format!(
+            "{lead} version {} takes effect on {}: it enforces {first}{others}, not enforced today; update {} before then",
+            pending.version,
+            effective_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            if newly_enforced.len() == 1 { "it" } else { "them" },
+        ),
+    })
 }
 
 /// The notice that a tenant's last pause, or a server's, ran out on its own, once each.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use ratchet_policy::{server_report, ReportStatus, ServerReport, Timestamp};
 use ratchet_store::model::Counts;
-use ratchet_store::{PageStart, ServerEntry, StateView};
+use ratchet_store::{PageStart, PolicySchedule, ServerEntry, StateView};
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
@@ -22,6 +22,15 @@ pub struct TenantReport {
     pub servers: Vec<ServerRow>,
     /// Messages per UTC day, oldest first, for the report's chart.
     pub daily: BTreeMap<String, Counts>,
+    /// A policy scheduled to take effect (`ctl policy set --effective-at`), if one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upcoming_policy: Option<UpcomingPolicy>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UpcomingPolicy {
+    pub version: u64,
+    pub effective_at: Timestamp,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -31,6 +40,10 @@ pub struct ServerRow {
     /// Until when the server is paused, by a pause of its own or the tenant's (the later).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_until: Option<Timestamp>,
+    /// When the upcoming policy starts enforcing this server, which the policy in force
+    /// now holds compliant or does not know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforced_from: Option<Timestamp>,
     /// Messages per stage ("0": decided outside any stage).
     pub counters: BTreeMap<u32, Counts>,
 }
@@ -64,6 +77,8 @@ pub struct TenantTotals {
     pub out_of_date: usize,
     /// Servers whose mail is throttled or blocked in some minutes of the hour now.
     pub enforced_now: usize,
+    /// Servers that the upcoming policy will enforce and the one in force does not.
+    pub enforced_from_upcoming: usize,
     pub messages: Counts,
     /// How many servers stand at each (stage, status, product): what the stage chart stacks.
     pub placements: Vec<Placement>,
@@ -86,6 +101,9 @@ impl TenantTotals {
         }
         if row.enforced_now() {
             self.enforced_now += 1;
+        }
+        if row.enforced_from.is_some() {
+            self.enforced_from_upcoming += 1;
         }
         self.messages.add(row.total());
         let same = |p: &&mut Placement| p.stage == server.stage && p.status == server.status && p.product == server.product;
@@ -113,7 +131,7 @@ impl ServerRow {
 struct Reader {
     tenant: String,
     now: Timestamp,
-    policy: std::sync::Arc<ratchet_store::view::VersionedPolicy>,
+    policies: std::sync::Arc<PolicySchedule>,
     /// The tenant's pauses: each server is paused by its own and by the tenant's.
     pauses: ratchet_policy::PauseLedger,
     header: TenantReport,
@@ -124,19 +142,20 @@ impl Reader {
         let record = view
             .tenant(tenant)
             .ok_or_else(|| Status::not_found(format!("tenant: no tenant named {tenant:?}")))?;
-        let policy = view.policy();
+        let policies = view.policies();
         let header = TenantReport {
             tenant: tenant.to_owned(),
             paused_until: record.pauses.paused_until(now),
-            pause_days_remaining: record.pauses.remaining_days(policy.policy.pause_budget_days, now),
+            pause_days_remaining: record.pauses.remaining_days(policies.at(now).policy.pause_budget_days, now),
             servers: Vec::new(),
             daily: record.daily,
+            upcoming_policy: upcoming(&policies, now),
         };
         Ok(Reader {
             tenant: tenant.to_owned(),
             now,
             pauses: record.pauses,
-            policy,
+            policies,
             header,
         })
     }
@@ -146,11 +165,19 @@ impl Reader {
         let pauses = self.pauses.intervals_for(server);
         let own = self.pauses.server_paused_until(server, self.now);
         ServerRow {
-            report: server_report(&self.policy.policy, &entry.record, &pauses, self.now),
+            report: server_report(&self.policies.at(self.now).policy, &entry.record, &pauses, self.now),
             paused_until: self.header.paused_until.max(own),
+            enforced_from: self.policies.newly_enforces(self.now, &entry.record.build),
             counters: entry.counters,
         }
     }
+}
+
+/// The policy scheduled after `now`, if any.
+pub fn upcoming(policies: &PolicySchedule, now: Timestamp) -> Option<UpcomingPolicy> {
+    let effective_at = policies.next_change_after(now)?;
+    let version = policies.pending.as_ref()?.version;
+    Some(UpcomingPolicy { version, effective_at })
 }
 
 fn internal(error: ratchet_store::rocks::StoreError) -> Status {

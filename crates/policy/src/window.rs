@@ -59,15 +59,28 @@ pub fn minute_of_hour(at: Timestamp) -> u32 {
 }
 
 /// Until when a verdict given at `at` may be reused: windows move only at minute
-/// boundaries, so to the end of the current minute.
-pub fn verdict_valid_until(at: Timestamp) -> Timestamp {
+/// boundaries, so to the end of the current minute, unless the policy changes first
+/// (`policy_changes_at`, a scheduled policy's instant).
+pub fn verdict_valid_until(at: Timestamp, policy_changes_at: Option<Timestamp>) -> Timestamp {
     use chrono::{DurationRound, TimeDelta};
-    at.duration_trunc(TimeDelta::minutes(1)).unwrap_or(at) + TimeDelta::minutes(1)
+    let minute_ends = at.duration_trunc(TimeDelta::minutes(1)).unwrap_or(at) + TimeDelta::minutes(1);
+    policy_changes_at.map_or(minute_ends, |change| change.min(minute_ends))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_verdict_holds_to_the_end_of_its_minute_or_to_a_scheduled_policy_if_sooner() {
+        let at: Timestamp = "2027-01-01T10:15:20Z".parse().unwrap();
+        let minute_end: Timestamp = "2027-01-01T10:16:00Z".parse().unwrap();
+        assert_eq!(verdict_valid_until(at, None), minute_end);
+        let soon: Timestamp = "2027-01-01T10:15:42Z".parse().unwrap();
+        assert_eq!(verdict_valid_until(at, Some(soon)), soon);
+        let later: Timestamp = "2027-01-01T11:00:00Z".parse().unwrap();
+        assert_eq!(verdict_valid_until(at, Some(later)), minute_end);
+    }
 
     #[test]
     fn offset_is_pinned_forever() {

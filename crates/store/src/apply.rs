@@ -16,7 +16,7 @@ use ratchet_policy::{Episode, Policy, Sighting, SightingEffect, Timestamp};
 use crate::command::{Applied, Command, CommandError, ErrorKind, Notice, Observation, Response, ServerSighting};
 use crate::model::{count_key, flush_key, AuditRecord, Connector, Counts, Event, EventKind, LastFlush, ServerEntry, Tenant};
 use crate::rocks::{event_key, server_key, tenant_prefix, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_SERVERS};
-use crate::view::VersionedPolicy;
+use crate::schedule::{PolicySchedule, VersionedPolicy};
 
 /// Pending changes of one apply batch, read through before the stored state.
 pub(crate) struct Txn<'a> {
@@ -24,7 +24,7 @@ pub(crate) struct Txn<'a> {
     pub tenants: Arc<BTreeMap<String, Tenant>>,
     /// Names of the tenants this batch changed.
     pub tenants_dirty: BTreeSet<String>,
-    pub policy: Arc<VersionedPolicy>,
+    pub policy: Arc<PolicySchedule>,
     pub policy_changed: bool,
     /// Servers written (Some) or deleted (None) by this batch.
     pub servers: HashMap<Vec<u8>, Option<ServerEntry>>,
@@ -40,7 +40,7 @@ pub(crate) struct Txn<'a> {
 }
 
 impl<'a> Txn<'a> {
-    pub fn new(store: &'a Store, tenants: Arc<BTreeMap<String, Tenant>>, policy: Arc<VersionedPolicy>) -> Self {
+    pub fn new(store: &'a Store, tenants: Arc<BTreeMap<String, Tenant>>, policy: Arc<PolicySchedule>) -> Self {
         Txn {
             store,
             tenants,
@@ -56,8 +56,9 @@ impl<'a> Txn<'a> {
         }
     }
 
+    /// The policy in force at the entry being applied (a scheduled one is promoted first).
     fn policy(&self) -> &Policy {
-        &self.policy.policy
+        &self.policy.current.policy
     }
 
     fn tenant_mut(&mut self, name: &str) -> Result<&mut Tenant, CommandError> {
@@ -85,6 +86,10 @@ impl<'a> Txn<'a> {
     pub fn apply(&mut self, index: u64, at: Timestamp, command: Command) -> Result<Response, StoreError> {
         self.index = index;
         self.events_raised = 0;
+        if self.policy.is_due(at) {
+            Arc::make_mut(&mut self.policy).promote_due(at);
+            self.policy_changed = true;
+        }
         Ok(match command {
             Command::AddTenant { name } => Ok(self.add_tenant(name, at)),
             Command::AddConnector { tenant, cidr, cert_name } => self.add_connector(Connector { tenant, cidr, cert_name }),
@@ -129,7 +134,7 @@ impl<'a> Txn<'a> {
                 request_id,
             } => self.pause(&tenant, days, &servers, request_id.as_deref(), at)?,
             Command::EndPause { tenant, server } => self.end_pause(&tenant, server.as_deref(), at),
-            Command::SetPolicy { policy } => self.set_policy(*policy, index),
+            Command::SetPolicy { policy, effective_at } => self.set_policy(*policy, effective_at, index, at),
             Command::SetWebhook { tenant, url, secret } => self.tenant_mut(&tenant).map(|t| {
                 t.webhook_url = url;
                 t.webhook_secret = secret;
@@ -476,11 +481,32 @@ impl<'a> Txn<'a> {
         }
     }
 
-    fn set_policy(&mut self, policy: Policy, index: u64) -> Response {
+    /// A policy in force at once, or scheduled: a later schedule replaces an earlier one
+    /// still pending, and a policy in force at once leaves a pending one in place.
+    fn set_policy(&mut self, policy: Policy, effective_at: Option<Timestamp>, index: u64, at: Timestamp) -> Response {
         policy.validate().map_err(|e| CommandError::invalid("policy", e.to_string()))?;
-        self.policy = Arc::new(VersionedPolicy { version: index, policy });
+        if let Some(effective_at) = effective_at.filter(|t| *t <= at) {
+            return Err(CommandError::invalid(
+                "effective_at",
+                format!(
+                    "{} is not in the future (the change committed at {})",
+                    effective_at.to_rfc3339(),
+                    at.to_rfc3339()
+                ),
+            ));
+        }
+        let version = VersionedPolicy {
+            version: index,
+            policy,
+            effective_at,
+        };
+        let schedule = Arc::make_mut(&mut self.policy);
+        match effective_at {
+            Some(_) => schedule.pending = Some(version),
+            None => schedule.current = version,
+        }
         self.policy_changed = true;
-        Ok(Applied::PolicySet { version: index })
+        Ok(Applied::PolicySet { version: index, effective_at })
     }
 
     /// Raises each notice whose key has not been raised for its server episode or tenant.

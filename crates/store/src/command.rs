@@ -106,8 +106,11 @@ pub enum Command {
         tenant: String,
         server: Option<String>,
     },
+    /// A new policy, in force from its commit, or from `effective_at` if given (which
+    /// must lie after the entry's own time).
     SetPolicy {
         policy: Box<Policy>,
+        effective_at: Option<Timestamp>,
     },
     /// Where to POST the tenant's events; `None` stops delivery.
     SetWebhook {
@@ -204,6 +207,7 @@ pub enum Applied {
     },
     PolicySet {
         version: u64,
+        effective_at: Option<Timestamp>,
     },
     WebhookSet,
     Notified {
@@ -423,7 +427,7 @@ impl Command {
                 validate_tenant("tenant", tenant)?;
                 server.as_deref().map_or(Ok(()), |server| validate_fqdn("server", server))
             }
-            Command::SetPolicy { policy } => policy.validate().map_err(|e| CommandError::invalid("policy", e.to_string())),
+            Command::SetPolicy { policy, .. } => policy.validate().map_err(|e| CommandError::invalid("policy", e.to_string())),
             Command::SetWebhook { tenant, url, secret } => {
                 validate_tenant("tenant", tenant)?;
                 if url.is_some() != secret.is_some() {
@@ -483,7 +487,10 @@ impl Command {
                 Some(server) => format!("pause end server={server}"),
                 None => "pause end".into(),
             },
-            Command::SetPolicy { .. } => "policy set".into(),
+            Command::SetPolicy { effective_at, .. } => match effective_at {
+                Some(at) => format!("policy set effective_at={}", at.to_rfc3339()),
+                None => "policy set".into(),
+            },
             Command::SetWebhook { url, .. } => match url {
                 Some(url) => format!("webhook set {url}"),
                 None => "webhook off".into(),

@@ -42,6 +42,8 @@ pub enum EventKind {
     PauseStarted,
     PauseExtended,
     PauseEnded,
+    /// A scheduled policy will enforce servers of the tenant that are not enforced today.
+    PolicyAnnounced,
 }
 
 /// One notification, as the message centre lists it and the webhook receives it.

@@ -31,13 +31,16 @@ use crate::rocks::{
 };
 use crate::snapshot::{verify, SnapshotFormatError, SnapshotReader, SnapshotWriter};
 use crate::types::{read_error, write_error, Entry, LogId, Node, NodeId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
-use crate::view::{Caches, Notifiers, StateView, VersionedPolicy};
+use crate::schedule::PolicySchedule;
+use crate::view::{Caches, Notifiers, StateView};
 
 /// In meta: the log id of the last applied entry.
 pub(crate) const APPLIED_KEY: &[u8] = b"applied";
 const APPLIED: &[u8] = APPLIED_KEY;
 const MEMBERSHIP: &[u8] = b"membership";
 const POLICY: &[u8] = b"policy";
+/// A policy scheduled to take over from `POLICY` at its `effective_at`; absent when none is.
+const PENDING_POLICY: &[u8] = b"policy/pending";
 /// The stamp of the last applied entry: time in the log never runs backwards.
 const CLOCK: &[u8] = b"clock";
 /// In `raft`: the current snapshot's description; its data is `snapshot_path(id)`.
@@ -129,7 +132,10 @@ impl StateMachine {
     }
 
     fn reload_caches(&self) -> Result<(), StoreError> {
-        let policy: VersionedPolicy = self.store.get(CF_META, POLICY)?.unwrap_or_default();
+        let policy = PolicySchedule {
+            current: self.store.get(CF_META, POLICY)?.unwrap_or_default(),
+            pending: self.store.get(CF_META, PENDING_POLICY)?,
+        };
         let mut tenants = BTreeMap::new();
         for item in self.store.db().iterator_cf(self.store.cf(CF_TENANTS), IteratorMode::Start) {
             let (key, value) = item?;
@@ -222,7 +228,11 @@ impl StateMachine {
             batch.put_cf(meta, key, encode(&LastFlush(*flush_id)));
         }
         if txn.policy_changed {
-            batch.put_cf(meta, POLICY, encode(&*txn.policy));
+            batch.put_cf(meta, POLICY, encode(&txn.policy.current));
+            match &txn.policy.pending {
+                Some(pending) => batch.put_cf(meta, PENDING_POLICY, encode(pending)),
+                None => batch.delete_cf(meta, PENDING_POLICY),
+            }
         }
         if let Some(membership) = &membership {
             batch.put_cf(meta, MEMBERSHIP, encode(membership));

@@ -9,25 +9,19 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use ratchet_policy::connectors::ConnectorTable;
-use ratchet_policy::{Policy, Timestamp};
+use ratchet_policy::Timestamp;
 use tokio::sync::watch;
 
 use crate::model::{AuditRecord, Event, ServerEntry, Tenant, AUDIT_PREFIX};
 use crate::paging::{Page, PageStart};
+use crate::schedule::PolicySchedule;
 use crate::rocks::{server_key, tenant_prefix, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_SERVERS, STATE_FAMILIES};
 use crate::state_machine::APPLIED_KEY;
-
-/// The policy in force and the log index at which it took effect (0: the default).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct VersionedPolicy {
-    pub version: u64,
-    pub policy: Policy,
-}
 
 /// In-memory copies of the hot state, shared by the state machine (writer) and every reader.
 #[derive(Default)]
 pub(crate) struct Caches {
-    pub policy: RwLock<Arc<VersionedPolicy>>,
+    pub policy: RwLock<Arc<PolicySchedule>>,
     pub tenants: RwLock<Arc<BTreeMap<String, Tenant>>>,
 }
 
@@ -65,7 +59,8 @@ impl StateView {
         }
     }
 
-    pub fn policy(&self) -> Arc<VersionedPolicy> {
+    /// The policy in force and the one scheduled to follow it: pick with `.at(instant)`.
+    pub fn policies(&self) -> Arc<PolicySchedule> {
         self.caches.policy.read().expect("policy lock").clone()
     }
 

@@ -16,7 +16,7 @@ use ratchet_policy::{Episode, PauseLedger, Policy, ServerRecord};
 use ratchet_store::codec::{decode, encode, Codec, FORMAT_VERSION};
 use ratchet_store::model::Counts;
 use ratchet_store::types::{Entry, SnapshotMeta, StoredMembership};
-use ratchet_store::view::VersionedPolicy;
+use ratchet_store::VersionedPolicy;
 use ratchet_store::{
     AuditRecord, Command, Connector, Event, EventKind, Node, Notice, Observation, Request, ServerEntry, ServerSighting, Tenant,
 };
@@ -278,6 +278,14 @@ fn commands() -> Vec<(&'static str, Command)> {
             "set_policy",
             Command::SetPolicy {
                 policy: Box::new(Policy::default()),
+                effective_at: None,
+            },
+        ),
+        (
+            "set_policy_scheduled",
+            Command::SetPolicy {
+                policy: Box::new(Policy::default()),
+                effective_at: Some(at(21, 0)),
             },
         ),
         (
@@ -329,6 +337,15 @@ fn records_match_their_golden_files() {
         &VersionedPolicy {
             version: 17,
             policy: Policy::default(),
+            effective_at: None,
+        },
+    );
+    check(
+        "record_policy_scheduled",
+        &VersionedPolicy {
+            version: 18,
+            policy: Policy::default(),
+            effective_at: Some(at(21, 0)),
         },
     );
     check("record_clock", &at(20, 12));

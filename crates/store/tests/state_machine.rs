@@ -482,3 +482,47 @@ async fn servers_paused_on_their_own_are_charged_each_and_must_exist() {
         "first detected, pause started and ended; first detected, pause started and extended: {events:?}"
     );
 }
+
+#[tokio::test]
+async fn a_scheduled_policy_is_kept_aside_until_its_instant_and_survives_reopening_and_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut machine = Machine::open(dir.path());
+    let mut stricter = ratchet_policy::Policy::default();
+    stricter.warning_days = 14;
+    let schedule = |effective_at| Command::SetPolicy {
+        policy: Box::new(stricter.clone()),
+        effective_at: Some(effective_at),
+    };
+
+    let refused = machine.one(day(10), schedule(day(10))).await.unwrap_err();
+    assert_eq!((refused.kind, refused.field.as_str()), (ErrorKind::InvalidArgument, "effective_at"));
+    assert!(machine.machine.view().policies().pending.is_none(), "a refusal changes nothing");
+
+    let Applied::PolicySet { version, effective_at } = machine.one(day(10), schedule(day(20))).await.unwrap() else {
+        panic!("a policy set");
+    };
+    assert_eq!(effective_at, Some(day(20)));
+    let policies = machine.machine.view().policies();
+    assert_eq!(policies.current.version, 0, "the default stays in force");
+    assert_eq!(policies.at(day(19)).version, 0);
+    assert_eq!(policies.at(day(20)).version, version, "readers switch at the instant");
+
+    // A snapshot carries the schedule; a reopened node still has it.
+    let snapshot = machine.machine.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut other = Machine::open(other_dir.path());
+    other.machine.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+    assert_eq!(other.machine.view().policies(), policies);
+    drop(machine);
+    let mut machine = Machine::open(dir.path());
+    machine.next_index = 10;
+    assert_eq!(machine.machine.view().policies(), policies);
+
+    // The first entry stamped at or after the instant promotes it, on every node alike.
+    machine.one(day(19), Command::AddTenant { name: "bear".into() }).await.unwrap();
+    assert!(machine.machine.view().policies().pending.is_some());
+    machine.one(day(21), Command::AddTenant { name: "owl".into() }).await.unwrap();
+    let promoted = machine.machine.view().policies();
+    assert_eq!((promoted.current.version, promoted.pending.is_none()), (version, true));
+    assert_eq!(promoted.current.policy.warning_days, 14);
+}

@@ -69,6 +69,7 @@ button:disabled{background:#9aa8b8;cursor:not-allowed}
 .alert{border-radius:8px;padding:10px 14px;margin-bottom:14px;border:1px solid}
 .alert.error{background:#fdf0f0;border-color:#f0c4c4;color:#8d1f1f}
 .alert.warn{background:#fff7e6;border-color:#f3d9a4;color:#6b4a00}
+.alert.info{background:#eef4fd;border-color:#c3d5f3;color:#1d3f73}
 .table-wrap{overflow-x:auto;border:1px solid var(--line);border-radius:8px;background:var(--card)}
 table{width:100%;border-collapse:collapse}
 th,td{padding:9px 8px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}

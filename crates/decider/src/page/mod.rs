@@ -82,7 +82,7 @@ pub async fn index(State(state): State<HttpState>) -> Response {
             Err(status) => return message_page(StatusCode::INTERNAL_SERVER_ERROR, "Error", status.message()),
         }
     }
-    let budget = state.view.policy().policy.pause_budget_days;
+    let budget = state.view.policies().at(now).policy.pause_budget_days;
     html::respond(StatusCode::OK, tenants::render(&tenants, budget, now))
 }
 
@@ -139,7 +139,8 @@ fn render_tenant(state: &HttpState, name: &str, query: &PageQuery, shown: Shown)
         Err(refusal) if refusal.code() == Code::NotFound => return unknown_tenant(name),
         Err(refusal) => return message_page(StatusCode::INTERNAL_SERVER_ERROR, "Error", refusal.message()),
     };
-    let policy = state.view.policy();
+    let policies = state.view.policies();
+    let policy = policies.at(now);
     let default_days = page.report.pause_days_remaining.clamp(1, 7).to_string();
     let fresh_id = new_request_id();
     let context = report::PageContext {

@@ -93,12 +93,15 @@ fn server_row(out: &mut String, row: &ServerRow) {
     let _ = write!(
         out,
         "<tr><td class=\"server\"><strong>{}</strong><div class=\"muted small\">{} · <span class=\"mono\">{}</span></div></td>\
-         <td><div>{}</div><div class=\"stage\">{}</div></td><td class=\"nowrap\">{}</td>",
+         <td><div>{}</div><div class=\"stage\">{}</div>{}</td><td class=\"nowrap\">{}</td>",
         Esc(&server.server_fqdn),
         Esc(server.product.as_deref().unwrap_or("Unknown product")),
         Esc(&server.build),
         status_badge(server.status),
         stage_badge(server),
+        row.enforced_from
+            .map(|at| format!("<div class=\"muted small\">enforced from {} by the new policy</div>", date_time(at)))
+            .unwrap_or_default(),
         optional_date(server.first_detected_date),
     );
     match server.stage {
@@ -426,6 +429,24 @@ fn pager(out: &mut String, report: &TenantReport, totals: &TenantTotals, context
     out.push_str("</nav>");
 }
 
+/// What a scheduled policy will change for this tenant, and when.
+fn upcoming_policy(out: &mut String, report: &TenantReport, totals: &TenantTotals) {
+    let Some(upcoming) = &report.upcoming_policy else {
+        return;
+    };
+    let effect = match totals.enforced_from_upcoming {
+        0 => "It enforces none of your servers that are not enforced today.".to_owned(),
+        1 => "It enforces <strong>1</strong> of your servers that is not enforced today (marked below).".to_owned(),
+        n => format!("It enforces <strong>{}</strong> of your servers that are not enforced today (marked below).", thousands(n as u64)),
+    };
+    let _ = write!(
+        out,
+        "<div class=\"alert info\" role=\"status\"><strong>A new policy (version {}) takes effect on {}.</strong> {effect}</div>",
+        upcoming.version,
+        date_time(upcoming.effective_at),
+    );
+}
+
 /// The report page of one tenant: its totals and charts over every server, and one page
 /// of its servers (`report.servers`) with links to the pages around it.
 pub fn render(report: &TenantReport, totals: &TenantTotals, context: &PageContext) -> String {
@@ -452,6 +473,7 @@ pub fn render(report: &TenantReport, totals: &TenantTotals, context: &PageContex
             Esc(error)
         );
     }
+    upcoming_policy(&mut body, report, totals);
     pause_panel(&mut body, report, context);
     summary_cards(&mut body, totals);
     let _ = write!(

@@ -259,6 +259,20 @@ fn print_report(report: &TenantReport) {
         or_dash(report.paused_until.map(instant)),
         report.pause_days_remaining
     );
+    if let Some(upcoming) = &report.upcoming_policy {
+        let newly: Vec<&str> = report
+            .servers
+            .iter()
+            .filter(|row| row.enforced_from.is_some())
+            .map(|row| row.report.server_fqdn.as_str())
+            .collect();
+        println!(
+            "policy version {} takes effect at {}; it newly enforces: {}",
+            upcoming.version,
+            instant(upcoming.effective_at),
+            or_dash(nonempty(&newly.join(" ")))
+        );
+    }
     let rows: Vec<Vec<String>> = report
         .servers
         .iter()

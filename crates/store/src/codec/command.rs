@@ -3,7 +3,7 @@
 use ipnet::IpNet;
 
 use super::records::{event_kind, event_kind_from};
-use super::{each, messages, pb, required, Codec, DecodeError};
+use super::{each, messages, optional, pb, required, Codec, DecodeError};
 use crate::command::{Applied, Command, CommandError, ErrorKind, Notice, Observation, Request, Response, ServerSighting};
 use crate::model::Counts;
 
@@ -100,8 +100,9 @@ impl Codec for Command {
                 servers,
             }),
             Command::EndPause { tenant, server } => C::EndPause(pb::EndPause { tenant, server }),
-            Command::SetPolicy { policy } => C::SetPolicy(pb::SetPolicy {
+            Command::SetPolicy { policy, effective_at } => C::SetPolicy(pb::SetPolicy {
                 policy: Some(policy.to_message()),
+                effective_at: effective_at.as_ref().map(Codec::to_message),
             }),
             Command::SetWebhook { tenant, url, secret } => C::SetWebhook(pb::SetWebhook { tenant, url, secret }),
             Command::Notify { notices } => C::Notify(pb::Notify {
@@ -167,6 +168,7 @@ impl Codec for Command {
             },
             C::SetPolicy(c) => Command::SetPolicy {
                 policy: Box::new(required("set_policy.policy", c.policy)?),
+                effective_at: optional(c.effective_at)?,
             },
             C::SetWebhook(c) => Command::SetWebhook {
                 tenant: c.tenant,
@@ -315,7 +317,10 @@ impl Codec for Applied {
                 refunded_days: *refunded_days,
                 remaining_days: *remaining_days,
             }),
-            Applied::PolicySet { version } => A::PolicySet(pb::PolicySet { version: *version }),
+            Applied::PolicySet { version, effective_at } => A::PolicySet(pb::PolicySet {
+                version: *version,
+                effective_at: effective_at.as_ref().map(Codec::to_message),
+            }),
             Applied::WebhookSet => A::WebhookSet(pb::Nothing {}),
             Applied::Notified { events } => A::Notified(count(*events)),
             Applied::MarkedDelivered { events } => A::MarkedDelivered(count(*events)),
@@ -344,7 +349,10 @@ impl Codec for Applied {
                 refunded_days: p.refunded_days,
                 remaining_days: p.remaining_days,
             },
-            A::PolicySet(p) => Applied::PolicySet { version: p.version },
+            A::PolicySet(p) => Applied::PolicySet {
+                version: p.version,
+                effective_at: optional(p.effective_at)?,
+            },
             A::WebhookSet(_) => Applied::WebhookSet,
             A::Notified(c) => Applied::Notified { events: count(c) },
             A::MarkedDelivered(c) => Applied::MarkedDelivered { events: count(c) },

@@ -7,7 +7,7 @@ use ratchet_policy::stages::Stage;
 use ratchet_policy::{BuildVersion, Policy};
 
 use super::{each, messages, pb, Codec, DecodeError};
-use crate::view::VersionedPolicy;
+use crate::schedule::VersionedPolicy;
 
 impl Codec for VersionedPolicy {
     type Message = pb::VersionedPolicy;
@@ -16,6 +16,7 @@ impl Codec for VersionedPolicy {
         pb::VersionedPolicy {
             version: self.version,
             policy: Some(self.policy.to_message()),
+            effective_at: self.effective_at.as_ref().map(Codec::to_message),
         }
     }
 
@@ -23,6 +24,7 @@ impl Codec for VersionedPolicy {
         Ok(VersionedPolicy {
             version: message.version,
             policy: super::required("policy", message.policy)?,
+            effective_at: super::optional(message.effective_at)?,
         })
     }
 }

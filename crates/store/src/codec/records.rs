@@ -299,6 +299,7 @@ pub(super) fn event_kind(kind: EventKind) -> i32 {
         EventKind::PauseStarted => K::PauseStarted,
         EventKind::PauseExtended => K::PauseExtended,
         EventKind::PauseEnded => K::PauseEnded,
+        EventKind::PolicyAnnounced => K::PolicyAnnounced,
     };
     stored.into()
 }
@@ -315,6 +316,7 @@ pub(super) fn event_kind_from(stored: i32) -> Result<EventKind, DecodeError> {
         Ok(K::PauseStarted) => EventKind::PauseStarted,
         Ok(K::PauseExtended) => EventKind::PauseExtended,
         Ok(K::PauseEnded) => EventKind::PauseEnded,
+        Ok(K::PolicyAnnounced) => EventKind::PolicyAnnounced,
         _ => {
             return Err(DecodeError::invalid(
                 "event.kind",
