@@ -91,7 +91,11 @@ async fn a_policy_scheduled_two_seconds_ahead_flips_verdicts_at_that_instant_on_
     let shown_at: DateTime<Utc> = pending["pending"]["effective_at"].as_str().unwrap().parse().unwrap();
     assert_eq!(shown_at, effective_at);
     let in_force = ctl_json(&cluster, 0, &["policy", "show"]);
-    assert_ne!(in_force["version"].as_u64(), Some(scheduled_version), "not in force before its time");
+    assert_ne!(
+        in_force["version"].as_u64(),
+        Some(scheduled_version),
+        "not in force before its time"
+    );
 
     // Every node answers by the instant it decides at, on either side of T.
     let decide = tokio::spawn(decide_around(cluster_channels(&cluster).await, server, effective_at));
@@ -103,9 +107,16 @@ async fn a_policy_scheduled_two_seconds_ahead_flips_verdicts_at_that_instant_on_
     let answered = decide.await.unwrap();
     for (node, answers) in answered.iter().enumerate() {
         let before = answers.iter().filter(|(at, _)| *at < effective_at).count();
-        assert!(before > 0 && before < answers.len(), "d{node} answered on both sides of T: {answers:?}");
+        assert!(
+            before > 0 && before < answers.len(),
+            "d{node} answered on both sides of T: {answers:?}"
+        );
         for (at, verdict) in answers {
-            let expected = if *at < effective_at { pb::Verdict::Accept } else { pb::Verdict::Block };
+            let expected = if *at < effective_at {
+                pb::Verdict::Accept
+            } else {
+                pb::Verdict::Block
+            };
             assert_eq!(*verdict, expected, "d{node} at {at} (T = {effective_at})");
         }
     }
@@ -147,11 +158,7 @@ async fn cluster_channels(cluster: &Cluster) -> Vec<tonic::transport::Channel> {
 
 /// Decide for `server` on every node in turn from now until a second past `t`: each
 /// node's answers with the instant it decided at.
-async fn decide_around(
-    channels: Vec<tonic::transport::Channel>,
-    server: &str,
-    t: DateTime<Utc>,
-) -> Vec<Vec<(DateTime<Utc>, pb::Verdict)>> {
+async fn decide_around(channels: Vec<tonic::transport::Channel>, server: &str, t: DateTime<Utc>) -> Vec<Vec<(DateTime<Utc>, pb::Verdict)>> {
     let mut answers = vec![Vec::new(); channels.len()];
     while Utc::now() < t + TimeDelta::seconds(1) {
         for (node, channel) in channels.iter().enumerate() {
@@ -211,13 +218,20 @@ async fn tenants_are_told_ahead_which_servers_a_scheduled_policy_will_enforce() 
     std::fs::write(file.path(), stricter_policy()).unwrap();
     let effective_at = (Utc::now() + TimeDelta::days(30)).duration_trunc(TimeDelta::seconds(1)).unwrap();
     let at_text = effective_at.to_rfc3339();
-    ctl(&cluster, 1, &["policy", "set", file.path().to_str().unwrap(), "--effective-at", &at_text]);
+    ctl(
+        &cluster,
+        1,
+        &["policy", "set", file.path().to_str().unwrap(), "--effective-at", &at_text],
+    );
 
     // Bear is told at once, naming the one server that is compliant today; owl, whose
     // server stays compliant, is not.
     let announced = wait_for_event(&cluster, "bear", "policy_announced").await;
     let message = announced["message"].as_str().unwrap();
-    assert!(message.contains("wave.bear.local") && !message.contains("old.bear.local"), "{message}");
+    assert!(
+        message.contains("wave.bear.local") && !message.contains("old.bear.local"),
+        "{message}"
+    );
     assert!(!message.starts_with("Reminder"), "{message}");
     let owl = ctl_json(&cluster, 2, &["events", "--tenant", "owl"]);
     assert!(
@@ -275,11 +289,32 @@ async fn a_schedule_in_the_past_or_not_an_instant_is_refused_and_changes_nothing
     let endpoint = cluster.nodes[1].grpc.to_string();
 
     let past = (Utc::now() - TimeDelta::minutes(5)).to_rfc3339();
-    let refused = common::stderr_of_failure(["ctl", "--endpoints", endpoint.as_str(), "policy", "set", path, "--effective-at", past.as_str()]);
+    let refused = common::stderr_of_failure([
+        "ctl",
+        "--endpoints",
+        endpoint.as_str(),
+        "policy",
+        "set",
+        path,
+        "--effective-at",
+        past.as_str(),
+    ]);
     assert_eq!(refused.trim().lines().count(), 1, "{refused}");
-    assert!(refused.contains("effective_at") && refused.contains("not in the future"), "{refused}");
+    assert!(
+        refused.contains("effective_at") && refused.contains("not in the future"),
+        "{refused}"
+    );
 
-    let garbage = common::stderr_of_failure(["ctl", "--endpoints", endpoint.as_str(), "policy", "set", path, "--effective-at", "next tuesday"]);
+    let garbage = common::stderr_of_failure([
+        "ctl",
+        "--endpoints",
+        endpoint.as_str(),
+        "policy",
+        "set",
+        path,
+        "--effective-at",
+        "next tuesday",
+    ]);
     assert!(garbage.contains("--effective-at") && garbage.contains("RFC 3339"), "{garbage}");
 
     assert_eq!(ctl_json(&cluster, 2, &["policy", "show"]), before);

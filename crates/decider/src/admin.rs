@@ -125,9 +125,7 @@ impl AdminService {
     }
 
     fn remaining_days(&self, tenant: &ratchet_store::Tenant) -> u32 {
-        tenant
-            .pauses
-            .remaining_days(self.budget_days(), self.proposer.now())
+        tenant.pauses.remaining_days(self.budget_days(), self.proposer.now())
     }
 }
 

@@ -506,7 +506,10 @@ impl<'a> Txn<'a> {
             None => schedule.current = version,
         }
         self.policy_changed = true;
-        Ok(Applied::PolicySet { version: index, effective_at })
+        Ok(Applied::PolicySet {
+            version: index,
+            effective_at,
+        })
     }
 
     /// Raises each notice whose key has not been raised for its server episode or tenant.

@@ -29,9 +29,9 @@ use crate::observe::{StorageObserver, Unobserved};
 use crate::rocks::{
     decode, encode, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_RAFT, CF_SERVERS, CF_TENANTS, STATE_FAMILIES,
 };
+use crate::schedule::PolicySchedule;
 use crate::snapshot::{verify, SnapshotFormatError, SnapshotReader, SnapshotWriter};
 use crate::types::{read_error, write_error, Entry, LogId, Node, NodeId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
-use crate::schedule::PolicySchedule;
 use crate::view::{Caches, Notifiers, StateView};
 
 /// In meta: the log id of the last applied entry.

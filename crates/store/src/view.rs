@@ -14,8 +14,8 @@ use tokio::sync::watch;
 
 use crate::model::{AuditRecord, Event, ServerEntry, Tenant, AUDIT_PREFIX};
 use crate::paging::{Page, PageStart};
-use crate::schedule::PolicySchedule;
 use crate::rocks::{server_key, tenant_prefix, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_SERVERS, STATE_FAMILIES};
+use crate::schedule::PolicySchedule;
 use crate::state_machine::APPLIED_KEY;
 
 /// In-memory copies of the hot state, shared by the state machine (writer) and every reader.

@@ -437,7 +437,10 @@ fn upcoming_policy(out: &mut String, report: &TenantReport, totals: &TenantTotal
     let effect = match totals.enforced_from_upcoming {
         0 => "It enforces none of your servers that are not enforced today.".to_owned(),
         1 => "It enforces <strong>1</strong> of your servers that is not enforced today (marked below).".to_owned(),
-        n => format!("It enforces <strong>{}</strong> of your servers that are not enforced today (marked below).", thousands(n as u64)),
+        n => format!(
+            "It enforces <strong>{}</strong> of your servers that are not enforced today (marked below).",
+            thousands(n as u64)
+        ),
     };
     let _ = write!(
         out,
