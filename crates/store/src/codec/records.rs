@@ -300,6 +300,8 @@ pub(super) fn event_kind(kind: EventKind) -> i32 {
         EventKind::PauseExtended => K::PauseExtended,
         EventKind::PauseEnded => K::PauseEnded,
         EventKind::PolicyAnnounced => K::PolicyAnnounced,
+        EventKind::ConnectorRemoved => K::ConnectorRemoved,
+        EventKind::ServersForgotten => K::ServersForgotten,
     };
     stored.into()
 }
@@ -317,6 +319,8 @@ pub(super) fn event_kind_from(stored: i32) -> Result<EventKind, DecodeError> {
         Ok(K::PauseExtended) => EventKind::PauseExtended,
         Ok(K::PauseEnded) => EventKind::PauseEnded,
         Ok(K::PolicyAnnounced) => EventKind::PolicyAnnounced,
+        Ok(K::ConnectorRemoved) => EventKind::ConnectorRemoved,
+        Ok(K::ServersForgotten) => EventKind::ServersForgotten,
         _ => {
             return Err(DecodeError::invalid(
                 "event.kind",
@@ -330,11 +334,17 @@ impl Codec for LastFlush {
     type Message = pb::LastFlush;
 
     fn to_message(&self) -> pb::LastFlush {
-        pb::LastFlush { flush_id: self.0 }
+        pb::LastFlush {
+            flush_id: self.flush_id,
+            at: self.at.as_ref().map(Codec::to_message),
+        }
     }
 
     fn from_message(message: pb::LastFlush) -> Result<Self, DecodeError> {
-        Ok(LastFlush(message.flush_id))
+        Ok(LastFlush {
+            flush_id: message.flush_id,
+            at: optional(message.at)?,
+        })
     }
 }
 
