@@ -219,7 +219,7 @@ async fn removing_a_tenant_stops_the_edge_attributing_its_mail_and_deletes_what_
     let removal = entries.iter().find(|e| e["action"] == "tenant remove bear").expect("audited");
     assert_eq!(removal["outcome"], "ok");
     assert!(
-        entries.iter().any(|e| e["action"] == "tenant add bear"),
+        entries.iter().any(|e| e["action"] == "connector add 127.0.0.1/32"),
         "the audit trail keeps the tenant's history: {audit}"
     );
 
