@@ -192,7 +192,7 @@ async fn removing_a_tenant_stops_the_edge_attributing_its_mail_and_deletes_what_
     let unconfirmed = ctl_refusal(&cluster, 2, &["tenant", "remove", "--tenant", "bear"]);
     assert_eq!(unconfirmed.trim().lines().count(), 1, "{unconfirmed}");
     assert!(
-        unconfirmed.contains("would remove tenant bear with 1 servers and 1 connectors") && unconfirmed.contains("--yes"),
+        unconfirmed.contains("would remove tenant bear with 1 server and 1 connector") && unconfirmed.contains("--yes"),
         "{unconfirmed}"
     );
     // An unknown tenant: one line naming it, with or without --yes.
