@@ -322,7 +322,7 @@ async fn every_command_in_both_forms_with_its_refusals() {
     assert!(ctl.json(&["connector", "list", "--tenant", "bear"]).as_array().unwrap().is_empty());
     let unconfirmed = ctl.refused(&["tenant", "remove", "--tenant", "bear"]);
     assert!(
-        unconfirmed.contains("would remove tenant bear with 1 server and 0 connectors") && unconfirmed.contains("--yes"),
+        unconfirmed.contains("would remove tenant bear (servers: 1, connectors: 0)") && unconfirmed.contains("--yes"),
         "{unconfirmed}"
     );
     assert_eq!(

@@ -148,7 +148,7 @@ async fn the_retention_sweep_forgets_the_same_servers_on_every_node() {
         .iter()
         .find(|e| e["kind"] == "servers_forgotten")
         .unwrap();
-    assert_eq!(forgotten["message"], "1 server not seen for 1 days forgotten: old.bear.local");
+    assert_eq!(forgotten["message"], "1 server not seen for 1 day forgotten: old.bear.local");
 
     // Seen again, the forgotten server starts a new clock, as after a decommission.
     let mut decision = cluster.nodes[1].decision().await;
@@ -192,7 +192,7 @@ async fn removing_a_tenant_stops_the_edge_attributing_its_mail_and_deletes_what_
     let unconfirmed = ctl_refusal(&cluster, 2, &["tenant", "remove", "--tenant", "bear"]);
     assert_eq!(unconfirmed.trim().lines().count(), 1, "{unconfirmed}");
     assert!(
-        unconfirmed.contains("would remove tenant bear with 1 server and 1 connector") && unconfirmed.contains("--yes"),
+        unconfirmed.contains("would remove tenant bear (servers: 1, connectors: 1)") && unconfirmed.contains("--yes"),
         "{unconfirmed}"
     );
     // An unknown tenant: one line naming it, with or without --yes.

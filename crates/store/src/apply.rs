@@ -373,8 +373,7 @@ impl<'a> Txn<'a> {
     fn sight(&mut self, sightings: Vec<ServerSighting>, at: Timestamp) -> Result<Response, StoreError> {
         let mut changed = 0;
         for sighting in sightings {
-            // A tenant unknown here was removed since: nothing to record.
-            if !self.tenants.contains_key(&sighting.tenant) {
+            if !self.is_evidence_for(&sighting.tenant, sighting.seen_at) {
                 continue;
             }
             let recorded = self.record_sighting(&sighting.tenant, &sighting.server_fqdn, &sighting.build, sighting.seen_at, at)?;
@@ -392,8 +391,7 @@ impl<'a> Txn<'a> {
         let day = at.format("%Y-%m-%d").to_string();
         let mut servers = 0;
         for observation in observations {
-            // A tenant unknown here was never attributed by this cluster: nothing to count.
-            if !self.tenants.contains_key(&observation.tenant) {
+            if !self.is_evidence_for(&observation.tenant, observation.last_seen) {
                 continue;
             }
             let recorded = self.record_sighting(
@@ -419,6 +417,14 @@ impl<'a> Txn<'a> {
                 .count_day(day.clone(), total);
         }
         Ok(Ok(Applied::Observed { servers }))
+    }
+
+    /// Whether evidence seen at `seen_at` is the tenant's: not if no tenant has the name
+    /// (removed since, or never attributed by this cluster), nor if it was seen before the
+    /// tenant was added (a late flush or sighting of a removed tenant of the same name: a
+    /// name added again starts from nothing).
+    fn is_evidence_for(&self, tenant: &str, seen_at: Timestamp) -> bool {
+        self.tenants.get(tenant).is_some_and(|t| seen_at >= t.created_at)
     }
 
     /// The last counted flush kept under `key` (see `flush_key`, `count_key`).

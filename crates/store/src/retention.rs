@@ -168,9 +168,17 @@ pub(crate) fn forgotten_message(servers: &[String], retention: &Retention) -> St
         0 => String::new(),
         rest => format!(" and {rest} more"),
     };
-    let count = match servers.len() {
-        1 => "1 server".to_owned(),
-        n => format!("{n} servers"),
-    };
-    format!("{count} not seen for {} days forgotten: {named}{more}", retention.forget_after_days)
+    format!(
+        "{} not seen for {} forgotten: {named}{more}",
+        counted(servers.len(), "server"),
+        counted(retention.forget_after_days as usize, "day")
+    )
+}
+
+/// "1 server", "2 servers".
+fn counted(n: usize, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
 }

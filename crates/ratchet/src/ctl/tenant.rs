@@ -83,19 +83,10 @@ async fn unconfirmed_removal(admin: &mut Admin, tenant: &str) -> anyhow::Result<
         bail!("not found: tenant: no tenant named {name:?}");
     };
     Ok(format!(
-        "tenant remove: would remove tenant {name} with {} and {}, and its pauses, counts, webhook and events; \
-         nothing was removed: add --yes to remove it",
-        counted(found.servers, "server"),
-        counted(found.connectors, "connector")
+        "tenant remove: would remove tenant {name} (servers: {}, connectors: {}) and its pauses, counts, \
+         webhook and events; nothing was removed: add --yes to remove it",
+        found.servers, found.connectors
     ))
-}
-
-/// "1 server", "2 servers".
-fn counted(n: u32, noun: &str) -> String {
-    match n {
-        1 => format!("1 {noun}"),
-        n => format!("{n} {noun}s"),
-    }
 }
 
 impl Output for TenantOutput {
