@@ -7,7 +7,8 @@ use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 use ratchet_store::model::Counts;
 use ratchet_store::rocks::STATE_FAMILIES;
 use ratchet_store::{
-    Applied, Command, ErrorKind, Observation, Request, Response, ServerSighting, StateMachine, StorageOptions, Store, TypeConfig,
+    Applied, AuditRecord, Command, ErrorKind, Observation, Page, PageStart, Request, Response, ServerSighting, StateMachine,
+    StorageOptions, Store, TypeConfig,
 };
 
 const OUT_OF_DATE: &str = "15.0.1497.48";
@@ -343,7 +344,13 @@ async fn admin_writes_are_audited_with_who_what_and_how_they_ended() {
     // A system write (no actor) is not in the trail.
     m.one(day(3), sight(day(3), "exch1", OUT_OF_DATE)).await.unwrap();
 
-    let trail = m.machine.view().audit(None, None).unwrap();
+    let view = m.machine.view();
+    let audit = |tenant, since, start: &PageStart, limit| view.audit_page(tenant, since, start, limit).unwrap();
+    let trail: Vec<_> = audit(None, None, &PageStart::First, 100)
+        .items
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
     let lines: Vec<(u64, &str, &str, Option<&str>, &str)> = trail
         .iter()
         .map(|r| {
@@ -361,8 +368,18 @@ async fn admin_writes_are_audited_with_who_what_and_how_they_ended() {
     assert_eq!((lines[1].0, lines[1].2, lines[1].3), (3, "pause end", Some("bear")));
     assert!(lines[1].4.starts_with("refused: "), "{lines:?}");
     assert_eq!(lines[2], (4, operator, "cluster promote d3", None, "ok"));
-    assert_eq!(m.machine.view().audit(Some("bear"), None).unwrap().len(), 1);
-    assert_eq!(m.machine.view().audit(None, Some(day(2))).unwrap().len(), 1);
+    assert_eq!(audit(Some("bear"), None, &PageStart::First, 100).items.len(), 1);
+    assert_eq!(audit(None, Some(day(2)), &PageStart::First, 100).items.len(), 1);
+
+    // Pages of two: the second starts after the first's last key and ends the trail.
+    let first = audit(None, None, &PageStart::First, 2);
+    assert!(first.has_next && !first.has_previous);
+    let indices = |page: &Page<AuditRecord>| page.items.iter().map(|(_, r)| r.index).collect::<Vec<_>>();
+    assert_eq!(indices(&first), [2, 3]);
+    let after = PageStart::After(first.items.last().unwrap().0.clone());
+    let second = audit(None, None, &after, 2);
+    assert_eq!(indices(&second), [4]);
+    assert!(!second.has_next);
 }
 
 /// One edge flush of `blocked` messages from bear's exch1, in stage 3.
