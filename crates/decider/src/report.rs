@@ -25,6 +25,20 @@ pub struct TenantReport {
     /// A policy scheduled to take effect (`ctl policy set --effective-at`), if one is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upcoming_policy: Option<UpcomingPolicy>,
+    /// Every pause of the tenant, tenant-wide and per server, oldest first: the bands of the
+    /// page's message chart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pauses: Vec<PauseSpan>,
+}
+
+/// One pause as the report shows it: of the whole tenant (`server` absent) or of one server,
+/// with the instant it ended (earlier than planned when it was ended early).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PauseSpan {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    pub start: Timestamp,
+    pub end: Timestamp,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -150,6 +164,16 @@ impl Reader {
             servers: Vec::new(),
             daily: record.daily,
             upcoming_policy: upcoming(&policies, now),
+            pauses: record
+                .pauses
+                .pauses()
+                .iter()
+                .map(|pause| PauseSpan {
+                    server: pause.server.clone(),
+                    start: pause.start,
+                    end: pause.end,
+                })
+                .collect(),
         };
         Ok(Reader {
             tenant: tenant.to_owned(),
