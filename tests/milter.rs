@@ -243,9 +243,15 @@ impl RawClient {
         self.ask(b'L', format!("{name}\0{value}\0").as_bytes())
     }
 
-    /// The milter closed the connection: the next read finds its end.
+    /// The milter closed the connection: the next read finds its end, not a packet and not
+    /// the read timeout.
     fn closed(&mut self) -> bool {
-        self.read().is_none()
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+        let mut length = [0u8; 4];
+        match self.stream.read_exact(&mut length) {
+            Ok(()) => false,
+            Err(e) => matches!(e.kind(), UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe),
+        }
     }
 }
 
@@ -344,6 +350,28 @@ fn bad_input_gets_a_protocol_error_or_tempfail_and_memory_stays_bounded() {
         peak >> 10
     );
     assert_serves(&milter);
+}
+
+#[test]
+fn a_connection_idle_past_idle_timeout_secs_is_closed() {
+    let decider = StagedDecider::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("milter.toml");
+    std::fs::write(&config, "idle_timeout_secs = 1\n").unwrap();
+    let milter = MilterProcess::start_with(&decider.endpoint(), &["--config", &config.display().to_string()]);
+    // An MTA that went quiet in the middle of a message.
+    let mut client = RawClient::open(milter.addr);
+    assert_eq!(client.header("Received", COMPLIANT_STAMP).map(|p| p.0), Some(b'c'));
+    assert!(client.closed(), "closed within the client's 10 s read timeout");
+    // Counted as the connection's task ends, just after the socket closed.
+    let counted = std::time::Instant::now() + Duration::from_secs(5);
+    while milter.metric("ratchet_milter_idle_closed_total", &[]) != 1.0 {
+        assert!(std::time::Instant::now() < counted, "the idle close is counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A conversation that keeps talking is served as ever.
+    assert_serves(&milter);
+    assert_eq!(milter.metric("ratchet_milter_idle_closed_total", &[]), 1.0);
 }
 
 #[test]

@@ -55,6 +55,11 @@ pub struct MilterConfig {
     /// certificate it verified; when this list is not empty, the name also counts only
     /// when `{cert_issuer}` is one of these issuer common names.
     pub trusted_cert_issuers: Vec<String>,
+    /// A connection that sends no packet for this long is closed, so that MTAs that went
+    /// away without closing do not hold `max_connections` slots. Postfix keeps a milter
+    /// connection for its whole SMTP session and says nothing while the client is idle, so
+    /// keep it above Postfix's `smtpd_timeout` (300 s).
+    pub idle_timeout_secs: u64,
     /// After SIGTERM, how long milter connections may go on before they are closed.
     pub shutdown_grace_secs: u64,
 }
@@ -77,6 +82,7 @@ impl Default for MilterConfig {
             max_connections: 1000,
             mta_cidrs: Vec::new(),
             trusted_cert_issuers: Vec::new(),
+            idle_timeout_secs: 600,
             shutdown_grace_secs: 30,
         }
     }
@@ -109,6 +115,7 @@ impl MilterConfig {
             ("count_flush_ms", self.count_flush_ms as usize),
             ("max_header_bytes", self.max_header_bytes),
             ("max_connections", self.max_connections),
+            ("idle_timeout_secs", self.idle_timeout_secs as usize),
         ] {
             if value == 0 {
                 bail!("{key}: must be at least 1");

@@ -1,6 +1,6 @@
 //! The listener: admits MTA connections (only from `mta_cidrs`, at most
-//! `max_connections`), runs one milter conversation per connection, and shuts down
-//! gracefully.
+//! `max_connections`), runs one milter conversation per connection (closed after
+//! `idle_timeout_secs` without a packet), and shuts down gracefully.
 //!
 //! Shutdown turns `/readyz` to 503 and stops accepting at once, lets conversations finish
 //! within `shutdown_grace_secs`, then closes the rest: Postfix applies its
@@ -11,12 +11,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use miltr_common::ProtocolError;
 use miltr_server::{Error, Server};
 use ratchet_edge::build::ExchangeDetector;
 use ratchet_edge::client::{ClientSettings, DecisionClient};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tokio_io_timeout::TimeoutStream;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 use tracing::Instrument;
 
@@ -122,12 +124,19 @@ fn admit(shared: &Arc<Shared>, slots: &Arc<Semaphore>, connections: &mut JoinSet
     let span = tracing::info_span!("milter.connection", otel.kind = "server", session = %id, peer = %peer);
     let mut session = Session::new(shared.clone(), id);
     let max_packet = shared.config.max_packet();
+    let mut stream = TimeoutStream::new(stream);
+    stream.set_read_timeout(Some(Duration::from_secs(shared.config.idle_timeout_secs)));
     let active = metrics().connection_started();
     connections.spawn(
         async move {
             let mut server = Server::new(&mut session, false, max_packet);
-            match server.handle_connection(stream.compat()).await {
+            match server.handle_connection(Box::pin(stream).compat()).await {
                 Ok(()) => tracing::debug!("milter connection closed"),
+                // miltr-server reports a failed read as a codec error, a failed write as I/O.
+                Err(Error::Io(error) | Error::Codec(ProtocolError::CodecError(error))) if error.kind() == std::io::ErrorKind::TimedOut => {
+                    metrics().idle_closed();
+                    tracing::info!("milter connection idle past idle_timeout_secs; closed");
+                }
                 Err(Error::Codec(error)) => {
                     metrics().protocol_error();
                     tracing::warn!(%error, "milter protocol error; connection closed");
