@@ -62,6 +62,10 @@ pub struct MilterConfig {
     pub idle_timeout_secs: u64,
     /// After SIGTERM, how long milter connections may go on before they are closed.
     pub shutdown_grace_secs: u64,
+    /// The permission bits of the socket file with `--listen unix:/PATH`, in octal
+    /// (`"0660"`: the MTA's user must be in the milter's group). Whoever may open it may
+    /// speak for any client address.
+    pub socket_mode: String,
 }
 
 impl Default for MilterConfig {
@@ -84,6 +88,7 @@ impl Default for MilterConfig {
             trusted_cert_issuers: Vec::new(),
             idle_timeout_secs: 600,
             shutdown_grace_secs: 30,
+            socket_mode: "0660".into(),
         }
     }
 }
@@ -122,7 +127,16 @@ impl MilterConfig {
             }
         }
         self.decider_tls()?;
+        self.socket_mode()?;
         Ok(())
+    }
+
+    /// `socket_mode` as permission bits.
+    pub fn socket_mode(&self) -> anyhow::Result<u32> {
+        match u32::from_str_radix(&self.socket_mode, 8) {
+            Ok(mode) if mode <= 0o777 => Ok(mode),
+            _ => bail!("socket_mode: {:?} is not octal permission bits such as \"0660\"", self.socket_mode),
+        }
     }
 
     /// The files of the milter's mutual TLS to the deciders, when configured.
