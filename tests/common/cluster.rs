@@ -327,11 +327,14 @@ pub async fn count_answered(decision: &mut DecisionClient<Channel>, origin: u64,
         .filter_map(|answer| {
             let tally = answer.tally.clone()?;
             let verdict = pb::Verdict::try_from(answer.verdict).unwrap();
+            let would = pb::Verdict::try_from(answer.would_verdict).unwrap();
             let stage = pb::StageCount {
                 stage: answer.stage,
                 accepted: u64::from(verdict == pb::Verdict::Accept),
                 throttled: u64::from(verdict == pb::Verdict::Throttle),
                 blocked: u64::from(verdict == pb::Verdict::Block),
+                would_throttle: u64::from(would == pb::Verdict::Throttle),
+                would_block: u64::from(would == pb::Verdict::Block),
             };
             Some(pb::ServerCounts {
                 tenant: answer.tenant.clone(),
