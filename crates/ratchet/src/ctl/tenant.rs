@@ -22,8 +22,11 @@ pub enum TenantCommand {
     /// Enforce the tenant's verdicts, or only compute, count and report them (report-only:
     /// its mail is always accepted).
     Mode {
+        /// The tenant whose mode to set.
         #[arg(long)]
         tenant: String,
+        /// enforce: throttle and block as the stages say; report-only: accept all mail,
+        /// and report and count what enforcing would have done.
         mode: ModeWord,
     },
 }
