@@ -9,6 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::browser::get;
 use common::smtp::{deliver, EdgeProcess, SmtpSink};
 use common::stages::{blocked, StagedDecider, OUT_OF_DATE, TENANT};
 use ratchet_policy::{Mode, Policy};
@@ -120,6 +121,13 @@ fn a_report_only_tenant_is_accepted_and_told_what_enforcing_would_have_done() {
     assert_eq!(counted(&row, "blocked"), 1, "the enforced one before it was blocked: {row}");
     let report = ctl_json(&endpoint, &["report", "--tenant", TENANT]);
     assert_eq!(report["mode"], "report-only");
+    // The report page says so, and what enforcing would have done.
+    let http = decider.cluster.nodes[0].http;
+    let page = get(http, &format!("/tenants/{TENANT}")).body;
+    assert!(page.contains(">Report-only</span> Enforcement is in report-only mode"), "{page}");
+    assert!(page.contains("report-only: would block"), "{page}");
+    assert!(page.contains("report-only: would have throttled 0 · blocked 1"), "{page}");
+    assert!(get(http, "/").body.contains(">Report-only</span>"));
 
     // The mode it has already: a no-op that succeeds and tells no one.
     let before = mode_changes(&endpoint);
