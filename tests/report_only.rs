@@ -13,6 +13,7 @@ use common::browser::get;
 use common::smtp::{deliver, EdgeProcess, SmtpSink};
 use common::stages::{blocked, StagedDecider, OUT_OF_DATE, TENANT};
 use ratchet_policy::{Mode, Policy};
+use ratchet_proto::v1 as pb;
 use serde_json::Value;
 
 /// An Exchange 2016 build that the default policy holds out of date.
@@ -192,8 +193,8 @@ fn a_product_switched_off_is_not_enforced_at_all() {
     assert_eq!(sink.wait_for_messages(2).len(), 2);
 }
 
-#[test]
-fn an_unknown_mode_or_tenant_is_refused_in_one_line_and_changes_nothing() {
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_mode_or_tenant_is_refused_in_one_line_and_changes_nothing() {
     let decider = StagedDecider::start();
     let endpoint = decider.endpoint();
     let one_line = |stderr: &str| {
@@ -207,6 +208,21 @@ fn an_unknown_mode_or_tenant_is_refused_in_one_line_and_changes_nothing() {
     let stderr = ctl_failure(&endpoint, &["tenant", "mode", "--tenant", "nosuch", "report-only"]);
     one_line(&stderr);
     assert!(stderr.contains("nosuch"), "{stderr}");
+
+    // The decider itself refuses any other word, "off" too (only a product can be off).
+    let mut admin = decider.cluster.nodes[0].admin().await;
+    for word in ["sometimes", "off"] {
+        let request = pb::SetTenantModeRequest {
+            tenant: TENANT.into(),
+            mode: word.into(),
+        };
+        let refused = admin.set_tenant_mode(request).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            refused.message(),
+            format!("mode: \"{word}\" is not a tenant mode: enforce or report-only")
+        );
+    }
 
     assert_eq!(tenant_mode(&endpoint), "enforce");
     assert_eq!(mode_changes(&endpoint), 0);

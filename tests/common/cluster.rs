@@ -124,8 +124,10 @@ impl DeciderProcess {
         }
     }
 
+    /// The admin API, with the reply limit every real client sets (a report page of
+    /// thousands of servers is over tonic's default 4 MiB).
     pub async fn admin(&self) -> AdminClient<Channel> {
-        AdminClient::new(self.channel().await)
+        AdminClient::new(self.channel().await).max_decoding_message_size(ratchet_proto::limits::MAX_REPLY_BYTES)
     }
 
     pub async fn decision(&self) -> DecisionClient<Channel> {

@@ -73,10 +73,15 @@ pub struct Counts {
     pub accepted: u64,
     pub throttled: u64,
     pub blocked: u64,
-    #[serde(default)]
+    /// Left out of the JSON while zero, as they are for a tenant that never reported only.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub would_throttle: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub would_block: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 impl Counts {
