@@ -8,7 +8,7 @@ use std::pin::Pin;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::Stream;
 use ipnet::IpNet;
-use ratchet_policy::{Policy, Timestamp};
+use ratchet_policy::{Policy, TenantMode, Timestamp};
 use ratchet_proto::limits::{
     DEFAULT_AUDIT_PAGE_SIZE, DEFAULT_EVENTS_PAGE_SIZE, DEFAULT_REPORT_PAGE_SIZE, MAX_AUDIT_PAGE_SIZE, MAX_EVENTS_PAGE_SIZE,
     MAX_REPORT_PAGE_SIZE,
@@ -155,9 +155,34 @@ impl Admin for AdminService {
                 servers,
                 connectors: tenant.connectors.len() as u32,
                 paused_until_unix_ms: tenant.pauses.paused_until(now).map_or(0, |at| at.timestamp_millis()),
+                mode: tenant.mode.to_string(),
             });
         }
         Ok(Response::new(pb::ListTenantsResponse { tenants }))
+    }
+
+    async fn set_tenant_mode(&self, request: Request<pb::SetTenantModeRequest>) -> Result<Response<pb::SetTenantModeResponse>, Status> {
+        let actor = actor_of(&request);
+        let request = request.into_inner();
+        let mode: TenantMode = request
+            .mode
+            .trim()
+            .parse()
+            .map_err(|unknown| Status::invalid_argument(format!("mode: {unknown}")))?;
+        let tenant = key(&request.tenant);
+        self.proposer
+            .propose_as(
+                actor,
+                Command::SetTenantMode {
+                    tenant: tenant.clone(),
+                    mode,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::SetTenantModeResponse {
+            tenant,
+            mode: mode.to_string(),
+        }))
     }
 
     async fn add_connector(&self, request: Request<pb::AddConnectorRequest>) -> Result<Response<pb::AddConnectorResponse>, Status> {

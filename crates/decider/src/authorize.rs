@@ -25,8 +25,8 @@ pub fn role_needed(path: &str) -> Option<Role> {
         "ratchet.v1.Admin" => Some(match method {
             "ListTenants" | "ListConnectors" | "Report" | "ListPauses" | "GetPolicy" | "ListEvents" | "ListAudit" => Role::Viewer,
             "SetPolicy" | "SaveSnapshot" => Role::Admin,
-            // AddTenant, AddConnector, ImportServer, DecommissionServer, Pause, EndPause,
-            // SetWebhook, and any method added later until it is placed here.
+            // AddTenant, SetTenantMode, AddConnector, ImportServer, DecommissionServer, Pause,
+            // EndPause, SetWebhook, and any method added later until it is placed here.
             _ => Role::Operator,
         }),
         "ratchet.v1.Cluster" => Some(match method {
@@ -131,6 +131,7 @@ mod tests {
             ("/ratchet.v1.Admin/SetPolicy", Some(Role::Admin)),
             ("/ratchet.v1.Cluster/AddLearner", Some(Role::Admin)),
             ("/ratchet.v1.Admin/Pause", Some(Role::Operator)),
+            ("/ratchet.v1.Admin/SetTenantMode", Some(Role::Operator)),
             ("/ratchet.v1.Admin/Report", Some(Role::Viewer)),
             ("/ratchet.v1.Cluster/Status", Some(Role::Viewer)),
             ("/ratchet.v1.Decision/Decide", Some(Role::Edge)),

@@ -7,7 +7,7 @@
 //! reaches the log; apply checks what depends on state (does the tenant exist?).
 
 use ipnet::IpNet;
-use ratchet_policy::{Policy, Timestamp};
+use ratchet_policy::{Policy, TenantMode, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Counts, EventKind};
@@ -134,6 +134,12 @@ pub enum Command {
         action: String,
         tenant: Option<String>,
         outcome: String,
+    },
+    /// Whether the tenant's verdicts are given or only reported; setting the mode it has
+    /// already changes nothing.
+    SetTenantMode {
+        tenant: String,
+        mode: TenantMode,
     },
 }
 
@@ -343,7 +349,8 @@ impl Command {
             | Command::Pause { tenant, .. }
             | Command::EndPause { tenant, .. }
             | Command::SetWebhook { tenant, .. }
-            | Command::MarkDelivered { tenant, .. } => Some(tenant),
+            | Command::MarkDelivered { tenant, .. }
+            | Command::SetTenantMode { tenant, .. } => Some(tenant),
         }
     }
 
@@ -446,7 +453,7 @@ impl Command {
                     validate_len("notices.message", &n.message, MAX_MESSAGE_LEN)
                 })
             }
-            Command::MarkDelivered { tenant, .. } => validate_tenant("tenant", tenant),
+            Command::MarkDelivered { tenant, .. } | Command::SetTenantMode { tenant, .. } => validate_tenant("tenant", tenant),
             Command::Audit { action, tenant, outcome } => {
                 validate_nonempty("action", action, MAX_MESSAGE_LEN)?;
                 validate_len("outcome", outcome, MAX_MESSAGE_LEN)?;
@@ -498,6 +505,7 @@ impl Command {
             Command::Notify { notices } => format!("notify {} notices", notices.len()),
             Command::MarkDelivered { ids, .. } => format!("mark delivered {} events", ids.len()),
             Command::Audit { action, .. } => action.clone(),
+            Command::SetTenantMode { mode, .. } => format!("tenant mode {mode}"),
         }
     }
 }

@@ -543,3 +543,70 @@ async fn a_scheduled_policy_is_kept_aside_until_its_instant_and_survives_reopeni
     assert_eq!((promoted.current.version, promoted.pending.is_none()), (version, true));
     assert_eq!(promoted.current.policy.warning_days, 14);
 }
+
+#[tokio::test]
+async fn a_tenant_mode_change_is_kept_and_told_once_and_an_unknown_tenant_is_refused() {
+    use ratchet_policy::TenantMode;
+    use ratchet_store::EventKind;
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Machine::open(dir.path());
+    let set = |tenant: &str, mode| Command::SetTenantMode {
+        tenant: tenant.into(),
+        mode,
+    };
+    m.one(day(0), Command::AddTenant { name: "bear".into() }).await.unwrap();
+    assert_eq!(m.machine.view().tenant("bear").unwrap().mode, TenantMode::Enforce);
+
+    let unknown = m.one(day(1), set("nosuch", TenantMode::ReportOnly)).await.unwrap_err();
+    assert_eq!((unknown.kind, unknown.field.as_str()), (ErrorKind::NotFound, "tenant"));
+    assert!(unknown.message.contains("nosuch"), "{unknown:?}");
+
+    for at in [day(2), day(3)] {
+        m.one(at, set("bear", TenantMode::ReportOnly)).await.unwrap();
+    }
+    let mode_changes = |m: &Machine| {
+        let events = m.machine.view().events("bear").unwrap();
+        events.into_iter().filter(|e| e.kind == EventKind::ModeChanged).count()
+    };
+    assert_eq!(m.machine.view().tenant("bear").unwrap().mode, TenantMode::ReportOnly);
+    assert_eq!(mode_changes(&m), 1, "setting the mode it has is a no-op");
+    m.one(day(4), set("bear", TenantMode::Enforce)).await.unwrap();
+    assert_eq!(m.machine.view().tenant("bear").unwrap().mode, TenantMode::Enforce);
+    assert_eq!(mode_changes(&m), 2);
+
+    // The mode survives reopening.
+    m.one(day(5), set("bear", TenantMode::ReportOnly)).await.unwrap();
+    drop(m);
+    let m = Machine::open(dir.path());
+    assert_eq!(m.machine.view().tenant("bear").unwrap().mode, TenantMode::ReportOnly);
+}
+
+#[tokio::test]
+async fn a_product_switched_off_starts_no_clock_but_its_patched_servers_still_remediate() {
+    use ratchet_policy::{Mode, Policy};
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Machine::open(dir.path());
+    m.one(day(0), Command::AddTenant { name: "bear".into() }).await.unwrap();
+    m.one(day(0), sight(day(0), "watched", OUT_OF_DATE)).await.unwrap();
+    let mut policy = Policy::default();
+    policy
+        .products
+        .iter_mut()
+        .filter(|p| p.name == "Exchange 2013")
+        .for_each(|p| p.mode = Mode::Off);
+    m.one(
+        day(1),
+        Command::SetPolicy {
+            policy: Box::new(policy),
+            effective_at: None,
+        },
+    )
+    .await
+    .unwrap();
+    m.one(day(2), sight(day(2), "unwatched", OUT_OF_DATE)).await.unwrap();
+    let unwatched = m.machine.view().server("bear", "unwatched").unwrap().expect("recorded");
+    assert_eq!(unwatched.record.episode, None, "no clock starts while its product is off");
+    m.one(day(3), sight(day(3), "watched", COMPLIANT)).await.unwrap();
+    let watched = m.machine.view().server("bear", "watched").unwrap().expect("recorded");
+    assert_eq!(watched.record.episode.and_then(|e| e.remediated_at), Some(day(3)));
+}

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use chrono::{Datelike, Days, NaiveDate, TimeZone, Utc};
-use ratchet_policy::{ReportStatus, ServerReport, Timestamp};
+use ratchet_policy::{Mode, ReportStatus, ServerReport, TenantMode, Timestamp};
 use ratchet_store::model::Counts;
 
 use super::chart::{Band, Bar, Series, StackedBars};
@@ -63,14 +63,26 @@ fn enforced(server: &ServerReport) -> bool {
     server.status == ReportStatus::OutOfDate
 }
 
+/// What a server in report-only mode would get now, for a badge's title and the table.
+fn would_get(server: &ServerReport) -> String {
+    format!("report-only: would {}", server.would_verdict.map_or("accept", |v| v.as_str()))
+}
+
 /// "Stage 3", coloured by what the stage does now: report only, throttle, block. A
-/// remediated server keeps the stage its clock stopped in, no longer enforced: grey.
+/// remediated server keeps the stage its clock stopped in, no longer enforced: grey; so
+/// does a server in report-only mode, whose verdicts are only reported.
 fn stage_badge(server: &ServerReport) -> String {
     let Some(stage) = server.stage else {
         return "<span class=\"muted\">—</span>".to_owned();
     };
     if !enforced(server) {
         return format!("<span class=\"badge b-grey\" title=\"Stage {stage} when its clock stopped: not enforced\">Stage {stage}</span>");
+    }
+    if server.mode == Mode::ReportOnly {
+        return format!(
+            "<span class=\"badge b-grey\" title=\"Stage {stage}, {}\">Stage {stage}</span>",
+            would_get(server)
+        );
     }
     let (class, meaning) = match (server.current_throttle_rate, server.current_block_rate) {
         (0, 0) => ("b-blue", "report only"),
@@ -110,6 +122,10 @@ fn server_row(out: &mut String, row: &ServerRow) {
     );
     match server.stage {
         Some(_) if !enforced(server) => out.push_str("<td class=\"muted nowrap\">not enforced</td>"),
+        Some(_) if server.mode == Mode::ReportOnly => {
+            let _ = write!(out, "<td class=\"nowrap\">{}</td>", Esc(&would_get(server)));
+        }
+        None if server.mode == Mode::Off => out.push_str("<td class=\"muted nowrap\">off: product not enforced</td>"),
         Some(_) => {
             let _ = write!(
                 out,
@@ -165,7 +181,14 @@ fn server_row(out: &mut String, row: &ServerRow) {
             } else {
                 format!("in stage {stage}")
             };
-            format!("{when}: {} accepted, {} throttled, {} blocked", c.accepted, c.throttled, c.blocked)
+            let would = match (c.would_throttle, c.would_block) {
+                (0, 0) => String::new(),
+                (throttle, block) => format!(" (of the accepted, {throttle} would have been throttled, {block} blocked)"),
+            };
+            format!(
+                "{when}: {} accepted, {} throttled, {} blocked{would}",
+                c.accepted, c.throttled, c.blocked
+            )
         })
         .collect();
     let _ = write!(
@@ -432,6 +455,10 @@ fn pause_panel(out: &mut String, report: &TenantReport, context: &PageContext) {
                 }
             );
         }
+        None if report.mode == TenantMode::ReportOnly => out.push_str(
+            "<div class=\"state\" id=\"pause-h\"><span class=\"badge b-blue\">Report-only</span> Enforcement is in \
+             report-only mode: verdicts are computed, counted and reported, and all mail is accepted.</div>",
+        ),
         None => out.push_str(
             "<div class=\"state\" id=\"pause-h\"><span class=\"badge b-green\">Enforcing</span> Enforcement is active: \
              out-of-date servers are throttled and blocked as their stages say.</div>",
@@ -468,7 +495,7 @@ fn summary_cards(out: &mut String, totals: &TenantTotals) {
          <div class=\"card\"><div class=\"k\">Servers</div><div class=\"v\">{}</div></div>\
          <div class=\"card\"><div class=\"k\">Out of date</div><div class=\"v\">{}</div></div>\
          <div class=\"card\"><div class=\"k\">Throttled or blocked now</div><div class=\"v\">{}</div></div>\
-         <div class=\"card\"><div class=\"k\">Messages, all time</div><div class=\"v\">{} <small>accepted · {} throttled · {} blocked</small></div></div>\
+         <div class=\"card\"><div class=\"k\">Messages, all time</div><div class=\"v\">{} <small>accepted · {} throttled · {} blocked</small></div>{}</div>\
          </div>",
         thousands(totals.servers as u64),
         thousands(totals.out_of_date as u64),
@@ -476,7 +503,20 @@ fn summary_cards(out: &mut String, totals: &TenantTotals) {
         thousands(totals.messages.accepted),
         thousands(totals.messages.throttled),
         thousands(totals.messages.blocked),
+        would_have(&totals.messages),
     );
+}
+
+/// What report-only mode let through that enforcing would have refused, if anything.
+fn would_have(counts: &Counts) -> String {
+    if counts.would_throttle == 0 && counts.would_block == 0 {
+        return String::new();
+    }
+    format!(
+        "<div class=\"muted small\" id=\"would-have\">report-only: would have throttled {} · blocked {}</div>",
+        thousands(counts.would_throttle),
+        thousands(counts.would_block)
+    )
 }
 
 /// Links to the pages before and after the one shown, if there are any.

@@ -1,6 +1,10 @@
-//! `ratchet ctl tenant add|list`: the tenants, each with its server and connector counts.
+//! `ratchet ctl tenant add|list|mode`: the tenants, each with its server and connector
+//! counts and its enforcement mode, and `tenant mode` to switch a tenant between enforcing
+//! and reporting only.
 
-use clap::Subcommand;
+use clap::builder::PossibleValue;
+use clap::{Subcommand, ValueEnum};
+use ratchet_policy::TenantMode;
 use ratchet_proto::v1 as pb;
 use serde::Serialize;
 
@@ -11,8 +15,34 @@ use crate::table;
 
 #[derive(Subcommand)]
 pub enum TenantCommand {
-    Add { name: String },
+    Add {
+        name: String,
+    },
     List,
+    /// Enforce the tenant's verdicts, or only compute, count and report them (report-only:
+    /// its mail is always accepted).
+    Mode {
+        /// The tenant whose mode to set.
+        #[arg(long)]
+        tenant: String,
+        /// enforce: throttle and block as the stages say; report-only: accept all mail,
+        /// and report and count what enforcing would have done.
+        mode: ModeWord,
+    },
+}
+
+/// A tenant mode as the command line takes it: its words are the policy crate's own.
+#[derive(Clone, Copy)]
+pub struct ModeWord(TenantMode);
+
+impl ValueEnum for ModeWord {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[ModeWord(TenantMode::Enforce), ModeWord(TenantMode::ReportOnly)]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.0.as_str()))
+    }
 }
 
 #[derive(Serialize)]
@@ -20,6 +50,7 @@ pub enum TenantCommand {
 pub enum TenantOutput {
     Added { tenant: String, created: bool },
     Listed(Vec<Tenant>),
+    ModeSet { tenant: String, mode: String },
 }
 
 #[derive(Serialize)]
@@ -28,6 +59,7 @@ pub struct Tenant {
     servers: u32,
     connectors: u32,
     paused_until: Option<String>,
+    mode: String,
 }
 
 pub async fn run(admin: &mut Admin, command: TenantCommand) -> anyhow::Result<TenantOutput> {
@@ -47,8 +79,20 @@ pub async fn run(admin: &mut Admin, command: TenantCommand) -> anyhow::Result<Te
                 name: t.name,
                 servers: t.servers,
                 connectors: t.connectors,
+                mode: t.mode,
             });
             TenantOutput::Listed(tenants.collect())
+        }
+        TenantCommand::Mode { tenant, mode } => {
+            let request = pb::SetTenantModeRequest {
+                tenant,
+                mode: mode.0.to_string(),
+            };
+            let reply = admin.set_tenant_mode(request).await.map_err(refusal)?.into_inner();
+            TenantOutput::ModeSet {
+                tenant: reply.tenant,
+                mode: reply.mode,
+            }
         }
     })
 }
@@ -66,11 +110,13 @@ impl Output for TenantOutput {
                             t.servers.to_string(),
                             t.connectors.to_string(),
                             or_dash(t.paused_until.as_deref()),
+                            t.mode.clone(),
                         ]
                     })
                     .collect();
-                table::print(&["TENANT", "SERVERS", "CONNECTORS", "PAUSED UNTIL"], &rows);
+                table::print(&["TENANT", "SERVERS", "CONNECTORS", "PAUSED UNTIL", "MODE"], &rows);
             }
+            TenantOutput::ModeSet { tenant, mode } => println!("tenant {tenant}: mode {mode}"),
         }
     }
 }
