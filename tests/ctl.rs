@@ -161,9 +161,15 @@ async fn every_command_in_both_forms_with_its_refusals() {
         "recommended_build_versions",
         "last_seen",
         "counters",
+        "mode",
+        "would_verdict",
     ] {
         assert!(server.get(field).is_some(), "report server lacks {field}: {server}");
     }
+    assert_eq!(
+        (report["mode"].as_str(), server["mode"].as_str()),
+        (Some("enforce"), Some("enforce"))
+    );
     assert_eq!(
         (server["server_fqdn"].as_str(), server["stage"].as_u64(), server["status"].as_str()),
         (Some("exch1.bear.local"), Some(5), Some("out_of_date"))

@@ -434,6 +434,24 @@ fn report(run: &Run, endpoints: &str) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// The tenant's report once it lists `server`: a first sighting is committed in the
+/// background, after the reply that answered it.
+fn report_listing(run: &Run, endpoints: &str, server: &str) -> BTreeMap<String, Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let servers = report(run, endpoints);
+        if servers.contains_key(server) {
+            return servers;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{server} was never committed: {servers:#?}\n{}",
+            run.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 #[test]
 fn the_charts_pods_run_from_the_image_decide_mail_and_outlive_a_sigtermed_leader() {
     let mut run = Run::new();
@@ -532,7 +550,7 @@ fn the_charts_pods_run_from_the_image_decide_mail_and_outlive_a_sigtermed_leader
     assert!(reply.starts_with("550 5.7.230 "), "past its deadline: {reply}\n{}", run.logs());
     let reply = send(edge_smtp, "new1.bear.example", OUT_OF_DATE);
     assert!(reply.starts_with("250 "), "first sighting: {reply}\n{}", run.logs());
-    let servers = report(&run, &endpoints);
+    let servers = report_listing(&run, &endpoints, "new1.bear.example");
     assert_eq!(servers["new1.bear.example"]["status"], "out_of_date", "{servers:#?}");
 
     // Every container is still up, every process in it runs as 10001:10001, and each
@@ -601,7 +619,7 @@ fn the_charts_pods_run_from_the_image_decide_mail_and_outlive_a_sigtermed_leader
     assert!(reply.starts_with("550 5.7.230 "), "still blocked: {reply}\n{}", run.logs());
     let reply = send(edge_smtp, "exch1.bear.example", COMPLIANT);
     assert!(reply.starts_with("250 "), "compliant: {reply}\n{}", run.logs());
-    let servers = report(&run, &endpoints);
+    let servers = report_listing(&run, &endpoints, "new2.bear.example");
     assert_eq!(servers["new2.bear.example"]["status"], "out_of_date", "{servers:#?}");
     assert_eq!(sink.wait_for_messages(4).len(), 4, "every 250 was relayed, nothing else");
 

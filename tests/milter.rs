@@ -29,17 +29,24 @@ impl MilterProcess {
     }
 
     fn start_with(deciders: &str, extra: &[&str]) -> MilterProcess {
-        let (addr, http) = (free_port(), free_port());
+        let addr = free_port();
+        let (http, child) = Self::spawn(&addr.to_string(), deciders, extra);
+        wait_listening(addr, "ratchet milter");
+        MilterProcess { addr, http, child }
+    }
+
+    /// `ratchet milter --listen LISTEN`, with an HTTP listener of its own.
+    fn spawn(listen: &str, deciders: &str, extra: &[&str]) -> (SocketAddr, Child) {
+        let http = free_port();
         let child = common::ratchet()
-            .args(["milter", "--listen", &addr.to_string(), "--deciders", deciders])
+            .args(["milter", "--listen", listen, "--deciders", deciders])
             .args(["--http", &http.to_string()])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("ratchet milter starts");
-        wait_listening(addr, "ratchet milter");
-        MilterProcess { addr, http, child }
+        (http, child)
     }
 
     /// Its resident memory, from /proc.
@@ -71,10 +78,15 @@ impl Drop for MilterProcess {
 
 /// `deploy/postfix/milter.cf`, pointed at `milter`.
 fn postfix_milter_lines(milter: SocketAddr) -> String {
+    postfix_milter_lines_to(&format!("inet:{milter}"))
+}
+
+/// `deploy/postfix/milter.cf`, pointed at a milter address as Postfix writes it.
+fn postfix_milter_lines_to(milter: &str) -> String {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/postfix/milter.cf");
     let lines = std::fs::read_to_string(file).expect("deploy/postfix/milter.cf");
     assert!(lines.contains("inet:127.0.0.1:8891"), "{lines}");
-    lines.replace("127.0.0.1:8891", &milter.to_string())
+    lines.replace("inet:127.0.0.1:8891", milter)
 }
 
 /// A staged decider, the milter, and Postfix (with the milter) relaying to a sink.
@@ -157,6 +169,51 @@ fn postfix_with_the_milter_answers_the_edges_exact_replies() {
         ),
         (1, 1, 1)
     );
+}
+
+#[test]
+fn postfix_reaches_the_milter_on_a_unix_socket() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let decider = StagedDecider::start();
+    let sink = SmtpSink::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Postfix's smtpd runs as the postfix user: it must reach the socket.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (socket, config) = (dir.path().join("milter.sock"), dir.path().join("milter.toml"));
+    std::fs::write(&config, "socket_mode = \"0666\"\n").unwrap();
+    let listen = format!("unix:{}", socket.display());
+    let (_http, child) = MilterProcess::spawn(&listen, &decider.endpoint(), &["--config", &config.display().to_string()]);
+    let mut milter = KilledOnDrop(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket()) {
+        assert!(std::time::Instant::now() < deadline, "no socket at {}", socket.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o666, "socket_mode");
+
+    let postfix = Postfix::start_with_main_cf(sink.addr, &postfix_milter_lines_to(&listen));
+    let compliant = decider.server_at("mt-unix-patched", 0);
+    let blocked_server = decider.server_at("mt-unix-blocked", 0);
+    decider.import(&blocked_server, 100);
+    let send = |server: &str, build| final_reply(&swaks(postfix.addr, server, build, &[]));
+    let accepted = send(&compliant, COMPLIANT);
+    assert!(accepted.starts_with("250 2.0.0 Ok: queued as "), "{accepted}\n{}", postfix.log());
+    assert_eq!(send(&blocked_server, OUT_OF_DATE), blocked(60));
+
+    // Stopped, the milter removes its socket file.
+    assert!(common::terminate(&mut milter.0, "ratchet milter").success());
+    assert!(!socket.exists(), "the socket file is gone");
+}
+
+/// A child killed when the test ends, however it ends.
+struct KilledOnDrop(Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
@@ -243,9 +300,15 @@ impl RawClient {
         self.ask(b'L', format!("{name}\0{value}\0").as_bytes())
     }
 
-    /// The milter closed the connection: the next read finds its end.
+    /// The milter closed the connection: the next read finds its end, not a packet and not
+    /// the read timeout.
     fn closed(&mut self) -> bool {
-        self.read().is_none()
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+        let mut length = [0u8; 4];
+        match self.stream.read_exact(&mut length) {
+            Ok(()) => false,
+            Err(e) => matches!(e.kind(), UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe),
+        }
     }
 }
 
@@ -344,6 +407,28 @@ fn bad_input_gets_a_protocol_error_or_tempfail_and_memory_stays_bounded() {
         peak >> 10
     );
     assert_serves(&milter);
+}
+
+#[test]
+fn a_connection_idle_past_idle_timeout_secs_is_closed() {
+    let decider = StagedDecider::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("milter.toml");
+    std::fs::write(&config, "idle_timeout_secs = 1\n").unwrap();
+    let milter = MilterProcess::start_with(&decider.endpoint(), &["--config", &config.display().to_string()]);
+    // An MTA that went quiet in the middle of a message.
+    let mut client = RawClient::open(milter.addr);
+    assert_eq!(client.header("Received", COMPLIANT_STAMP).map(|p| p.0), Some(b'c'));
+    assert!(client.closed(), "closed within the client's 10 s read timeout");
+    // Counted as the connection's task ends, just after the socket closed.
+    let counted = std::time::Instant::now() + Duration::from_secs(5);
+    while milter.metric("ratchet_milter_idle_closed_total", &[]) != 1.0 {
+        assert!(std::time::Instant::now() < counted, "the idle close is counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A conversation that keeps talking is served as ever.
+    assert_serves(&milter);
+    assert_eq!(milter.metric("ratchet_milter_idle_closed_total", &[]), 1.0);
 }
 
 #[test]

@@ -119,9 +119,8 @@ impl Scene {
     }
 }
 
-/// The `Received:` header the edge wrote, unfolded: it names the client the edge
-/// attributed the message to.
-fn edge_received(message: &str) -> String {
+/// The message's `Received:` headers, unfolded, newest (topmost) first.
+fn received_fields(message: &str) -> Vec<String> {
     let mut fields: Vec<String> = Vec::new();
     for line in message.lines().map(str::trim_end) {
         match fields.last_mut() {
@@ -129,10 +128,26 @@ fn edge_received(message: &str) -> String {
             _ => fields.push(line.to_owned()),
         }
     }
+    fields.retain(|f| f.starts_with("Received: from "));
     fields
+}
+
+/// The `Received:` header the edge wrote: it names the client the edge attributed the
+/// message to.
+fn edge_received(message: &str) -> String {
+    received_fields(message)
         .into_iter()
-        .find(|f| f.starts_with("Received: from ") && f.contains("(Ratchet edge)"))
+        .find(|f| f.contains("(Ratchet edge)"))
         .unwrap_or_else(|| panic!("no Received: from the edge in {message}"))
+}
+
+/// The `Received:` header the Postfix after the edge wrote (the newest but the sink's own):
+/// with XCLIENT it names the client the edge named, not the edge.
+fn next_hop_received(message: &str) -> String {
+    let newest = received_fields(message).into_iter().find(|f| !f.contains("(smtp-sink)"));
+    let newest = newest.unwrap_or_else(|| panic!("no Received: but the sink's in {message}"));
+    assert!(!newest.contains("(Ratchet edge)"), "no Received: after the edge's: {message}");
+    newest
 }
 
 /// A PROXY v2 header (`command` 1 PROXY, 0 LOCAL) for TCP over IPv4 from `client`.
@@ -324,15 +339,80 @@ fn postfix_with_the_edge_as_proxy_filter_forwards_the_client() {
     for (client, subject) in [(BEAR, "compliant"), (STRANGER, "stranger")] {
         let answer = deliver_from(Some(client), postfix.addr, "exch1.bear.local", COMPLIANT, subject);
         assert!(answer.starts_with("250 "), "{subject}: {answer}");
-        let received = edge_received(&scene.relayed(subject));
+        let relayed = scene.relayed(subject);
+        let received = edge_received(&relayed);
         assert!(
             received.starts_with(&format!("Received: from exch1.bear.local ([{client}])")),
             "{subject}: {received}"
         );
+        // The edge named the client to the after-filter listener with XFORWARD, which logs it.
+        let queued = next_hop_received(&relayed);
+        let queue_id = queued
+            .split(" with ESMTP id ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next());
+        let queue_id = queue_id.unwrap_or_else(|| panic!("no queue id in {queued}"));
+        let logged = postfix.log();
+        let line = logged.lines().find(|l| l.contains(&format!("{queue_id}: client=")));
+        let line = line.unwrap_or_else(|| panic!("{queue_id} not logged:\n{logged}"));
+        assert!(line.contains(&format!("orig_client=unknown[{client}]")), "{subject}: {line}");
     }
+    assert_eq!(forwarded(&edge, "xforward", "sent"), 2.0, "one XFORWARD a relayed message");
     let answer = deliver_from(Some(STRANGER), postfix.addr, BLOCKED_SERVER, OUT_OF_DATE, "not bear");
     assert!(answer.starts_with("250 "), "{answer}");
     assert_eq!(scene.blocked_in_report(1), 1);
+}
+
+/// Relays that named the client to the next hop with `command`, by `outcome`.
+fn forwarded(edge: &EdgeProcess, command: &str, outcome: &str) -> f64 {
+    let metrics = scrape(edge.http.unwrap());
+    total(
+        &metrics,
+        "ratchet_edge_client_forwarded_total",
+        &[("command", command), ("outcome", outcome)],
+    )
+}
+
+#[test]
+fn the_edge_names_the_client_to_a_postfix_behind_it_with_xclient() {
+    let scene = Scene::start();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "next_hop_forward_client = \"xclient\"\n").unwrap();
+    let edge_to = |next_hop| {
+        let http = free_port().to_string();
+        let edge = EdgeProcess::start_with(&scene.endpoint, next_hop, Some(config.path()), &["--http", &http], &[]);
+        wait_http_ok(edge.http.unwrap(), "/readyz", Duration::from_secs(20));
+        edge
+    };
+    // Postfix in front of the sink takes XCLIENT from loopback clients, the edges.
+    let postfix = Postfix::start_with_smtpd(scene.sink.addr, &|listen| {
+        format!("{listen} inet n - n - - smtpd\n  -o smtpd_authorized_xclient_hosts=127.0.0.0/8")
+    });
+    let edge = edge_to(postfix.addr);
+
+    let answer = deliver_from(Some(BEAR), edge.addr, "exch1.bear.local", COMPLIANT, "xclient");
+    assert!(answer.starts_with("250 "), "{answer}\n{}", postfix.log());
+    let queued = next_hop_received(&scene.relayed("xclient"));
+    assert!(
+        queued.starts_with("Received: from exch1.bear.local (unknown [127.0.0.7])"),
+        "Postfix took the session as bear's server's: {queued}"
+    );
+    assert_eq!(forwarded(&edge, "xclient", "sent"), 1.0);
+    // Enforcement is the edge's as before: bear's blocked server gets its 550, and nothing
+    // reaches Postfix.
+    let answer = deliver_from(Some(BEAR), edge.addr, BLOCKED_SERVER, OUT_OF_DATE, "blocked");
+    assert!(answer.starts_with(BLOCKED), "{answer}");
+
+    // A Postfix that does not authorize the edge does not offer XCLIENT: it gets the message
+    // from the edge as the client, and the edge counts that.
+    let unauthorized = Postfix::start(scene.sink.addr);
+    let edge = edge_to(unauthorized.addr);
+    let answer = deliver_from(Some(BEAR), edge.addr, "exch1.bear.local", COMPLIANT, "not authorized");
+    assert!(answer.starts_with("250 "), "{answer}\n{}", unauthorized.log());
+    let queued = next_hop_received(&scene.relayed("not authorized"));
+    assert!(queued.contains("[127.0.0.1])"), "{queued}");
+    assert_eq!(forwarded(&edge, "xclient", "not_offered"), 1.0);
+    assert_eq!(forwarded(&edge, "xclient", "sent"), 0.0);
 }
 
 /// The README quotes the files these tests run, exactly (all but their opening comments).

@@ -298,6 +298,13 @@ async fn report_page_shows_stages_counters_and_pauses() {
     assert!(text.contains(&remaining_text(&after)), "{text}");
     assert!(text.contains("Enforcement is paused until"), "{text}");
     assert!(text.contains("Extend pause"), "{text}");
+    // Today's column of the message chart sits in a band saying the tenant is paused.
+    assert!(
+        page.contains("<rect class=\"band\"")
+            && page.contains("enforcement paused for the whole tenant")
+            && page.contains(">Tenant paused<"),
+        "the message chart shows the pause as a band: {page}"
+    );
     let index = text_of(&get(node.http, "/").body);
     assert!(index.contains("Paused until"), "{index}");
 

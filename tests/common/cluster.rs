@@ -124,8 +124,10 @@ impl DeciderProcess {
         }
     }
 
+    /// The admin API, with the reply limit every real client sets (a report page of
+    /// thousands of servers is over tonic's default 4 MiB).
     pub async fn admin(&self) -> AdminClient<Channel> {
-        AdminClient::new(self.channel().await)
+        AdminClient::new(self.channel().await).max_decoding_message_size(ratchet_proto::limits::MAX_REPLY_BYTES)
     }
 
     pub async fn decision(&self) -> DecisionClient<Channel> {
@@ -327,11 +329,14 @@ pub async fn count_answered(decision: &mut DecisionClient<Channel>, origin: u64,
         .filter_map(|answer| {
             let tally = answer.tally.clone()?;
             let verdict = pb::Verdict::try_from(answer.verdict).unwrap();
+            let would = pb::Verdict::try_from(answer.would_verdict).unwrap();
             let stage = pb::StageCount {
                 stage: answer.stage,
                 accepted: u64::from(verdict == pb::Verdict::Accept),
                 throttled: u64::from(verdict == pb::Verdict::Throttle),
                 blocked: u64::from(verdict == pb::Verdict::Block),
+                would_throttle: u64::from(would == pb::Verdict::Throttle),
+                would_block: u64::from(would == pb::Verdict::Block),
             };
             Some(pb::ServerCounts {
                 tenant: answer.tenant.clone(),

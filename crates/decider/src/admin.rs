@@ -8,8 +8,11 @@ use std::pin::Pin;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::Stream;
 use ipnet::IpNet;
-use ratchet_policy::{Policy, Timestamp};
-use ratchet_proto::limits::{DEFAULT_EVENTS_PAGE_SIZE, DEFAULT_REPORT_PAGE_SIZE, MAX_EVENTS_PAGE_SIZE, MAX_REPORT_PAGE_SIZE};
+use ratchet_policy::{Policy, TenantMode, Timestamp};
+use ratchet_proto::limits::{
+    DEFAULT_AUDIT_PAGE_SIZE, DEFAULT_EVENTS_PAGE_SIZE, DEFAULT_REPORT_PAGE_SIZE, MAX_AUDIT_PAGE_SIZE, MAX_EVENTS_PAGE_SIZE,
+    MAX_REPORT_PAGE_SIZE,
+};
 use ratchet_proto::v1 as pb;
 use ratchet_proto::v1::admin_server::Admin;
 use ratchet_store::{Applied, Command, PageStart};
@@ -158,11 +161,35 @@ impl Admin for AdminService {
                 servers,
                 connectors: tenant.connectors.len() as u32,
                 paused_until_unix_ms: tenant.pauses.paused_until(now).map_or(0, |at| at.timestamp_millis()),
+                mode: tenant.mode.to_string(),
             });
         }
         Ok(Response::new(pb::ListTenantsResponse { tenants }))
     }
 
+    async fn set_tenant_mode(&self, request: Request<pb::SetTenantModeRequest>) -> Result<Response<pb::SetTenantModeResponse>, Status> {
+        let actor = actor_of(&request);
+        let request = request.into_inner();
+        let mode: TenantMode = request
+            .mode
+            .trim()
+            .parse()
+            .map_err(|unknown| Status::invalid_argument(format!("mode: {unknown}")))?;
+        let tenant = key(&request.tenant);
+        self.proposer
+            .propose_as(
+                actor,
+                Command::SetTenantMode {
+                    tenant: tenant.clone(),
+                    mode,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::SetTenantModeResponse {
+            tenant,
+            mode: mode.to_string(),
+        }))
+    }
     async fn remove_tenant(&self, request: Request<pb::RemoveTenantRequest>) -> Result<Response<pb::RemoveTenantResponse>, Status> {
         let actor = actor_of(&request);
         let tenant = key(&request.into_inner().tenant);
@@ -476,19 +503,26 @@ impl Admin for AdminService {
 
     async fn list_audit(&self, request: Request<pb::ListAuditRequest>) -> Result<Response<pb::ListAuditResponse>, Status> {
         let request = request.into_inner();
+        let limit = page_size(request.page_size, DEFAULT_AUDIT_PAGE_SIZE, MAX_AUDIT_PAGE_SIZE)?;
+        let tenant = key(&request.tenant);
+        let start = page_token::redeem(Listing::Audit, &tenant, &request.page_token)?;
         self.proposer.read_barrier().await?;
-        let tenant = Some(key(&request.tenant)).filter(|t| !t.is_empty());
         let since = (request.since_unix_ms != 0)
             .then(|| DateTime::<Utc>::from_timestamp_millis(request.since_unix_ms))
             .flatten();
-        let records = self
+        let page = self
             .proposer
             .view
-            .audit(tenant.as_deref(), since)
+            .audit_page(Some(tenant.as_str()).filter(|t| !t.is_empty()), since, &start, limit)
             .map_err(|e| Status::internal(e.to_string()))?;
-        let entries = records
+        let next_page_token = match page.items.last() {
+            Some((key, _)) if page.has_next => page_token::issue(Listing::Audit, &tenant, &PageStart::After(key.clone())),
+            _ => String::new(),
+        };
+        let entries = page
+            .items
             .into_iter()
-            .map(|record| pb::AuditEntry {
+            .map(|(_, record)| pb::AuditEntry {
                 index: record.index,
                 at_unix_ms: record.at.timestamp_millis(),
                 actor: record.actor,
@@ -497,6 +531,6 @@ impl Admin for AdminService {
                 outcome: record.outcome,
             })
             .collect();
-        Ok(Response::new(pb::ListAuditResponse { entries }))
+        Ok(Response::new(pb::ListAuditResponse { entries, next_page_token }))
     }
 }

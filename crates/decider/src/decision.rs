@@ -8,6 +8,10 @@
 //! committed in the background. Such an answer names no first-seen instant it has not
 //! seen committed.
 //!
+//! In report-only mode (the tenant's or the product's, see `ratchet_policy::mode`) the
+//! verdict is accept and `would_verdict` carries the one the rules reached, for the edge
+//! to count; fronts need not know modes to keep accepting.
+//!
 //! Decide counts nothing: the edge counts the verdicts it gives (a message it answered
 //! from a remembered verdict too, none it asked twice about) and sends them with `Count`,
 //! in numbered flushes that apply counts once. Counting here lost what a node held when
@@ -22,7 +26,7 @@ use chrono::TimeDelta;
 use futures::Stream;
 use ratchet_policy::products::{classify, BuildStatus};
 use ratchet_policy::window::verdict_valid_until;
-use ratchet_policy::{evaluate, Episode, ServerFacts, Sighting, SightingEffect, Verdict};
+use ratchet_policy::{evaluate, Episode, Mode, ServerFacts, Sighting, SightingEffect, Verdict};
 use ratchet_proto::v1 as pb;
 use ratchet_proto::v1::decision_server::Decision;
 use ratchet_store::command::{validate_fqdn, MAX_BUILD_LEN};
@@ -52,6 +56,14 @@ fn verdict_code(verdict: Verdict) -> pb::Verdict {
         Verdict::Accept => pb::Verdict::Accept,
         Verdict::Throttle => pb::Verdict::Throttle,
         Verdict::Block => pb::Verdict::Block,
+    }
+}
+
+fn mode_code(mode: Mode) -> pb::EnforcementMode {
+    match mode {
+        Mode::Enforce => pb::EnforcementMode::Enforce,
+        Mode::ReportOnly => pb::EnforcementMode::ReportOnly,
+        Mode::Off => pb::EnforcementMode::Off,
     }
 }
 
@@ -126,7 +138,7 @@ impl DecisionService {
         let policy = policies.at(now);
         let entry = view.server(&tenant, &server_fqdn).map_err(|e| Status::internal(e.to_string()))?;
         let committed = entry.as_ref().and_then(|e| e.record.episode.clone());
-        let status = classify(&policy.policy.products, &request.build).status;
+        let status = classify(&policy.policy.products, &request.build).clock_status();
         let mut episode = committed.clone();
         let relapse_window = TimeDelta::days(i64::from(policy.policy.relapse_window_days));
         let effect = Episode::sight(&mut episode, Sighting { status, at: now }, relapse_window);
@@ -139,10 +151,10 @@ impl DecisionService {
             });
         }
         // Borrowed from the shared map: a tenant record also holds its daily counts.
-        let pauses = view
+        let (pauses, tenant_mode) = view
             .tenants()
             .get(&tenant)
-            .map(|t| t.pauses.intervals_for(&server_fqdn))
+            .map(|t| (t.pauses.intervals_for(&server_fqdn), t.mode))
             .unwrap_or_default();
         let facts = ServerFacts {
             tenant: &tenant,
@@ -150,6 +162,7 @@ impl DecisionService {
             build: &request.build,
             episode: episode.as_ref(),
             pauses: &pauses,
+            tenant_mode,
         };
         let evaluation = evaluate(&policy.policy, facts, now);
         let stage = evaluation.stage.unwrap_or(0);
@@ -163,6 +176,8 @@ impl DecisionService {
         };
         Ok(pb::DecideResponse {
             verdict: verdict_code(evaluation.verdict).into(),
+            would_verdict: evaluation.would_verdict.map_or(pb::Verdict::Unspecified, verdict_code).into(),
+            mode: mode_code(evaluation.mode).into(),
             tenant,
             status: status_code(evaluation.status).into(),
             stage,
@@ -209,6 +224,8 @@ fn observation(counted: pb::ServerCounts) -> Result<Observation, Status> {
                 accepted: s.accepted,
                 throttled: s.throttled,
                 blocked: s.blocked,
+                would_throttle: s.would_throttle,
+                would_block: s.would_block,
             };
             (s.stage, counts)
         })

@@ -72,6 +72,9 @@ pub struct Decider {
     pub http_addr: Option<SocketAddr>,
     sightings: Arc<SightingQueue>,
     tasks: JoinSet<anyhow::Result<()>>,
+    /// Tells the gRPC server to stop taking calls and close its connections (each holds the
+    /// services, and through them Raft and the store).
+    stop_serving: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Decider {
@@ -116,8 +119,10 @@ impl Decider {
         let grpc_addr = options.grpc.local_addr()?;
         let http_addr = options.http.as_ref().map(TcpListener::local_addr).transpose()?;
         let mut tasks = JoinSet::new();
+        let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel();
         tasks.spawn(serve_grpc(
             options.grpc,
+            serving_stopped,
             proposer.clone(),
             DecisionService {
                 proposer: proposer.clone(),
@@ -202,6 +207,7 @@ impl Decider {
             http_addr,
             sightings,
             tasks,
+            stop_serving: Some(stop_serving),
         })
     }
 
@@ -217,8 +223,9 @@ impl Decider {
     }
 
     /// Stops answering (clients go to another node), hands leadership over if this node
-    /// leads, commits what only this node holds, within the write timeout, and stops Raft.
-    async fn stop(&self) {
+    /// leads, commits what only this node holds, within the write timeout, stops Raft, and
+    /// closes the gRPC server's connections.
+    async fn stop(&mut self) {
         self.proposer.freshness.stop_answering();
         // A Decide that was already past its freshness check may still queue a sighting,
         // without waiting on anything: this is ample time for it to finish before the
@@ -234,6 +241,9 @@ impl Decider {
         }
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(%error, "stopping raft");
+        }
+        if let Some(stop_serving) = self.stop_serving.take() {
+            let _ = stop_serving.send(());
         }
     }
 }
@@ -268,6 +278,7 @@ fn tls_config(files: &TlsFiles, alpn: &'static [&'static [u8]]) -> anyhow::Resul
 
 async fn serve_grpc(
     listener: TcpListener,
+    stopped: tokio::sync::oneshot::Receiver<()>,
     proposer: Proposer,
     decision: DecisionService,
     identity: Identity,
@@ -276,7 +287,9 @@ async fn serve_grpc(
     let raft = proposer.raft.clone();
     use pb::{admin_server::AdminServer, cluster_server::ClusterServer, decision_server::DecisionServer, raft_server::RaftServer};
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    tokio::spawn(follow_readiness(health_reporter, raft.clone(), decision.freshness.clone()));
+    // Runs beside the server and ends with it: nothing outlives a stopped node (in one
+    // process, a task holding Raft would hold its RocksDB open).
+    let readiness = follow_readiness(health_reporter, raft.clone(), decision.freshness.clone());
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -319,16 +332,28 @@ async fn serve_grpc(
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
         );
-    match tls {
-        Some(config) => router.serve_with_incoming(TlsIncoming::new(listener, config)).await?,
-        None => router.serve_with_incoming(TcpListenerStream::new(listener)).await?,
+    let stopped = async {
+        let _ = stopped.await;
+    };
+    let serving = async {
+        match tls {
+            Some(config) => {
+                router
+                    .serve_with_incoming_shutdown(TlsIncoming::new(listener, config), stopped)
+                    .await
+            }
+            None => router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped).await,
+        }
+    };
+    tokio::select! {
+        served = serving => Ok(served?),
+        never = readiness => match never {},
     }
-    Ok(())
 }
 
 /// Keeps gRPC health (the whole server, "", and the Decision service) in step with
 /// readiness: SERVING only while this node is fresh.
-async fn follow_readiness(reporter: tonic_health::server::HealthReporter, raft: Raft, freshness: Freshness) {
+async fn follow_readiness(reporter: tonic_health::server::HealthReporter, raft: Raft, freshness: Freshness) -> std::convert::Infallible {
     use pb::decision_server::DecisionServer;
     use tonic_health::ServingStatus;
     let mut ticker = tokio::time::interval(Duration::from_millis(500));

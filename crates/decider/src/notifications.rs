@@ -117,6 +117,7 @@ impl Notifier {
                     build: &record.build,
                     episode: Some(episode),
                     pauses: &pauses,
+                    tenant_mode: tenant.mode,
                 };
                 let evaluation = evaluate(&policy.policy, facts, now);
                 let episode_key = format!("{}:{}", record.server_fqdn, episode.first_seen.timestamp_millis());

@@ -1,7 +1,8 @@
 //! Page tokens: where the next (or previous) page of a listing starts, handed to clients
 //! as an opaque string and taken back on the next call.
 //!
-//! A token names the listing (`Report` or `ListEvents`), the tenant, the direction and
+//! A token names the listing (`Report`, `ListEvents` or `ListAudit`), the tenant ("" for
+//! the audit trail of every tenant), the direction and
 //! the key the page starts from, and ends with the first 16 bytes of a SHA-256 of all of
 //! that, the whole in URL-safe base64 (so it goes in a query string as it is). Taking one
 //! back checks, in order, that it decodes, that its checksum holds, and that it was issued
@@ -30,6 +31,7 @@ const CHECKSUM_BYTES: usize = 16;
 pub enum Listing {
     Report,
     Events,
+    Audit,
 }
 
 impl Listing {
@@ -37,6 +39,7 @@ impl Listing {
         match self {
             Listing::Report => "Report",
             Listing::Events => "ListEvents",
+            Listing::Audit => "ListAudit",
         }
     }
 }

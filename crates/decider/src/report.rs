@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use ratchet_policy::{server_report, ReportStatus, ServerReport, Timestamp};
+use ratchet_policy::{server_report, ReportStatus, ServerReport, TenantMode, Timestamp};
 use ratchet_store::model::Counts;
 use ratchet_store::{PageStart, PolicySchedule, ServerEntry, StateView};
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,10 @@ use crate::page_token::{self, Listing};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TenantReport {
     pub tenant: String,
+    /// Whether the tenant's verdicts are given or only reported (each server's own `mode`
+    /// also follows its product's).
+    #[serde(default)]
+    pub mode: TenantMode,
     pub paused_until: Option<Timestamp>,
     pub pause_days_remaining: u32,
     pub servers: Vec<ServerRow>,
@@ -25,6 +29,20 @@ pub struct TenantReport {
     /// A policy scheduled to take effect (`ctl policy set --effective-at`), if one is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upcoming_policy: Option<UpcomingPolicy>,
+    /// Every pause of the tenant, tenant-wide and per server, oldest first: the bands of the
+    /// page's message chart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pauses: Vec<PauseSpan>,
+}
+
+/// One pause as the report shows it: of the whole tenant (`server` absent) or of one server,
+/// with the instant it ended (earlier than planned when it was ended early).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PauseSpan {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    pub start: Timestamp,
+    pub end: Timestamp,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -145,11 +163,22 @@ impl Reader {
         let policies = view.policies();
         let header = TenantReport {
             tenant: tenant.to_owned(),
+            mode: record.mode,
             paused_until: record.pauses.paused_until(now),
             pause_days_remaining: record.pauses.remaining_days(policies.at(now).policy.pause_budget_days, now),
             servers: Vec::new(),
             daily: record.daily,
             upcoming_policy: upcoming(&policies, now),
+            pauses: record
+                .pauses
+                .pauses()
+                .iter()
+                .map(|pause| PauseSpan {
+                    server: pause.server.clone(),
+                    start: pause.start,
+                    end: pause.end,
+                })
+                .collect(),
         };
         Ok(Reader {
             tenant: tenant.to_owned(),
@@ -165,7 +194,13 @@ impl Reader {
         let pauses = self.pauses.intervals_for(server);
         let own = self.pauses.server_paused_until(server, self.now);
         ServerRow {
-            report: server_report(&self.policies.at(self.now).policy, &entry.record, &pauses, self.now),
+            report: server_report(
+                &self.policies.at(self.now).policy,
+                &entry.record,
+                &pauses,
+                self.header.mode,
+                self.now,
+            ),
             paused_until: self.header.paused_until.max(own),
             enforced_from: self.policies.newly_enforces(self.now, &entry.record.build),
             counters: entry.counters,

@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::forward_client::ForwardClient;
 use crate::tls::{self, NextHopClient, TlsFiles};
 
 /// How lines that end in a bare LF instead of CRLF are treated (RFC 5321 2.3.8 requires CRLF).
@@ -61,6 +62,14 @@ pub struct EdgeConfig {
     /// `next_hop_tls = "verify"`. Unset: the system's CA certificates. Watched like the
     /// STARTTLS certificate: a changed file is used for new connections.
     pub next_hop_ca_file: Option<PathBuf>,
+    /// `"none"` (the default), `"xforward"` or `"xclient"`: name the client the edge
+    /// attributed each message to (its address, port, HELO name, protocol) to the next hop
+    /// with Postfix's XFORWARD (an after-filter `smtpd`, for its logs) or
+    /// XCLIENT (the session becomes the client's, Postfix's own access checks included). The
+    /// next hop must authorize the edge (`smtpd_authorized_xforward_hosts` /
+    /// `smtpd_authorized_xclient_hosts`), or it does not offer the command and gets the
+    /// message without it. See [`ForwardClient`].
+    pub next_hop_forward_client: ForwardClient,
     /// The recipient domains this edge relays mail for; RCPT TO any other domain gets
     /// `550 5.7.1 Relaying denied`. An entry is a domain, matched exactly
     /// (`"example.com"`: not its subdomains), or `"*."` and a domain, matching every
@@ -168,6 +177,7 @@ impl Default for EdgeConfig {
             next_hop: String::new(),
             next_hop_tls: NextHopTls::Opportunistic,
             next_hop_ca_file: None,
+            next_hop_forward_client: ForwardClient::None,
             accepted_domains: Vec::new(),
             max_message_size: 35 * 1024 * 1024,
             max_command_line: 2048,

@@ -7,7 +7,9 @@
 //! flush whose outcome is unknown is sent again, unchanged, before anything newer; the
 //! deciders count a sequence once and never one older than the last counted, so neither a
 //! resend nor a late copy counts twice. A stopping front flushes what it holds; one
-//! killed outright loses what it counted since its last flush.
+//! killed outright loses what it counted since its last flush. A message accepted in
+//! report-only mode counts as accepted, and also as what it would have been
+//! (`would_throttle`, `would_block`), so the report can say what enforcing would have done.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -26,13 +28,15 @@ const MAX_SERVERS_PER_FLUSH: usize = 10_000;
 /// How long one flush may take, failover included: a write through consensus.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
-/// What one answered message counts as: the decider's tally, its stage and the verdict given.
+/// What one answered message counts as: the decider's tally, its stage, the verdict given
+/// and, in report-only mode, the one it would have been given.
 #[derive(Clone, Debug)]
 pub struct Counted {
     pub tenant: String,
     pub tally: Tally,
     pub stage: u32,
     pub verdict: Verdict,
+    pub would_verdict: Option<Verdict>,
 }
 
 impl Counted {
@@ -46,6 +50,9 @@ impl Counted {
             tally,
             stage: response.stage,
             verdict,
+            would_verdict: Verdict::try_from(response.would_verdict)
+                .ok()
+                .filter(|v| *v != Verdict::Unspecified),
         })
     }
 }
@@ -104,6 +111,11 @@ impl MessageCounts {
             Verdict::Throttle => stage.throttled += 1,
             Verdict::Block => stage.blocked += 1,
             _ => stage.accepted += 1,
+        }
+        match counted.would_verdict {
+            Some(Verdict::Throttle) => stage.would_throttle += 1,
+            Some(Verdict::Block) => stage.would_block += 1,
+            _ => {}
         }
         self.metrics.counts_pending(pending.len());
     }

@@ -18,7 +18,8 @@
 //!   failover; [`counting`]: the verdicts given, counted and flushed to the deciders;
 //!   [`client`]: the three started together; [`verdict`]: from stamp to request, from
 //!   answer to reply;
-//! - `relay`: the SMTP client to the next hop;
+//! - `relay`: the SMTP client to the next hop; [`forward_client`]: XFORWARD or XCLIENT to it,
+//!   naming the original client; `xtext`: those commands' value encoding;
 //! - `http`: `/healthz`, `/readyz` and `/metrics`; [`metrics`]: the Prometheus metrics;
 //! - `tls`: STARTTLS streams, certificates reloaded from files, client certificate names.
 //!
@@ -33,6 +34,7 @@ mod connection;
 pub mod connectors;
 pub mod counting;
 pub mod deciders;
+pub mod forward_client;
 mod http;
 mod limits;
 pub mod metrics;
@@ -43,6 +45,7 @@ mod server;
 mod session;
 mod tls;
 pub mod verdict;
+mod xtext;
 
 pub use build::{BuildDetector, BuildStamp, ExchangeDetector};
 pub use config::{BareLf, EdgeConfig, NextHopTls};

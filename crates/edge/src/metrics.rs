@@ -36,6 +36,7 @@ pub(crate) struct EdgeMetrics {
     next_hop_seconds: Histogram,
     relays: Family<Labels, Counter>,
     client_claims: Family<Labels, Counter>,
+    clients_forwarded: Family<Labels, Counter>,
 }
 
 /// What the decision client measures: Decide latency with failover, fallbacks, the
@@ -113,6 +114,7 @@ impl EdgeMetrics {
             next_hop_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             relays: Family::default(),
             client_claims: Family::default(),
+            clients_forwarded: Family::default(),
         };
         register_build_info(&mut registry);
         registry.register("smtp_sessions_active", "SMTP sessions open now", m.sessions_active.clone());
@@ -145,6 +147,11 @@ impl EdgeMetrics {
             "PROXY headers (kind proxy) and XFORWARD commands (xforward) naming a client, by outcome (accepted, local, untrusted, malformed)",
             m.client_claims.clone(),
         );
+        registry.register(
+            "client_forwarded",
+            "Relays that named the original client to the next hop (next_hop_forward_client), by command (xforward, xclient) and outcome (sent, not_offered)",
+            m.clients_forwarded.clone(),
+        );
         EdgeMetrics { registry, ..m }
     }
 
@@ -176,6 +183,13 @@ impl EdgeMetrics {
     pub fn client_claim(&self, kind: &'static str, outcome: &'static str) {
         self.client_claims
             .get_or_create(&vec![("kind", kind.to_owned()), ("outcome", outcome.to_owned())])
+            .inc();
+    }
+
+    /// A relay's XFORWARD or XCLIENT (`command`): `sent`, or `not_offered` by the next hop.
+    pub fn client_forwarded(&self, command: &'static str, outcome: &'static str) {
+        self.clients_forwarded
+            .get_or_create(&vec![("command", command.to_ascii_lowercase()), ("outcome", outcome.to_owned())])
             .inc();
     }
 

@@ -9,6 +9,8 @@
 //! always with a verified certificate; a next hop that fails `verify` never gets the
 //! message in clear (the sender gets `451 4.7.5`). With `opportunistic`, a STARTTLS that
 //! fails is followed by one attempt in clear on a new connection, as Postfix's `may` does.
+//! After EHLO (and STARTTLS), XFORWARD or XCLIENT names the original client when configured
+//! (see `forward_client`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::config::{EdgeConfig, NextHopTls};
+use crate::forward_client::{self, ForwardClient, OriginalClient};
 use crate::reply::{self, Reply};
 use crate::tls::{NextHopClient, TlsFacts};
 
@@ -27,6 +30,15 @@ pub(crate) struct Envelope<'a> {
     pub from: &'a str,
     pub recipients: &'a [String],
     pub eight_bit: bool,
+    /// Who sent it to the edge, for XFORWARD or XCLIENT.
+    pub client: OriginalClient<'a>,
+}
+
+/// The next hop's EHLO reply: the extensions smtp-proto reads (`EXT_*` bits) and its text,
+/// where `forward_client` looks for XFORWARD and XCLIENT.
+struct Ehlo {
+    extensions: u32,
+    text: String,
 }
 
 /// A reply of the next hop: code, its lines' texts, and the reply as received.
@@ -147,19 +159,24 @@ async fn attempt(
         command_timeout: Duration::from_secs(config.relay_command_timeout_secs),
     };
     client.expect("greeting", None, 220).await?;
-    let extensions = client.hello(config).await?;
-    let offered = extensions & EXT_START_TLS != 0;
+    let ehlo = client.hello(&config.hostname).await?;
+    let offered = ehlo.extensions & EXT_START_TLS != 0;
     let Some(tls) = tls.filter(|_| offered || config.next_hop_tls == NextHopTls::Verify) else {
-        return client.deliver(config, extensions, envelope, trace_header, message).await;
+        let ehlo = client.forward_client(config, ehlo, &envelope.client).await?;
+        return client.deliver(config, ehlo.extensions, envelope, trace_header, message).await;
     };
     if !offered {
         client.quit().await;
         return Err(Failure::Tls("the next hop's EHLO reply does not offer STARTTLS".into()));
     }
     let mut client = client.start_tls(tls).await?;
-    let extensions = client.hello(config).await?;
-    client.deliver(config, extensions, envelope, trace_header, message).await
+    let ehlo = client.hello(&config.hostname).await?;
+    let ehlo = client.forward_client(config, ehlo, &envelope.client).await?;
+    client.deliver(config, ehlo.extensions, envelope, trace_header, message).await
 }
+
+/// Says "not offered" in the log once per edge; the metric counts every time.
+static NOT_OFFERED_LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 impl Client<TcpStream> {
     /// STARTTLS and the handshake; the connection is unusable after an error.
@@ -192,15 +209,47 @@ impl Client<TcpStream> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
-    /// EHLO, or HELO if EHLO is refused; the extensions offered (smtp-proto's `EXT_*` bits).
-    async fn hello(&mut self, config: &EdgeConfig) -> Result<u32, Failure> {
-        let ehlo = self.command("EHLO", format!("EHLO {}\r\n", config.hostname)).await?;
+    /// EHLO `name`, or HELO if EHLO is refused (which offers nothing).
+    async fn hello(&mut self, name: &str) -> Result<Ehlo, Failure> {
+        let ehlo = self.command("EHLO", format!("EHLO {name}\r\n")).await?;
         if ehlo.code == 250 {
-            // A reply smtp-proto cannot read offers nothing it can use.
-            return Ok(EhloResponse::parse(&mut ehlo.raw.iter()).map_or(0, |r| r.capabilities));
+            return Ok(Ehlo {
+                // A reply smtp-proto cannot read offers nothing it can use.
+                extensions: EhloResponse::parse(&mut ehlo.raw.iter()).map_or(0, |r| r.capabilities),
+                text: String::from_utf8_lossy(&ehlo.raw).into_owned(),
+            });
         }
-        self.expect("HELO", Some(format!("HELO {}\r\n", config.hostname)), 250).await?;
-        Ok(0)
+        self.expect("HELO", Some(format!("HELO {name}\r\n")), 250).await?;
+        Ok(Ehlo {
+            extensions: 0,
+            text: String::new(),
+        })
+    }
+
+    /// XFORWARD or XCLIENT naming `client`, as `next_hop_forward_client` asks and if `ehlo`
+    /// offers it; the EHLO reply in force afterwards. XCLIENT starts the session again, as
+    /// the client's: the EHLO that follows says the client's HELO name, which the next hop
+    /// then records (its own, if the client's cannot go on a command line).
+    async fn forward_client(&mut self, config: &EdgeConfig, ehlo: Ehlo, client: &OriginalClient<'_>) -> Result<Ehlo, Failure> {
+        let Some(verb) = config.next_hop_forward_client.verb() else {
+            return Ok(ehlo);
+        };
+        let metrics = crate::metrics::metrics();
+        let Some(line) = forward_client::command(verb, &ehlo.text, client) else {
+            metrics.client_forwarded(verb, "not_offered");
+            if !NOT_OFFERED_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(next_hop = %config.next_hop, command = verb, "the next hop does not offer {verb} to this edge (authorize it there); relaying without naming the client");
+            }
+            return Ok(ehlo);
+        };
+        metrics.client_forwarded(verb, "sent");
+        if config.next_hop_forward_client == ForwardClient::Xclient {
+            self.expect("XCLIENT", Some(line), 220).await?;
+            let usable = !client.helo.is_empty() && client.helo.len() <= 255 && client.helo.bytes().all(|b| b.is_ascii_graphic());
+            return self.hello(if usable { client.helo } else { &config.hostname }).await;
+        }
+        self.expect("XFORWARD", Some(line), 250).await?;
+        Ok(ehlo)
     }
 
     /// The transaction, then QUIT.

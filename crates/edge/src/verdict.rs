@@ -24,7 +24,8 @@ pub fn request(client_ip: IpAddr, cert_name: Option<&str>, stamp: &BuildStamp, l
     }
 }
 
-/// What a decider's answer means for the message.
+/// What a decider's answer means for the message. Only the verdict counts: in report-only
+/// mode it is accept, whatever `would_verdict` says (that is for counting only).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Answer {
     Accept,
@@ -87,6 +88,11 @@ mod tests {
             }
         );
         assert_eq!(answer(&response(Verdict::Accept, "")), Answer::Accept);
+        let report_only = DecideResponse {
+            would_verdict: Verdict::Block as i32,
+            ..response(Verdict::Accept, "")
+        };
+        assert_eq!(answer(&report_only), Answer::Accept, "what would have been blocked is accepted");
         assert_eq!(answer(&response(Verdict::Unspecified, "")), Answer::NoVerdict);
     }
 }

@@ -55,6 +55,53 @@ async fn tenant_mail_is_decided_then_relayed_on_accept() {
 }
 
 #[tokio::test]
+async fn a_report_only_verdict_is_relayed_and_counted_as_accepted_and_as_what_it_would_have_been() {
+    let verdict = DecideResponse {
+        stage: 8,
+        would_verdict: ratchet_proto::v1::Verdict::Block as i32,
+        mode: ratchet_proto::v1::EnforcementMode::ReportOnly as i32,
+        tally: Some(Tally {
+            server_fqdn: "exch1.bear.local".into(),
+            build: "15.0.1497.48".into(),
+            decided_at_unix_ms: now_ms(),
+        }),
+        ..accept()
+    };
+    let decider = FakeDecider::new("127.0.0.0/8", verdict);
+    let sink = SmtpSink::start(&[]).await;
+    let edge = Edge::start(EdgeConfig {
+        count_flush_ms: 200,
+        ..config(&[decider.clone().serve().await], sink.addr)
+    })
+    .await;
+    decider.watched().await;
+    let mut c = Client::greeted(edge.addr).await;
+    let r = c.message("a@bear.example", &["b@owl.example"], BODY).await;
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    assert_eq!(sink.wait_for_messages(1).await.len(), 1, "relayed like any accepted message");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let counted = loop {
+        let flushes = decider.flushes.lock().unwrap().clone();
+        if let Some(stage) = flushes.iter().flat_map(|f| &f.servers).flat_map(|s| &s.stages).next() {
+            break stage.clone();
+        }
+        assert!(Instant::now() < deadline, "no flush came");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (
+            counted.stage,
+            counted.accepted,
+            counted.blocked,
+            counted.would_throttle,
+            counted.would_block
+        ),
+        (8, 1, 0, 0, 1)
+    );
+}
+
+#[tokio::test]
 async fn throttle_and_block_answer_with_the_deciders_exact_line() {
     let decider = FakeDecider::new("127.0.0.0/8", throttle(60_000));
     let sink = SmtpSink::start(&[]).await;

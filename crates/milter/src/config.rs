@@ -55,8 +55,17 @@ pub struct MilterConfig {
     /// certificate it verified; when this list is not empty, the name also counts only
     /// when `{cert_issuer}` is one of these issuer common names.
     pub trusted_cert_issuers: Vec<String>,
+    /// A connection that sends no packet for this long is closed, so that MTAs that went
+    /// away without closing do not hold `max_connections` slots. Postfix keeps a milter
+    /// connection for its whole SMTP session and says nothing while the client is idle, so
+    /// keep it above Postfix's `smtpd_timeout` (300 s).
+    pub idle_timeout_secs: u64,
     /// After SIGTERM, how long milter connections may go on before they are closed.
     pub shutdown_grace_secs: u64,
+    /// The permission bits of the socket file with `--listen unix:/PATH`, in octal
+    /// (`"0660"`: the MTA's user must be in the milter's group). Whoever may open it may
+    /// speak for any client address.
+    pub socket_mode: String,
 }
 
 impl Default for MilterConfig {
@@ -77,7 +86,9 @@ impl Default for MilterConfig {
             max_connections: 1000,
             mta_cidrs: Vec::new(),
             trusted_cert_issuers: Vec::new(),
+            idle_timeout_secs: 600,
             shutdown_grace_secs: 30,
+            socket_mode: "0660".into(),
         }
     }
 }
@@ -109,13 +120,23 @@ impl MilterConfig {
             ("count_flush_ms", self.count_flush_ms as usize),
             ("max_header_bytes", self.max_header_bytes),
             ("max_connections", self.max_connections),
+            ("idle_timeout_secs", self.idle_timeout_secs as usize),
         ] {
             if value == 0 {
                 bail!("{key}: must be at least 1");
             }
         }
         self.decider_tls()?;
+        self.socket_mode()?;
         Ok(())
+    }
+
+    /// `socket_mode` as permission bits.
+    pub fn socket_mode(&self) -> anyhow::Result<u32> {
+        match u32::from_str_radix(&self.socket_mode, 8) {
+            Ok(mode) if mode <= 0o777 => Ok(mode),
+            _ => bail!("socket_mode: {:?} is not octal permission bits such as \"0660\"", self.socket_mode),
+        }
     }
 
     /// The files of the milter's mutual TLS to the deciders, when configured.

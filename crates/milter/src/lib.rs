@@ -8,13 +8,16 @@
 //! edge's (deadline, failover, fail mode), and the reply is the edge's exact text. The body
 //! is never asked for.
 //!
-//! Layout: [`config`]: settings with defaults; `server`: listener, admission, shutdown;
+//! Layout: [`config`]: settings with defaults; [`listener`]: `inet:` and `unix:` addresses;
+//! `server`: admission, conversations, shutdown;
 //! `session`: the milter callbacks of one connection; `metrics`: the Prometheus metrics.
 
 pub mod config;
+pub mod listener;
 mod metrics;
 mod server;
 mod session;
 
 pub use config::MilterConfig;
+pub use listener::{MilterAddress, MilterListener};
 pub use server::serve;

@@ -23,6 +23,7 @@ pub(crate) struct MilterMetrics {
     protocol_errors: Counter,
     messages: Family<Labels, Counter>,
     headers_over_limit: Counter,
+    idle_closed: Counter,
     pub(crate) decider: DeciderMetrics,
 }
 
@@ -53,6 +54,7 @@ impl MilterMetrics {
             protocol_errors: Counter::default(),
             messages: Family::default(),
             headers_over_limit: Counter::default(),
+            idle_closed: Counter::default(),
         };
         registry.register("connections_active", "Milter connections open now", m.connections_active.clone());
         registry.register("connections", "Milter connections served", m.connections.clone());
@@ -75,6 +77,11 @@ impl MilterMetrics {
             "headers_over_limit",
             "Messages answered 451 4.3.4 for headers past max_header_bytes",
             m.headers_over_limit.clone(),
+        );
+        registry.register(
+            "idle_closed",
+            "Milter connections closed after idle_timeout_secs without a packet",
+            m.idle_closed.clone(),
         );
         MilterMetrics { registry, ..m }
     }
@@ -104,6 +111,10 @@ impl MilterMetrics {
 
     pub fn headers_over_limit(&self) {
         self.headers_over_limit.inc();
+    }
+
+    pub fn idle_closed(&self) {
+        self.idle_closed.inc();
     }
 }
 

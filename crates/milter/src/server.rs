@@ -1,6 +1,6 @@
-//! The listener: admits MTA connections (only from `mta_cidrs`, at most
-//! `max_connections`), runs one milter conversation per connection, and shuts down
-//! gracefully.
+//! The accept loop: admits MTA connections (over TCP only from `mta_cidrs`; on a Unix
+//! socket whoever may open it; at most `max_connections`), runs one milter conversation per
+//! connection (closed after `idle_timeout_secs` without a packet), and shuts down gracefully.
 //!
 //! Shutdown turns `/readyz` to 503 and stops accepting at once, lets conversations finish
 //! within `shutdown_grace_secs`, then closes the rest: Postfix applies its
@@ -11,16 +11,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use miltr_common::ProtocolError;
 use miltr_server::{Error, Server};
 use ratchet_edge::build::ExchangeDetector;
 use ratchet_edge::client::{ClientSettings, DecisionClient};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tokio_io_timeout::TimeoutStream;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 use tracing::Instrument;
 
 use crate::config::MilterConfig;
+use crate::listener::MilterListener;
 use crate::metrics::{metrics, Refusal};
 use crate::session::{Session, Shared};
 
@@ -30,7 +34,7 @@ use crate::session::{Session, Shared};
 /// Fails at once, naming the key, if `config` is invalid.
 pub async fn serve(
     config: MilterConfig,
-    listener: TcpListener,
+    listener: MilterListener,
     http: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -65,7 +69,7 @@ pub async fn serve(
         connectors,
         detector: Box::new(ExchangeDetector),
     });
-    tracing::info!(listen = %listener.local_addr()?, deciders = ?shared.config.deciders, mta_cidrs = ?shared.config.mta_cidrs, "milter serving");
+    tracing::info!(deciders = ?shared.config.deciders, mta_cidrs = ?shared.config.mta_cidrs, "milter serving");
 
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -73,8 +77,15 @@ pub async fn serve(
         tokio::select! {
             _ = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => admit(&shared, &slots, &mut connections, stream, peer),
+            accepted = accept(&listener) => match accepted {
+                Ok(Accepted::Tcp(stream, peer)) => {
+                    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+                    if allowed(&shared.config, peer) {
+                        let _ = stream.set_nodelay(true);
+                        admit(&shared, &slots, &mut connections, stream, peer.to_string());
+                    }
+                }
+                Ok(Accepted::Unix(stream)) => admit(&shared, &slots, &mut connections, stream, "unix socket".into()),
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -105,29 +116,56 @@ pub async fn serve(
     Ok(())
 }
 
-fn admit(shared: &Arc<Shared>, slots: &Arc<Semaphore>, connections: &mut JoinSet<()>, stream: TcpStream, peer: SocketAddr) {
-    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-    if !shared.config.allows_mta(peer.ip()) {
+/// A connection the listener took.
+enum Accepted {
+    Tcp(tokio::net::TcpStream, SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &MilterListener) -> std::io::Result<Accepted> {
+    match listener {
+        MilterListener::Tcp(listener) => listener.accept().await.map(|(stream, peer)| Accepted::Tcp(stream, peer)),
+        MilterListener::Unix(listener, _) => listener.accept().await.map(|(stream, _)| Accepted::Unix(stream)),
+    }
+}
+
+/// Whether a TCP peer is in `mta_cidrs`; one that is not is counted and closed.
+fn allowed(config: &MilterConfig, peer: SocketAddr) -> bool {
+    let allowed = config.allows_mta(peer.ip());
+    if !allowed {
         tracing::warn!(peer = %peer, "connection from outside mta_cidrs closed");
         metrics().refused(Refusal::NotAnMta);
-        return;
     }
+    allowed
+}
+
+/// Runs the conversation of an admitted MTA (`peer` names it in logs), if a slot is free.
+fn admit<S>(shared: &Arc<Shared>, slots: &Arc<Semaphore>, connections: &mut JoinSet<()>, stream: S, peer: String)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let Ok(slot) = slots.clone().try_acquire_owned() else {
         tracing::warn!(peer = %peer, max_connections = shared.config.max_connections, "too many milter connections; closed");
         metrics().refused(Refusal::TooMany);
         return;
     };
-    let _ = stream.set_nodelay(true);
     let id = ratchet_edge::session_id();
     let span = tracing::info_span!("milter.connection", otel.kind = "server", session = %id, peer = %peer);
     let mut session = Session::new(shared.clone(), id);
     let max_packet = shared.config.max_packet();
+    let mut stream = TimeoutStream::new(stream);
+    stream.set_read_timeout(Some(Duration::from_secs(shared.config.idle_timeout_secs)));
     let active = metrics().connection_started();
     connections.spawn(
         async move {
             let mut server = Server::new(&mut session, false, max_packet);
-            match server.handle_connection(stream.compat()).await {
+            match server.handle_connection(Box::pin(stream).compat()).await {
                 Ok(()) => tracing::debug!("milter connection closed"),
+                // miltr-server reports a failed read as a codec error, a failed write as I/O.
+                Err(Error::Io(error) | Error::Codec(ProtocolError::CodecError(error))) if error.kind() == std::io::ErrorKind::TimedOut => {
+                    metrics().idle_closed();
+                    tracing::info!("milter connection idle past idle_timeout_secs; closed");
+                }
                 Err(Error::Codec(error)) => {
                     metrics().protocol_error();
                     tracing::warn!(%error, "milter protocol error; connection closed");

@@ -3,13 +3,15 @@
 //! `evaluate` is a pure function of (what is known of the server, the tenant's pauses,
 //! the policy, the instant). The decider calls it after recording the sighting; `ratchet
 //! policy eval` calls it with facts given on the command line; reports call it for every
-//! server.
+//! server. Where the server's mode (see `mode`) is `report-only` the verdict is accept and
+//! the one the rules reached is `would_verdict`; `off`, the rules are not applied at all.
 
 use chrono::Duration;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::{as_days, counted_time, days, instant_when_counted, Interval, Timestamp};
 use crate::episode::Episode;
+use crate::mode::{effective_mode, Mode, TenantMode};
 use crate::policy::Policy;
 use crate::products::{classify, BuildStatus};
 use crate::stages::{stage_for_age, Stage};
@@ -26,14 +28,26 @@ pub struct ServerFacts<'a> {
     pub episode: Option<&'a Episode>,
     /// The tenant's paused intervals, past, present and planned.
     pub pauses: &'a [Interval],
+    pub tenant_mode: TenantMode,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Accept,
     Throttle,
     Block,
+}
+
+impl Verdict {
+    /// The serialised name, for text output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Accept => "accept",
+            Verdict::Throttle => "throttle",
+            Verdict::Block => "block",
+        }
+    }
 }
 
 /// The whole answer, with the report fields that follow from it.
@@ -49,7 +63,12 @@ pub struct Evaluation {
     pub block_min: u32,
     pub window_offset_min: u32,
     pub paused: bool,
+    /// The least enforcing of the tenant's mode and the product's.
+    pub mode: Mode,
+    /// What the message gets: always accept unless the mode is `enforce`.
     pub verdict: Verdict,
+    /// In `report-only` mode, the verdict the rules reached; `None` in the other modes.
+    pub would_verdict: Option<Verdict>,
     pub reply: Option<String>,
     pub throttle_enabled_date: Option<Timestamp>,
     pub blocking_enabled_date: Option<Timestamp>,
@@ -61,6 +80,7 @@ pub struct Evaluation {
 
 pub fn evaluate(policy: &Policy, facts: ServerFacts<'_>, at: Timestamp) -> Evaluation {
     let class = classify(&policy.products, facts.build);
+    let mode = effective_mode(facts.tenant_mode, class.mode);
     let paused = facts.pauses.iter().any(|p| p.contains(at));
     let window_offset_min = window_offset(facts.tenant, facts.server_fqdn);
     let mut evaluation = Evaluation {
@@ -73,7 +93,9 @@ pub fn evaluate(policy: &Policy, facts: ServerFacts<'_>, at: Timestamp) -> Evalu
         block_min: 0,
         window_offset_min,
         paused,
+        mode,
         verdict: Verdict::Accept,
+        would_verdict: (mode == Mode::ReportOnly).then_some(Verdict::Accept),
         reply: None,
         throttle_enabled_date: None,
         blocking_enabled_date: None,
@@ -82,7 +104,8 @@ pub fn evaluate(policy: &Policy, facts: ServerFacts<'_>, at: Timestamp) -> Evalu
         next_stage_block_rate: None,
         recommended_build_versions: class.recommended,
     };
-    let Some(episode) = facts.episode else {
+    // A product switched off has no clock: not even an imported episode puts it in a stage.
+    let Some(episode) = facts.episode.filter(|_| mode != Mode::Off) else {
         return evaluation;
     };
 
@@ -116,12 +139,17 @@ pub fn evaluate(policy: &Policy, facts: ServerFacts<'_>, at: Timestamp) -> Evalu
             current.stage.block_min,
             minute_of_hour(at),
         );
-        evaluation.verdict = match window {
+        let verdict = match window {
             Window::Accept => Verdict::Accept,
             Window::Throttle => Verdict::Throttle,
             Window::Block => Verdict::Block,
         };
-        evaluation.reply = reply_text(policy, evaluation.verdict, current.stage);
+        if mode == Mode::ReportOnly {
+            evaluation.would_verdict = Some(verdict);
+        } else {
+            evaluation.verdict = verdict;
+            evaluation.reply = reply_text(policy, verdict, current.stage);
+        }
     }
     evaluation
 }

@@ -37,7 +37,11 @@ pub struct Policy {
     pub retention: Retention,
     #[serde(default = "default_stages", rename = "stage")]
     pub stages: Vec<Stage>,
-    #[serde(default = "default_products", rename = "product")]
+    #[serde(
+        default = "default_products",
+        rename = "product",
+        deserialize_with = "crate::products::deserialize_products"
+    )]
     pub products: Vec<Product>,
 }
 
@@ -349,6 +353,25 @@ mod tests {
     }
 
     #[test]
+    fn a_product_mode_is_one_of_three_words_and_a_wrong_one_names_its_product() {
+        let text = "[[product]]\nname = \"Old\"\nfrom = \"8.0\"\nuntil = \"9.0\"\nmode = \"off\"\n[[product]]\nname = \"New\"\nfrom = \"9.0\"\nmode = \"report-only\"\n";
+        let policy = Policy::from_toml(text).unwrap();
+        let modes: Vec<_> = policy.products.iter().map(|p| p.mode).collect();
+        assert_eq!(modes, [crate::mode::Mode::Off, crate::mode::Mode::ReportOnly]);
+        assert_eq!(Policy::from_toml(&policy.to_toml()).unwrap(), policy, "modes survive a round trip");
+        assert!(
+            !Policy::default().to_toml().contains("mode"),
+            "enforce is the default and not written"
+        );
+
+        let message = refused("[[product]]\nname = \"Old\"\nfrom = \"8.0\"\nmode = \"sometimes\"\n").to_string();
+        assert!(
+            message.contains("product \"Old\"") && message.contains("sometimes") && message.contains("report-only"),
+            "{message}"
+        );
+        assert!(!message.contains('\n'), "one line: {message}");
+    }
+    #[test]
     fn retention_keeps_400_days_unless_told_otherwise() {
         assert_eq!(Policy::default().retention.forget_after_days, 400);
         assert_eq!(Policy::default().retention.keep_events_days, 400);
@@ -368,7 +391,7 @@ mod tests {
         let message = refused("stage = 7").to_string();
         assert!(message.contains("invalid type"), "{message}");
         let message = refused("[[product]]\nname = \"X\"\nfrom = \"eight\"\n").to_string();
-        assert!(message.contains("malformed build \"eight\""), "{message}");
+        assert!(message.contains("product \"X\": malformed build \"eight\""), "{message}");
         let message = refused("servce_name = \"typo\"").to_string();
         assert!(message.contains("unknown field `servce_name`"), "{message}");
         let message = refused("service_name = \"x\"\nstage = [").to_string();

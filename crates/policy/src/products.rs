@@ -4,9 +4,13 @@
 //! with the first compliant build (none for a product past its end of support) and the
 //! builds to recommend. A build that is missing, malformed, shorter than four parts
 //! (`15.2`) or in no product's range is "unidentified": never enforced, only counted.
+//! Each product also has its enforcement mode (see `mode`): a product switched `off` is
+//! one whose out-of-date builds start no clock.
 
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::mode::Mode;
 use crate::version::BuildVersion;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -24,12 +28,30 @@ pub struct Product {
     /// Builds the report recommends to a server of this product that is out of date.
     #[serde(default)]
     pub recommended: Vec<BuildVersion>,
+    /// How this product's servers are enforced: `enforce`, `report-only` or `off`.
+    #[serde(default, skip_serializing_if = "Mode::is_enforce")]
+    pub mode: Mode,
 }
 
 impl Product {
     fn contains(&self, build: &BuildVersion) -> bool {
         &self.from <= build && self.until.is_none_or(|until| build < &until)
     }
+}
+
+/// Reads the policy's `[[product]]` tables one by one, so that a refusal names the product
+/// it is about (`product "Exchange 2013": unknown variant `sometimes`, ...`).
+pub(crate) fn deserialize_products<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Product>, D::Error> {
+    Vec::<toml::Table>::deserialize(deserializer)?
+        .into_iter()
+        .map(|table| {
+            let name = table.get("name").and_then(toml::Value::as_str).map(str::to_owned);
+            Product::deserialize(toml::Value::Table(table)).map_err(|error| match name {
+                Some(name) => D::Error::custom(format!("product {name:?}: {}", error.message())),
+                None => D::Error::custom(error.message()),
+            })
+        })
+        .collect()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +79,26 @@ pub struct Classification {
     pub product: Option<String>,
     pub status: BuildStatus,
     pub recommended: Vec<BuildVersion>,
+    /// The product's mode; `enforce` for a build of no product.
+    pub mode: Mode,
+}
+
+impl Classification {
+    /// The status a sighting of this build moves its server's episode by: that of the
+    /// build, except that an out-of-date build of a product switched off starts no clock
+    /// and resumes none, as if it were unidentified. A compliant one still remediates.
+    pub fn clock_status(&self) -> BuildStatus {
+        match (self.status, self.mode) {
+            (BuildStatus::OutOfDate, Mode::Off) => BuildStatus::Unidentified,
+            (status, _) => status,
+        }
+    }
+
+    /// Whether the product's mode lets this build's verdicts be given: out of date, and
+    /// neither report-only nor off.
+    pub fn is_enforced(&self) -> bool {
+        self.status == BuildStatus::OutOfDate && self.mode == Mode::Enforce
+    }
 }
 
 /// Classifies a build string as a server stamped it. Never fails: what cannot be read is
@@ -67,6 +109,7 @@ pub fn classify(products: &[Product], build: &str) -> Classification {
         product: None,
         status: BuildStatus::Unidentified,
         recommended: vec![],
+        mode: Mode::Enforce,
     };
     let Some(version) = build.parse::<BuildVersion>().ok().filter(BuildVersion::is_complete) else {
         return unidentified(None);
@@ -84,6 +127,7 @@ pub fn classify(products: &[Product], build: &str) -> Classification {
             BuildStatus::OutOfDate
         },
         recommended: if compliant { vec![] } else { product.recommended.clone() },
+        mode: product.mode,
     }
 }
 
@@ -97,6 +141,7 @@ pub fn default_products() -> Vec<Product> {
         until: until.map(v),
         compliant_from: compliant_from.map(v),
         recommended,
+        mode: Mode::Enforce,
     };
     vec![
         product("Exchange 2007", "8.0", Some("9.0"), None, newest.clone()),
@@ -150,6 +195,20 @@ mod tests {
         for build in ["", "garbage", "15", "15.2", "15.0.1497", "6.5.7638.1", "16.0.1.1"] {
             assert_eq!(status(build), (None, BuildStatus::Unidentified), "build {build:?}");
         }
+    }
+
+    #[test]
+    fn an_out_of_date_build_of_a_product_switched_off_starts_no_clock() {
+        let mut products = default_products();
+        products
+            .iter_mut()
+            .filter(|p| p.name == "Exchange 2013")
+            .for_each(|p| p.mode = Mode::Off);
+        let old = classify(&products, "15.0.1497.48");
+        assert_eq!((old.status, old.mode), (BuildStatus::OutOfDate, Mode::Off));
+        assert_eq!(old.clock_status(), BuildStatus::Unidentified);
+        let enforced = classify(&products, "15.1.2507.16");
+        assert_eq!(enforced.clock_status(), BuildStatus::OutOfDate);
     }
 
     #[test]

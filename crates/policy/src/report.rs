@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{Interval, Timestamp};
 use crate::episode::Episode;
-use crate::evaluate::{evaluate, ServerFacts};
+use crate::evaluate::{evaluate, ServerFacts, Verdict};
+use crate::mode::{Mode, TenantMode};
 use crate::policy::Policy;
 use crate::products::BuildStatus;
 
@@ -81,21 +82,30 @@ pub struct ServerReport {
     pub next_stage_start_date: Option<Timestamp>,
     pub recommended_build_versions: Vec<String>,
     pub last_seen: Timestamp,
+    /// The least enforcing of the tenant's mode and the product's.
+    #[serde(default)]
+    pub mode: Mode,
+    /// In `report-only` mode, what a message from the server would get now; else null.
+    #[serde(default)]
+    pub would_verdict: Option<Verdict>,
 }
 
-pub fn server_report(policy: &Policy, record: &ServerRecord, pauses: &[Interval], now: Timestamp) -> ServerReport {
+pub fn server_report(policy: &Policy, record: &ServerRecord, pauses: &[Interval], tenant_mode: TenantMode, now: Timestamp) -> ServerReport {
     let facts = ServerFacts {
         tenant: &record.tenant,
         server_fqdn: &record.server_fqdn,
         build: &record.build,
         episode: record.episode.as_ref(),
         pauses,
+        tenant_mode,
     };
     let evaluation = evaluate(policy, facts, now);
-    // Current rates are what the server's mail meets now: none while remediated or paused,
-    // though the stage its clock stands at is still reported.
-    let enforced =
-        evaluation.status == BuildStatus::OutOfDate && record.episode.as_ref().is_some_and(Episode::is_open) && !evaluation.paused;
+    // Current rates are what the server's mail meets now: none while remediated, paused or
+    // not enforced (report-only, off), though the stage its clock stands at is still reported.
+    let enforced = evaluation.mode == Mode::Enforce
+        && evaluation.status == BuildStatus::OutOfDate
+        && record.episode.as_ref().is_some_and(Episode::is_open)
+        && !evaluation.paused;
     ServerReport {
         server_fqdn: record.server_fqdn.clone(),
         build: record.build.clone(),
@@ -112,6 +122,8 @@ pub fn server_report(policy: &Policy, record: &ServerRecord, pauses: &[Interval]
         next_stage_start_date: evaluation.next_stage_start_date,
         recommended_build_versions: evaluation.recommended_build_versions.iter().map(ToString::to_string).collect(),
         last_seen: record.last_seen,
+        mode: evaluation.mode,
+        would_verdict: evaluation.would_verdict,
     }
 }
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration};
 use proptest::prelude::*;
 use ratchet_policy::stages::Stage;
 use ratchet_policy::{
-    evaluate, BuildStatus, BuildVersion, Episode, Evaluation, Interval, Policy, ServerFacts, Sighting, Timestamp, Verdict,
+    evaluate, BuildStatus, BuildVersion, Episode, Evaluation, Interval, Policy, ServerFacts, Sighting, TenantMode, Timestamp, Verdict,
 };
 
 const OUT_OF_DATE: &str = "15.1.2507.16";
@@ -64,6 +64,7 @@ fn facts<'a>(tenant: &'a str, server: &'a str, episode: &'a Episode, pauses: &'a
         build: OUT_OF_DATE,
         episode: Some(episode),
         pauses,
+        tenant_mode: TenantMode::Enforce,
     }
 }
 

@@ -4,7 +4,8 @@
 use chrono::{Duration, TimeZone, Utc};
 use ratchet_policy::window::window_offset;
 use ratchet_policy::{
-    evaluate, BuildStatus, Episode, Evaluation, Interval, Policy, ServerFacts, Sighting, SightingEffect, Timestamp, Verdict,
+    evaluate, BuildStatus, Episode, Evaluation, Interval, Mode, Policy, ServerFacts, Sighting, SightingEffect, TenantMode, Timestamp,
+    Verdict,
 };
 
 const TENANT: &str = "bear";
@@ -22,6 +23,17 @@ fn day(n: i64) -> Timestamp {
 }
 
 fn eval_with(policy: &Policy, build: &str, episode: Option<&Episode>, pauses: &[Interval], at: Timestamp) -> Evaluation {
+    eval_in(TenantMode::Enforce, policy, build, episode, pauses, at)
+}
+
+fn eval_in(
+    tenant_mode: TenantMode,
+    policy: &Policy,
+    build: &str,
+    episode: Option<&Episode>,
+    pauses: &[Interval],
+    at: Timestamp,
+) -> Evaluation {
     evaluate(
         policy,
         ServerFacts {
@@ -30,6 +42,7 @@ fn eval_with(policy: &Policy, build: &str, episode: Option<&Episode>, pauses: &[
             build,
             episode,
             pauses,
+            tenant_mode,
         },
         at,
     )
@@ -146,6 +159,7 @@ fn windows_wrap_the_hour() {
                 build: OUT_OF_DATE,
                 episode: Some(&episode),
                 pauses: &[],
+                tenant_mode: TenantMode::Enforce,
             },
             at,
         )
@@ -385,4 +399,53 @@ fn reply_texts_use_the_policy_service_name_and_url() {
             "550 5.7.230 Connecting Exchange server version is out-of-date; connection to Bear Mail blocked for 60 mins/hr. For more information see https://bear.example/patch."
         )
     );
+}
+
+/// The default policy with one product's mode changed.
+fn policy_with_mode(product: &str, mode: Mode) -> Policy {
+    let mut policy = Policy::default();
+    policy.products.iter_mut().filter(|p| p.name == product).for_each(|p| p.mode = mode);
+    policy
+}
+
+#[test]
+fn a_report_only_tenant_is_accepted_with_the_verdict_it_would_have_got() {
+    let episode = Episode::starting(first_seen());
+    let policy = Policy::default();
+    for minute in 0..60 {
+        let at = day(95) + Duration::minutes(minute);
+        let enforced = eval_in(TenantMode::Enforce, &policy, OUT_OF_DATE, Some(&episode), &[], at);
+        let reported = eval_in(TenantMode::ReportOnly, &policy, OUT_OF_DATE, Some(&episode), &[], at);
+        assert_eq!(
+            (enforced.mode, enforced.verdict, enforced.would_verdict),
+            (Mode::Enforce, Verdict::Block, None)
+        );
+        assert_eq!(
+            (reported.mode, reported.verdict, reported.would_verdict, reported.reply.as_deref()),
+            (Mode::ReportOnly, Verdict::Accept, Some(Verdict::Block), None),
+            "minute {minute}"
+        );
+        assert_eq!(reported.stage, Some(8), "the clock and stage are reported as they are");
+    }
+    // A report-only product does the same for a tenant that enforces.
+    let product_report_only = policy_with_mode("Exchange 2016", Mode::ReportOnly);
+    let reported = eval_in(TenantMode::Enforce, &product_report_only, OUT_OF_DATE, Some(&episode), &[], day(95));
+    assert_eq!((reported.verdict, reported.would_verdict), (Verdict::Accept, Some(Verdict::Block)));
+}
+
+#[test]
+fn a_product_switched_off_has_no_stage_and_is_accepted_whatever_the_tenant_mode() {
+    let episode = Episode::starting(first_seen());
+    let policy = policy_with_mode("Exchange 2016", Mode::Off);
+    for tenant_mode in TenantMode::ALL {
+        let evaluation = eval_in(tenant_mode, &policy, OUT_OF_DATE, Some(&episode), &[], day(95));
+        assert_eq!(
+            (evaluation.mode, evaluation.verdict, evaluation.would_verdict, evaluation.stage),
+            (Mode::Off, Verdict::Accept, None, None),
+            "tenant {tenant_mode}"
+        );
+    }
+    // Another product's servers are enforced as before.
+    let other = eval_in(TenantMode::Enforce, &policy, "15.0.1497.48", Some(&episode), &[], day(95));
+    assert_eq!((other.mode, other.verdict), (Mode::Enforce, Verdict::Block));
 }

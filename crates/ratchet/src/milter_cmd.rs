@@ -6,17 +6,18 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use ratchet_edge::EdgeConfig;
-use ratchet_milter::MilterConfig;
+use ratchet_milter::{MilterAddress, MilterConfig};
 
-use crate::listen::{bind, bind_optional};
+use crate::listen::bind_optional;
 use crate::signal::terminated;
 use crate::tls_args::TlsArgs;
 
 #[derive(clap::Args)]
 pub struct MilterArgs {
-    /// Milter listen address (Postfix: `smtpd_milters = inet:ADDR`).
+    /// Where to listen, as Postfix's `smtpd_milters` names it: `inet:HOST:PORT` (or
+    /// `HOST:PORT`), or `unix:/PATH` for a socket file (mode `socket_mode`).
     #[arg(long)]
-    listen: SocketAddr,
+    listen: MilterAddress,
     /// Deciders, host:port,host:port,...; a host name may resolve to several (a headless Service).
     #[arg(long)]
     deciders: String,
@@ -43,13 +44,18 @@ pub async fn run(args: MilterArgs) -> anyhow::Result<()> {
     config.validate()?;
     args.tls
         .check_plaintext_deciders(&config.deciders, config.decider_cert_file.is_some())?;
-    if !args.listen.ip().is_loopback() && config.mta_cidrs.is_empty() {
-        bail!(
-            "--listen {}: the milter protocol has no authentication, so off loopback the config must name the MTAs that may connect (mta_cidrs = [\"10.0.0.0/24\"])",
-            args.listen
-        );
+    if let MilterAddress::Inet(address) = &args.listen {
+        if !address.ip().is_loopback() && config.mta_cidrs.is_empty() {
+            bail!(
+                "--listen {address}: the milter protocol has no authentication, so off loopback the config must name the MTAs that may connect (mta_cidrs = [\"10.0.0.0/24\"])"
+            );
+        }
     }
-    let listener = bind("--listen", args.listen).await?;
+    let listener = args
+        .listen
+        .bind(config.socket_mode()?)
+        .await
+        .with_context(|| format!("--listen {}", args.listen))?;
     let http = bind_optional("--http", args.http).await?;
     println!("milter listening on {}, deciders {}", args.listen, config.deciders.join(","));
     ratchet_milter::serve(config, listener, http, terminated()).await

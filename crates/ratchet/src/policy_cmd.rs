@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
 use ratchet_policy::products::classify;
-use ratchet_policy::{evaluate, BuildStatus, Episode, Evaluation, Interval, Policy, ServerFacts, Timestamp};
+use ratchet_policy::{evaluate, BuildStatus, Episode, Evaluation, Interval, Policy, ServerFacts, TenantMode, Timestamp};
 use serde_json::{json, Map, Value};
 
 #[derive(Args)]
@@ -107,6 +107,8 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         build: &args.build,
         episode: episode.as_ref(),
         pauses: &pauses,
+        // A product's own mode (report-only, off) still applies.
+        tenant_mode: TenantMode::Enforce,
     };
     let fields = fields(&args, &evaluate(&policy, facts, at));
 
@@ -155,7 +157,9 @@ fn fields(args: &EvalArgs, evaluation: &Evaluation) -> Vec<(&'static str, Value)
         ("block_min", json!(evaluation.block_min)),
         ("window_offset_min", json!(evaluation.window_offset_min)),
         ("paused", json!(evaluation.paused)),
+        ("mode", json!(evaluation.mode)),
         ("verdict", json!(evaluation.verdict)),
+        ("would_verdict", json!(evaluation.would_verdict)),
         ("reply", json!(evaluation.reply)),
         ("throttle_enabled_date", date(evaluation.throttle_enabled_date)),
         ("blocking_enabled_date", date(evaluation.blocking_enabled_date)),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use chrono::Duration;
 use ratchet_policy::pause::{PauseError, PauseLedger};
 use ratchet_policy::products::{classify, BuildStatus};
-use ratchet_policy::{Episode, Policy, Sighting, SightingEffect, Timestamp};
+use ratchet_policy::{Episode, Policy, Sighting, SightingEffect, TenantMode, Timestamp};
 
 use crate::command::{Applied, Command, CommandError, ErrorKind, Notice, Observation, Response, ServerSighting};
 use crate::model::{count_key, flush_key, AuditRecord, Connector, Counts, Event, EventKind, LastFlush, ServerEntry, Tenant};
@@ -156,6 +156,7 @@ impl<'a> Txn<'a> {
             Command::Notify { notices } => self.notify(notices, at)?,
             Command::MarkDelivered { tenant, ids } => self.mark_delivered(&tenant, &ids)?,
             Command::Audit { .. } => Ok(Applied::Nothing),
+            Command::SetTenantMode { tenant, mode } => self.set_tenant_mode(&tenant, mode, at),
             Command::RemoveTenant { tenant } => self.remove_tenant(&tenant),
             Command::RemoveConnector { tenant, cidr, cert_name } => self.remove_connector(Connector { tenant, cidr, cert_name }, at),
             Command::Sweep { resume, budget } => self.sweep(resume, budget, at)?,
@@ -350,7 +351,7 @@ impl<'a> Txn<'a> {
         seen_at: Timestamp,
         at: Timestamp,
     ) -> Result<Option<(ServerEntry, SightingEffect)>, StoreError> {
-        let status = classify(&self.policy().products, build).status;
+        let status = classify(&self.policy().products, build).clock_status();
         let relapse_window = Duration::days(i64::from(self.policy().relapse_window_days));
         let seen_at = seen_at.min(at);
         let mut entry = match self.server(tenant, server_fqdn)? {
@@ -600,6 +601,23 @@ impl<'a> Txn<'a> {
             version: index,
             effective_at,
         })
+    }
+
+    /// Sets the tenant's mode; the mode it has already is a no-op that succeeds, and raises
+    /// no event.
+    fn set_tenant_mode(&mut self, tenant: &str, mode: TenantMode, at: Timestamp) -> Response {
+        let record = self.tenants.get(tenant).ok_or_else(|| CommandError::unknown_tenant(tenant))?;
+        let was = record.mode;
+        if was == mode {
+            return Ok(Applied::Nothing);
+        }
+        self.tenant_mut(tenant)?.mode = mode;
+        let message = match mode {
+            TenantMode::ReportOnly => format!("enforcement mode changed from {was} to {mode}: verdicts are reported, mail is accepted"),
+            TenantMode::Enforce => format!("enforcement mode changed from {was} to {mode}: verdicts are given again"),
+        };
+        self.raise(tenant, EventKind::ModeChanged, None, message, at);
+        Ok(Applied::Nothing)
     }
 
     /// Raises each notice whose key has not been raised for its server episode or tenant.

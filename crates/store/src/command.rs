@@ -7,7 +7,7 @@
 //! reaches the log; apply checks what depends on state (does the tenant exist?).
 
 use ipnet::IpNet;
-use ratchet_policy::{Policy, Timestamp};
+use ratchet_policy::{Policy, TenantMode, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Counts, EventKind};
@@ -135,6 +135,12 @@ pub enum Command {
         action: String,
         tenant: Option<String>,
         outcome: String,
+    },
+    /// Whether the tenant's verdicts are given or only reported; setting the mode it has
+    /// already changes nothing.
+    SetTenantMode {
+        tenant: String,
+        mode: TenantMode,
     },
     /// Deletes a tenant and everything kept under it (connectors, servers, pauses, counts,
     /// webhook, notices, events); its audit records stay. The name may be added again, afresh.
@@ -383,7 +389,8 @@ impl Command {
             | Command::Pause { tenant, .. }
             | Command::EndPause { tenant, .. }
             | Command::SetWebhook { tenant, .. }
-            | Command::MarkDelivered { tenant, .. } => Some(tenant),
+            | Command::MarkDelivered { tenant, .. }
+            | Command::SetTenantMode { tenant, .. } => Some(tenant),
         }
     }
 
@@ -493,7 +500,9 @@ impl Command {
                     validate_len("notices.message", &n.message, MAX_MESSAGE_LEN)
                 })
             }
-            Command::MarkDelivered { tenant, .. } | Command::RemoveTenant { tenant } => validate_tenant("tenant", tenant),
+            Command::MarkDelivered { tenant, .. } | Command::SetTenantMode { tenant, .. } | Command::RemoveTenant { tenant } => {
+                validate_tenant("tenant", tenant)
+            }
             Command::Sweep { budget, .. } => match *budget {
                 1..=MAX_SWEEP_BUDGET => Ok(()),
                 _ => Err(CommandError::invalid(
@@ -550,6 +559,7 @@ impl Command {
             Command::Notify { notices } => format!("notify {} notices", notices.len()),
             Command::MarkDelivered { ids, .. } => format!("mark delivered {} events", ids.len()),
             Command::Audit { action, .. } => action.clone(),
+            Command::SetTenantMode { mode, .. } => format!("tenant mode {mode}"),
         }
     }
 }

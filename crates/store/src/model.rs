@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use ratchet_policy::connectors::Connector;
-use ratchet_policy::{PauseLedger, ServerRecord, Timestamp};
+use ratchet_policy::{PauseLedger, ServerRecord, TenantMode, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// How many days of per-tenant daily counts the report keeps.
@@ -28,6 +28,9 @@ pub struct Tenant {
     /// Keys of time-driven notices already raised for the tenant (a pause's natural end).
     #[serde(default)]
     pub notices: BTreeSet<String>,
+    /// Whether its servers' verdicts are given or only reported (`ctl tenant mode`).
+    #[serde(default)]
+    pub mode: TenantMode,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +47,8 @@ pub enum EventKind {
     PauseEnded,
     /// A scheduled policy will enforce servers of the tenant that are not enforced today.
     PolicyAnnounced,
+    /// The tenant's enforcement mode changed (`ctl tenant mode`).
+    ModeChanged,
     /// A connector was removed: mail from its claim is no longer the tenant's.
     ConnectorRemoved,
     /// The retention sweep forgot servers that were not seen for `forget_after_days`.
@@ -65,12 +70,22 @@ pub struct Event {
     pub delivered: bool,
 }
 
-/// Messages accepted, throttled (4xx) and blocked (5xx).
+/// Messages accepted, throttled (4xx) and blocked (5xx); and of the accepted, those that
+/// a report-only mode let through and would have throttled or blocked.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub accepted: u64,
     pub throttled: u64,
     pub blocked: u64,
+    /// Left out of the JSON while zero, as they are for a tenant that never reported only.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub would_throttle: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub would_block: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 impl Counts {
@@ -78,6 +93,8 @@ impl Counts {
         self.accepted += other.accepted;
         self.throttled += other.throttled;
         self.blocked += other.blocked;
+        self.would_throttle += other.would_throttle;
+        self.would_block += other.would_block;
     }
 }
 
@@ -173,6 +190,7 @@ impl Tenant {
             webhook_url: None,
             webhook_secret: None,
             notices: BTreeSet::new(),
+            mode: TenantMode::Enforce,
         }
     }
 

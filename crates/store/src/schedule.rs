@@ -8,7 +8,7 @@
 //! first entry stamped at or after T, so that the stored state stops carrying it; that
 //! changes no verdict, only where the policy is kept.
 
-use ratchet_policy::products::{classify, BuildStatus};
+use ratchet_policy::products::classify;
 use ratchet_policy::{Policy, Timestamp};
 
 /// A policy and the log index of the `SetPolicy` that brought it (0: the built-in default).
@@ -49,12 +49,13 @@ impl PolicySchedule {
     }
 
     /// When the scheduled policy starts enforcing a server of build `build` that the policy
-    /// in force at `at` does not hold out of date: what announcements and reports name.
+    /// in force at `at` does not hold out of date, or holds out of date in a product that is
+    /// report-only or off: what announcements and reports name.
     pub fn newly_enforces(&self, at: Timestamp, build: &str) -> Option<Timestamp> {
         let change = self.next_change_after(at)?;
         let pending = self.pending.as_ref()?;
-        let out_of_date = |policy: &Policy| classify(&policy.products, build).status == BuildStatus::OutOfDate;
-        (!out_of_date(&self.at(at).policy) && out_of_date(&pending.policy)).then_some(change)
+        let enforced = |policy: &Policy| classify(&policy.products, build).is_enforced();
+        (!enforced(&self.at(at).policy) && enforced(&pending.policy)).then_some(change)
     }
 
     /// Makes the scheduled policy current once `at` has reached its time; true if it did.

@@ -140,14 +140,18 @@ impl StateView {
         Ok(pending)
     }
 
-    /// The audit trail, oldest first: everything, or one tenant's entries, from `since`.
-    pub fn audit(&self, tenant: Option<&str>, since: Option<Timestamp>) -> Result<Vec<AuditRecord>, StoreError> {
-        let all: Vec<AuditRecord> = values(self.store.scan_prefix(CF_META, AUDIT_PREFIX)?);
-        Ok(all
-            .into_iter()
-            .filter(|record| tenant.is_none_or(|t| record.tenant.as_deref() == Some(t)))
-            .filter(|record| since.is_none_or(|since| record.at >= since))
-            .collect())
+    /// A page of the audit trail, oldest first: everything, or one tenant's entries, from
+    /// `since`; the keys are the log positions of the audited entries.
+    pub fn audit_page(
+        &self,
+        tenant: Option<&str>,
+        since: Option<Timestamp>,
+        start: &PageStart,
+        limit: usize,
+    ) -> Result<Page<AuditRecord>, StoreError> {
+        self.store.page(CF_META, AUDIT_PREFIX, start, limit, |record: &AuditRecord| {
+            tenant.is_none_or(|t| record.tenant.as_deref() == Some(t)) && since.is_none_or(|since| record.at >= since)
+        })
     }
 
     /// A SHA-256 of every state record (family, key and value, in key order) and the log

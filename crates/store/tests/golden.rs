@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, TimeZone, Utc};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership};
 use ratchet_policy::clock::Interval;
-use ratchet_policy::{Episode, PauseLedger, Policy, Retention, ServerRecord};
+use ratchet_policy::{Episode, Mode, PauseLedger, Policy, Retention, ServerRecord, TenantMode};
 use ratchet_store::codec::{decode, encode, Codec, FORMAT_VERSION};
 use ratchet_store::model::{Counts, LastFlush};
 use ratchet_store::types::{Entry, SnapshotMeta, StoredMembership};
@@ -75,12 +75,44 @@ fn tenant() -> Tenant {
                 accepted: 10,
                 throttled: 2,
                 blocked: 1,
+                ..Counts::default()
             },
         )]),
         webhook_url: Some("https://hooks.bear.example/ratchet".into()),
         webhook_secret: Some("5bdcc146bf60754e6a042426089575c7".into()),
         notices: BTreeSet::from(["pause-ends-4-1".to_owned()]),
+        mode: TenantMode::Enforce,
     }
+}
+
+/// A tenant in report-only mode, whose day counted messages that enforcing would have
+/// refused (added with format v1's `Tenant.mode` and `Counts.would_*`).
+fn tenant_report_only() -> Tenant {
+    let mut tenant = tenant();
+    tenant.mode = TenantMode::ReportOnly;
+    tenant.daily.insert(
+        "2026-03-03".to_owned(),
+        Counts {
+            accepted: 12,
+            would_throttle: 3,
+            would_block: 4,
+            ..Counts::default()
+        },
+    );
+    tenant
+}
+
+/// The default policy with one product report-only and one off (format v1's `Product.mode`).
+fn policy_with_product_modes() -> Policy {
+    let mut policy = Policy::default();
+    for product in &mut policy.products {
+        product.mode = match product.name.as_str() {
+            "Exchange 2016" => Mode::ReportOnly,
+            "Exchange 2013" => Mode::Off,
+            _ => Mode::Enforce,
+        };
+    }
+    policy
 }
 
 /// A tenant with pauses of single servers beside its own (added with format v1's
@@ -114,6 +146,7 @@ fn server() -> ServerEntry {
                     accepted: 40,
                     throttled: 0,
                     blocked: 0,
+                    ..Counts::default()
                 },
             ),
             (
@@ -122,6 +155,7 @@ fn server() -> ServerEntry {
                     accepted: 30,
                     throttled: 5,
                     blocked: 0,
+                    ..Counts::default()
                 },
             ),
         ]),
@@ -201,6 +235,7 @@ fn commands() -> Vec<(&'static str, Command)> {
                             accepted: 3,
                             throttled: 1,
                             blocked: 0,
+                            ..Counts::default()
                         },
                     )],
                 }],
@@ -222,6 +257,7 @@ fn commands() -> Vec<(&'static str, Command)> {
                             accepted: 0,
                             throttled: 2,
                             blocked: 5,
+                            ..Counts::default()
                         },
                     )],
                 }],
@@ -324,6 +360,13 @@ fn commands() -> Vec<(&'static str, Command)> {
                 outcome: "ok".into(),
             },
         ),
+        (
+            "set_tenant_mode",
+            Command::SetTenantMode {
+                tenant: "bear".into(),
+                mode: TenantMode::ReportOnly,
+            },
+        ),
         ("remove_tenant", Command::RemoveTenant { tenant: "bear".into() }),
         (
             "remove_connector",
@@ -387,6 +430,23 @@ fn events_of_new_kinds() -> Vec<(&'static str, Event)> {
 fn records_match_their_golden_files() {
     check("record_tenant", &tenant());
     check("record_tenant_server_pauses", &tenant_with_server_pauses());
+    check("record_tenant_report_only", &tenant_report_only());
+    check(
+        "record_policy_product_modes",
+        &VersionedPolicy {
+            version: 19,
+            policy: policy_with_product_modes(),
+            effective_at: None,
+        },
+    );
+    check(
+        "record_event_mode_changed",
+        &Event {
+            kind: EventKind::ModeChanged,
+            message: "enforcement mode changed from enforce to report-only".into(),
+            ..event()
+        },
+    );
     check("record_server", &server());
     check("record_event", &event());
     check(
@@ -503,4 +563,24 @@ fn a_command_this_release_does_not_know_is_refused_loudly() {
     prost::Message::encode(&unknown, &mut bytes).unwrap();
     let error = decode::<Entry>(&bytes).unwrap_err().to_string();
     assert!(error.contains("upgrade this node"), "{error}");
+}
+
+#[test]
+fn a_tenant_record_or_command_that_says_off_is_refused() {
+    use ratchet_store::codec::pb;
+    let mut message = tenant().to_message();
+    message.mode = pb::EnforcementMode::Off.into();
+    let mut bytes = vec![FORMAT_VERSION];
+    prost::Message::encode(&message, &mut bytes).unwrap();
+    let error = decode::<Tenant>(&bytes).unwrap_err().to_string();
+    assert!(error.contains("tenant.mode") && error.contains("only a product"), "{error}");
+
+    let command = pb::Command {
+        command: Some(pb::command::Command::SetTenantMode(pb::SetTenantMode {
+            tenant: "bear".into(),
+            mode: 7,
+        })),
+    };
+    let error = Command::from_message(command).unwrap_err().to_string();
+    assert!(error.contains("set_tenant_mode.mode") && error.contains('7'), "{error}");
 }

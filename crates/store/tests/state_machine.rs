@@ -7,8 +7,8 @@ use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 use ratchet_store::model::{count_key, Counts, LastFlush};
 use ratchet_store::rocks::STATE_FAMILIES;
 use ratchet_store::{
-    Applied, Command, ErrorKind, EventKind, Notice, Observation, Request, Response, ServerEntry, ServerSighting, StateMachine,
-    StorageOptions, Store, SweepCursor, SweepPhase, TypeConfig,
+    Applied, AuditRecord, Command, ErrorKind, EventKind, Notice, Observation, Page, PageStart, Request, Response, ServerEntry,
+    ServerSighting, StateMachine, StorageOptions, Store, SweepCursor, SweepPhase, TypeConfig,
 };
 
 const OUT_OF_DATE: &str = "15.0.1497.48";
@@ -344,7 +344,13 @@ async fn admin_writes_are_audited_with_who_what_and_how_they_ended() {
     // A system write (no actor) is not in the trail.
     m.one(day(3), sight(day(3), "exch1", OUT_OF_DATE)).await.unwrap();
 
-    let trail = m.machine.view().audit(None, None).unwrap();
+    let view = m.machine.view();
+    let audit = |tenant, since, start: &PageStart, limit| view.audit_page(tenant, since, start, limit).unwrap();
+    let trail: Vec<_> = audit(None, None, &PageStart::First, 100)
+        .items
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
     let lines: Vec<(u64, &str, &str, Option<&str>, &str)> = trail
         .iter()
         .map(|r| {
@@ -362,8 +368,18 @@ async fn admin_writes_are_audited_with_who_what_and_how_they_ended() {
     assert_eq!((lines[1].0, lines[1].2, lines[1].3), (3, "pause end", Some("bear")));
     assert!(lines[1].4.starts_with("refused: "), "{lines:?}");
     assert_eq!(lines[2], (4, operator, "cluster promote d3", None, "ok"));
-    assert_eq!(m.machine.view().audit(Some("bear"), None).unwrap().len(), 1);
-    assert_eq!(m.machine.view().audit(None, Some(day(2))).unwrap().len(), 1);
+    assert_eq!(audit(Some("bear"), None, &PageStart::First, 100).items.len(), 1);
+    assert_eq!(audit(None, Some(day(2)), &PageStart::First, 100).items.len(), 1);
+
+    // Pages of two: the second starts after the first's last key and ends the trail.
+    let first = audit(None, None, &PageStart::First, 2);
+    assert!(first.has_next && !first.has_previous);
+    let indices = |page: &Page<AuditRecord>| page.items.iter().map(|(_, r)| r.index).collect::<Vec<_>>();
+    assert_eq!(indices(&first), [2, 3]);
+    let after = PageStart::After(first.items.last().unwrap().0.clone());
+    let second = audit(None, None, &after, 2);
+    assert_eq!(indices(&second), [4]);
+    assert!(!second.has_next);
 }
 
 /// One edge flush of `blocked` messages from bear's exch1, in stage 3.
@@ -526,6 +542,72 @@ async fn a_scheduled_policy_is_kept_aside_until_its_instant_and_survives_reopeni
     let promoted = machine.machine.view().policies();
     assert_eq!((promoted.current.version, promoted.pending.is_none()), (version, true));
     assert_eq!(promoted.current.policy.warning_days, 14);
+}
+
+#[tokio::test]
+async fn a_tenant_mode_change_is_kept_and_told_once_and_an_unknown_tenant_is_refused() {
+    use ratchet_policy::TenantMode;
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Machine::open(dir.path());
+    let set = |tenant: &str, mode| Command::SetTenantMode {
+        tenant: tenant.into(),
+        mode,
+    };
+    m.one(day(0), Command::AddTenant { name: "bear".into() }).await.unwrap();
+    assert_eq!(m.machine.view().tenant("bear").unwrap().mode, TenantMode::Enforce);
+
+    let unknown = m.one(day(1), set("nosuch", TenantMode::ReportOnly)).await.unwrap_err();
+    assert_eq!((unknown.kind, unknown.field.as_str()), (ErrorKind::NotFound, "tenant"));
+    assert!(unknown.message.contains("nosuch"), "{unknown:?}");
+
+    for at in [day(2), day(3)] {
+        m.one(at, set("bear", TenantMode::ReportOnly)).await.unwrap();
+    }
+    let mode_changes = |m: &Machine| {
+        let events = m.machine.view().events("bear").unwrap();
+        events.into_iter().filter(|e| e.kind == EventKind::ModeChanged).count()
+    };
+    assert_eq!(m.machine.view().tenant("bear").unwrap().mode, TenantMode::ReportOnly);
+    assert_eq!(mode_changes(&m), 1, "setting the mode it has is a no-op");
+    m.one(day(4), set("bear", TenantMode::Enforce)).await.unwrap();
+    assert_eq!(m.machine.view().tenant("bear").unwrap().mode, TenantMode::Enforce);
+    assert_eq!(mode_changes(&m), 2);
+
+    // The mode survives reopening.
+    m.one(day(5), set("bear", TenantMode::ReportOnly)).await.unwrap();
+    drop(m);
+    let m = Machine::open(dir.path());
+    assert_eq!(m.machine.view().tenant("bear").unwrap().mode, TenantMode::ReportOnly);
+}
+
+#[tokio::test]
+async fn a_product_switched_off_starts_no_clock_but_its_patched_servers_still_remediate() {
+    use ratchet_policy::{Mode, Policy};
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Machine::open(dir.path());
+    m.one(day(0), Command::AddTenant { name: "bear".into() }).await.unwrap();
+    m.one(day(0), sight(day(0), "watched", OUT_OF_DATE)).await.unwrap();
+    let mut policy = Policy::default();
+    policy
+        .products
+        .iter_mut()
+        .filter(|p| p.name == "Exchange 2013")
+        .for_each(|p| p.mode = Mode::Off);
+    m.one(
+        day(1),
+        Command::SetPolicy {
+            policy: Box::new(policy),
+            effective_at: None,
+        },
+    )
+    .await
+    .unwrap();
+    m.one(day(2), sight(day(2), "unwatched", OUT_OF_DATE)).await.unwrap();
+    let unwatched = m.machine.view().server("bear", "unwatched").unwrap().expect("recorded");
+    assert_eq!(unwatched.record.episode, None, "no clock starts while its product is off");
+    m.one(day(3), sight(day(3), "watched", COMPLIANT)).await.unwrap();
+    let watched = m.machine.view().server("bear", "watched").unwrap().expect("recorded");
+    assert_eq!(watched.record.episode.and_then(|e| e.remediated_at), Some(day(3)));
 }
 
 /// A policy that forgets servers not seen for 30 days and deletes events older than 20.

@@ -2,7 +2,8 @@
 //! that the page needs no script, no chart library and no CDN, and reads the same in any
 //! browser, in a screenshot and to a screen reader (each chart and each bar segment has a
 //! `<title>`). One stacked bar chart, drawn either with horizontal bars (named categories:
-//! servers per stage) or vertical columns (a time axis: messages per day).
+//! servers per stage) or vertical columns (a time axis: messages per day), with bands
+//! shaded behind the columns for stretches of the axis that share a state (days paused).
 
 use std::fmt::Write;
 
@@ -21,6 +22,16 @@ pub struct Bar {
     pub values: Vec<u64>,
 }
 
+/// A run of consecutive bars shaded behind them, from `first` to `last` (bar indices,
+/// inclusive). Bands of one `kind` share its colour and legend swatch.
+pub struct Band {
+    pub first: usize,
+    pub last: usize,
+    pub kind: Series,
+    /// The band's tooltip: "Nov 3 – Nov 12: the whole tenant paused".
+    pub title: String,
+}
+
 pub struct StackedBars {
     /// A DOM id prefix, unique on the page.
     pub id: &'static str,
@@ -34,6 +45,8 @@ pub struct StackedBars {
     pub category_axis: &'static str,
     /// Shown across the plot when every value is zero.
     pub empty_note: &'static str,
+    /// Drawn behind the columns of `vertical`, in order.
+    pub bands: Vec<Band>,
 }
 
 const WIDTH: f64 = 660.0;
@@ -70,10 +83,16 @@ impl StackedBars {
         );
     }
 
-    /// The legend, one swatch per series, along the top from `x`.
+    /// The legend, one swatch per series and per kind of band, along the top from `x`.
     fn legend(&self, out: &mut String, mut x: f64) {
         out.push_str("<g aria-hidden=\"true\">");
-        for series in &self.series {
+        let mut band_kinds: Vec<&Series> = Vec::new();
+        for band in &self.bands {
+            if !band_kinds.iter().any(|kind| kind.name == band.kind.name) {
+                band_kinds.push(&band.kind);
+            }
+        }
+        for series in self.series.iter().chain(band_kinds) {
             let _ = write!(
                 out,
                 "<rect x=\"{x:.1}\" y=\"10\" width=\"11\" height=\"11\" rx=\"2\" fill=\"{}\"/>\
@@ -183,6 +202,18 @@ impl StackedBars {
         let mut out = String::new();
         self.open(&mut out, height);
         self.legend(&mut out, left);
+        let slot = plot_w / self.bars.len().max(1) as f64;
+        for band in &self.bands {
+            let _ = write!(
+                out,
+                "<rect class=\"band\" x=\"{:.1}\" y=\"{top}\" width=\"{:.1}\" height=\"{plot_h:.1}\" fill=\"{}\">\
+                 <title>{}</title></rect>",
+                left + band.first as f64 * slot,
+                (band.last + 1 - band.first) as f64 * slot,
+                band.kind.color,
+                Esc(&band.title)
+            );
+        }
         let mut tick = 0;
         while tick <= axis_top {
             let y = base - tick as f64 * scale;
@@ -208,7 +239,6 @@ impl StackedBars {
             height - 8.0,
             Esc(self.category_axis)
         );
-        let slot = plot_w / self.bars.len().max(1) as f64;
         let bar_w = (slot * 0.72).max(1.0);
         let label_every = self.bars.len().div_ceil(10).max(1);
         for (index, bar) in self.bars.iter().enumerate() {
@@ -292,10 +322,19 @@ mod tests {
             unit: "servers",
             category_axis: "Stage",
             empty_note: "none",
+            bands: vec![Band {
+                first: 0,
+                last: 0,
+                kind: Series {
+                    name: "p<q".into(),
+                    color: "#eee",
+                },
+                title: "t>u".into(),
+            }],
         };
         for svg in [chart.horizontal(), chart.vertical()] {
             assert!(
-                svg.contains("&lt;b&gt;") && svg.contains("x&amp;y") && !svg.contains("a<b"),
+                svg.contains("&lt;b&gt;") && svg.contains("x&amp;y") && !svg.contains("a<b") && !svg.contains("p<q"),
                 "{svg}"
             );
         }

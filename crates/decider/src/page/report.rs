@@ -3,16 +3,16 @@
 //! report` serve (so the three never disagree): the pause state with the pause form, totals,
 //! the two charts, and a table with every report field and the counters of each server.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use chrono::{Datelike, Days, NaiveDate};
-use ratchet_policy::{ReportStatus, ServerReport, Timestamp};
+use chrono::{Datelike, Days, NaiveDate, TimeZone, Utc};
+use ratchet_policy::{Mode, ReportStatus, ServerReport, TenantMode, Timestamp};
 use ratchet_store::model::Counts;
 
-use super::chart::{Bar, Series, StackedBars};
+use super::chart::{Band, Bar, Series, StackedBars};
 use super::html::{date, date_time, document, thousands, Esc};
-use crate::report::{Placement, ServerRow, TenantReport, TenantTotals};
+use crate::report::{PauseSpan, Placement, ServerRow, TenantReport, TenantTotals};
 
 /// What the page needs besides the report.
 pub struct PageContext<'a> {
@@ -39,6 +39,10 @@ pub struct PageContext<'a> {
 pub const ACCEPTED: &str = "#2f9e5f";
 pub const THROTTLED: &str = "#eda31c";
 pub const BLOCKED: &str = "#d64545";
+const TENANT_PAUSED: &str = "#f7e3b5";
+const SERVERS_PAUSED: &str = "#dde8f7";
+/// Servers a pause band's tooltip names before "and N more".
+const BAND_NAMES: usize = 3;
 const PRODUCT_COLORS: [&str; 6] = ["#3568d4", "#8a5cc8", "#1c9aa6", "#c8559a", "#6f7f90", "#b7832b"];
 /// Days the message chart shows at least (up to today), and at most.
 const MIN_DAYS: u64 = 14;
@@ -59,14 +63,26 @@ fn enforced(server: &ServerReport) -> bool {
     server.status == ReportStatus::OutOfDate
 }
 
+/// What a server in report-only mode would get now, for a badge's title and the table.
+fn would_get(server: &ServerReport) -> String {
+    format!("report-only: would {}", server.would_verdict.map_or("accept", |v| v.as_str()))
+}
+
 /// "Stage 3", coloured by what the stage does now: report only, throttle, block. A
-/// remediated server keeps the stage its clock stopped in, no longer enforced: grey.
+/// remediated server keeps the stage its clock stopped in, no longer enforced: grey; so
+/// does a server in report-only mode, whose verdicts are only reported.
 fn stage_badge(server: &ServerReport) -> String {
     let Some(stage) = server.stage else {
         return "<span class=\"muted\">—</span>".to_owned();
     };
     if !enforced(server) {
         return format!("<span class=\"badge b-grey\" title=\"Stage {stage} when its clock stopped: not enforced\">Stage {stage}</span>");
+    }
+    if server.mode == Mode::ReportOnly {
+        return format!(
+            "<span class=\"badge b-grey\" title=\"Stage {stage}, {}\">Stage {stage}</span>",
+            would_get(server)
+        );
     }
     let (class, meaning) = match (server.current_throttle_rate, server.current_block_rate) {
         (0, 0) => ("b-blue", "report only"),
@@ -106,6 +122,10 @@ fn server_row(out: &mut String, row: &ServerRow) {
     );
     match server.stage {
         Some(_) if !enforced(server) => out.push_str("<td class=\"muted nowrap\">not enforced</td>"),
+        Some(_) if server.mode == Mode::ReportOnly => {
+            let _ = write!(out, "<td class=\"nowrap\">{}</td>", Esc(&would_get(server)));
+        }
+        None if server.mode == Mode::Off => out.push_str("<td class=\"muted nowrap\">off: product not enforced</td>"),
         Some(_) => {
             let _ = write!(
                 out,
@@ -161,7 +181,14 @@ fn server_row(out: &mut String, row: &ServerRow) {
             } else {
                 format!("in stage {stage}")
             };
-            format!("{when}: {} accepted, {} throttled, {} blocked", c.accepted, c.throttled, c.blocked)
+            let would = match (c.would_throttle, c.would_block) {
+                (0, 0) => String::new(),
+                (throttle, block) => format!(" (of the accepted, {throttle} would have been throttled, {block} blocked)"),
+            };
+            format!(
+                "{when}: {} accepted, {} throttled, {} blocked{would}",
+                c.accepted, c.throttled, c.blocked
+            )
         })
         .collect();
     let _ = write!(
@@ -277,6 +304,7 @@ pub fn stage_chart(tenant: &str, totals: &TenantTotals, stage_count: u32) -> Sta
         bars,
         unit: "servers",
         category_axis: "Stage",
+        bands: Vec::new(),
         empty_note: "No servers yet",
     }
 }
@@ -298,10 +326,10 @@ pub fn daily_chart(report: &TenantReport, now: Timestamp) -> StackedBars {
         .unwrap_or(today)
         .min(last.checked_sub_days(Days::new(MIN_DAYS - 1)).unwrap_or(last))
         .max(earliest);
-    let bars: Vec<Bar> = first
-        .iter_days()
-        .take_while(|day| *day <= last)
-        .map(|day| {
+    let shown: Vec<NaiveDate> = first.iter_days().take_while(|day| *day <= last).collect();
+    let bars: Vec<Bar> = shown
+        .iter()
+        .map(|&day| {
             let counts = days.get(&day).copied().unwrap_or_default();
             Bar {
                 label: format!("{} {}", day.format("%b"), day.day()),
@@ -337,7 +365,77 @@ pub fn daily_chart(report: &TenantReport, now: Timestamp) -> StackedBars {
         unit: "messages",
         category_axis: "Day (UTC)",
         empty_note: "No messages in this period",
+        bands: pause_bands(&report.pauses, &shown),
     }
+}
+
+/// Who was paused during one day.
+#[derive(PartialEq)]
+enum PausedOn<'a> {
+    Nobody,
+    WholeTenant,
+    Servers(BTreeSet<&'a str>),
+}
+
+fn paused_on<'a>(pauses: &'a [PauseSpan], day: NaiveDate) -> PausedOn<'a> {
+    let midnight = |day: NaiveDate| Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).expect("midnight exists"));
+    let (start, end) = (midnight(day), midnight(day + Days::new(1)));
+    let during = pauses.iter().filter(|pause| pause.start < end && pause.end > start);
+    let mut servers = BTreeSet::new();
+    for pause in during {
+        match &pause.server {
+            None => return PausedOn::WholeTenant,
+            Some(server) => servers.insert(server.as_str()),
+        };
+    }
+    if servers.is_empty() {
+        PausedOn::Nobody
+    } else {
+        PausedOn::Servers(servers)
+    }
+}
+
+/// One band per run of consecutive days on which the same servers (or the whole tenant)
+/// were paused, so that the chart shows when enforcement stood still and for whom.
+fn pause_bands(pauses: &[PauseSpan], days: &[NaiveDate]) -> Vec<Band> {
+    let states: Vec<PausedOn> = days.iter().map(|day| paused_on(pauses, *day)).collect();
+    let mut bands = Vec::new();
+    let mut first = 0;
+    while first < states.len() {
+        let last = first + states[first..].iter().take_while(|state| **state == states[first]).count() - 1;
+        let label = |index: usize| format!("{} {}", days[index].format("%b"), days[index].day());
+        let span = if first == last {
+            label(first)
+        } else {
+            format!("{} – {}", label(first), label(last))
+        };
+        let band = |name: &str, color, who: String| Band {
+            first,
+            last,
+            kind: Series { name: name.into(), color },
+            title: format!("{span}: {who}"),
+        };
+        match &states[first] {
+            PausedOn::Nobody => {}
+            PausedOn::WholeTenant => bands.push(band(
+                "Tenant paused",
+                TENANT_PAUSED,
+                "enforcement paused for the whole tenant".into(),
+            )),
+            PausedOn::Servers(servers) => bands.push(band("Servers paused", SERVERS_PAUSED, servers_paused(servers))),
+        }
+        first = last + 1;
+    }
+    bands
+}
+
+/// "2 servers paused: a.example, b.example" (the first few named).
+fn servers_paused(servers: &BTreeSet<&str>) -> String {
+    let named: Vec<&str> = servers.iter().take(BAND_NAMES).copied().collect();
+    let more = servers.len() - named.len();
+    let noun = if servers.len() == 1 { "server" } else { "servers" };
+    let tail = if more > 0 { format!(", and {more} more") } else { String::new() };
+    format!("{} {noun} paused: {}{tail}", servers.len(), named.join(", "))
 }
 
 fn pause_panel(out: &mut String, report: &TenantReport, context: &PageContext) {
@@ -357,6 +455,10 @@ fn pause_panel(out: &mut String, report: &TenantReport, context: &PageContext) {
                 }
             );
         }
+        None if report.mode == TenantMode::ReportOnly => out.push_str(
+            "<div class=\"state\" id=\"pause-h\"><span class=\"badge b-blue\">Report-only</span> Enforcement is in \
+             report-only mode: verdicts are computed, counted and reported, and all mail is accepted.</div>",
+        ),
         None => out.push_str(
             "<div class=\"state\" id=\"pause-h\"><span class=\"badge b-green\">Enforcing</span> Enforcement is active: \
              out-of-date servers are throttled and blocked as their stages say.</div>",
@@ -393,7 +495,7 @@ fn summary_cards(out: &mut String, totals: &TenantTotals) {
          <div class=\"card\"><div class=\"k\">Servers</div><div class=\"v\">{}</div></div>\
          <div class=\"card\"><div class=\"k\">Out of date</div><div class=\"v\">{}</div></div>\
          <div class=\"card\"><div class=\"k\">Throttled or blocked now</div><div class=\"v\">{}</div></div>\
-         <div class=\"card\"><div class=\"k\">Messages, all time</div><div class=\"v\">{} <small>accepted · {} throttled · {} blocked</small></div></div>\
+         <div class=\"card\"><div class=\"k\">Messages, all time</div><div class=\"v\">{} <small>accepted · {} throttled · {} blocked</small></div>{}</div>\
          </div>",
         thousands(totals.servers as u64),
         thousands(totals.out_of_date as u64),
@@ -401,7 +503,20 @@ fn summary_cards(out: &mut String, totals: &TenantTotals) {
         thousands(totals.messages.accepted),
         thousands(totals.messages.throttled),
         thousands(totals.messages.blocked),
+        would_have(&totals.messages),
     );
+}
+
+/// What report-only mode let through that enforcing would have refused, if anything.
+fn would_have(counts: &Counts) -> String {
+    if counts.would_throttle == 0 && counts.would_block == 0 {
+        return String::new();
+    }
+    format!(
+        "<div class=\"muted small\" id=\"would-have\">report-only: would have throttled {} · blocked {}</div>",
+        thousands(counts.would_throttle),
+        thousands(counts.would_block)
+    )
 }
 
 /// Links to the pages before and after the one shown, if there are any.
@@ -493,4 +608,57 @@ pub fn render(report: &TenantReport, totals: &TenantTotals, context: &PageContex
          may trail live traffic by a few seconds.</footer>",
     );
     document(&report.tenant, &[("Tenants", Some("/")), (&report.tenant, None)], &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(day: u32, hour: u32) -> Timestamp {
+        Utc.with_ymd_and_hms(2026, 11, day, hour, 0, 0).unwrap()
+    }
+
+    fn span(server: Option<&str>, from: Timestamp, to: Timestamp) -> PauseSpan {
+        PauseSpan {
+            server: server.map(str::to_owned),
+            start: from,
+            end: to,
+        }
+    }
+
+    #[test]
+    fn pause_bands_merge_days_paused_alike() {
+        let days: Vec<NaiveDate> = (1..=8).map(|day| NaiveDate::from_ymd_opt(2026, 11, day).unwrap()).collect();
+        let pauses = [
+            // The whole tenant from the 2nd at noon to the 4th at midnight: the 2nd and 3rd.
+            span(None, at(2, 12), at(4, 0)),
+            span(Some("a.example"), at(5, 1), at(7, 6)),
+            span(Some("b.example"), at(6, 0), at(6, 23)),
+            // A server paused inside a tenant-wide pause adds nothing to that band.
+            span(Some("c.example"), at(3, 0), at(3, 5)),
+        ];
+        let bands = pause_bands(&pauses, &days);
+        let described: Vec<(usize, usize, &str, &str)> = bands
+            .iter()
+            .map(|b| (b.first, b.last, b.kind.name.as_str(), b.title.as_str()))
+            .collect();
+        assert_eq!(
+            described,
+            [
+                (1, 2, "Tenant paused", "Nov 2 – Nov 3: enforcement paused for the whole tenant"),
+                (4, 4, "Servers paused", "Nov 5: 1 server paused: a.example"),
+                (5, 5, "Servers paused", "Nov 6: 2 servers paused: a.example, b.example"),
+                (6, 6, "Servers paused", "Nov 7: 1 server paused: a.example"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_band_names_a_few_servers_and_counts_the_rest() {
+        let names = ["a", "b", "c", "d", "e"];
+        assert_eq!(
+            servers_paused(&names.into_iter().collect()),
+            "5 servers paused: a, b, c, and 2 more"
+        );
+    }
 }

@@ -1,9 +1,10 @@
 //! Why this exists: the decider's front page, `/`, is where an operator starts: every tenant,
-//! linked to its report page, with its server counts and whether its enforcement is paused.
+//! linked to its report page, with its server counts and whether its enforcement is paused
+//! or report-only.
 
 use std::fmt::Write;
 
-use ratchet_policy::Timestamp;
+use ratchet_policy::{TenantMode, Timestamp};
 
 use super::html::{date_time, document, Esc};
 use crate::report::{TenantReport, TenantTotals};
@@ -23,6 +24,7 @@ pub fn render(reports: &[(TenantReport, TenantTotals)], pause_budget_days: u32, 
     for (report, totals) in reports {
         let pause = match report.paused_until {
             Some(until) => format!("<span class=\"badge b-amber\">Paused</span> until {}", date_time(until)),
+            None if report.mode == TenantMode::ReportOnly => "<span class=\"badge b-blue\">Report-only</span>".to_owned(),
             None => "<span class=\"badge b-green\">Enforcing</span>".to_owned(),
         };
         let _ = write!(

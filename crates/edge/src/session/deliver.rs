@@ -10,8 +10,6 @@
 //! temporary failure unless the edge is configured to accept without one. Each verdict
 //! given, a remembered one included, is counted (see `counting`).
 
-use std::net::SocketAddr;
-
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Shared;
@@ -20,6 +18,7 @@ use crate::build::parse_headers;
 use crate::connection::wait_for_force;
 use crate::connectors::Attribution;
 use crate::counting::Counted;
+use crate::forward_client::OriginalClient;
 use crate::metrics::{metrics, HeldMessage, MessageVerdict};
 use crate::relay::{self, Envelope};
 use crate::reply::{self, Reply};
@@ -34,9 +33,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let received = relay::received_header(helo, client, esmtp, self.tls.as_ref(), &self.shared.config.hostname, &trace_id);
         let cert_name = self.client_cert_name().map(str::to_owned);
         let mut force = self.conn.force_close_signal();
+        let name = self.forwarded.as_ref().filter(|f| f.addr.is_some()).and_then(|f| f.name.as_deref());
         let work = Settle {
             shared: &self.shared,
-            peer: client,
+            client: OriginalClient {
+                addr: client,
+                name,
+                helo,
+                esmtp,
+            },
             cert_name: cert_name.as_deref(),
             remembered: self.remembered.as_ref(),
             transaction: &transaction,
@@ -72,7 +77,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
 struct Settle<'a> {
     shared: &'a Shared,
-    peer: SocketAddr,
+    /// Who is attributed the message: the TCP peer, or the client a trusted proxy named.
+    client: OriginalClient<'a>,
     /// The verified TLS client certificate's name, if any.
     cert_name: Option<&'a str>,
     remembered: Option<&'a Remembered>,
@@ -84,7 +90,7 @@ struct Settle<'a> {
 impl Settle<'_> {
     async fn run(self) -> (Reply, Option<Remembered>) {
         let config = &self.shared.config;
-        if self.shared.connectors.attribute(self.peer.ip(), self.cert_name) == Attribution::Stranger {
+        if self.shared.connectors.attribute(self.client.addr.ip(), self.cert_name) == Attribution::Stranger {
             metrics().message(MessageVerdict::Unenforced);
             return (self.relay().await, None);
         }
@@ -107,7 +113,7 @@ impl Settle<'_> {
             }
             return (r.reply.clone(), None);
         }
-        let request = verdict::request(self.peer.ip(), self.cert_name, &stamp, config.linearizable);
+        let request = verdict::request(self.client.addr.ip(), self.cert_name, &stamp, config.linearizable);
         let Some(response) = self.shared.deciders.decide(request, config.decide_deadline()).await else {
             return self.without_verdict().await;
         };
@@ -149,6 +155,7 @@ impl Settle<'_> {
             from: &self.transaction.from,
             recipients: &self.transaction.recipients,
             eight_bit: self.transaction.eight_bit,
+            client: self.client,
         };
         let tls = self.shared.next_hop_tls.as_ref();
         relay::relay(&self.shared.config, tls, &envelope, self.received, self.message).await

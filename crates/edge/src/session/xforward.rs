@@ -10,7 +10,7 @@
 //!   then the session is the MTA's own again. ADDR unavailable is a forwarded local
 //!   submission: the transaction stays attributed to the MTA itself.
 //!
-//! smtp-proto has no XFORWARD, so the command is parsed here.
+//! smtp-proto has no XFORWARD, so the command is parsed here (its values with `xtext`).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -19,14 +19,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::{Flow, Session};
 use crate::metrics::metrics;
 use crate::reply::{self, Reply};
+use crate::xtext;
 
 /// What EHLO lists after `XFORWARD`: the attributes this edge takes.
 pub(crate) const ADVERTISED: &str = "XFORWARD NAME ADDR PORT PROTO HELO SOURCE";
 
 /// The client an MTA speaks for, as far as it said (each attribute may be unavailable).
-/// NAME and SOURCE are checked and not kept: the edge attributes by address.
+/// SOURCE is checked and not kept; NAME is only passed on (`next_hop_forward_client`): the
+/// edge attributes by address.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Forwarded {
+    pub name: Option<String>,
     pub addr: Option<IpAddr>,
     pub port: Option<u16>,
     pub helo: Option<String>,
@@ -83,7 +86,7 @@ fn apply(forwarded: &mut Forwarded, args: &str) -> Result<(), Reply> {
         let Some((name, raw)) = pair.split_once('=') else {
             return Err(reply::syntax("XFORWARD attribute=value ..."));
         };
-        let value = decode(raw).map_err(|why| bad_value(name, raw, why))?;
+        let value = xtext::decode(raw).map_err(|why| bad_value(name, raw, why))?;
         let value = value.filter(|v| !v.eq_ignore_ascii_case("[UNAVAILABLE]") && !v.eq_ignore_ascii_case("[TEMPUNAVAIL]"));
         match name.to_ascii_uppercase().as_str() {
             "ADDR" => {
@@ -96,7 +99,8 @@ fn apply(forwarded: &mut Forwarded, args: &str) -> Result<(), Reply> {
                     .map(|v| v.parse().map_err(|_| bad_value(name, raw, "not a port number")))
                     .transpose()?
             }
-            "NAME" | "SOURCE" => {}
+            "NAME" => next.name = value,
+            "SOURCE" => {}
             "HELO" => next.helo = value,
             "PROTO" if value.as_ref().is_some_and(|v| v.len() > 64) => return Err(bad_value(name, raw, "longer than 64 characters")),
             "PROTO" => next.proto = value,
@@ -117,33 +121,6 @@ fn parse_addr(value: &str) -> Option<IpAddr> {
         _ => value,
     };
     bare.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
-}
-
-/// xtext (RFC 1891 5): `+` and two hex digits for an octet, every other octet printable
-/// ASCII. The decoded value must be printable ASCII without space, and at most 255
-/// characters (XFORWARD_README, note 1). `None` for an empty value.
-fn decode(raw: &str) -> Result<Option<String>, &'static str> {
-    if raw.len() > 255 {
-        return Err("longer than 255 characters");
-    }
-    let mut out = String::with_capacity(raw.len());
-    let mut bytes = raw.bytes();
-    while let Some(b) = bytes.next() {
-        let octet = if b == b'+' {
-            let digit = |d: Option<u8>| d.and_then(|d| char::from(d).to_digit(16));
-            let (Some(high), Some(low)) = (digit(bytes.next()), digit(bytes.next())) else {
-                return Err("a '+' not followed by two hex digits");
-            };
-            (high * 16 + low) as u8
-        } else {
-            b
-        };
-        if !octet.is_ascii_graphic() {
-            return Err("control, space or non-ASCII characters");
-        }
-        out.push(octet as char);
-    }
-    Ok((!out.is_empty()).then_some(out))
 }
 
 fn bad_value(name: &str, raw: &str, why: &str) -> Reply {

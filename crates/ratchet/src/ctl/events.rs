@@ -1,6 +1,5 @@
 //! `ratchet ctl events --tenant T`: a tenant's notifications, oldest first, and whether its
-//! webhook took each of them. The decider lists them a page at a time; ctl follows the
-//! pages and prints them all, unless `--page-size` or `--page-token` asks for one page.
+//! webhook took each of them, a page at a time (see `pages`).
 
 use clap::Args;
 use ratchet_proto::v1 as pb;
@@ -8,6 +7,7 @@ use serde::Serialize;
 
 use super::client::refusal;
 use super::output::{nonempty, or_dash, Output};
+use super::pages::{PageArgs, Pager};
 use super::Admin;
 use crate::table;
 
@@ -15,13 +15,8 @@ use crate::table;
 pub struct EventsArgs {
     #[arg(long)]
     tenant: String,
-    /// Events per request (the decider's default: 1,000; at most 10,000). Prints only one
-    /// page of this size, and the token of the next.
-    #[arg(long)]
-    page_size: Option<u32>,
-    /// Prints only the page this token starts (a token an earlier page printed).
-    #[arg(long)]
-    page_token: Option<String>,
+    #[command(flatten)]
+    pages: PageArgs,
 }
 
 #[derive(Serialize)]
@@ -45,18 +40,17 @@ struct Event {
 }
 
 pub async fn run(admin: &mut Admin, args: EventsArgs) -> anyhow::Result<Events> {
-    let one_page = args.page_size.is_some() || args.page_token.is_some();
+    let mut pager = Pager::new(args.pages);
     let mut listed = Events {
         tenant: args.tenant,
         webhook_url: None,
         events: Vec::new(),
         next_page_token: None,
     };
-    let mut page_token = args.page_token.unwrap_or_default();
-    loop {
+    while let Some((page_size, page_token)) = pager.next_request() {
         let request = pb::ListEventsRequest {
             tenant: listed.tenant.clone(),
-            page_size: args.page_size.unwrap_or(0),
+            page_size,
             page_token,
         };
         let reply = admin.list_events(request).await.map_err(refusal)?.into_inner();
@@ -69,14 +63,10 @@ pub async fn run(admin: &mut Admin, args: EventsArgs) -> anyhow::Result<Events> 
             message: e.message,
             delivered: e.delivered,
         }));
-        if one_page {
-            listed.next_page_token = nonempty(&reply.next_page_token);
-        }
-        if one_page || reply.next_page_token.is_empty() {
-            return Ok(listed);
-        }
-        page_token = reply.next_page_token;
+        pager.answered(reply.next_page_token);
     }
+    listed.next_page_token = pager.next_page_token();
+    Ok(listed)
 }
 
 impl Output for Events {

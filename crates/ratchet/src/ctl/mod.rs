@@ -10,6 +10,7 @@ mod cluster;
 mod connector;
 mod events;
 mod output;
+mod pages;
 mod pause;
 mod policy;
 mod report;
@@ -76,14 +77,7 @@ enum CtlCommand {
         url: String,
     },
     /// The audit trail: every admin write, who made it (from the certificate), and how it ended.
-    Audit {
-        /// Only this tenant's entries.
-        #[arg(long)]
-        tenant: Option<String>,
-        /// Only entries at or after this instant (RFC 3339).
-        #[arg(long)]
-        since: Option<String>,
-    },
+    Audit(audit::AuditArgs),
     /// Backups: `snapshot save FILE`, a consistent, checksummed copy of the whole state.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
@@ -112,7 +106,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Pauses { tenant } => pause::list(admin, tenant).await?.print(json),
         CtlCommand::Events(args) => events::run(admin, args).await?.print(json),
         CtlCommand::Webhook { tenant, url } => webhook::run(admin, tenant, url).await?.print(json),
-        CtlCommand::Audit { tenant, since } => audit::run(admin, tenant, since).await?.print(json),
+        CtlCommand::Audit(args) => audit::run(admin, args).await?.print(json),
         CtlCommand::Snapshot(command) => snapshot::run(admin, command).await?.print(json),
         CtlCommand::Policy(command) => policy::run(admin, command).await?.print(json),
         CtlCommand::Cluster(command) => cluster::run(channel, command, json).await?.print(json),

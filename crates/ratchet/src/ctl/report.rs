@@ -14,7 +14,7 @@ use anyhow::Context;
 use chrono::SecondsFormat;
 use clap::{ArgGroup, Args, ValueEnum};
 use ratchet_decider::report::{ReportPage, ServerRow, TenantReport};
-use ratchet_policy::Timestamp;
+use ratchet_policy::{Timestamp, Verdict};
 use ratchet_proto::v1 as pb;
 use serde::Serialize;
 
@@ -97,7 +97,7 @@ struct ExportLine<'a> {
     row: &'a ServerRow,
 }
 
-const CSV_HEADER: [&str; 20] = [
+const CSV_HEADER: [&str; 24] = [
     "tenant",
     "tenant_paused_until",
     "server_fqdn",
@@ -118,11 +118,15 @@ const CSV_HEADER: [&str; 20] = [
     "accepted",
     "throttled",
     "blocked",
+    "mode",
+    "would_verdict",
+    "would_throttle",
+    "would_block",
 ];
 
 /// One server of `report --all --format csv`; empty cells for what is not set, and the
 /// counters summed over stages.
-fn csv_record(report: &TenantReport, row: &ServerRow) -> [String; 20] {
+fn csv_record(report: &TenantReport, row: &ServerRow) -> [String; 24] {
     let s = &row.report;
     let at = |at: Option<Timestamp>| at.map(instant).unwrap_or_default();
     let number = |n: Option<u32>| n.map(|n| n.to_string()).unwrap_or_default();
@@ -148,6 +152,10 @@ fn csv_record(report: &TenantReport, row: &ServerRow) -> [String; 20] {
         total.accepted.to_string(),
         total.throttled.to_string(),
         total.blocked.to_string(),
+        s.mode.to_string(),
+        s.would_verdict.map(Verdict::as_str).unwrap_or_default().to_owned(),
+        total.would_throttle.to_string(),
+        total.would_block.to_string(),
     ]
 }
 
@@ -254,8 +262,9 @@ impl Output for ReportOutput {
 
 fn print_report(report: &TenantReport) {
     println!(
-        "tenant {}: paused until {}, {} pause days remain this year",
+        "tenant {} ({}): paused until {}, {} pause days remain this year",
         report.tenant,
+        report.mode,
         or_dash(report.paused_until.map(instant)),
         report.pause_days_remaining
     );
@@ -295,6 +304,9 @@ fn print_report(report: &TenantReport) {
                 or_dash(recommended),
                 instant(s.last_seen),
                 format!("{}/{}/{}", total.accepted, total.throttled, total.blocked),
+                s.mode.to_string(),
+                or_dash(s.would_verdict.map(Verdict::as_str)),
+                format!("{}/{}", total.would_throttle, total.would_block),
             ]
         })
         .collect();
@@ -314,6 +326,9 @@ fn print_report(report: &TenantReport) {
             "RECOMMENDED",
             "LAST SEEN",
             "ACC/THR/BLK",
+            "MODE",
+            "WOULD",
+            "WOULD THR/BLK",
         ],
         &rows,
     );

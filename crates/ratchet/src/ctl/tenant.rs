@@ -1,9 +1,12 @@
-//! `ratchet ctl tenant add|list|remove`: the tenants, each with its server and connector
-//! counts. Removing one deletes all it holds, so it asks for `--yes`; without it, it says
-//! what would go and changes nothing.
+//! `ratchet ctl tenant add|list|mode|remove`: the tenants, each with its server and
+//! connector counts and its enforcement mode; `tenant mode` to switch a tenant between
+//! enforcing and reporting only. Removing one deletes all it holds, so it asks for `--yes`;
+//! without it, it says what would go and changes nothing.
 
 use anyhow::bail;
-use clap::Subcommand;
+use clap::builder::PossibleValue;
+use clap::{Subcommand, ValueEnum};
+use ratchet_policy::TenantMode;
 use ratchet_proto::v1 as pb;
 use serde::Serialize;
 
@@ -27,6 +30,30 @@ pub enum TenantCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Enforce the tenant's verdicts, or only compute, count and report them (report-only:
+    /// its mail is always accepted).
+    Mode {
+        /// The tenant whose mode to set.
+        #[arg(long)]
+        tenant: String,
+        /// enforce: throttle and block as the stages say; report-only: accept all mail,
+        /// and report and count what enforcing would have done.
+        mode: ModeWord,
+    },
+}
+
+/// A tenant mode as the command line takes it: its words are the policy crate's own.
+#[derive(Clone, Copy)]
+pub struct ModeWord(TenantMode);
+
+impl ValueEnum for ModeWord {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[ModeWord(TenantMode::Enforce), ModeWord(TenantMode::ReportOnly)]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.0.as_str()))
+    }
 }
 
 #[derive(Serialize)]
@@ -34,6 +61,7 @@ pub enum TenantCommand {
 pub enum TenantOutput {
     Added { tenant: String, created: bool },
     Listed(Vec<Tenant>),
+    ModeSet { tenant: String, mode: String },
     Removed { tenant: String, removed: bool },
 }
 
@@ -43,6 +71,7 @@ pub struct Tenant {
     servers: u32,
     connectors: u32,
     paused_until: Option<String>,
+    mode: String,
 }
 
 pub async fn run(admin: &mut Admin, command: TenantCommand) -> anyhow::Result<TenantOutput> {
@@ -62,8 +91,20 @@ pub async fn run(admin: &mut Admin, command: TenantCommand) -> anyhow::Result<Te
                 name: t.name,
                 servers: t.servers,
                 connectors: t.connectors,
+                mode: t.mode,
             });
             TenantOutput::Listed(tenants.collect())
+        }
+        TenantCommand::Mode { tenant, mode } => {
+            let request = pb::SetTenantModeRequest {
+                tenant,
+                mode: mode.0.to_string(),
+            };
+            let reply = admin.set_tenant_mode(request).await.map_err(refusal)?.into_inner();
+            TenantOutput::ModeSet {
+                tenant: reply.tenant,
+                mode: reply.mode,
+            }
         }
         TenantCommand::Remove { tenant, yes: false } => bail!(unconfirmed_removal(admin, &tenant).await?),
         TenantCommand::Remove { tenant, yes: true } => {
@@ -102,11 +143,13 @@ impl Output for TenantOutput {
                             t.servers.to_string(),
                             t.connectors.to_string(),
                             or_dash(t.paused_until.as_deref()),
+                            t.mode.clone(),
                         ]
                     })
                     .collect();
-                table::print(&["TENANT", "SERVERS", "CONNECTORS", "PAUSED UNTIL"], &rows);
+                table::print(&["TENANT", "SERVERS", "CONNECTORS", "PAUSED UNTIL", "MODE"], &rows);
             }
+            TenantOutput::ModeSet { tenant, mode } => println!("tenant {tenant}: mode {mode}"),
             TenantOutput::Removed { tenant, .. } => println!("tenant {tenant} removed"),
         }
     }

@@ -2,6 +2,7 @@
 
 use ipnet::IpNet;
 
+use super::policy::{mode_number, tenant_mode_from};
 use super::records::{event_kind, event_kind_from};
 use super::{each, messages, optional, pb, required, Codec, DecodeError};
 use crate::command::{Applied, Command, CommandError, ErrorKind, Notice, Observation, Request, Response, ServerSighting};
@@ -115,6 +116,10 @@ impl Codec for Command {
                 tenant: tenant.unwrap_or_default(),
                 outcome,
             }),
+            Command::SetTenantMode { tenant, mode } => C::SetTenantMode(pb::SetTenantMode {
+                tenant,
+                mode: mode_number(mode.into()),
+            }),
             Command::RemoveTenant { tenant } => C::RemoveTenant(pb::RemoveTenant { tenant }),
             Command::RemoveConnector { tenant, cidr, cert_name } => C::RemoveConnector(pb::RemoveConnector {
                 tenant,
@@ -195,6 +200,10 @@ impl Codec for Command {
                 action: c.action,
                 tenant: Some(c.tenant).filter(|t| !t.is_empty()),
                 outcome: c.outcome,
+            },
+            C::SetTenantMode(c) => Command::SetTenantMode {
+                mode: tenant_mode_from("set_tenant_mode.mode", c.mode)?,
+                tenant: c.tenant,
             },
             C::RemoveTenant(c) => Command::RemoveTenant { tenant: c.tenant },
             C::RemoveConnector(c) => Command::RemoveConnector {

@@ -1,10 +1,10 @@
 //! The enforcement policy in the stored schema: it travels in the log (`SetPolicy`) and
 //! sits in the state, so unlike the TOML an operator writes, it tolerates fields a newer
-//! release added.
+//! release added. Enforcement modes (a product's, a tenant's) are stored here too.
 
 use ratchet_policy::products::Product;
 use ratchet_policy::stages::Stage;
-use ratchet_policy::{BuildVersion, Policy, Retention};
+use ratchet_policy::{BuildVersion, Mode, Policy, Retention, TenantMode};
 
 use super::{each, messages, pb, Codec, DecodeError};
 use crate::schedule::VersionedPolicy;
@@ -97,6 +97,7 @@ impl Codec for Product {
             until: self.until.map(|b| b.to_string()),
             compliant_from: self.compliant_from.map(|b| b.to_string()),
             recommended: self.recommended.iter().map(BuildVersion::to_string).collect(),
+            mode: mode_number(self.mode),
         }
     }
 
@@ -115,7 +116,36 @@ impl Codec for Product {
                 .iter()
                 .map(|b| build("product.recommended", b))
                 .collect::<Result<_, _>>()?,
+            mode: mode_from("product.mode", message.mode)?,
             name: message.name,
         })
+    }
+}
+
+/// The stored number of a mode (a protobuf enum is a number, not a message).
+pub(super) fn mode_number(mode: Mode) -> i32 {
+    let stored = match mode {
+        Mode::Enforce => pb::EnforcementMode::Enforce,
+        Mode::ReportOnly => pb::EnforcementMode::ReportOnly,
+        Mode::Off => pb::EnforcementMode::Off,
+    };
+    stored.into()
+}
+
+pub(super) fn mode_from(field: &'static str, stored: i32) -> Result<Mode, DecodeError> {
+    match pb::EnforcementMode::try_from(stored) {
+        Ok(pb::EnforcementMode::Enforce) => Ok(Mode::Enforce),
+        Ok(pb::EnforcementMode::ReportOnly) => Ok(Mode::ReportOnly),
+        Ok(pb::EnforcementMode::Off) => Ok(Mode::Off),
+        Err(_) => Err(DecodeError::invalid(field, format!("{stored} is not a mode this release knows"))),
+    }
+}
+
+/// A tenant's mode: any mode but off.
+pub(super) fn tenant_mode_from(field: &'static str, stored: i32) -> Result<TenantMode, DecodeError> {
+    match mode_from(field, stored)? {
+        Mode::Enforce => Ok(TenantMode::Enforce),
+        Mode::ReportOnly => Ok(TenantMode::ReportOnly),
+        Mode::Off => Err(DecodeError::invalid(field, "a tenant cannot be off, only a product")),
     }
 }

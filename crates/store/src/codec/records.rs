@@ -7,6 +7,7 @@ use ratchet_policy::clock::Interval;
 use ratchet_policy::{Charge, Episode, Pause, PauseGrant, PauseLedger, ServerRecord, Timestamp};
 
 use super::command::{cidr_text, parse_cidr, stage_counts};
+use super::policy::{mode_number, tenant_mode_from};
 use super::{each, messages, optional, pb, required, Codec, DecodeError};
 use crate::model::{AuditRecord, Connector, Counts, Event, EventKind, LastFlush, ServerEntry, Tenant};
 
@@ -30,6 +31,7 @@ impl Codec for Tenant {
             webhook_url: self.webhook_url.clone(),
             webhook_secret: self.webhook_secret.clone(),
             notices: self.notices.iter().cloned().collect(),
+            mode: mode_number(self.mode.into()),
         }
     }
 
@@ -47,6 +49,7 @@ impl Codec for Tenant {
             webhook_url: message.webhook_url,
             webhook_secret: message.webhook_secret,
             notices: message.notices.into_iter().collect(),
+            mode: tenant_mode_from("tenant.mode", message.mode)?,
         })
     }
 }
@@ -79,6 +82,8 @@ impl Codec for Counts {
             accepted: self.accepted,
             throttled: self.throttled,
             blocked: self.blocked,
+            would_throttle: self.would_throttle,
+            would_block: self.would_block,
         }
     }
 
@@ -87,6 +92,8 @@ impl Codec for Counts {
             accepted: message.accepted,
             throttled: message.throttled,
             blocked: message.blocked,
+            would_throttle: message.would_throttle,
+            would_block: message.would_block,
         })
     }
 }
@@ -300,6 +307,7 @@ pub(super) fn event_kind(kind: EventKind) -> i32 {
         EventKind::PauseExtended => K::PauseExtended,
         EventKind::PauseEnded => K::PauseEnded,
         EventKind::PolicyAnnounced => K::PolicyAnnounced,
+        EventKind::ModeChanged => K::ModeChanged,
         EventKind::ConnectorRemoved => K::ConnectorRemoved,
         EventKind::ServersForgotten => K::ServersForgotten,
     };
@@ -319,6 +327,7 @@ pub(super) fn event_kind_from(stored: i32) -> Result<EventKind, DecodeError> {
         Ok(K::PauseExtended) => EventKind::PauseExtended,
         Ok(K::PauseEnded) => EventKind::PauseEnded,
         Ok(K::PolicyAnnounced) => EventKind::PolicyAnnounced,
+        Ok(K::ModeChanged) => EventKind::ModeChanged,
         Ok(K::ConnectorRemoved) => EventKind::ConnectorRemoved,
         Ok(K::ServersForgotten) => EventKind::ServersForgotten,
         _ => {
