@@ -247,6 +247,16 @@ struct RawClient {
 /// One packet as the milter answered it: its command code and data.
 type Packet = (u8, Vec<u8>);
 
+/// Every protocol flag of milter version 6, as Postfix offers them.
+const EVERY_STEP: u32 = 0x1f_ffff;
+const NR_HEADER: u32 = 0x80;
+const NR_CONNECT: u32 = 0x1000;
+const NR_HELO: u32 = 0x2000;
+/// The flags by which an MTA offers not to wait for an answer (SMFIP_NR_*).
+const NO_REPLY: u32 = NR_HEADER | 0x000f_f000;
+/// CONNECT from 127.0.0.1, port 25.
+const CONNECT: &[u8] = b"mta.test\x004\x00\x19127.0.0.1\x00";
+
 impl RawClient {
     fn connect(milter: SocketAddr) -> RawClient {
         let stream = TcpStream::connect(milter).unwrap();
@@ -281,19 +291,38 @@ impl RawClient {
         self.read()
     }
 
-    /// Option negotiation, CONNECT from 127.0.0.1 and HELO, all answered.
+    /// As an MTA that waits for an answer to every command: option negotiation without the
+    /// no-reply flags, CONNECT from 127.0.0.1 and HELO, all answered.
     fn open(milter: SocketAddr) -> RawClient {
         let mut client = RawClient::connect(milter);
-        let mut optneg = 6u32.to_be_bytes().to_vec();
-        optneg.extend(0x1ffu32.to_be_bytes());
-        optneg.extend(0x1f_ffffu32.to_be_bytes());
-        let (code, _) = client.ask(b'O', &optneg).expect("option negotiation answered");
-        assert_eq!(code, b'O');
-        let (code, _) = client.ask(b'C', b"mta.test\x004\x00\x19127.0.0.1\x00").expect("connect answered");
+        let agreed = client.negotiate(EVERY_STEP & !NO_REPLY);
+        assert_eq!(agreed & NO_REPLY, 0, "no no-reply flag that was not offered");
+        let (code, _) = client.ask(b'C', CONNECT).expect("connect answered");
         assert_eq!(code, b'c');
         let (code, _) = client.ask(b'H', b"mta.test\x00").expect("helo answered");
         assert_eq!(code, b'c');
         client
+    }
+
+    /// As Postfix: it offers the no-reply flags, and the milter takes those of CONNECT, HELO
+    /// and headers, which then go unanswered.
+    fn open_unanswered(milter: SocketAddr) -> RawClient {
+        let mut client = RawClient::connect(milter);
+        let agreed = client.negotiate(EVERY_STEP);
+        assert_eq!(agreed & NO_REPLY, NR_CONNECT | NR_HELO | NR_HEADER, "{agreed:#x}");
+        client.send(b'C', CONNECT).unwrap();
+        client.send(b'H', b"mta.test\x00").unwrap();
+        client
+    }
+
+    /// Option negotiation offering `protocol`: what the milter agreed to.
+    fn negotiate(&mut self, protocol: u32) -> u32 {
+        let mut optneg = 6u32.to_be_bytes().to_vec();
+        optneg.extend(0x1ffu32.to_be_bytes());
+        optneg.extend(protocol.to_be_bytes());
+        let (code, data) = self.ask(b'O', &optneg).expect("option negotiation answered");
+        assert_eq!(code, b'O');
+        u32::from_be_bytes(data[8..12].try_into().unwrap())
     }
 
     fn header(&mut self, name: &str, value: &str) -> Option<Packet> {
@@ -323,8 +352,7 @@ const COMPLIANT_STAMP: &str = "from exch1.bear.local (10.0.0.5) by exch1.bear.lo
 fn assert_serves(milter: &MilterProcess) {
     let mut client = RawClient::open(milter.addr);
     assert_eq!(client.header("Received", COMPLIANT_STAMP).map(|p| p.0), Some(b'c'));
-    assert_eq!(client.ask(b'N', b"").map(|p| p.0), Some(b'c'));
-    assert_eq!(client.ask(b'E', b"").map(|p| p.0), Some(b'c'), "accepted");
+    assert_eq!(client.ask(b'N', b"").map(|p| p.0), Some(b'a'), "accepted at the end of its headers");
 }
 
 #[test]
@@ -381,7 +409,7 @@ fn bad_input_gets_a_protocol_error_or_tempfail_and_memory_stays_bounded() {
     // A 64 MiB body in chunks of 65,535 octets (Postfix's size): each one "continue", none kept.
     let mut client = RawClient::open(milter.addr);
     assert_eq!(client.header("Received", COMPLIANT_STAMP).map(|p| p.0), Some(b'c'));
-    assert_eq!(client.ask(b'N', b"").map(|p| p.0), Some(b'c'));
+    assert_eq!(client.ask(b'N', b"").map(|p| p.0), Some(b'a'));
     let chunk = vec![b'a'; 65_535];
     let mut peak = 0;
     for i in 0..(64 << 20) / chunk.len() {
@@ -407,6 +435,38 @@ fn bad_input_gets_a_protocol_error_or_tempfail_and_memory_stays_bounded() {
         peak >> 10
     );
     assert_serves(&milter);
+}
+
+#[test]
+fn an_mta_that_offers_it_waits_only_at_the_end_of_the_headers() {
+    let decider = StagedDecider::start();
+    let blocked_server = decider.server_at("mt-nr-blocked", 0);
+    decider.import(&blocked_server, 100);
+    let milter = MilterProcess::start(&decider.endpoint());
+    let mut client = RawClient::open_unanswered(milter.addr);
+    // Headers go unanswered; the end of the headers says accept, or refuses.
+    client.send(b'L', format!("Received\0{COMPLIANT_STAMP}\0").as_bytes()).unwrap();
+    client.send(b'L', b"Subject\0compliant\0").unwrap();
+    assert_eq!(client.ask(b'N', b"").map(|p| p.0), Some(b'a'));
+    let stamp = format!("from {blocked_server} (10.0.0.5) by {blocked_server} (10.0.0.5) with Microsoft SMTP Server id {OUT_OF_DATE}; Mon, 20 May 2024 10:00:00 +0000");
+    client.send(b'L', format!("Received\0{stamp}\0").as_bytes()).unwrap();
+    let refused = client.ask(b'N', b"").expect("the end of the headers answered");
+    assert_eq!(reply_text(&refused), blocked(60));
+    // Past max_header_bytes, unanswered headers are refused at their end.
+    client.send(b'A', b"").unwrap();
+    let filler = "x".repeat(130);
+    for i in 0..3_000 {
+        client.send(b'L', format!("X-Filler-{i:05}\0{filler}\0").as_bytes()).unwrap();
+    }
+    let refused = client.ask(b'N', b"").expect("the end of the headers answered");
+    assert!(reply_text(&refused).starts_with("451 4.3.4 "), "{}", reply_text(&refused));
+    for (verdict, count) in [("accept", 1.0), ("block", 1.0)] {
+        assert_eq!(
+            milter.metric("ratchet_milter_messages_total", &[("verdict", verdict)]),
+            count,
+            "{verdict}"
+        );
+    }
 }
 
 #[test]

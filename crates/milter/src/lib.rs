@@ -1,6 +1,6 @@
 //! Ratchet as a milter: the edge's verdicts for an MTA that already receives the mail
 //! (Postfix `smtpd_milters`, Sendmail `INPUT_MAIL_FILTER`), over the Sendmail milter
-//! protocol (through `miltr-server`, MIT).
+//! protocol (its commands parsed by `miltr-common`, MIT).
 //!
 //! It keeps no state and holds no mail: attribution comes from the CONNECT callback's
 //! address and the verified client certificate's name (`{cert_subject}`), the server
@@ -9,10 +9,12 @@
 //! is never asked for.
 //!
 //! Layout: [`config`]: settings with defaults; [`listener`]: `inet:` and `unix:` addresses;
-//! `server`: admission, conversations, shutdown;
-//! `session`: the milter callbacks of one connection; `metrics`: the Prometheus metrics.
+//! `server`: admission, shutdown; `conversation`: one connection's packets, answered only
+//! where the MTA waits; `session`: what a connection keeps and decides; `metrics`: the
+//! Prometheus metrics.
 
 pub mod config;
+mod conversation;
 pub mod listener;
 mod metrics;
 mod server;

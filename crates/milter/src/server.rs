@@ -11,19 +11,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use miltr_common::ProtocolError;
-use miltr_server::{Error, Server};
 use ratchet_edge::build::ExchangeDetector;
 use ratchet_edge::client::{ClientSettings, DecisionClient};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use tokio_io_timeout::TimeoutStream;
-use tokio_util::compat::TokioAsyncReadCompatExt;
 use tracing::Instrument;
 
 use crate::config::MilterConfig;
+use crate::conversation::{converse, Ended};
 use crate::listener::MilterListener;
 use crate::metrics::{metrics, Refusal};
 use crate::session::{Session, Shared};
@@ -142,7 +139,7 @@ fn allowed(config: &MilterConfig, peer: SocketAddr) -> bool {
 /// Runs the conversation of an admitted MTA (`peer` names it in logs), if a slot is free.
 fn admit<S>(shared: &Arc<Shared>, slots: &Arc<Semaphore>, connections: &mut JoinSet<()>, stream: S, peer: String)
 where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Ok(slot) = slots.clone().try_acquire_owned() else {
         tracing::warn!(peer = %peer, max_connections = shared.config.max_connections, "too many milter connections; closed");
@@ -153,25 +150,21 @@ where
     let span = tracing::info_span!("milter.connection", otel.kind = "server", session = %id, peer = %peer);
     let mut session = Session::new(shared.clone(), id);
     let max_packet = shared.config.max_packet();
-    let mut stream = TimeoutStream::new(stream);
-    stream.set_read_timeout(Some(Duration::from_secs(shared.config.idle_timeout_secs)));
+    let idle = Duration::from_secs(shared.config.idle_timeout_secs);
     let active = metrics().connection_started();
     connections.spawn(
         async move {
-            let mut server = Server::new(&mut session, false, max_packet);
-            match server.handle_connection(Box::pin(stream).compat()).await {
+            match converse(stream, &mut session, max_packet, idle).await {
                 Ok(()) => tracing::debug!("milter connection closed"),
-                // miltr-server reports a failed read as a codec error, a failed write as I/O.
-                Err(Error::Io(error) | Error::Codec(ProtocolError::CodecError(error))) if error.kind() == std::io::ErrorKind::TimedOut => {
+                Err(Ended::Idle(_)) => {
                     metrics().idle_closed();
                     tracing::info!("milter connection idle past idle_timeout_secs; closed");
                 }
-                Err(Error::Codec(error)) => {
+                Err(Ended::Protocol(error)) => {
                     metrics().protocol_error();
                     tracing::warn!(%error, "milter protocol error; connection closed");
                 }
-                Err(Error::Io(error)) => tracing::debug!(%error, "milter connection lost"),
-                Err(Error::Impl { source }) => match source {},
+                Err(Ended::Io(error)) => tracing::debug!(%error, "milter connection lost"),
             }
             drop(slot);
             drop(active);

@@ -1,28 +1,28 @@
-//! One milter connection (Postfix opens one per SMTP session): the callbacks of
-//! `miltr_server::Milter`, and what they keep between them.
+//! One milter connection's state and callbacks (Postfix opens one connection per SMTP
+//! session); `conversation` reads the packets and calls these.
 //!
 //! - Option negotiation asks the MTA to skip what the verdict does not need: MAIL, RCPT,
-//!   DATA, unknown commands and the body. A client that sends body chunks anyway gets
-//!   "continue" for each, and nothing of them is kept.
+//!   DATA, unknown commands and the body, and not to wait for an answer after CONNECT,
+//!   HELO and each header. A client that sends body chunks anyway gets "continue" for
+//!   each, and nothing of them is kept.
 //! - CONNECT gives the client address; the HELO macros `{cert_subject}` and `{cert_issuer}`
 //!   the verified client certificate's name: the two things connectors attribute by.
-//! - Each header is kept, up to `max_header_bytes` for the message; the header that
-//!   crosses it is answered `451 4.3.4` and nothing more is kept.
-//! - The end of the message decides, as the edge does at the end of DATA (through
-//!   `ratchet_edge::verdict`): mail from no tenant's connector, or with no server stamp,
-//!   is accepted untouched; a verdict of throttle or block is the decider's exact reply
-//!   line (`SMFIR_REPLYCODE`); no verdict in time is `451 4.4.3`, unless
-//!   `accept_without_verdict`.
+//! - Each header is kept, up to `max_header_bytes` for the message; past it the message is
+//!   refused `451 4.3.4` (at that header if the MTA waits for an answer to headers, else at
+//!   the end of the headers) and nothing more is kept.
+//! - The end of the headers decides, as the edge does at the end of DATA (through
+//!   `ratchet_edge::verdict`), since the server stamp is in the headers: mail from no
+//!   tenant's connector, or with no server stamp, is accepted (`SMFIR_ACCEPT`: the MTA asks
+//!   nothing more about it); a verdict of throttle or block is the decider's exact reply
+//!   line (`SMFIR_REPLYCODE`), which the MTA gives the client at the end of DATA; no verdict
+//!   in time is `451 4.4.3`, unless `accept_without_verdict`. An MTA that never says end of
+//!   headers has the message decided at its end.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use miltr_common::actions::{Action, Continue, Replycode};
-use miltr_common::commands::{Body, Connect, Family, Header, Macro};
-use miltr_common::modifications::ModificationResponse;
+use miltr_common::commands::{Connect, Family, Header, Macro};
 use miltr_common::optneg::{Capability, OptNeg, Protocol};
-use miltr_server::{Error, Milter};
 use ratchet_edge::build::{BuildDetector, Header as MessageHeader};
 use ratchet_edge::connectors::{cert_name, Attribution, ConnectorTable};
 use ratchet_edge::counting::{Counted, MessageCounts};
@@ -52,6 +52,10 @@ const SKIPPED: Protocol = Protocol::NO_MAIL
     .union(Protocol::NO_UNKNOWN)
     .union(Protocol::NO_BODY);
 
+/// The steps after which the MTA need not wait for an answer (protocol version 6): the
+/// milter never refuses there, and says what it has to say at the end of the headers.
+const UNANSWERED: Protocol = Protocol::NR_CONNECT.union(Protocol::NR_HELO).union(Protocol::NR_HEADER);
+
 /// `Name: value` CRLF: what a header costs against `max_header_bytes` beyond its name and value.
 const HEADER_OVERHEAD: usize = 4;
 
@@ -75,6 +79,8 @@ struct Message {
     header_bytes: usize,
     /// Its headers went past `max_header_bytes`: answered 451 4.3.4, nothing more kept.
     over_limit: bool,
+    /// Decided at the end of its headers: its end only closes it.
+    decided: bool,
 }
 
 impl Session {
@@ -148,15 +154,6 @@ fn headers_too_large() -> Reply {
     )
 }
 
-/// `SMFIR_REPLYCODE` with `reply`'s exact line. The MTA reads `%` as an escape (Sendmail's
-/// `smfi_setreply` convention, which Postfix follows), so a literal one is doubled.
-fn reply_action(reply: &Reply) -> Action {
-    let line = reply.to_wire();
-    let text = line.trim_end().get(4..).unwrap_or("").replace('%', "%%");
-    let digits = [reply.code / 100, reply.code / 10 % 10, reply.code % 10].map(|d| d as u8);
-    Replycode::without_xcode(digits, &text).into()
-}
-
 /// The address CONNECT names, for a client on the network.
 fn client_ip(connect: &Connect) -> Option<IpAddr> {
     if !matches!(connect.family, Family::Inet | Family::Inet6) {
@@ -171,21 +168,30 @@ fn client_ip(connect: &Connect) -> Option<IpAddr> {
     address.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
 }
 
-#[async_trait]
-impl Milter for Session {
-    type Error = std::convert::Infallible;
+/// What the milter says to one command, if the MTA waits for an answer.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Response {
+    /// Go on with the message (`SMFIR_CONTINUE`).
+    Continue,
+    /// Nothing more to ask about this message: deliver it (`SMFIR_ACCEPT`).
+    Accept,
+    /// Refuse it with this reply (`SMFIR_REPLYCODE`).
+    Refuse(Reply),
+}
 
-    async fn option_negotiation(&mut self, theirs: OptNeg) -> Result<OptNeg, Error<Self::Error>> {
+impl Session {
+    /// Asks the MTA to skip what the verdict does not need and not to wait for an answer
+    /// after CONNECT, HELO and each header, where it offers that.
+    pub fn negotiate(&self, theirs: &OptNeg) -> Result<OptNeg, miltr_common::ProtocolError> {
         let ours = OptNeg {
             capabilities: Capability::empty(),
-            protocol: SKIPPED,
+            protocol: SKIPPED.union(UNANSWERED),
             ..OptNeg::default()
         };
-        let agreed = ours.merge_compatible(&theirs).map_err(miltr_common::ProtocolError::from)?;
-        Ok(agreed)
+        Ok(ours.merge_compatible(theirs)?)
     }
 
-    async fn macro_(&mut self, macros: Macro) -> Result<(), Self::Error> {
+    pub fn macros(&mut self, macros: &Macro) {
         for (name, value) in macros.macros() {
             let value = Some(String::from_utf8_lossy(value).into_owned()).filter(|v| !v.is_empty());
             match name {
@@ -194,20 +200,19 @@ impl Milter for Session {
                 _ => {}
             }
         }
-        Ok(())
     }
 
-    async fn connect(&mut self, connect: Connect) -> Result<Action, Self::Error> {
-        self.client_ip = client_ip(&connect);
+    pub fn connect(&mut self, connect: &Connect) {
+        self.client_ip = client_ip(connect);
         tracing::debug!(session = %self.id, client = ?self.client_ip, hostname = %connect.hostname(), "milter connect");
-        Ok(Continue.into())
     }
 
-    async fn header(&mut self, header: Header) -> Result<Action, Self::Error> {
+    /// Keeps a header, up to `max_header_bytes` for the message; past it the message is
+    /// refused (at once if the MTA waits for an answer, else at the end of the headers).
+    pub fn header(&mut self, header: &Header) -> Response {
         let message = &mut self.message;
         if message.over_limit {
-            // Postfix asks no more after a reply; a client that does gets the same answer.
-            return Ok(reply_action(&headers_too_large()));
+            return Response::Refuse(headers_too_large());
         }
         let (name, value) = (header.name(), header.value());
         message.header_bytes += name.len() + value.len() + HEADER_OVERHEAD;
@@ -218,67 +223,74 @@ impl Milter for Session {
                 over_limit: true,
                 ..Message::default()
             };
-            return Ok(reply_action(&headers_too_large()));
+            return Response::Refuse(headers_too_large());
         }
         // Folded values arrive with their line breaks; unfolding removes them (RFC 5322 2.2.3).
         message.headers.push(MessageHeader {
             name: name.into_owned(),
             value: value.replace(['\r', '\n'], ""),
         });
-        Ok(Continue.into())
+        Response::Continue
     }
 
-    async fn end_of_header(&mut self) -> Result<Action, Self::Error> {
-        if self.message.over_limit {
-            return Ok(reply_action(&headers_too_large()));
+    /// The headers are all in: the message is decided now.
+    pub async fn end_of_headers(&mut self) -> Response {
+        match self.decide().await {
+            Some(reply) => Response::Refuse(reply),
+            None => Response::Accept,
         }
-        Ok(Continue.into())
     }
 
-    async fn body(&mut self, _chunk: Body) -> Result<Action, Self::Error> {
-        Ok(Continue.into())
-    }
-
-    async fn end_of_body(&mut self) -> Result<ModificationResponse, Self::Error> {
-        let message = std::mem::take(&mut self.message);
-        self.messages += 1;
-        let (reply, verdict) = if message.over_limit {
-            (Some(headers_too_large()), None)
-        } else {
-            let span = tracing::info_span!("milter.message", session = %self.id, message = self.messages);
-            let (reply, verdict) = self.settle(message).instrument(span).await;
-            metrics().message(verdict);
-            (reply, Some(verdict))
+    /// The end of a message the MTA went on with: decided now if it was not at the end of
+    /// its headers (an MTA that skipped that step).
+    pub async fn end_of_message(&mut self) -> Response {
+        let answer = match self.message.decided {
+            true if self.message.over_limit => Response::Refuse(headers_too_large()),
+            true => Response::Continue,
+            false => match self.decide().await {
+                Some(reply) => Response::Refuse(reply),
+                None => Response::Continue,
+            },
         };
-        let answer = reply.as_ref().map_or("continue".into(), |r| r.to_wire().trim_end().to_owned());
-        tracing::info!(session = %self.id, message = self.messages, client = ?self.client_ip, ?verdict, reply = %answer, "message");
-        let action = reply.as_ref().map_or_else(|| Continue.into(), reply_action);
-        Ok(ModificationResponse::builder().build(action))
+        self.message = Message::default();
+        answer
     }
 
-    async fn abort(&mut self) -> Result<(), Self::Error> {
+    /// The MTA gave up on the message (RSET, a lost client): forget it.
+    pub fn abort(&mut self) {
         self.message = Message::default();
-        Ok(())
+    }
+
+    /// The MTA goes on with another SMTP session on this connection: forget the last one.
+    pub fn reset(&mut self) {
+        self.client_ip = None;
+        self.cert_subject = None;
+        self.cert_issuer = None;
+        self.message = Message::default();
+    }
+
+    /// Decides the message whose headers are in, counts and logs the verdict; the reply
+    /// that refuses it, if any.
+    async fn decide(&mut self) -> Option<Reply> {
+        self.messages += 1;
+        if self.message.over_limit {
+            self.message.decided = true;
+            return Some(headers_too_large());
+        }
+        let message = std::mem::take(&mut self.message);
+        let span = tracing::info_span!("milter.message", session = %self.id, message = self.messages);
+        let (reply, verdict) = self.settle(message).instrument(span).await;
+        metrics().message(verdict);
+        self.message.decided = true;
+        let answer = reply.as_ref().map_or("accept".into(), |r| r.to_wire().trim_end().to_owned());
+        tracing::info!(session = %self.id, message = self.messages, client = ?self.client_ip, ?verdict, reply = %answer, "message");
+        reply
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn replies_go_out_verbatim_with_percent_escaped() {
-        let line = "450 4.7.230 Connecting Exchange server version is out-of-date; connection to Exchange Online throttled for 5 mins/hr. For more information see https://aka.ms/BlockUnsafeExchange.";
-        let Action::Replycode(code) = reply_action(&Reply::parse_line(line).unwrap()) else {
-            panic!("not a reply code");
-        };
-        assert_eq!(code.rcode().code(), [4, 5, 0]);
-        assert_eq!(format!("450 {}", code.message()), line);
-        let Action::Replycode(code) = reply_action(&Reply::new(550, "5.7.230 100% blocked")) else {
-            panic!("not a reply code");
-        };
-        assert_eq!(code.message(), "5.7.230 100%% blocked");
-    }
 
     #[test]
     fn certificate_names_count_from_trusted_issuers_only() {
