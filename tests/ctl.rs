@@ -302,6 +302,49 @@ async fn every_command_in_both_forms_with_its_refusals() {
         "the old policy stays"
     );
 
+    // Removal: a connector by exactly its claim, and a tenant only with --yes.
+    assert_eq!(
+        ctl.refused(&["connector", "remove", "--tenant", "bear", "--cidr", "2001:db8::/32"]),
+        "ratchet: not found: cidr: tenant \"bear\" has no connector 2001:db8::/32"
+    );
+    assert_eq!(
+        ctl.json(&[
+            "connector",
+            "remove",
+            "--tenant",
+            "bear",
+            "--cidr",
+            "2001:db8::/32",
+            "--cert-name",
+            "mx.bear.example",
+        ]),
+        serde_json::json!({"tenant": "bear", "cidr": "2001:db8::/32", "cert_name": "mx.bear.example", "removed": true})
+    );
+    assert_eq!(
+        ctl.table(&["connector", "remove", "--tenant", "bear", "--cidr", "203.0.113.0/24"])
+            .trim(),
+        "connector 203.0.113.0/24 of tenant bear removed"
+    );
+    assert!(ctl.json(&["connector", "list", "--tenant", "bear"]).as_array().unwrap().is_empty());
+    let unconfirmed = ctl.refused(&["tenant", "remove", "--tenant", "bear"]);
+    assert!(
+        unconfirmed.contains("would remove tenant bear (servers: 1, connectors: 0)") && unconfirmed.contains("--yes"),
+        "{unconfirmed}"
+    );
+    assert_eq!(
+        ctl.refused(&["tenant", "remove", "--tenant", "nobody", "--yes"]),
+        "ratchet: not found: tenant: no tenant named \"nobody\""
+    );
+    assert_eq!(
+        ctl.json(&["tenant", "remove", "--tenant", "owl", "--yes"]),
+        serde_json::json!({"tenant": "owl", "removed": true})
+    );
+    assert_eq!(
+        ctl.table(&["tenant", "remove", "--tenant", "bear", "--yes"]).trim(),
+        "tenant bear removed"
+    );
+    assert!(ctl.json(&["tenant", "list"]).as_array().unwrap().is_empty());
+
     // Cluster status.
     let status = ctl.json(&["cluster", "status"]);
     assert_eq!(status["members"].as_array().unwrap().len(), 3);

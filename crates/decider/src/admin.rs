@@ -93,6 +93,12 @@ fn parse_cidr(text: &str) -> Result<Option<IpNet>, Status> {
         .map_err(|_| Status::invalid_argument(format!("cidr: {text:?} is not an address range like 203.0.113.0/24")))
 }
 
+/// A connector's claim as a request gives it: a range, a certificate name, or both.
+fn connector_claim(cidr: &str, cert_name: &str) -> Result<(Option<IpNet>, Option<String>), Status> {
+    let cert_name = Some(cert_name.trim().to_owned()).filter(|name| !name.is_empty());
+    Ok((parse_cidr(cidr)?, cert_name))
+}
+
 fn unexpected(applied: Applied) -> Status {
     Status::internal(format!("unexpected apply result {applied:?}"))
 }
@@ -184,12 +190,19 @@ impl Admin for AdminService {
             mode: mode.to_string(),
         }))
     }
+    async fn remove_tenant(&self, request: Request<pb::RemoveTenantRequest>) -> Result<Response<pb::RemoveTenantResponse>, Status> {
+        let actor = actor_of(&request);
+        let tenant = key(&request.into_inner().tenant);
+        match self.proposer.propose_as(actor, Command::RemoveTenant { tenant }).await? {
+            Applied::TenantRemoved => Ok(Response::new(pb::RemoveTenantResponse {})),
+            other => Err(unexpected(other)),
+        }
+    }
 
     async fn add_connector(&self, request: Request<pb::AddConnectorRequest>) -> Result<Response<pb::AddConnectorResponse>, Status> {
         let actor = actor_of(&request);
         let request = request.into_inner();
-        let cidr = parse_cidr(&request.cidr)?;
-        let cert_name = Some(request.cert_name.trim().to_owned()).filter(|name| !name.is_empty());
+        let (cidr, cert_name) = connector_claim(&request.cidr, &request.cert_name)?;
         let command = Command::AddConnector {
             tenant: key(&request.tenant),
             cidr,
@@ -197,6 +210,24 @@ impl Admin for AdminService {
         };
         match self.proposer.propose_as(actor, command).await? {
             Applied::ConnectorAdded { created } => Ok(Response::new(pb::AddConnectorResponse { created })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn remove_connector(
+        &self,
+        request: Request<pb::RemoveConnectorRequest>,
+    ) -> Result<Response<pb::RemoveConnectorResponse>, Status> {
+        let actor = actor_of(&request);
+        let request = request.into_inner();
+        let (cidr, cert_name) = connector_claim(&request.cidr, &request.cert_name)?;
+        let command = Command::RemoveConnector {
+            tenant: key(&request.tenant),
+            cidr,
+            cert_name,
+        };
+        match self.proposer.propose_as(actor, command).await? {
+            Applied::ConnectorRemoved => Ok(Response::new(pb::RemoveConnectorResponse {})),
             other => Err(unexpected(other)),
         }
     }

@@ -25,8 +25,9 @@ pub fn role_needed(path: &str) -> Option<Role> {
         "ratchet.v1.Admin" => Some(match method {
             "ListTenants" | "ListConnectors" | "Report" | "ListPauses" | "GetPolicy" | "ListEvents" | "ListAudit" => Role::Viewer,
             "SetPolicy" | "SaveSnapshot" => Role::Admin,
-            // AddTenant, SetTenantMode, AddConnector, ImportServer, DecommissionServer, Pause,
-            // EndPause, SetWebhook, and any method added later until it is placed here.
+            // AddTenant, SetTenantMode, RemoveTenant, AddConnector, RemoveConnector,
+            // ImportServer, DecommissionServer, Pause, EndPause, SetWebhook, and any method
+            // added later until it is placed here.
             _ => Role::Operator,
         }),
         "ratchet.v1.Cluster" => Some(match method {
@@ -132,6 +133,8 @@ mod tests {
             ("/ratchet.v1.Cluster/AddLearner", Some(Role::Admin)),
             ("/ratchet.v1.Admin/Pause", Some(Role::Operator)),
             ("/ratchet.v1.Admin/SetTenantMode", Some(Role::Operator)),
+            ("/ratchet.v1.Admin/RemoveTenant", Some(Role::Operator)),
+            ("/ratchet.v1.Admin/RemoveConnector", Some(Role::Operator)),
             ("/ratchet.v1.Admin/Report", Some(Role::Viewer)),
             ("/ratchet.v1.Cluster/Status", Some(Role::Viewer)),
             ("/ratchet.v1.Decision/Decide", Some(Role::Edge)),

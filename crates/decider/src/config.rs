@@ -29,6 +29,8 @@ pub struct DeciderConfig {
     /// How often the leader looks for notices the clock brought about (stage entered,
     /// throttling or blocking soon, a pause's end).
     pub notify_scan_ms: u64,
+    /// How often the leader starts a retention sweep (the policy's `[retention]`).
+    pub sweep_every_ms: u64,
     /// A node gives verdicts only from state no older than this: it must have heard from a
     /// leader within it and applied what that leader had committed (see `freshness`).
     pub max_staleness_ms: u64,
@@ -58,6 +60,7 @@ impl Default for DeciderConfig {
             counter_flush_ms: None,
             write_timeout_ms: 5_000,
             notify_scan_ms: 60_000,
+            sweep_every_ms: 3_600_000,
             max_staleness_ms: 5_000,
             max_clock_skew_ms: 500,
             sightings_queue: 100_000,
@@ -74,6 +77,7 @@ impl DeciderConfig {
         config.raft_config()?;
         for (key, value) in [
             ("notify_scan_ms", config.notify_scan_ms),
+            ("sweep_every_ms", config.sweep_every_ms),
             ("max_staleness_ms", config.max_staleness_ms),
             ("max_clock_skew_ms", config.max_clock_skew_ms),
             ("sightings_queue", config.sightings_queue as u64),

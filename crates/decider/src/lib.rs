@@ -13,6 +13,7 @@
 //! - `sightings`: first sightings committed in the background, in batches.
 //! - `notifications`: the leader's scan for time-driven notices and webhook delivery;
 //!   `webhook`: one signed POST, to public addresses only.
+//! - `retention`: the leader's pacing of the retention sweep.
 //! - `report`: the tenant report, one schema for gRPC, HTTP and the CLI, in pages.
 //! - `page_token`: the opaque tokens of paged listings (report, events).
 //! - `http`: health, readiness, metrics and the report API; `http_tls`: the same over TLS,
@@ -44,6 +45,7 @@ pub mod proposer;
 pub mod raft_service;
 pub mod report;
 pub mod restore;
+pub mod retention;
 pub mod sightings;
 pub mod skew;
 pub mod status;

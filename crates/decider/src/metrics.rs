@@ -49,6 +49,7 @@ pub struct DeciderMetrics {
     sightings_committed: Counter,
     leader_changes: Counter,
     refused_calls: Family<Labels, Counter>,
+    retention_swept: Family<Labels, Counter>,
     live_data_bytes: Gauge<i64, AtomicI64>,
 }
 
@@ -103,6 +104,7 @@ impl DeciderMetrics {
             sightings_committed: Counter::default(),
             leader_changes: Counter::default(),
             refused_calls: Family::default(),
+            retention_swept: Family::default(),
             live_data_bytes: Gauge::default(),
         };
         registry.register(
@@ -203,6 +205,11 @@ impl DeciderMetrics {
             "decider_refused_calls",
             "gRPC calls refused before any handler ran, by status (unauthenticated, permission_denied)",
             m.refused_calls.clone(),
+        );
+        registry.register(
+            "retention_swept_records",
+            "Records the retention sweep deleted on this node, by kind (servers, events, count_flushes)",
+            m.retention_swept.clone(),
         );
         registry.register_with_unit(
             "store_live_data",
@@ -314,6 +321,12 @@ impl StorageObserver for DeciderMetrics {
     fn snapshot_installed(&self, bytes: u64) {
         self.snapshots_installed.inc();
         self.snapshot_size("installed", bytes);
+    }
+
+    fn swept(&self, servers: u64, events: u64, count_flushes: u64) {
+        for (kind, records) in [("servers", servers), ("events", events), ("count_flushes", count_flushes)] {
+            self.retention_swept.get_or_create(&vec![("kind", kind.to_owned())]).inc_by(records);
+        }
     }
 }
 

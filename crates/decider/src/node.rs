@@ -179,6 +179,14 @@ impl Decider {
             notifier.run().await;
             Ok(())
         });
+        let sweeper = crate::retention::Sweeper {
+            proposer: proposer.clone(),
+            every: Duration::from_millis(options.config.sweep_every_ms),
+        };
+        tasks.spawn(async move {
+            sweeper.run().await;
+            Ok(())
+        });
         if !options.initial_cluster.is_empty() && !raft.is_initialized().await? {
             let me = (
                 identity.id,

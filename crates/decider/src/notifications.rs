@@ -205,7 +205,8 @@ impl Notifier {
     }
 }
 
-fn leads(proposer: &Proposer) -> bool {
+/// Whether this node leads now: the leader alone scans, delivers and sweeps.
+pub(crate) fn leads(proposer: &Proposer) -> bool {
     let metrics = proposer.raft.metrics().borrow().clone();
     metrics.current_leader == Some(metrics.id)
 }

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::products::{default_products, Product};
+use crate::retention::{Retention, MAX_RETENTION_DAYS};
 use crate::stages::{default_stages, Stage};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -31,6 +32,9 @@ pub struct Policy {
     /// How many days ahead tenants are told that throttling or blocking will start.
     #[serde(default = "default_warning_days")]
     pub warning_days: u32,
+    /// How long servers no longer seen, and events, are kept (`[retention]`).
+    #[serde(default)]
+    pub retention: Retention,
     #[serde(default = "default_stages", rename = "stage")]
     pub stages: Vec<Stage>,
     #[serde(
@@ -69,6 +73,7 @@ impl Default for Policy {
             pause_budget_days: default_pause_budget_days(),
             relapse_window_days: default_relapse_window_days(),
             warning_days: default_warning_days(),
+            retention: Retention::default(),
             stages: default_stages(),
             products: default_products(),
         }
@@ -109,6 +114,8 @@ pub enum PolicyError {
     EmptyText { field: &'static str },
     #[error("pause_budget_days = {0} is over 366 days per year")]
     PauseBudgetOverYear(u32),
+    #[error("{key} = {days} is out of range: 1 to {MAX_RETENTION_DAYS} days")]
+    RetentionOutOfRange { key: &'static str, days: u32 },
 }
 
 impl Policy {
@@ -139,6 +146,11 @@ impl Policy {
         }
         if self.pause_budget_days > 366 {
             return Err(PolicyError::PauseBudgetOverYear(self.pause_budget_days));
+        }
+        for (key, days) in self.retention.periods() {
+            if !(1..=MAX_RETENTION_DAYS).contains(&days) {
+                return Err(PolicyError::RetentionOutOfRange { key, days });
+            }
         }
         Ok(())
     }
@@ -320,6 +332,20 @@ mod tests {
             ("service_name = \"\"".into(), PolicyError::EmptyText { field: "service_name" }),
             ("info_url = \"  \"".into(), PolicyError::EmptyText { field: "info_url" }),
             ("pause_budget_days = 400".into(), PolicyError::PauseBudgetOverYear(400)),
+            (
+                "[retention]\nforget_after_days = 0\n".into(),
+                PolicyError::RetentionOutOfRange {
+                    key: "retention.forget_after_days",
+                    days: 0,
+                },
+            ),
+            (
+                "[retention]\nkeep_events_days = 36501\n".into(),
+                PolicyError::RetentionOutOfRange {
+                    key: "retention.keep_events_days",
+                    days: 36_501,
+                },
+            ),
         ];
         for (text, expected) in cases {
             assert_eq!(refused(&text), expected, "policy:\n{text}");
@@ -344,6 +370,20 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains('\n'), "one line: {message}");
+    }
+    #[test]
+    fn retention_keeps_400_days_unless_told_otherwise() {
+        assert_eq!(Policy::default().retention.forget_after_days, 400);
+        assert_eq!(Policy::default().retention.keep_events_days, 400);
+        let policy = Policy::from_toml("[retention]\nforget_after_days = 30\n").unwrap();
+        assert_eq!((policy.retention.forget_after_days, policy.retention.keep_events_days), (30, 400));
+        assert_eq!(Policy::from_toml(&policy.to_toml()).unwrap(), policy);
+        let message = refused("[retention]\nforget_after_days = 0\n").to_string();
+        assert_eq!(message, "retention.forget_after_days = 0 is out of range: 1 to 36500 days");
+        let message = refused("[retention]\nkeep_event_days = 5\n").to_string();
+        assert!(message.contains("unknown field `keep_event_days`"), "{message}");
+        let message = refused("[retention]\nkeep_events_days = -1\n").to_string();
+        assert!(message.contains("keep_events_days") || message.contains("line 2"), "{message}");
     }
 
     #[test]

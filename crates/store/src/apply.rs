@@ -15,7 +15,10 @@ use ratchet_policy::{Episode, Policy, Sighting, SightingEffect, TenantMode, Time
 
 use crate::command::{Applied, Command, CommandError, ErrorKind, Notice, Observation, Response, ServerSighting};
 use crate::model::{count_key, flush_key, AuditRecord, Connector, Counts, Event, EventKind, LastFlush, ServerEntry, Tenant};
-use crate::rocks::{event_key, server_key, tenant_prefix, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_SERVERS};
+use crate::retention::{self, SweepCursor};
+use crate::rocks::{
+    after_tenant, event_key, server_key, tenant_prefix, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_SERVERS,
+};
 use crate::schedule::{PolicySchedule, VersionedPolicy};
 
 /// Pending changes of one apply batch, read through before the stored state.
@@ -29,7 +32,11 @@ pub(crate) struct Txn<'a> {
     /// Servers written (Some) or deleted (None) by this batch.
     pub servers: HashMap<Vec<u8>, Option<ServerEntry>>,
     /// The last counted flush of each decider or edge, by its `meta` key, as this batch changed them.
-    pub flushes: HashMap<Vec<u8>, u64>,
+    pub flushes: HashMap<Vec<u8>, LastFlush>,
+    /// Records this batch deletes, by column family and key; written before its other changes.
+    pub deleted: Vec<(&'static str, Vec<u8>)>,
+    /// Key ranges `[from, to)` this batch deletes, by column family; written first of all.
+    pub deleted_ranges: Vec<(&'static str, Vec<u8>, Vec<u8>)>,
     /// Events raised or updated by this batch, by key, in order (a later one wins).
     pub events: Vec<(Vec<u8>, Event)>,
     /// Audit records of this batch's admin writes.
@@ -49,6 +56,8 @@ impl<'a> Txn<'a> {
             policy_changed: false,
             servers: HashMap::new(),
             flushes: HashMap::new(),
+            deleted: Vec::new(),
+            deleted_ranges: Vec::new(),
             events: Vec::new(),
             audit: Vec::new(),
             index: 0,
@@ -104,7 +113,7 @@ impl<'a> Txn<'a> {
                     // The same flush again (its first answer was lost): counted already.
                     return Ok(Ok(Applied::Observed { servers: 0 }));
                 }
-                self.flushes.insert(key, flush_id);
+                self.flushes.insert(key, LastFlush { flush_id, at: Some(at) });
                 self.observe(observations, at)?
             }
             Command::Count {
@@ -117,7 +126,11 @@ impl<'a> Txn<'a> {
                     // Resent after a lost answer, or a late copy of an older flush: counted already.
                     return Ok(Ok(Applied::Observed { servers: 0 }));
                 }
-                self.flushes.insert(key, sequence);
+                let counted = LastFlush {
+                    flush_id: sequence,
+                    at: Some(at),
+                };
+                self.flushes.insert(key, counted);
                 self.observe(observations, at)?
             }
             Command::ImportServer {
@@ -144,6 +157,9 @@ impl<'a> Txn<'a> {
             Command::MarkDelivered { tenant, ids } => self.mark_delivered(&tenant, &ids)?,
             Command::Audit { .. } => Ok(Applied::Nothing),
             Command::SetTenantMode { tenant, mode } => self.set_tenant_mode(&tenant, mode, at),
+            Command::RemoveTenant { tenant } => self.remove_tenant(&tenant),
+            Command::RemoveConnector { tenant, cidr, cert_name } => self.remove_connector(Connector { tenant, cidr, cert_name }, at),
+            Command::Sweep { resume, budget } => self.sweep(resume, budget, at)?,
         })
     }
 
@@ -231,6 +247,74 @@ impl<'a> Txn<'a> {
         Applied::TenantAdded { created: true }
     }
 
+    /// Deletes the tenant's record (connectors, pauses, counts, webhook, notices) and, as
+    /// key ranges, its servers and events. Applied in a batch of its own
+    /// (`Command::applies_alone`): nothing pending can hide under the ranges it deletes.
+    fn remove_tenant(&mut self, tenant: &str) -> Response {
+        if !self.tenants.contains_key(tenant) {
+            return Err(CommandError::unknown_tenant(tenant));
+        }
+        Arc::make_mut(&mut self.tenants).remove(tenant);
+        self.tenants_dirty.insert(tenant.to_owned());
+        let (from, to) = (tenant_prefix(tenant), after_tenant(tenant.as_bytes()));
+        for family in [CF_SERVERS, CF_EVENTS, CF_PENDING_EVENTS] {
+            self.deleted_ranges.push((family, from.clone(), to.clone()));
+        }
+        Ok(Applied::TenantRemoved)
+    }
+
+    fn remove_connector(&mut self, connector: Connector, at: Timestamp) -> Response {
+        let same_claim = |c: &Connector| c.cidr == connector.cidr && c.cert_name == connector.cert_name;
+        let tenant = self
+            .tenants
+            .get(&connector.tenant)
+            .ok_or_else(|| CommandError::unknown_tenant(&connector.tenant))?;
+        let Some(position) = tenant.connectors.iter().position(same_claim) else {
+            return Err(CommandError::not_found(
+                if connector.cidr.is_some() { "cidr" } else { "cert_name" },
+                format!("tenant {:?} has no connector {}", connector.tenant, connector.describe()),
+            ));
+        };
+        self.tenant_mut(&connector.tenant)?.connectors.remove(position);
+        let message = format!(
+            "connector {} removed: mail from it is no longer attributed to {}",
+            connector.describe(),
+            connector.tenant
+        );
+        self.raise(&connector.tenant, EventKind::ConnectorRemoved, None, message, at);
+        Ok(Applied::ConnectorRemoved)
+    }
+
+    /// One step of the retention sweep, by the policy in force at `at` (see `retention`).
+    /// Applied in a batch of its own, so the stored state it reads is the whole state.
+    fn sweep(&mut self, resume: Option<SweepCursor>, budget: u32, at: Timestamp) -> Result<Response, StoreError> {
+        let retention = self.policy().retention;
+        let found = retention::find(self.store, &retention, at, resume, budget)?;
+        for key in &found.events {
+            self.deleted.push((CF_EVENTS, key.clone()));
+            self.deleted.push((CF_PENDING_EVENTS, key.clone()));
+        }
+        for key in &found.servers {
+            self.servers.insert(key.clone(), None);
+        }
+        for key in &found.count_flushes {
+            self.deleted.push((CF_META, key.clone()));
+        }
+        for (key, flush) in found.unstamped {
+            self.flushes.insert(key, LastFlush { at: Some(at), ..flush });
+        }
+        for (tenant, servers) in &found.forgotten {
+            let message = retention::forgotten_message(servers, &retention);
+            self.raise(tenant, EventKind::ServersForgotten, None, message, at);
+        }
+        Ok(Ok(Applied::Swept {
+            servers: found.servers.len(),
+            events: found.events.len(),
+            count_flushes: found.count_flushes.len(),
+            resume: found.resume,
+        }))
+    }
+
     fn add_connector(&mut self, connector: Connector) -> Response {
         let same_claim = |c: &Connector| c.cidr == connector.cidr && c.cert_name == connector.cert_name;
         if let Some(owner) = self
@@ -290,8 +374,7 @@ impl<'a> Txn<'a> {
     fn sight(&mut self, sightings: Vec<ServerSighting>, at: Timestamp) -> Result<Response, StoreError> {
         let mut changed = 0;
         for sighting in sightings {
-            // A tenant unknown here was removed since: nothing to record.
-            if !self.tenants.contains_key(&sighting.tenant) {
+            if !self.is_evidence_for(&sighting.tenant, sighting.seen_at) {
                 continue;
             }
             let recorded = self.record_sighting(&sighting.tenant, &sighting.server_fqdn, &sighting.build, sighting.seen_at, at)?;
@@ -309,8 +392,7 @@ impl<'a> Txn<'a> {
         let day = at.format("%Y-%m-%d").to_string();
         let mut servers = 0;
         for observation in observations {
-            // A tenant unknown here was never attributed by this cluster: nothing to count.
-            if !self.tenants.contains_key(&observation.tenant) {
+            if !self.is_evidence_for(&observation.tenant, observation.last_seen) {
                 continue;
             }
             let recorded = self.record_sighting(
@@ -338,11 +420,19 @@ impl<'a> Txn<'a> {
         Ok(Ok(Applied::Observed { servers }))
     }
 
+    /// Whether evidence seen at `seen_at` is the tenant's: not if no tenant has the name
+    /// (removed since, or never attributed by this cluster), nor if it was seen before the
+    /// tenant was added (a late flush or sighting of a removed tenant of the same name: a
+    /// name added again starts from nothing).
+    fn is_evidence_for(&self, tenant: &str, seen_at: Timestamp) -> bool {
+        self.tenants.get(tenant).is_some_and(|t| seen_at >= t.created_at)
+    }
+
     /// The last counted flush kept under `key` (see `flush_key`, `count_key`).
     fn last_flush(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
         match self.flushes.get(key) {
-            Some(id) => Ok(Some(*id)),
-            None => Ok(self.store.get::<LastFlush>(CF_META, key)?.map(|f| f.0)),
+            Some(flush) => Ok(Some(flush.flush_id)),
+            None => Ok(self.store.get::<LastFlush>(CF_META, key)?.map(|f| f.flush_id)),
         }
     }
 

@@ -11,6 +11,7 @@ use ratchet_policy::{Policy, TenantMode, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Counts, EventKind};
+use crate::retention::{SweepCursor, MAX_SWEEP_BUDGET};
 
 /// Longest tenant name, server FQDN (RFC 1035), build string, request id and certificate name.
 pub const MAX_TENANT_LEN: usize = 64;
@@ -141,6 +142,23 @@ pub enum Command {
         tenant: String,
         mode: TenantMode,
     },
+    /// Deletes a tenant and everything kept under it (connectors, servers, pauses, counts,
+    /// webhook, notices, events); its audit records stay. The name may be added again, afresh.
+    RemoveTenant {
+        tenant: String,
+    },
+    /// Deletes exactly the connector with this claim, as `AddConnector` made it.
+    RemoveConnector {
+        tenant: String,
+        cidr: Option<IpNet>,
+        cert_name: Option<String>,
+    },
+    /// One step of the retention sweep (see `retention`): `resume` is where the previous
+    /// step of the pass stopped (`None`: a new pass), `budget` the most records it looks at.
+    Sweep {
+        resume: Option<SweepCursor>,
+        budget: u32,
+    },
 }
 
 /// A notice that the clock, not a command, brought about.
@@ -221,6 +239,15 @@ pub enum Applied {
     },
     MarkedDelivered {
         events: usize,
+    },
+    TenantRemoved,
+    ConnectorRemoved,
+    /// What one sweep step deleted, and where the pass goes on (`None`: it is over).
+    Swept {
+        servers: usize,
+        events: usize,
+        count_flushes: usize,
+        resume: Option<SweepCursor>,
     },
 }
 
@@ -332,6 +359,16 @@ fn validate_nonempty(field: &str, value: &str, max: usize) -> Result<(), Command
     validate_len(field, value, max)
 }
 
+/// A connector's claim in words ("10.0.0.0/8 cert_name=mx.bear.example").
+fn claim(tenant: &str, cidr: &Option<IpNet>, cert_name: &Option<String>) -> String {
+    let connector = crate::model::Connector {
+        tenant: tenant.to_owned(),
+        cidr: *cidr,
+        cert_name: cert_name.clone(),
+    };
+    connector.describe()
+}
+
 impl Command {
     /// The existing tenant this command acts on, if it acts on one.
     pub fn target_tenant(&self) -> Option<&str> {
@@ -342,8 +379,11 @@ impl Command {
             | Command::Count { .. }
             | Command::SetPolicy { .. }
             | Command::Notify { .. }
-            | Command::Audit { .. } => None,
+            | Command::Audit { .. }
+            | Command::Sweep { .. } => None,
             Command::AddConnector { tenant, .. }
+            | Command::RemoveTenant { tenant }
+            | Command::RemoveConnector { tenant, .. }
             | Command::ImportServer { tenant, .. }
             | Command::Decommission { tenant, .. }
             | Command::Pause { tenant, .. }
@@ -354,11 +394,18 @@ impl Command {
         }
     }
 
+    /// Whether apply runs it in a write batch of its own: it reads stored records past the
+    /// changes pending in a batch (a sweep), or deletes key ranges that later entries of
+    /// the same batch must not read through (a tenant's removal).
+    pub fn applies_alone(&self) -> bool {
+        matches!(self, Command::RemoveTenant { .. } | Command::Sweep { .. })
+    }
+
     /// Checks every field that can be checked without the state.
     pub fn validate(&self, at: Timestamp) -> Result<(), CommandError> {
         match self {
             Command::AddTenant { name } => validate_tenant("name", name),
-            Command::AddConnector { tenant, cidr, cert_name } => {
+            Command::AddConnector { tenant, cidr, cert_name } | Command::RemoveConnector { tenant, cidr, cert_name } => {
                 validate_tenant("tenant", tenant)?;
                 if cidr.is_none() && cert_name.is_none() {
                     return Err(CommandError::invalid(
@@ -453,7 +500,16 @@ impl Command {
                     validate_len("notices.message", &n.message, MAX_MESSAGE_LEN)
                 })
             }
-            Command::MarkDelivered { tenant, .. } | Command::SetTenantMode { tenant, .. } => validate_tenant("tenant", tenant),
+            Command::MarkDelivered { tenant, .. } | Command::SetTenantMode { tenant, .. } | Command::RemoveTenant { tenant } => {
+                validate_tenant("tenant", tenant)
+            }
+            Command::Sweep { budget, .. } => match *budget {
+                1..=MAX_SWEEP_BUDGET => Ok(()),
+                _ => Err(CommandError::invalid(
+                    "budget",
+                    format!("{budget} is not between 1 and {MAX_SWEEP_BUDGET}"),
+                )),
+            },
             Command::Audit { action, tenant, outcome } => {
                 validate_nonempty("action", action, MAX_MESSAGE_LEN)?;
                 validate_len("outcome", outcome, MAX_MESSAGE_LEN)?;
@@ -466,14 +522,12 @@ impl Command {
     pub fn describe(&self) -> String {
         match self {
             Command::AddTenant { name } => format!("tenant add {name}"),
-            Command::AddConnector { tenant, cidr, cert_name } => {
-                let connector = crate::model::Connector {
-                    tenant: tenant.clone(),
-                    cidr: *cidr,
-                    cert_name: cert_name.clone(),
-                };
-                format!("connector add {}", connector.describe())
+            Command::AddConnector { tenant, cidr, cert_name } => format!("connector add {}", claim(tenant, cidr, cert_name)),
+            Command::RemoveConnector { tenant, cidr, cert_name } => {
+                format!("connector remove {}", claim(tenant, cidr, cert_name))
             }
+            Command::RemoveTenant { tenant } => format!("tenant remove {tenant}"),
+            Command::Sweep { .. } => "retention sweep".into(),
             Command::Sight { sightings } => format!("sight {} servers", sightings.len()),
             Command::Observe { observations, .. } => format!("observe {} servers", observations.len()),
             Command::Count { observations, .. } => format!("count {} servers", observations.len()),

@@ -22,6 +22,7 @@
 //!   decider's metrics.
 //! - `apply`: the deterministic state transitions, one function per command.
 //! - `log_store` and `state_machine`: openraft's storage traits on RocksDB.
+//! - `retention`: what a retention sweep deletes (servers no longer seen, old events).
 //! - `schedule`: which policy is in force at an instant, the current or a scheduled one.
 //! - `view`: what the decider reads from the applied state, with in-memory caches for the
 //!   small, hot parts (policy, tenants, connectors).
@@ -36,6 +37,7 @@ pub mod log_store;
 pub mod model;
 pub mod observe;
 pub mod paging;
+pub mod retention;
 pub mod rocks;
 pub mod schedule;
 pub mod snapshot;
@@ -48,6 +50,7 @@ pub use log_store::LogStore;
 pub use model::{AuditRecord, Connector, Event, EventKind, ServerEntry, Tenant};
 pub use observe::StorageObserver;
 pub use paging::{Page, PageStart};
+pub use retention::{SweepCursor, SweepPhase};
 pub use rocks::{StorageOptions, Store};
 pub use schedule::{PolicySchedule, VersionedPolicy};
 pub use state_machine::StateMachine;

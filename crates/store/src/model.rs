@@ -49,6 +49,10 @@ pub enum EventKind {
     PolicyAnnounced,
     /// The tenant's enforcement mode changed (`ctl tenant mode`).
     ModeChanged,
+    /// A connector was removed: mail from its claim is no longer the tenant's.
+    ConnectorRemoved,
+    /// The retention sweep forgot servers that were not seen for `forget_after_days`.
+    ServersForgotten,
 }
 
 /// One notification, as the message centre lists it and the webhook receives it.
@@ -133,9 +137,13 @@ impl ServerEntry {
 }
 
 /// The last counter flush of one decider (`Command::Observe`) or one edge process
-/// (`Command::Count`) that apply counted.
+/// (`Command::Count`) that apply counted, and when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LastFlush(pub u64);
+pub struct LastFlush {
+    pub flush_id: u64,
+    /// The stamp of the entry that counted it; `None` in records written before it was kept.
+    pub at: Option<Timestamp>,
+}
 
 /// Where a decider's last counted flush is kept, in `meta`.
 pub fn flush_key(node_id: u64) -> Vec<u8> {
@@ -144,8 +152,10 @@ pub fn flush_key(node_id: u64) -> Vec<u8> {
 
 /// Where an edge process's last counted flush is kept, in `meta`.
 pub fn count_key(origin: u64) -> Vec<u8> {
-    [b"count/".as_slice(), &origin.to_be_bytes()].concat()
+    [COUNT_PREFIX, &origin.to_be_bytes()].concat()
 }
+
+pub const COUNT_PREFIX: &[u8] = b"count/";
 
 /// One line of the audit trail: who did what, when, and how it ended.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -207,6 +207,15 @@ pub fn tenant_prefix(tenant: &str) -> Vec<u8> {
     key
 }
 
+/// The first key after every key of the tenant that `key` is under (its name, then 0x01
+/// where its prefix has NUL): `[tenant_prefix(t), after_tenant(..))` is all of tenant t's keys.
+pub fn after_tenant(key: &[u8]) -> Vec<u8> {
+    let name = key.split(|b| *b == 0).next().unwrap_or(key);
+    let mut after = name.to_vec();
+    after.push(1);
+    after
+}
+
 /// The key of an event: its tenant's prefix, then the log index and rank that raised it,
 /// big-endian, so that a tenant's events iterate in the order they were raised.
 pub fn event_key(tenant: &str, index: u64, rank: u32) -> Vec<u8> {

@@ -24,7 +24,7 @@ use rocksdb::{IteratorMode, WriteBatch};
 
 use crate::apply::Txn;
 use crate::command::{Applied, Response};
-use crate::model::{audit_key, Connector, LastFlush, Tenant};
+use crate::model::{audit_key, Connector, Tenant};
 use crate::observe::{StorageObserver, Unobserved};
 use crate::rocks::{
     decode, encode, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_RAFT, CF_SERVERS, CF_TENANTS, STATE_FAMILIES,
@@ -83,6 +83,23 @@ fn apply_span(entries: &[Entry]) -> tracing::Span {
         span.add_link(context_of(other).span().span_context().clone());
     }
     span
+}
+
+/// Entries applied into one `Txn`, to be written in one batch.
+struct Segment<'a> {
+    txn: Txn<'a>,
+    last_applied: Option<LogId>,
+    membership: Option<StoredMembership>,
+}
+
+impl<'a> Segment<'a> {
+    fn new(txn: Txn<'a>) -> Self {
+        Segment {
+            txn,
+            last_applied: None,
+            membership: None,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -167,44 +184,96 @@ impl StateMachine {
         Ok((applied, membership))
     }
 
+    fn txn(&self) -> Txn<'_> {
+        Txn::new(
+            &self.store,
+            self.caches.tenants.read().expect("tenants lock").clone(),
+            self.caches.policy.read().expect("policy lock").clone(),
+        )
+    }
+
+    /// Applies entries in as few write batches as it can: one, unless a command that
+    /// applies alone (`Command::applies_alone`) is among them, which gets a batch of its
+    /// own. Where batch boundaries fall changes nothing of the outcome.
     fn apply_entries(&self, entries: impl IntoIterator<Item = Entry>) -> Result<Vec<Response>, StoreError> {
         let started = Instant::now();
         let entries: Vec<Entry> = entries.into_iter().collect();
         let span = apply_span(&entries);
         let _in_span = span.enter();
-        let mut txn = Txn::new(
-            &self.store,
-            self.caches.tenants.read().expect("tenants lock").clone(),
-            self.caches.policy.read().expect("policy lock").clone(),
-        );
         let mut clock: Option<Timestamp> = self.store.get(CF_META, CLOCK)?;
-        let mut last_applied = None;
-        let mut membership = None;
+        let mut segment = Segment::new(self.txn());
         let mut responses = Vec::new();
         for entry in entries {
-            last_applied = Some(entry.log_id);
+            let alone = matches!(&entry.payload, EntryPayload::Normal(request) if request.command.applies_alone());
+            if alone && segment.last_applied.is_some() {
+                segment = self.write_and_renew(segment, clock)?;
+            }
+            segment.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => Ok(Applied::Nothing),
                 EntryPayload::Normal(request) => {
                     let at = clock.map_or(request.at, |previous| previous.max(request.at));
                     clock = Some(at);
                     match request.actor {
-                        Some(actor) => txn.apply_audited(entry.log_id.index, at, actor, request.command)?,
-                        None => txn.apply(entry.log_id.index, at, request.command)?,
+                        Some(actor) => segment.txn.apply_audited(entry.log_id.index, at, actor, request.command)?,
+                        None => segment.txn.apply(entry.log_id.index, at, request.command)?,
                     }
                 }
                 EntryPayload::Membership(config) => {
-                    membership = Some(StoredMembership::new(Some(entry.log_id), config));
+                    segment.membership = Some(StoredMembership::new(Some(entry.log_id), config));
                     Ok(Applied::Nothing)
                 }
             };
             responses.push(response);
+            if alone {
+                segment = self.write_and_renew(segment, clock)?;
+            }
         }
+        if segment.last_applied.is_some() {
+            self.write(segment, clock)?;
+        }
+        for response in &responses {
+            if let Ok(Applied::Swept {
+                servers,
+                events,
+                count_flushes,
+                ..
+            }) = response
+            {
+                self.observer.swept(*servers as u64, *events as u64, *count_flushes as u64);
+            }
+        }
+        self.observer.applied(started.elapsed());
+        Ok(responses)
+    }
 
+    /// Writes a segment, and starts the next one on the state it leaves.
+    fn write_and_renew<'a>(&'a self, segment: Segment<'a>, clock: Option<Timestamp>) -> Result<Segment<'a>, StoreError> {
+        self.write(segment, clock)?;
+        Ok(Segment::new(self.txn()))
+    }
+
+    /// Writes what a segment of entries changed, with the last one's log id, in one atomic
+    /// write, and tells readers.
+    fn write(&self, segment: Segment<'_>, clock: Option<Timestamp>) -> Result<(), StoreError> {
+        let Segment {
+            txn,
+            last_applied,
+            membership,
+        } = segment;
         let mut batch = WriteBatch::default();
+        for (family, from, to) in &txn.deleted_ranges {
+            batch.delete_range_cf(self.store.cf(family), from, to);
+        }
+        for (family, key) in &txn.deleted {
+            batch.delete_cf(self.store.cf(family), key);
+        }
         let (meta, tenants_cf, servers_cf) = (self.store.cf(CF_META), self.store.cf(CF_TENANTS), self.store.cf(CF_SERVERS));
         for name in &txn.tenants_dirty {
-            batch.put_cf(tenants_cf, name, encode(&txn.tenants[name]));
+            match txn.tenants.get(name) {
+                Some(tenant) => batch.put_cf(tenants_cf, name, encode(tenant)),
+                None => batch.delete_cf(tenants_cf, name),
+            }
         }
         let (events_cf, pending_cf) = (self.store.cf(CF_EVENTS), self.store.cf(CF_PENDING_EVENTS));
         for (key, event) in &txn.events {
@@ -224,8 +293,8 @@ impl StateMachine {
         for record in &txn.audit {
             batch.put_cf(meta, audit_key(record.index), encode(record));
         }
-        for (key, flush_id) in &txn.flushes {
-            batch.put_cf(meta, key, encode(&LastFlush(*flush_id)));
+        for (key, flush) in &txn.flushes {
+            batch.put_cf(meta, key, encode(flush));
         }
         if txn.policy_changed {
             batch.put_cf(meta, POLICY, encode(&txn.policy.current));
@@ -255,8 +324,7 @@ impl StateMachine {
         if let Some(id) = last_applied {
             self.notifiers.applied.send_replace(id.index);
         }
-        self.observer.applied(started.elapsed());
-        Ok(responses)
+        Ok(())
     }
 
     /// The file of the snapshot with this id. Ids come from the leader; only their safe

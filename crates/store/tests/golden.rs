@@ -12,13 +12,14 @@ use std::path::PathBuf;
 use chrono::{DateTime, TimeZone, Utc};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership};
 use ratchet_policy::clock::Interval;
-use ratchet_policy::{Episode, Mode, PauseLedger, Policy, ServerRecord, TenantMode};
+use ratchet_policy::{Episode, Mode, PauseLedger, Policy, Retention, ServerRecord, TenantMode};
 use ratchet_store::codec::{decode, encode, Codec, FORMAT_VERSION};
-use ratchet_store::model::Counts;
+use ratchet_store::model::{Counts, LastFlush};
 use ratchet_store::types::{Entry, SnapshotMeta, StoredMembership};
 use ratchet_store::VersionedPolicy;
 use ratchet_store::{
-    AuditRecord, Command, Connector, Event, EventKind, Node, Notice, Observation, Request, ServerEntry, ServerSighting, Tenant,
+    AuditRecord, Command, Connector, Event, EventKind, Node, Notice, Observation, Request, ServerEntry, ServerSighting, SweepCursor,
+    SweepPhase, Tenant,
 };
 
 fn at(day: u32, hour: u32) -> DateTime<Utc> {
@@ -366,6 +367,62 @@ fn commands() -> Vec<(&'static str, Command)> {
                 mode: TenantMode::ReportOnly,
             },
         ),
+        ("remove_tenant", Command::RemoveTenant { tenant: "bear".into() }),
+        (
+            "remove_connector",
+            Command::RemoveConnector {
+                tenant: "bear".into(),
+                cidr: Some("192.0.2.0/24".parse().unwrap()),
+                cert_name: Some("mx.bear.example".into()),
+            },
+        ),
+        (
+            "sweep",
+            Command::Sweep {
+                resume: None,
+                budget: 10_000,
+            },
+        ),
+        (
+            "sweep_resumed",
+            Command::Sweep {
+                resume: Some(SweepCursor {
+                    phase: SweepPhase::Servers,
+                    from: b"bear\0exch7.bear.local".to_vec(),
+                }),
+                budget: 10_000,
+            },
+        ),
+    ]
+}
+
+/// An event of each kind this release added, as apply raises them.
+fn events_of_new_kinds() -> Vec<(&'static str, Event)> {
+    vec![
+        (
+            "record_event_connector_removed",
+            Event {
+                id: "43-1".into(),
+                tenant: "bear".into(),
+                at: at(3, 9),
+                kind: EventKind::ConnectorRemoved,
+                server_fqdn: None,
+                message: "connector 192.0.2.0/24 removed: mail from it is no longer attributed to bear".into(),
+                delivered: false,
+            },
+        ),
+        (
+            "record_event_servers_forgotten",
+            Event {
+                id: "44-1".into(),
+                tenant: "bear".into(),
+                at: at(4, 9),
+                kind: EventKind::ServersForgotten,
+                server_fqdn: None,
+                message: "2 servers not seen for 400 days forgotten: exch1.bear.local, exch2.bear.local".into(),
+                delivered: true,
+            },
+        ),
     ]
 }
 
@@ -406,6 +463,30 @@ fn records_match_their_golden_files() {
             version: 18,
             policy: Policy::default(),
             effective_at: Some(at(21, 0)),
+        },
+    );
+    check(
+        "record_policy_retention",
+        &VersionedPolicy {
+            version: 19,
+            policy: Policy {
+                retention: Retention {
+                    forget_after_days: 30,
+                    keep_events_days: 90,
+                },
+                ..Policy::default()
+            },
+            effective_at: None,
+        },
+    );
+    for (name, event) in events_of_new_kinds() {
+        check(name, &event);
+    }
+    check(
+        "record_count_flush",
+        &LastFlush {
+            flush_id: 42,
+            at: Some(at(20, 12)),
         },
     );
     check("record_clock", &at(20, 12));

@@ -4,11 +4,11 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
-use ratchet_store::model::Counts;
+use ratchet_store::model::{count_key, Counts, LastFlush};
 use ratchet_store::rocks::STATE_FAMILIES;
 use ratchet_store::{
-    Applied, AuditRecord, Command, ErrorKind, Observation, Page, PageStart, Request, Response, ServerSighting, StateMachine,
-    StorageOptions, Store, TypeConfig,
+    Applied, AuditRecord, Command, ErrorKind, EventKind, Notice, Observation, Page, PageStart, Request, Response, ServerEntry,
+    ServerSighting, StateMachine, StorageOptions, Store, SweepCursor, SweepPhase, TypeConfig,
 };
 
 const OUT_OF_DATE: &str = "15.0.1497.48";
@@ -547,7 +547,6 @@ async fn a_scheduled_policy_is_kept_aside_until_its_instant_and_survives_reopeni
 #[tokio::test]
 async fn a_tenant_mode_change_is_kept_and_told_once_and_an_unknown_tenant_is_refused() {
     use ratchet_policy::TenantMode;
-    use ratchet_store::EventKind;
     let dir = tempfile::tempdir().unwrap();
     let mut m = Machine::open(dir.path());
     let set = |tenant: &str, mode| Command::SetTenantMode {
@@ -609,4 +608,399 @@ async fn a_product_switched_off_starts_no_clock_but_its_patched_servers_still_re
     m.one(day(3), sight(day(3), "watched", COMPLIANT)).await.unwrap();
     let watched = m.machine.view().server("bear", "watched").unwrap().expect("recorded");
     assert_eq!(watched.record.episode.and_then(|e| e.remediated_at), Some(day(3)));
+}
+
+/// A policy that forgets servers not seen for 30 days and deletes events older than 20.
+fn short_retention() -> Command {
+    let mut policy = ratchet_policy::Policy::default();
+    policy.retention = ratchet_policy::Retention {
+        forget_after_days: 30,
+        keep_events_days: 20,
+    };
+    Command::SetPolicy {
+        policy: Box::new(policy),
+        effective_at: None,
+    }
+}
+
+fn sweep(resume: Option<SweepCursor>, budget: u32) -> Command {
+    Command::Sweep { resume, budget }
+}
+
+fn connector(tenant: &str, cidr: &str) -> Command {
+    Command::AddConnector {
+        tenant: tenant.into(),
+        cidr: Some(cidr.parse().unwrap()),
+        cert_name: None,
+    }
+}
+
+/// Everything a tenant can hold: connectors, a webhook, a pause, servers with counts,
+/// events (raised and delivered), and a notice; for "bear" and for "bear-cub", whose name
+/// starts with bear's.
+fn a_full_life(tenant: &str, cidr: &str) -> Vec<(DateTime<Utc>, Command)> {
+    let mut count = count(7, 1, 3);
+    if let Command::Count { observations, origin, .. } = &mut count {
+        observations[0].tenant = tenant.into();
+        *origin = cidr.len() as u64;
+    }
+    vec![
+        (day(0), Command::AddTenant { name: tenant.into() }),
+        (day(0), connector(tenant, cidr)),
+        (
+            day(0),
+            Command::SetWebhook {
+                tenant: tenant.into(),
+                url: Some("https://hooks.example/ratchet".into()),
+                secret: Some("s3cret".into()),
+            },
+        ),
+        (
+            day(1),
+            Command::Pause {
+                tenant: tenant.into(),
+                days: 3,
+                servers: Vec::new(),
+                request_id: Some("r1".into()),
+            },
+        ),
+        (
+            day(1),
+            Command::Sight {
+                sightings: vec![ServerSighting {
+                    tenant: tenant.into(),
+                    server_fqdn: "exch1".into(),
+                    build: OUT_OF_DATE.into(),
+                    seen_at: day(1),
+                }],
+            },
+        ),
+        (day(1), count),
+        (
+            day(2),
+            Command::Notify {
+                notices: vec![Notice {
+                    tenant: tenant.into(),
+                    server_fqdn: None,
+                    key: "pause-ended:1".into(),
+                    kind: EventKind::PauseEnded,
+                    message: "pause ended".into(),
+                }],
+            },
+        ),
+    ]
+}
+
+/// Whether a state record belongs to `tenant` by its key: its record in `tenants`, or a
+/// key under its prefix anywhere.
+fn is_keyed_under(family: &str, key: &[u8], tenant: &str) -> bool {
+    let prefix = [tenant.as_bytes(), b"\0"].concat();
+    (family == "tenants" && key == tenant.as_bytes()) || key.starts_with(&prefix)
+}
+
+#[tokio::test]
+async fn removing_a_tenant_leaves_no_record_under_its_name_and_the_name_starts_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Machine::open(dir.path());
+    m.apply(a_full_life("bear", "10.0.0.0/8")).await;
+    m.apply(a_full_life("bear-cub", "10.1.0.0/16")).await;
+    let before = m.dump();
+    assert!(before.iter().any(|(f, k, _)| *f == "servers" && is_keyed_under(f, k, "bear")));
+    assert!(before
+        .iter()
+        .any(|(f, k, _)| *f == "pending_events" && is_keyed_under(f, k, "bear")));
+    let cub_before: Vec<_> = before
+        .iter()
+        .filter(|(f, k, _)| is_keyed_under(f, k, "bear-cub"))
+        .cloned()
+        .collect();
+
+    let unknown = m.one(day(3), Command::RemoveTenant { tenant: "owl".into() }).await.unwrap_err();
+    assert_eq!(
+        (unknown.kind, unknown.message.as_str()),
+        (ErrorKind::NotFound, "no tenant named \"owl\"")
+    );
+    assert_eq!(m.dump().len(), before.len(), "a refusal adds nothing");
+
+    let removed = m.one(day(3), Command::RemoveTenant { tenant: "bear".into() }).await.unwrap();
+    assert_eq!(removed, Applied::TenantRemoved);
+    let after = m.dump();
+    let left: Vec<_> = after.iter().filter(|(f, k, _)| is_keyed_under(f, k, "bear")).collect();
+    assert!(left.is_empty(), "records of a removed tenant: {left:?}");
+    let cub_after: Vec<_> = after.iter().filter(|(f, k, _)| is_keyed_under(f, k, "bear-cub")).cloned().collect();
+    assert_eq!(
+        cub_after, cub_before,
+        "a tenant whose name starts with the removed one's keeps everything"
+    );
+    let view = m.machine.view();
+    assert!(view.tenant("bear").is_none());
+    let connectors = view.connector_table();
+    assert!(
+        connectors.connectors().iter().all(|c| c.tenant != "bear"),
+        "edges stop attributing to it"
+    );
+
+    // Added again, and sighted in the same batch: nothing of the old tenant comes back.
+    m.apply(vec![
+        (day(4), Command::AddTenant { name: "bear".into() }),
+        (day(4), sight(day(4), "exch2", COMPLIANT)),
+    ])
+    .await;
+    // A late flush of what an edge counted for the old bear (seen on day 1) is not the new one's.
+    m.one(day(5), count(99, 1, 3)).await.unwrap();
+    let view = m.machine.view();
+    let bear = view.tenant("bear").unwrap();
+    assert!(bear.connectors.is_empty() && bear.daily.is_empty() && bear.notices.is_empty());
+    assert!(bear.webhook_url.is_none() && bear.pauses.pauses().is_empty());
+    let servers: Vec<String> = view.servers("bear").unwrap().into_iter().map(|s| s.record.server_fqdn).collect();
+    assert_eq!(servers, ["exch2"]);
+    assert!(view.events("bear").unwrap().is_empty());
+    assert!(view.pending_events("bear").unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_removal_in_a_batch_ends_as_it_does_one_entry_at_a_time() {
+    let mut commands = a_full_life("bear", "10.0.0.0/8");
+    commands.extend([
+        (day(3), Command::RemoveTenant { tenant: "bear".into() }),
+        (day(3), Command::AddTenant { name: "bear".into() }),
+        (day(3), sight(day(3), "exch1", OUT_OF_DATE)),
+        (
+            day(3),
+            Command::MarkDelivered {
+                tenant: "bear".into(),
+                ids: vec!["9-1".into()],
+            },
+        ),
+        (day(4), short_retention()),
+        (day(60), sight(day(60), "exch2", OUT_OF_DATE)),
+        (day(60), sweep(None, 100)),
+        (day(60), sight(day(60), "exch1", OUT_OF_DATE)),
+    ]);
+    let (one_dir, split_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut one_batch = Machine::open(one_dir.path());
+    let responses = one_batch.apply(commands.clone()).await;
+    assert!(responses.iter().all(Result::is_ok), "{responses:?}");
+    let mut one_by_one = Machine::open(split_dir.path());
+    for command in commands {
+        one_by_one.apply(vec![command]).await;
+    }
+    assert_eq!(one_batch.dump(), one_by_one.dump());
+    let first_seen = one_batch.first_seen("exch1");
+    assert_eq!(
+        first_seen,
+        day(60),
+        "forgotten by the sweep, exch1 starts a new clock when seen again"
+    );
+}
+
+#[tokio::test]
+async fn removing_a_connector_removes_exactly_that_one_and_tells_the_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Machine::open(dir.path());
+    m.apply(vec![
+        (day(0), Command::AddTenant { name: "bear".into() }),
+        (day(0), connector("bear", "10.0.0.0/8")),
+        (day(0), connector("bear", "192.0.2.0/24")),
+    ])
+    .await;
+    let remove = |cidr: &str| Command::RemoveConnector {
+        tenant: "bear".into(),
+        cidr: Some(cidr.parse().unwrap()),
+        cert_name: None,
+    };
+    let unknown = m.one(day(1), remove("198.51.100.0/24")).await.unwrap_err();
+    assert_eq!((unknown.kind, unknown.field.as_str()), (ErrorKind::NotFound, "cidr"));
+    assert!(unknown.message.contains("198.51.100.0/24"), "{unknown:?}");
+    let with_cert = Command::RemoveConnector {
+        tenant: "bear".into(),
+        cidr: Some("10.0.0.0/8".parse().unwrap()),
+        cert_name: Some("mx.bear.example".into()),
+    };
+    let not_that_one = m.one(day(1), with_cert).await.unwrap_err();
+    assert_eq!(not_that_one.kind, ErrorKind::NotFound, "the claim must match as a whole");
+    assert_eq!(m.machine.view().tenant("bear").unwrap().connectors.len(), 2);
+
+    assert_eq!(m.one(day(1), remove("10.0.0.0/8")).await.unwrap(), Applied::ConnectorRemoved);
+    let view = m.machine.view();
+    let left: Vec<String> = view.connector_table().connectors().iter().map(|c| c.describe()).collect();
+    assert_eq!(left, ["192.0.2.0/24"]);
+    let events = view.events("bear").unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].kind, EventKind::ConnectorRemoved);
+    assert!(events[0].message.contains("10.0.0.0/8"), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_sweep_deletes_by_the_policy_in_force_and_every_node_deletes_the_same() {
+    let commands = vec![
+        (day(0), Command::AddTenant { name: "bear".into() }),
+        (day(0), Command::AddTenant { name: "owl".into() }),
+        // Out of date: each raises a first_detected event on its day.
+        (day(1), sight(day(1), "old1", OUT_OF_DATE)),
+        (day(1), sight(day(1), "old2", OUT_OF_DATE)),
+        (day(1), count(7, 1, 1)),
+        (
+            day(2),
+            Command::Decommission {
+                tenant: "bear".into(),
+                server_fqdn: "old2".into(),
+            },
+        ),
+        (day(3), sight(day(3), "gone", OUT_OF_DATE)),
+        (
+            day(40),
+            Command::Decommission {
+                tenant: "bear".into(),
+                server_fqdn: "gone".into(),
+            },
+        ),
+        (day(45), sight(day(45), "fresh", OUT_OF_DATE)),
+        (day(50), count(8, 1, 1)),
+        // Under the default retention (400 days) nothing is old enough yet.
+        (day(55), sweep(None, 1_000)),
+        (day(55), short_retention()),
+        (day(56), sweep(None, 1_000)),
+    ];
+    let (one_dir, split_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut one_batch = Machine::open(one_dir.path());
+    let responses = one_batch.apply(commands.clone()).await;
+    let mut one_by_one = Machine::open(split_dir.path());
+    for command in commands {
+        one_by_one.apply(vec![command]).await;
+    }
+    assert_eq!(one_batch.dump(), one_by_one.dump(), "the same deletions wherever batches end");
+
+    let swept = |n: usize| responses[responses.len() - n].clone().unwrap();
+    assert_eq!(
+        swept(3),
+        Applied::Swept {
+            servers: 0,
+            events: 0,
+            count_flushes: 0,
+            resume: None
+        }
+    );
+    // exch1 of the counts was last seen on day 1, and old1 too: both forgotten; old2's
+    // tombstone (day 2) is older than 30 days and goes; gone's (day 40) stays. The events
+    // of days 1 to 3 (first detected: old1, old2, exch1, gone) are older than 20 days.
+    assert_eq!(
+        swept(1),
+        Applied::Swept {
+            servers: 3,
+            events: 4,
+            count_flushes: 1,
+            resume: None
+        }
+    );
+    let view = one_batch.machine.view();
+    let left: Vec<String> = view.servers("bear").unwrap().into_iter().map(|s| s.record.server_fqdn).collect();
+    assert_eq!(left, ["fresh"]);
+    let store = view.store();
+    let tombstone = store.get::<ServerEntry>("servers", b"bear\0gone").unwrap();
+    assert!(tombstone.is_some_and(|t| t.is_decommissioned()), "a recent tombstone stays");
+    assert!(store.get::<ServerEntry>("servers", b"bear\0old2").unwrap().is_none());
+    assert!(
+        store.get::<LastFlush>("meta", &count_key(7)).unwrap().is_none(),
+        "edge 7 not heard from since day 1"
+    );
+    assert!(store.get::<LastFlush>("meta", &count_key(8)).unwrap().is_some());
+    let events = view.events("bear").unwrap();
+    let kinds: Vec<(EventKind, Option<&str>)> = events.iter().map(|e| (e.kind, e.server_fqdn.as_deref())).collect();
+    assert_eq!(
+        kinds,
+        [(EventKind::FirstDetected, Some("fresh")), (EventKind::ServersForgotten, None)],
+        "events before day 36 are gone: {events:?}"
+    );
+    assert_eq!(events[1].message, "2 servers not seen for 30 days forgotten: exch1, old1");
+    assert!(view.pending_events("bear").unwrap().iter().all(|e| e.at >= day(36)));
+    assert!(view.events("owl").unwrap().is_empty(), "owl forgot nothing and is not told");
+}
+
+#[tokio::test]
+async fn a_sweep_looks_at_no_more_than_its_budget_and_a_pass_ends_where_one_big_step_does() {
+    let servers = 25;
+    let mut commands = vec![(day(0), Command::AddTenant { name: "bear".into() })];
+    commands.push((
+        day(1),
+        Command::Sight {
+            sightings: (0..servers)
+                .map(|n| ServerSighting {
+                    tenant: "bear".into(),
+                    server_fqdn: format!("exch{n:02}"),
+                    build: COMPLIANT.into(),
+                    seen_at: day(1),
+                })
+                .collect(),
+        },
+    ));
+    commands.push((day(2), short_retention()));
+    let (small_dir, big_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut small = Machine::open(small_dir.path());
+    small.apply(commands.clone()).await;
+    let mut big = Machine::open(big_dir.path());
+    big.apply(commands).await;
+
+    let mut resume = None;
+    let mut steps = Vec::new();
+    loop {
+        let step = small.one(day(60), sweep(resume.clone(), 10)).await.unwrap();
+        let Applied::Swept { servers, resume: next, .. } = step else {
+            panic!("{step:?}")
+        };
+        assert!(servers <= 10, "{servers} deleted by a step of 10");
+        steps.push(servers);
+        resume = next;
+        if resume.is_none() {
+            break;
+        }
+        assert_eq!(resume.as_ref().unwrap().phase, SweepPhase::Servers);
+    }
+    assert_eq!(steps, [10, 10, 5], "three steps of at most 10, resumed where each stopped");
+    let Applied::Swept { servers, resume, .. } = big.one(day(60), sweep(None, 10_000)).await.unwrap() else {
+        panic!("a sweep")
+    };
+    assert_eq!((servers, resume), (25, None));
+    let server_records = |m: &Machine| m.dump().into_iter().filter(|(f, _, _)| *f == "servers").count();
+    assert_eq!(server_records(&small), 0);
+    assert_eq!(server_records(&big), 0);
+
+    for budget in [0, 10_001] {
+        let refused = sweep(None, budget).validate(day(60)).unwrap_err();
+        assert_eq!(refused.field, "budget", "{refused:?}");
+    }
+}
+
+#[tokio::test]
+async fn count_records_written_before_their_instant_was_kept_are_stamped_then_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Machine::open(dir.path());
+    m.apply(vec![
+        (day(0), Command::AddTenant { name: "bear".into() }),
+        (day(0), short_retention()),
+    ])
+    .await;
+    let store = m.machine.view().store().clone();
+    let legacy = LastFlush { flush_id: 5, at: None };
+    store
+        .db()
+        .put_cf(store.cf("meta"), count_key(9), ratchet_store::codec::encode(&legacy))
+        .unwrap();
+
+    m.one(day(10), sweep(None, 100)).await.unwrap();
+    let stamped = store.get::<LastFlush>("meta", &count_key(9)).unwrap();
+    assert_eq!(
+        stamped,
+        Some(LastFlush {
+            flush_id: 5,
+            at: Some(day(10))
+        })
+    );
+    m.one(day(39), sweep(None, 100)).await.unwrap();
+    assert!(store.get::<LastFlush>("meta", &count_key(9)).unwrap().is_some(), "29 days: kept");
+    let Applied::Swept { count_flushes, .. } = m.one(day(41), sweep(None, 100)).await.unwrap() else {
+        panic!("a sweep")
+    };
+    assert_eq!(count_flushes, 1);
+    assert!(store.get::<LastFlush>("meta", &count_key(9)).unwrap().is_none());
 }

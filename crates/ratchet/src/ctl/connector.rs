@@ -1,5 +1,5 @@
-//! `ratchet ctl connector add|list`: how a tenant's servers are recognised: by source
-//! address range, by the name on their TLS client certificate, or by both.
+//! `ratchet ctl connector add|list|remove`: how a tenant's servers are recognised: by
+//! source address range, by the name on their TLS client certificate, or by both.
 
 use clap::Subcommand;
 use ratchet_proto::v1 as pb;
@@ -28,6 +28,16 @@ pub enum ConnectorCommand {
         #[arg(long)]
         tenant: String,
     },
+    /// Remove exactly the connector with this range and certificate name, as it was added:
+    /// mail from it is no longer attributed to the tenant.
+    Remove {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, required_unless_present = "cert_name")]
+        cidr: Option<String>,
+        #[arg(long)]
+        cert_name: Option<String>,
+    },
 }
 
 #[derive(Serialize)]
@@ -40,6 +50,12 @@ pub enum ConnectorOutput {
         created: bool,
     },
     Listed(Vec<Connector>),
+    Removed {
+        tenant: String,
+        cidr: Option<String>,
+        cert_name: Option<String>,
+        removed: bool,
+    },
 }
 
 #[derive(Serialize)]
@@ -75,7 +91,31 @@ pub async fn run(admin: &mut Admin, command: ConnectorCommand) -> anyhow::Result
             });
             ConnectorOutput::Listed(connectors.collect())
         }
+        ConnectorCommand::Remove { tenant, cidr, cert_name } => {
+            let request = pb::RemoveConnectorRequest {
+                tenant: tenant.clone(),
+                cidr: cidr.clone().unwrap_or_default(),
+                cert_name: cert_name.clone().unwrap_or_default(),
+            };
+            admin.remove_connector(request).await.map_err(refusal)?;
+            ConnectorOutput::Removed {
+                tenant,
+                cidr,
+                cert_name,
+                removed: true,
+            }
+        }
     })
+}
+
+/// A connector's claim in words: "203.0.113.0/24", "203.0.113.0/24 with certificate
+/// mx.example", or "certificate mx.example from any address".
+fn claim(cidr: &Option<String>, cert_name: &Option<String>) -> String {
+    match (cidr, cert_name) {
+        (Some(cidr), Some(name)) => format!("{cidr} with certificate {name}"),
+        (Some(cidr), None) => cidr.clone(),
+        (None, name) => format!("certificate {} from any address", or_dash(name.as_deref())),
+    }
 }
 
 impl Output for ConnectorOutput {
@@ -86,14 +126,10 @@ impl Output for ConnectorOutput {
                 cidr,
                 cert_name,
                 created,
-            } => {
-                let claim = match (cidr, cert_name) {
-                    (Some(cidr), Some(name)) => format!("{cidr} with certificate {name}"),
-                    (Some(cidr), None) => cidr.clone(),
-                    (None, name) => format!("certificate {} from any address", or_dash(name.as_deref())),
-                };
-                println!("connector {claim} for tenant {tenant} {}", added(*created))
-            }
+            } => println!("connector {} for tenant {tenant} {}", claim(cidr, cert_name), added(*created)),
+            ConnectorOutput::Removed {
+                tenant, cidr, cert_name, ..
+            } => println!("connector {} of tenant {tenant} removed", claim(cidr, cert_name)),
             ConnectorOutput::Listed(connectors) => {
                 let rows: Vec<Vec<String>> = connectors
                     .iter()

@@ -47,7 +47,7 @@ pub struct CtlArgs {
 
 #[derive(Subcommand)]
 enum CtlCommand {
-    /// Tenants: add, list.
+    /// Tenants: add, list, remove.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
     /// Connectors: how a tenant's servers are recognised.

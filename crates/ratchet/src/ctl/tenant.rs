@@ -1,7 +1,9 @@
-//! `ratchet ctl tenant add|list|mode`: the tenants, each with its server and connector
-//! counts and its enforcement mode, and `tenant mode` to switch a tenant between enforcing
-//! and reporting only.
+//! `ratchet ctl tenant add|list|mode|remove`: the tenants, each with its server and
+//! connector counts and its enforcement mode; `tenant mode` to switch a tenant between
+//! enforcing and reporting only. Removing one deletes all it holds, so it asks for `--yes`;
+//! without it, it says what would go and changes nothing.
 
+use anyhow::bail;
 use clap::builder::PossibleValue;
 use clap::{Subcommand, ValueEnum};
 use ratchet_policy::TenantMode;
@@ -19,6 +21,15 @@ pub enum TenantCommand {
         name: String,
     },
     List,
+    /// Remove a tenant and everything kept under it: connectors, servers, pauses, counts,
+    /// webhook and events (its audit records stay). Asks for --yes.
+    Remove {
+        #[arg(long)]
+        tenant: String,
+        /// Remove it: without this, nothing is removed, and what would be is told.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Enforce the tenant's verdicts, or only compute, count and report them (report-only:
     /// its mail is always accepted).
     Mode {
@@ -51,6 +62,7 @@ pub enum TenantOutput {
     Added { tenant: String, created: bool },
     Listed(Vec<Tenant>),
     ModeSet { tenant: String, mode: String },
+    Removed { tenant: String, removed: bool },
 }
 
 #[derive(Serialize)]
@@ -94,7 +106,28 @@ pub async fn run(admin: &mut Admin, command: TenantCommand) -> anyhow::Result<Te
                 mode: reply.mode,
             }
         }
+        TenantCommand::Remove { tenant, yes: false } => bail!(unconfirmed_removal(admin, &tenant).await?),
+        TenantCommand::Remove { tenant, yes: true } => {
+            let request = pb::RemoveTenantRequest { tenant: tenant.clone() };
+            admin.remove_tenant(request).await.map_err(refusal)?;
+            TenantOutput::Removed { tenant, removed: true }
+        }
     })
+}
+
+/// What removing `tenant` would delete, as the refusal of a removal without --yes; an
+/// unknown tenant is refused by name, as the removal itself would be.
+async fn unconfirmed_removal(admin: &mut Admin, tenant: &str) -> anyhow::Result<String> {
+    let name = tenant.trim().to_ascii_lowercase();
+    let reply = admin.list_tenants(pb::ListTenantsRequest {}).await.map_err(refusal)?.into_inner();
+    let Some(found) = reply.tenants.into_iter().find(|t| t.name == name) else {
+        bail!("not found: tenant: no tenant named {name:?}");
+    };
+    Ok(format!(
+        "tenant remove: would remove tenant {name} (servers: {}, connectors: {}) and its pauses, counts, \
+         webhook and events; nothing was removed: add --yes to remove it",
+        found.servers, found.connectors
+    ))
 }
 
 impl Output for TenantOutput {
@@ -117,6 +150,7 @@ impl Output for TenantOutput {
                 table::print(&["TENANT", "SERVERS", "CONNECTORS", "PAUSED UNTIL", "MODE"], &rows);
             }
             TenantOutput::ModeSet { tenant, mode } => println!("tenant {tenant}: mode {mode}"),
+            TenantOutput::Removed { tenant, .. } => println!("tenant {tenant} removed"),
         }
     }
 }

@@ -7,6 +7,7 @@ use super::records::{event_kind, event_kind_from};
 use super::{each, messages, optional, pb, required, Codec, DecodeError};
 use crate::command::{Applied, Command, CommandError, ErrorKind, Notice, Observation, Request, Response, ServerSighting};
 use crate::model::Counts;
+use crate::retention::{SweepCursor, SweepPhase};
 
 impl Codec for Request {
     type Message = pb::Request;
@@ -119,6 +120,16 @@ impl Codec for Command {
                 tenant,
                 mode: mode_number(mode.into()),
             }),
+            Command::RemoveTenant { tenant } => C::RemoveTenant(pb::RemoveTenant { tenant }),
+            Command::RemoveConnector { tenant, cidr, cert_name } => C::RemoveConnector(pb::RemoveConnector {
+                tenant,
+                cidr: cidr_text(cidr),
+                cert_name,
+            }),
+            Command::Sweep { resume, budget } => C::Sweep(pb::Sweep {
+                resume: resume.as_ref().map(Codec::to_message),
+                budget,
+            }),
         };
         pb::Command { command: Some(command) }
     }
@@ -193,6 +204,16 @@ impl Codec for Command {
             C::SetTenantMode(c) => Command::SetTenantMode {
                 mode: tenant_mode_from("set_tenant_mode.mode", c.mode)?,
                 tenant: c.tenant,
+            },
+            C::RemoveTenant(c) => Command::RemoveTenant { tenant: c.tenant },
+            C::RemoveConnector(c) => Command::RemoveConnector {
+                cidr: parse_cidr("remove_connector.cidr", &c.cidr)?,
+                tenant: c.tenant,
+                cert_name: c.cert_name,
+            },
+            C::Sweep(c) => Command::Sweep {
+                resume: optional(c.resume)?,
+                budget: c.budget,
             },
         })
     }
@@ -333,6 +354,19 @@ impl Codec for Applied {
             Applied::WebhookSet => A::WebhookSet(pb::Nothing {}),
             Applied::Notified { events } => A::Notified(count(*events)),
             Applied::MarkedDelivered { events } => A::MarkedDelivered(count(*events)),
+            Applied::TenantRemoved => A::TenantRemoved(pb::Nothing {}),
+            Applied::ConnectorRemoved => A::ConnectorRemoved(pb::Nothing {}),
+            Applied::Swept {
+                servers,
+                events,
+                count_flushes,
+                resume,
+            } => A::Swept(pb::Swept {
+                servers: *servers as u64,
+                events: *events as u64,
+                count_flushes: *count_flushes as u64,
+                resume: resume.as_ref().map(Codec::to_message),
+            }),
         };
         pb::Applied { applied: Some(applied) }
     }
@@ -365,7 +399,46 @@ impl Codec for Applied {
             A::WebhookSet(_) => Applied::WebhookSet,
             A::Notified(c) => Applied::Notified { events: count(c) },
             A::MarkedDelivered(c) => Applied::MarkedDelivered { events: count(c) },
+            A::TenantRemoved(_) => Applied::TenantRemoved,
+            A::ConnectorRemoved(_) => Applied::ConnectorRemoved,
+            A::Swept(s) => Applied::Swept {
+                servers: s.servers as usize,
+                events: s.events as usize,
+                count_flushes: s.count_flushes as usize,
+                resume: optional(s.resume)?,
+            },
         })
+    }
+}
+
+impl Codec for SweepCursor {
+    type Message = pb::SweepCursor;
+
+    fn to_message(&self) -> pb::SweepCursor {
+        let phase = match self.phase {
+            SweepPhase::Events => pb::SweepPhase::Events,
+            SweepPhase::Servers => pb::SweepPhase::Servers,
+            SweepPhase::CountFlushes => pb::SweepPhase::CountFlushes,
+        };
+        pb::SweepCursor {
+            phase: phase.into(),
+            from: self.from.clone(),
+        }
+    }
+
+    fn from_message(message: pb::SweepCursor) -> Result<Self, DecodeError> {
+        let phase = match pb::SweepPhase::try_from(message.phase) {
+            Ok(pb::SweepPhase::Events) => SweepPhase::Events,
+            Ok(pb::SweepPhase::Servers) => SweepPhase::Servers,
+            Ok(pb::SweepPhase::CountFlushes) => SweepPhase::CountFlushes,
+            _ => {
+                return Err(DecodeError::invalid(
+                    "sweep_cursor.phase",
+                    format!("{} is not a sweep phase this release knows", message.phase),
+                ))
+            }
+        };
+        Ok(SweepCursor { phase, from: message.from })
     }
 }
 

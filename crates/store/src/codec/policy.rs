@@ -4,7 +4,7 @@
 
 use ratchet_policy::products::Product;
 use ratchet_policy::stages::Stage;
-use ratchet_policy::{BuildVersion, Mode, Policy, TenantMode};
+use ratchet_policy::{BuildVersion, Mode, Policy, Retention, TenantMode};
 
 use super::{each, messages, pb, Codec, DecodeError};
 use crate::schedule::VersionedPolicy;
@@ -42,6 +42,10 @@ impl Codec for Policy {
             warning_days: self.warning_days,
             stages: messages(&self.stages),
             products: messages(&self.products),
+            retention: (self.retention != Retention::default()).then(|| pb::Retention {
+                forget_after_days: self.retention.forget_after_days,
+                keep_events_days: self.retention.keep_events_days,
+            }),
         }
     }
 
@@ -55,6 +59,10 @@ impl Codec for Policy {
             warning_days: message.warning_days,
             stages: each(message.stages)?,
             products: each(message.products)?,
+            retention: message.retention.map_or_else(Retention::default, |r| Retention {
+                forget_after_days: r.forget_after_days,
+                keep_events_days: r.keep_events_days,
+            }),
         })
     }
 }

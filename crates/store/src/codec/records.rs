@@ -308,6 +308,8 @@ pub(super) fn event_kind(kind: EventKind) -> i32 {
         EventKind::PauseEnded => K::PauseEnded,
         EventKind::PolicyAnnounced => K::PolicyAnnounced,
         EventKind::ModeChanged => K::ModeChanged,
+        EventKind::ConnectorRemoved => K::ConnectorRemoved,
+        EventKind::ServersForgotten => K::ServersForgotten,
     };
     stored.into()
 }
@@ -326,6 +328,8 @@ pub(super) fn event_kind_from(stored: i32) -> Result<EventKind, DecodeError> {
         Ok(K::PauseEnded) => EventKind::PauseEnded,
         Ok(K::PolicyAnnounced) => EventKind::PolicyAnnounced,
         Ok(K::ModeChanged) => EventKind::ModeChanged,
+        Ok(K::ConnectorRemoved) => EventKind::ConnectorRemoved,
+        Ok(K::ServersForgotten) => EventKind::ServersForgotten,
         _ => {
             return Err(DecodeError::invalid(
                 "event.kind",
@@ -339,11 +343,17 @@ impl Codec for LastFlush {
     type Message = pb::LastFlush;
 
     fn to_message(&self) -> pb::LastFlush {
-        pb::LastFlush { flush_id: self.0 }
+        pb::LastFlush {
+            flush_id: self.flush_id,
+            at: self.at.as_ref().map(Codec::to_message),
+        }
     }
 
     fn from_message(message: pb::LastFlush) -> Result<Self, DecodeError> {
-        Ok(LastFlush(message.flush_id))
+        Ok(LastFlush {
+            flush_id: message.flush_id,
+            at: optional(message.at)?,
+        })
     }
 }
 
