@@ -35,17 +35,6 @@ fn policy_file(forget_after_days: u32) -> tempfile::NamedTempFile {
     file
 }
 
-fn ctl(cluster: &Cluster, node: usize, args: &[&str]) -> String {
-    common::ctl(&cluster.nodes[node].grpc.to_string(), args)
-}
-
-fn ctl_json(cluster: &Cluster, node: usize, args: &[&str]) -> serde_json::Value {
-    let mut full = vec!["--json"];
-    full.extend_from_slice(args);
-    let stdout = ctl(cluster, node, &full);
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
-}
-
 /// What `ratchet ctl ARGS` prints on stderr when it fails, as it must.
 fn ctl_refusal(cluster: &Cluster, node: usize, args: &[&str]) -> String {
     let endpoint = cluster.nodes[node].grpc.to_string();
@@ -56,7 +45,7 @@ fn ctl_refusal(cluster: &Cluster, node: usize, args: &[&str]) -> String {
 
 fn set_policy(cluster: &Cluster, forget_after_days: u32) {
     let file = policy_file(forget_after_days);
-    ctl(cluster, 0, &["policy", "set", file.path().to_str().unwrap()]);
+    cluster.ctl(0, &["policy", "set", file.path().to_str().unwrap()]);
 }
 
 async fn three_deciders() -> Cluster {
@@ -72,7 +61,7 @@ fn import(cluster: &Cluster, server: &str, age: TimeDelta) {
 }
 
 fn tenant_names(cluster: &Cluster, node: usize) -> Vec<String> {
-    let listed = ctl_json(cluster, node, &["tenant", "list"]);
+    let listed = cluster.ctl_json(node, &["tenant", "list"]);
     let names = listed.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned());
     names.collect()
 }
@@ -83,7 +72,7 @@ fn server_names(report: &serde_json::Value) -> Vec<String> {
 }
 
 fn event_kinds(cluster: &Cluster, node: usize) -> Vec<String> {
-    let events = ctl_json(cluster, node, &["events", "--tenant", "bear"]);
+    let events = cluster.ctl_json(node, &["events", "--tenant", "bear"]);
     let kinds = events["events"]
         .as_array()
         .unwrap()
@@ -141,7 +130,7 @@ async fn the_retention_sweep_forgets_the_same_servers_on_every_node() {
         );
         assert_eq!(swept, 1.0, "d{node} deleted the one server record in its own apply");
     }
-    let events = ctl_json(&cluster, 0, &["events", "--tenant", "bear"]);
+    let events = cluster.ctl_json(0, &["events", "--tenant", "bear"]);
     let forgotten = events["events"]
         .as_array()
         .unwrap()
@@ -207,14 +196,14 @@ async fn removing_a_tenant_stops_the_edge_attributing_its_mail_and_deletes_what_
     assert_eq!(tenant_names(&cluster, 0), ["bear", "owl"], "nothing changed");
     assert_eq!(wait_for_reply(edge.addr, "127.0.0.1", "old.bear.local", "550"), blocked(60));
 
-    let removed = ctl(&cluster, 2, &["tenant", "remove", "--tenant", "bear", "--yes"]);
+    let removed = cluster.ctl(2, &["tenant", "remove", "--tenant", "bear", "--yes"]);
     assert_eq!(removed.trim(), "tenant bear removed");
     for node in 0..3 {
         assert_eq!(tenant_names(&cluster, node), ["owl"], "d{node}");
     }
     // Mail from bear's range is no one's now: not enforced, accepted and relayed.
     wait_for_reply(edge.addr, "127.0.0.1", "old.bear.local", "250");
-    let audit = ctl_json(&cluster, 0, &["audit", "--tenant", "bear"]);
+    let audit = cluster.ctl_json(0, &["audit", "--tenant", "bear"]);
     let entries = audit["entries"].as_array().unwrap();
     let removal = entries.iter().find(|e| e["action"] == "tenant remove bear").expect("audited");
     assert_eq!(removal["outcome"], "ok");
@@ -224,8 +213,8 @@ async fn removing_a_tenant_stops_the_edge_attributing_its_mail_and_deletes_what_
     );
 
     // The name added again starts from nothing.
-    ctl(&cluster, 0, &["tenant", "add", "bear"]);
-    let listed = ctl_json(&cluster, 1, &["tenant", "list"]);
+    cluster.ctl(0, &["tenant", "add", "bear"]);
+    let listed = cluster.ctl_json(1, &["tenant", "list"]);
     let bear = listed.as_array().unwrap().iter().find(|t| t["name"] == "bear").unwrap().clone();
     assert_eq!(
         (bear["servers"].as_u64(), bear["connectors"].as_u64()),
@@ -241,14 +230,14 @@ async fn removing_a_connector_stops_attribution_from_that_range_only() {
     let cluster = three_deciders().await;
     set_policy(&cluster, 400);
     add_tenant(&mut cluster.nodes[0].admin().await, "bear", "127.0.0.1/32").await;
-    ctl(&cluster, 1, &["connector", "add", "--tenant", "bear", "--cidr", "127.0.0.2/32"]);
+    cluster.ctl(1, &["connector", "add", "--tenant", "bear", "--cidr", "127.0.0.2/32"]);
     import(&cluster, "old.bear.local", TimeDelta::days(1));
     let sink = SmtpSink::start();
     let edge = EdgeProcess::start(&cluster.nodes[2].grpc.to_string(), sink.addr, None);
     for from in ["127.0.0.1", "127.0.0.2"] {
         assert_eq!(wait_for_reply(edge.addr, from, "old.bear.local", "550"), blocked(60));
     }
-    let connectors_before = ctl_json(&cluster, 0, &["connector", "list", "--tenant", "bear"]);
+    let connectors_before = cluster.ctl_json(0, &["connector", "list", "--tenant", "bear"]);
 
     let unknown = ctl_refusal(&cluster, 0, &["connector", "remove", "--tenant", "bear", "--cidr", "127.0.0.9/32"]);
     assert_eq!(unknown.trim().lines().count(), 1, "{unknown}");
@@ -260,16 +249,16 @@ async fn removing_a_connector_stops_attribution_from_that_range_only() {
     );
     assert!(no_tenant.contains("no tenant named \"nosuch\""), "{no_tenant}");
     assert_eq!(
-        ctl_json(&cluster, 1, &["connector", "list", "--tenant", "bear"]),
+        cluster.ctl_json(1, &["connector", "list", "--tenant", "bear"]),
         connectors_before,
         "nothing changed"
     );
 
-    let removed = ctl(&cluster, 1, &["connector", "remove", "--tenant", "bear", "--cidr", "127.0.0.2/32"]);
+    let removed = cluster.ctl(1, &["connector", "remove", "--tenant", "bear", "--cidr", "127.0.0.2/32"]);
     assert_eq!(removed.trim(), "connector 127.0.0.2/32 of tenant bear removed");
     wait_for_reply(edge.addr, "127.0.0.2", "old.bear.local", "250");
     assert_eq!(wait_for_reply(edge.addr, "127.0.0.1", "old.bear.local", "550"), blocked(60));
-    let listed = ctl_json(&cluster, 2, &["connector", "list", "--tenant", "bear"]);
+    let listed = cluster.ctl_json(2, &["connector", "list", "--tenant", "bear"]);
     let cidrs: Vec<&str> = listed.as_array().unwrap().iter().map(|c| c["cidr"].as_str().unwrap()).collect();
     assert_eq!(cidrs, ["127.0.0.1/32"]);
     assert!(event_kinds(&cluster, 0).contains(&"connector_removed".to_owned()));

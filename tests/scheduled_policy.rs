@@ -41,17 +41,6 @@ fn stricter_policy() -> String {
     policy.to_toml()
 }
 
-fn ctl(cluster: &Cluster, node: usize, args: &[&str]) -> String {
-    common::ctl(&cluster.nodes[node].grpc.to_string(), args)
-}
-
-fn ctl_json(cluster: &Cluster, node: usize, args: &[&str]) -> serde_json::Value {
-    let mut full = vec!["--json"];
-    full.extend_from_slice(args);
-    let stdout = ctl(cluster, node, &full);
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
-}
-
 async fn three_deciders() -> Cluster {
     let mut cluster = Cluster::new(3, &format!("{TEST_CONFIG}{CONFIG}"));
     cluster.found(&[0, 1, 2], Duration::ZERO);
@@ -84,13 +73,13 @@ async fn a_policy_scheduled_two_seconds_ahead_flips_verdicts_at_that_instant_on_
     let effective_at = Utc::now().duration_trunc(TimeDelta::seconds(1)).unwrap() + TimeDelta::seconds(3);
     let at_text = effective_at.to_rfc3339();
     let path = file.path().to_str().unwrap();
-    let set = ctl(&cluster, 2, &["policy", "set", path, "--effective-at", &at_text]);
+    let set = cluster.ctl(2, &["policy", "set", path, "--effective-at", &at_text]);
     assert!(set.contains("scheduled"), "{set}");
-    let pending = ctl_json(&cluster, 1, &["policy", "show", "--pending"]);
+    let pending = cluster.ctl_json(1, &["policy", "show", "--pending"]);
     let scheduled_version = pending["pending"]["version"].as_u64().expect("a pending version");
     let shown_at: DateTime<Utc> = pending["pending"]["effective_at"].as_str().unwrap().parse().unwrap();
     assert_eq!(shown_at, effective_at);
-    let in_force = ctl_json(&cluster, 0, &["policy", "show"]);
+    let in_force = cluster.ctl_json(0, &["policy", "show"]);
     assert_ne!(
         in_force["version"].as_u64(),
         Some(scheduled_version),
@@ -130,9 +119,9 @@ async fn a_policy_scheduled_two_seconds_ahead_flips_verdicts_at_that_instant_on_
     }
 
     // Once in force, it is the policy, and nothing is pending.
-    let in_force = ctl_json(&cluster, 1, &["policy", "show"]);
+    let in_force = cluster.ctl_json(1, &["policy", "show"]);
     assert_eq!(in_force["version"].as_u64(), Some(scheduled_version));
-    assert!(ctl(&cluster, 0, &["policy", "show", "--pending"]).contains("no policy is scheduled"));
+    assert!(cluster.ctl(0, &["policy", "show", "--pending"]).contains("no policy is scheduled"));
     cluster.assert_same_state().await;
 }
 
@@ -218,11 +207,7 @@ async fn tenants_are_told_ahead_which_servers_a_scheduled_policy_will_enforce() 
     std::fs::write(file.path(), stricter_policy()).unwrap();
     let effective_at = (Utc::now() + TimeDelta::days(30)).duration_trunc(TimeDelta::seconds(1)).unwrap();
     let at_text = effective_at.to_rfc3339();
-    ctl(
-        &cluster,
-        1,
-        &["policy", "set", file.path().to_str().unwrap(), "--effective-at", &at_text],
-    );
+    cluster.ctl(1, &["policy", "set", file.path().to_str().unwrap(), "--effective-at", &at_text]);
 
     // Bear is told at once, naming the one server that is compliant today; owl, whose
     // server stays compliant, is not.
@@ -233,7 +218,7 @@ async fn tenants_are_told_ahead_which_servers_a_scheduled_policy_will_enforce() 
         "{message}"
     );
     assert!(!message.starts_with("Reminder"), "{message}");
-    let owl = ctl_json(&cluster, 2, &["events", "--tenant", "owl"]);
+    let owl = cluster.ctl_json(2, &["events", "--tenant", "owl"]);
     assert!(
         owl["events"].as_array().unwrap().iter().all(|e| e["kind"] != "policy_announced"),
         "{owl}"
@@ -270,7 +255,7 @@ async fn tenants_are_told_ahead_which_servers_a_scheduled_policy_will_enforce() 
 async fn wait_for_event(cluster: &Cluster, tenant: &str, kind: &str) -> serde_json::Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let events = ctl_json(cluster, 0, &["events", "--tenant", tenant]);
+        let events = cluster.ctl_json(0, &["events", "--tenant", tenant]);
         if let Some(event) = events["events"].as_array().unwrap().iter().find(|e| e["kind"] == kind) {
             return event.clone();
         }
@@ -285,7 +270,7 @@ async fn a_schedule_in_the_past_or_not_an_instant_is_refused_and_changes_nothing
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), stricter_policy()).unwrap();
     let path = file.path().to_str().unwrap();
-    let before = ctl_json(&cluster, 0, &["policy", "show"]);
+    let before = cluster.ctl_json(0, &["policy", "show"]);
     let endpoint = cluster.nodes[1].grpc.to_string();
 
     let past = (Utc::now() - TimeDelta::minutes(5)).to_rfc3339();
@@ -317,6 +302,6 @@ async fn a_schedule_in_the_past_or_not_an_instant_is_refused_and_changes_nothing
     ]);
     assert!(garbage.contains("--effective-at") && garbage.contains("RFC 3339"), "{garbage}");
 
-    assert_eq!(ctl_json(&cluster, 2, &["policy", "show"]), before);
-    assert!(ctl(&cluster, 2, &["policy", "show", "--pending"]).contains("no policy is scheduled"));
+    assert_eq!(cluster.ctl_json(2, &["policy", "show"]), before);
+    assert!(cluster.ctl(2, &["policy", "show", "--pending"]).contains("no policy is scheduled"));
 }

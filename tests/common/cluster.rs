@@ -173,6 +173,19 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// `ratchet ctl ARGS` against node `node`: its standard output.
+    pub fn ctl(&self, node: usize, args: &[&str]) -> String {
+        super::ctl(&self.nodes[node].grpc.to_string(), args)
+    }
+
+    /// `ratchet ctl --json ARGS` against node `node`, parsed.
+    pub fn ctl_json(&self, node: usize, args: &[&str]) -> serde_json::Value {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        let stdout = self.ctl(node, &full);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+    }
+
     /// Lays out `size` nodes (d0, d1, ...) without starting them.
     pub fn new(size: usize, config: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
