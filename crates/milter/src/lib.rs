@@ -9,14 +9,16 @@
 //! is never asked for.
 //!
 //! Layout: [`config`]: settings with defaults; [`listener`]: `inet:` and `unix:` addresses;
-//! `server`: admission, shutdown; `conversation`: one connection's packets, answered only
-//! where the MTA waits; `session`: what a connection keeps and decides; `metrics`: the
+//! `server`: admission, shutdown; `quickack`: TCP acknowledged at once, so that the MTA's
+//! pipelined packets are not held back; `conversation`: one connection's packets, answered
+//! only where the MTA waits; `session`: what a connection keeps and decides; `metrics`: the
 //! Prometheus metrics.
 
 pub mod config;
 mod conversation;
 pub mod listener;
 mod metrics;
+mod quickack;
 mod server;
 mod session;
 

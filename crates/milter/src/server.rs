@@ -22,6 +22,7 @@ use tracing::Instrument;
 use crate::config::MilterConfig;
 use crate::conversation::{converse, Ended};
 use crate::listener::MilterListener;
+use crate::quickack::QuickAck;
 use crate::metrics::{metrics, Refusal};
 use crate::session::{Session, Shared};
 
@@ -79,7 +80,7 @@ pub async fn serve(
                     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                     if allowed(&shared.config, peer) {
                         let _ = stream.set_nodelay(true);
-                        admit(&shared, &slots, &mut connections, stream, peer.to_string());
+                        admit(&shared, &slots, &mut connections, QuickAck(stream), peer.to_string());
                     }
                 }
                 Ok(Accepted::Unix(stream)) => admit(&shared, &slots, &mut connections, stream, "unix socket".into()),
