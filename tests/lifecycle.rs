@@ -98,11 +98,22 @@ fn wait_for_reply(edge: SocketAddr, from: &str, server: &str, code: &str) -> Str
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_retention_sweep_forgets_the_same_servers_on_every_node() {
-    let cluster = three_deciders().await;
+    let mut cluster = three_deciders().await;
     add_tenant(&mut cluster.nodes[0].admin().await, "bear", "127.0.0.1/32").await;
     let started = Utc::now();
-    import(&cluster, "old.bear.local", TimeDelta::days(3));
-    import(&cluster, "new.bear.local", TimeDelta::hours(1));
+    // An import is evidence that the server is there: retention counts from it, however
+    // long ago the server was first seen.
+    import(&cluster, "old.bear.local", TimeDelta::days(700));
+    // Two days pass: the whole group starts again with its clocks two days ahead (all
+    // alike, so none is out of step), and then the other server is imported.
+    for node in &mut cluster.nodes {
+        assert!(node.terminate().success(), "{} stops cleanly", node.name);
+    }
+    for node in &mut cluster.nodes {
+        node.start(None, &["--test-clock-offset-secs", &(2 * 86_400).to_string()]);
+    }
+    cluster.wait_for_leader(3).await;
+    import(&cluster, "new.bear.local", TimeDelta::days(700));
     // Several sweeps under the default retention (400 days): nothing is old enough.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let servers = server_names(&report(&mut cluster.nodes[1].admin().await, "bear").await);

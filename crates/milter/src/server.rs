@@ -22,8 +22,8 @@ use tracing::Instrument;
 use crate::config::MilterConfig;
 use crate::conversation::{converse, Ended};
 use crate::listener::MilterListener;
-use crate::quickack::QuickAck;
 use crate::metrics::{metrics, Refusal};
+use crate::quickack::QuickAck;
 use crate::session::{Session, Shared};
 
 /// Runs the milter on `listener` until `shutdown` resolves, then drains gracefully; with

@@ -467,6 +467,9 @@ impl<'a> Txn<'a> {
         };
         entry.record.build = build;
         entry.record.episode = Some(Episode::starting(first_seen));
+        // The import is evidence that the server is there now: retention counts from it, not
+        // from its first sighting, which may be years back.
+        entry.record.last_seen = entry.record.last_seen.max(at);
         entry.notices.clear();
         let message = format!(
             "{server_fqdn} imported out of date with build {}, first seen {}",
