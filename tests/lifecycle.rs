@@ -35,14 +35,6 @@ fn policy_file(forget_after_days: u32) -> tempfile::NamedTempFile {
     file
 }
 
-/// What `ratchet ctl ARGS` prints on stderr when it fails, as it must.
-fn ctl_refusal(cluster: &Cluster, node: usize, args: &[&str]) -> String {
-    let endpoint = cluster.nodes[node].grpc.to_string();
-    let mut full = vec!["ctl", "--endpoints", endpoint.as_str()];
-    full.extend_from_slice(args);
-    common::stderr_of_failure(full)
-}
-
 fn set_policy(cluster: &Cluster, forget_after_days: u32) {
     let file = policy_file(forget_after_days);
     cluster.ctl(0, &["policy", "set", file.path().to_str().unwrap()]);
@@ -189,7 +181,7 @@ async fn removing_a_tenant_stops_the_edge_attributing_its_mail_and_deletes_what_
     assert_eq!(wait_for_reply(edge.addr, "127.0.0.1", "old.bear.local", "550"), blocked(60));
 
     // Without --yes: one line saying what would go, and nothing goes.
-    let unconfirmed = ctl_refusal(&cluster, 2, &["tenant", "remove", "--tenant", "bear"]);
+    let unconfirmed = cluster.ctl_refusal(2, &["tenant", "remove", "--tenant", "bear"]);
     assert_eq!(unconfirmed.trim().lines().count(), 1, "{unconfirmed}");
     assert!(
         unconfirmed.contains("would remove tenant bear (servers: 1, connectors: 1)") && unconfirmed.contains("--yes"),
@@ -200,7 +192,7 @@ async fn removing_a_tenant_stops_the_edge_attributing_its_mail_and_deletes_what_
         &["tenant", "remove", "--tenant", "nosuch", "--yes"][..],
         &["tenant", "remove", "--tenant", "nosuch"][..],
     ] {
-        let unknown = ctl_refusal(&cluster, 1, args);
+        let unknown = cluster.ctl_refusal(1, args);
         assert_eq!(unknown.trim().lines().count(), 1, "{unknown}");
         assert!(unknown.contains("no tenant named \"nosuch\""), "{unknown}");
     }
@@ -250,14 +242,10 @@ async fn removing_a_connector_stops_attribution_from_that_range_only() {
     }
     let connectors_before = cluster.ctl_json(0, &["connector", "list", "--tenant", "bear"]);
 
-    let unknown = ctl_refusal(&cluster, 0, &["connector", "remove", "--tenant", "bear", "--cidr", "127.0.0.9/32"]);
+    let unknown = cluster.ctl_refusal(0, &["connector", "remove", "--tenant", "bear", "--cidr", "127.0.0.9/32"]);
     assert_eq!(unknown.trim().lines().count(), 1, "{unknown}");
     assert!(unknown.contains("127.0.0.9/32") && unknown.contains("no connector"), "{unknown}");
-    let no_tenant = ctl_refusal(
-        &cluster,
-        0,
-        &["connector", "remove", "--tenant", "nosuch", "--cidr", "127.0.0.2/32"],
-    );
+    let no_tenant = cluster.ctl_refusal(0, &["connector", "remove", "--tenant", "nosuch", "--cidr", "127.0.0.2/32"]);
     assert!(no_tenant.contains("no tenant named \"nosuch\""), "{no_tenant}");
     assert_eq!(
         cluster.ctl_json(1, &["connector", "list", "--tenant", "bear"]),

@@ -271,35 +271,16 @@ async fn a_schedule_in_the_past_or_not_an_instant_is_refused_and_changes_nothing
     std::fs::write(file.path(), stricter_policy()).unwrap();
     let path = file.path().to_str().unwrap();
     let before = cluster.ctl_json(0, &["policy", "show"]);
-    let endpoint = cluster.nodes[1].grpc.to_string();
 
     let past = (Utc::now() - TimeDelta::minutes(5)).to_rfc3339();
-    let refused = common::stderr_of_failure([
-        "ctl",
-        "--endpoints",
-        endpoint.as_str(),
-        "policy",
-        "set",
-        path,
-        "--effective-at",
-        past.as_str(),
-    ]);
+    let refused = cluster.ctl_refusal(1, &["policy", "set", path, "--effective-at", past.as_str()]);
     assert_eq!(refused.trim().lines().count(), 1, "{refused}");
     assert!(
         refused.contains("effective_at") && refused.contains("not in the future"),
         "{refused}"
     );
 
-    let garbage = common::stderr_of_failure([
-        "ctl",
-        "--endpoints",
-        endpoint.as_str(),
-        "policy",
-        "set",
-        path,
-        "--effective-at",
-        "next tuesday",
-    ]);
+    let garbage = cluster.ctl_refusal(1, &["policy", "set", path, "--effective-at", "next tuesday"]);
     assert!(garbage.contains("--effective-at") && garbage.contains("RFC 3339"), "{garbage}");
 
     assert_eq!(cluster.ctl_json(2, &["policy", "show"]), before);

@@ -178,6 +178,14 @@ impl Cluster {
         super::ctl(&self.nodes[node].grpc.to_string(), args)
     }
 
+    /// What `ratchet ctl ARGS` against node `node` prints on stderr when it fails, as it must.
+    pub fn ctl_refusal(&self, node: usize, args: &[&str]) -> String {
+        let endpoint = self.nodes[node].grpc.to_string();
+        let mut full = vec!["ctl", "--endpoints", endpoint.as_str()];
+        full.extend_from_slice(args);
+        super::stderr_of_failure(full)
+    }
+
     /// `ratchet ctl --json ARGS` against node `node`, parsed.
     pub fn ctl_json(&self, node: usize, args: &[&str]) -> serde_json::Value {
         let mut full = vec!["--json"];
