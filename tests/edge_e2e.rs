@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::report;
+use common::metrics::{scrape, total};
 use common::smtp::{final_reply, swaks, EdgeProcess, SmtpSink};
 use common::stages::{blocked, throttled, StagedDecider, COMPLIANT, OUT_OF_DATE, TENANT};
 
@@ -112,6 +113,36 @@ fn accepted_mail_reaches_the_next_hop_intact_with_every_recipient() {
         edge_header < original_header,
         "the edge's own Received header comes first:\n{message}"
     );
+}
+
+#[test]
+fn a_verdict_holds_across_sessions_until_a_pause_changes_it() {
+    let decider = StagedDecider::start();
+    let sink = SmtpSink::start();
+    let http = common::cluster::free_port().to_string();
+    let edge = EdgeProcess::start_with(&decider.endpoint(), sink.addr, None, &["--http", &http], &[]);
+    let server = decider.server_at("remembered", 0);
+    decider.import(&server, 100);
+    for session in 0..3 {
+        let reply = final_reply(&swaks(edge.addr, &server, OUT_OF_DATE, &[]));
+        assert!(reply.starts_with(&blocked(60)), "session {session}: {reply}");
+    }
+    let lookups = |outcome| {
+        total(
+            &scrape(edge.http.unwrap()),
+            "ratchet_edge_verdict_cache_lookups_total",
+            &[("outcome", outcome)],
+        )
+    };
+    // Asked once: the two later sessions got the verdict the first one got, which holds to
+    // the end of the decider's minute (the decider's clock starts 2 s into one).
+    assert_eq!((lookups("miss"), lookups("hit")), (1.0, 2.0));
+
+    // A pause applies to the very next message, not at the end of the remembered minute.
+    common::ctl(&decider.endpoint(), &["pause", "--tenant", TENANT, "--days", "1"]);
+    let reply = final_reply(&swaks(edge.addr, &server, OUT_OF_DATE, &[]));
+    assert!(reply.starts_with("250 "), "paused: {reply}");
+    assert_eq!(sink.wait_for_messages(1).len(), 1);
 }
 
 #[test]

@@ -264,15 +264,20 @@ impl Decision for DecisionService {
 
     type WatchConnectorsStream = ConnectorStream;
 
-    /// The connector table, only from a fresh node: a snapshot now and after each change,
-    /// each with the applied index it was read at. The stream ends with UNAVAILABLE as soon
-    /// as this node stops being fresh, so an edge moves to another decider.
+    /// The connector table, only from a fresh node: a snapshot now, after each change of
+    /// the connectors, and after each change that may alter a verdict already given (on
+    /// which fronts drop the verdicts they remember), each with the applied index it was
+    /// read at. The stream ends with UNAVAILABLE as soon as this node stops being fresh, so
+    /// an edge moves to another decider.
     async fn watch_connectors(&self, _request: Request<pb::WatchConnectorsRequest>) -> Result<Response<ConnectorStream>, Status> {
         self.fresh()?;
         let view = self.proposer.view.clone();
-        let snapshots = WatchStream::new(view.connectors()).map(move |connectors| {
+        let changes = WatchStream::new(view.connectors())
+            .map(drop)
+            .merge(WatchStream::from_changes(view.verdicts_changed()).map(drop));
+        let snapshots = changes.map(move |()| {
             Ok(pb::ConnectorSnapshot {
-                connectors: connectors.connectors().iter().map(connector_message).collect(),
+                connectors: view.connector_table().connectors().iter().map(connector_message).collect(),
                 applied_index: *view.applied().borrow(),
             })
         });

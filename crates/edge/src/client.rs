@@ -31,6 +31,9 @@ pub struct ClientSettings<'a> {
     pub watch_backoff_max: Duration,
     /// How often the verdicts given are sent to the deciders (see `counting`).
     pub count_flush_every: Duration,
+    /// Decider answers kept for the same question asked again while they hold (see
+    /// `verdict_cache`); 0: ask every time.
+    pub verdict_cache_entries: usize,
     pub metrics: &'static DeciderMetrics,
 }
 
@@ -48,7 +51,13 @@ impl DecisionClient {
     /// certificates that do not load.
     pub async fn start(settings: ClientSettings<'_>, background: &mut JoinSet<()>) -> anyhow::Result<Self> {
         let dialer = Dialer::new(settings.tls, Some(Role::Edge))?;
-        let deciders = DeciderPool::new(settings.deciders.to_vec(), dialer, settings.connect_timeout, settings.metrics);
+        let deciders = DeciderPool::new(
+            settings.deciders.to_vec(),
+            dialer,
+            settings.connect_timeout,
+            settings.verdict_cache_entries,
+            settings.metrics,
+        );
         deciders.refresh().await;
         let (table_tx, connectors) = ConnectorTable::new();
         background.spawn(deciders::keep_resolving(deciders.clone(), settings.resolve_every));

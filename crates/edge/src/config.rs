@@ -114,6 +114,11 @@ pub struct EdgeConfig {
     pub linearizable: bool,
     /// Reuse a throttle/block verdict for the rest of the session while it is valid.
     pub remember_verdict: bool,
+    /// Decider answers kept for the same question (client address, certificate name, server
+    /// and build) asked again in any session, each until the end of its minute (the
+    /// `valid_until` the decider gives), or until the deciders apply a change that may alter
+    /// them (a pause, a mode, a policy, a connector); 0 asks every time.
+    pub verdict_cache_entries: usize,
     /// How often decider host names are resolved again (pods come and go).
     pub resolve_interval_secs: u64,
     /// Connecting to a decider.
@@ -194,6 +199,7 @@ impl Default for EdgeConfig {
             accept_without_verdict: false,
             linearizable: false,
             remember_verdict: true,
+            verdict_cache_entries: 10_000,
             resolve_interval_secs: 10,
             decider_connect_timeout_ms: 1000,
             watch_backoff_max_ms: 5000,

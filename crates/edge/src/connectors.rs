@@ -112,6 +112,8 @@ pub async fn keep_watching(pool: Arc<DeciderPool>, table: watch::Sender<Table>, 
                         pool.metrics.connectors_loaded(connectors.len());
                         pool.answered();
                         pool.set_watching(true);
+                        // Every snapshot may follow a change that alters verdicts given.
+                        pool.forget_verdicts();
                         table.send_replace(Some(Arc::new(Attributor::new(connectors))));
                         backoff = BACKOFF_MIN;
                     }

@@ -25,6 +25,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::metrics::{DeciderMetrics, Fallback};
+use crate::verdict_cache::VerdictCache;
 
 /// The pause before asking every decider again once all of them have failed fast.
 const RETRY_ROUND: Duration = Duration::from_millis(25);
@@ -47,11 +48,19 @@ pub struct DeciderPool {
     last_answer: Mutex<Option<Instant>>,
     /// Whether the connector watch stream to some decider is open.
     watching: AtomicBool,
+    /// Answers that still hold, for the same question asked again (None: off).
+    verdicts: Option<VerdictCache>,
     pub(crate) metrics: &'static DeciderMetrics,
 }
 
 impl DeciderPool {
-    pub fn new(targets: Vec<String>, dialer: Dialer, connect_timeout: Duration, metrics: &'static DeciderMetrics) -> Arc<Self> {
+    pub fn new(
+        targets: Vec<String>,
+        dialer: Dialer,
+        connect_timeout: Duration,
+        verdict_cache_entries: usize,
+        metrics: &'static DeciderMetrics,
+    ) -> Arc<Self> {
         Arc::new(Self {
             targets,
             dialer,
@@ -61,12 +70,20 @@ impl DeciderPool {
             next: AtomicUsize::new(0),
             last_answer: Mutex::new(None),
             watching: AtomicBool::new(false),
+            verdicts: VerdictCache::new(verdict_cache_entries),
             metrics,
         })
     }
 
     pub fn answered(&self) {
         *self.last_answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// Drops every remembered verdict: the deciders applied a change that may alter them.
+    pub fn forget_verdicts(&self) {
+        if let Some(cache) = &self.verdicts {
+            cache.clear();
+        }
     }
 
     pub fn set_watching(&self, open: bool) {
@@ -162,24 +179,42 @@ impl DeciderPool {
         all[start..].iter().chain(&all[..start]).cloned().collect()
     }
 
-    /// A verdict within `deadline`, or None (see `call_with_failover`).
+    /// A verdict within `deadline`, or None (see `call_with_failover`): the answer a
+    /// decider gave to the same question while it holds (see `verdict_cache`), or a new one.
     #[tracing::instrument(name = "edge.decide", skip_all, fields(otel.kind = "client", server = %request.server_fqdn))]
     pub async fn decide(&self, request: DecideRequest, deadline: Duration) -> Option<DecideResponse> {
+        let cache = self.verdicts.as_ref();
+        let asked = match cache.map(|c| c.get(&request, chrono::Utc::now().timestamp_millis())) {
+            Some(Ok(answer)) => {
+                self.metrics.verdict_cache(true);
+                return Some(answer);
+            }
+            Some(Err(asked)) => {
+                self.metrics.verdict_cache(false);
+                Some(asked)
+            }
+            None => None,
+        };
         let started = Instant::now();
         let (answer, attempts) = self
-            .call_with_failover(
-                "Decide",
-                request,
-                deadline,
-                |mut client, call| async move { client.decide(call).await },
-            )
+            .call_with_failover("Decide", request.clone(), deadline, |mut client, call| async move {
+                client.decide(call).await
+            })
             .await;
         self.metrics.decided(started.elapsed());
         (1..attempts).for_each(|_| self.metrics.fallback(Fallback::Failover));
-        if answer.is_err() {
-            self.metrics.fallback(Fallback::NoVerdict);
+        match answer {
+            Ok(answer) => {
+                if let (Some(cache), Some(asked)) = (cache, asked) {
+                    cache.remember(&request, asked, &answer, chrono::Utc::now().timestamp_millis());
+                }
+                Some(answer)
+            }
+            Err(_) => {
+                self.metrics.fallback(Fallback::NoVerdict);
+                None
+            }
         }
-        answer.ok()
     }
 
     /// Commits one numbered flush of this edge's counts within `deadline`.

@@ -15,7 +15,7 @@
 //!   deliver);
 //! - [`build`]: build detection behind [`BuildDetector`];
 //! - [`connectors`]: the connector table and its watch; [`deciders`]: Decide and Count with
-//!   failover; [`counting`]: the verdicts given, counted and flushed to the deciders;
+//!   failover, answering a question asked again from `verdict_cache`; [`counting`]: the verdicts given, counted and flushed to the deciders;
 //!   [`client`]: the three started together; [`verdict`]: from stamp to request, from
 //!   answer to reply;
 //! - `relay`: the SMTP client to the next hop; [`forward_client`]: XFORWARD or XCLIENT to it,
@@ -45,6 +45,7 @@ mod server;
 mod session;
 mod tls;
 pub mod verdict;
+mod verdict_cache;
 mod xtext;
 
 pub use build::{BuildDetector, BuildStamp, ExchangeDetector};

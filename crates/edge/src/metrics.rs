@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -48,6 +49,30 @@ pub struct DeciderMetrics {
     connectors_loaded: Gauge,
     count_flushes: Family<Labels, Counter>,
     counts_pending: Gauge,
+    verdict_cache_lookups: Family<CacheLookup, Counter>,
+}
+
+/// The label of `..._verdict_cache_lookups_total`: a typed set, so that counting a lookup
+/// on the hot path builds no strings.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLookup {
+    outcome: CacheOutcome,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+enum CacheOutcome {
+    Hit,
+    Miss,
+}
+
+impl EncodeLabelValue for CacheOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        use std::fmt::Write;
+        encoder.write_str(match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+        })
+    }
 }
 
 /// What became of one message, for `ratchet_edge_messages_total{verdict}` (and the
@@ -207,6 +232,7 @@ impl DeciderMetrics {
             connectors_loaded: Gauge::default(),
             count_flushes: Family::default(),
             counts_pending: Gauge::default(),
+            verdict_cache_lookups: Family::default(),
         };
         registry.register_with_unit(
             "decide_duration",
@@ -234,12 +260,23 @@ impl DeciderMetrics {
             "Servers whose message counts are held here, not yet sent to the deciders",
             m.counts_pending.clone(),
         );
+        registry.register(
+            "verdict_cache_lookups",
+            "Decide questions answered from an earlier answer that still held (hit) or asked of a decider (miss)",
+            m.verdict_cache_lookups.clone(),
+        );
         m.connectors_loaded.set(-1);
         m
     }
 
     pub(crate) fn decided(&self, took: Duration) {
         self.decide_seconds.observe(took.as_secs_f64());
+    }
+
+    /// A Decide question answered from the verdict cache (`hit`) or asked of a decider.
+    pub(crate) fn verdict_cache(&self, hit: bool) {
+        let outcome = if hit { CacheOutcome::Hit } else { CacheOutcome::Miss };
+        self.verdict_cache_lookups.get_or_create(&CacheLookup { outcome }).inc();
     }
 
     pub(crate) fn fallback(&self, kind: Fallback) {

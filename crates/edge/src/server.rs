@@ -54,6 +54,7 @@ pub async fn serve_with_http(
         resolve_every: Duration::from_secs(config.resolve_interval_secs),
         watch_backoff_max: Duration::from_millis(config.watch_backoff_max_ms),
         count_flush_every: config.count_flush(),
+        verdict_cache_entries: config.verdict_cache_entries,
         metrics: &crate::metrics::metrics().decider,
     };
     let client = DecisionClient::start(settings, &mut background).await?;

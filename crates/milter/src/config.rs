@@ -24,6 +24,11 @@ pub struct MilterConfig {
     pub accept_without_verdict: bool,
     /// Ask deciders for linearizable reads (slower, never stale).
     pub linearizable: bool,
+    /// Decider answers kept for the same question (client address, certificate name, server
+    /// and build) asked again in any session, each until the end of its minute (the
+    /// `valid_until` the decider gives), or until the deciders apply a change that may alter
+    /// them (a pause, a mode, a policy, a connector); 0 asks every time.
+    pub verdict_cache_entries: usize,
     /// How often the milter sends the deciders what it counted (the verdicts it gave, per
     /// server and stage), as the edge does; a milter killed outright loses at most this much.
     pub count_flush_ms: u64,
@@ -75,6 +80,7 @@ impl Default for MilterConfig {
             decide_deadline_ms: 500,
             accept_without_verdict: false,
             linearizable: false,
+            verdict_cache_entries: 10_000,
             count_flush_ms: 1_000,
             resolve_interval_secs: 10,
             decider_connect_timeout_ms: 1000,

@@ -46,6 +46,7 @@ pub async fn serve(
         resolve_every: Duration::from_secs(config.resolve_interval_secs),
         watch_backoff_max: Duration::from_millis(config.watch_backoff_max_ms),
         count_flush_every: Duration::from_millis(config.count_flush_ms),
+        verdict_cache_entries: config.verdict_cache_entries,
         metrics: &metrics().decider,
     };
     let client = DecisionClient::start(settings, &mut background).await?;

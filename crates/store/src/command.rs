@@ -394,6 +394,33 @@ impl Command {
         }
     }
 
+    /// Whether applying it can change the verdict for a question a front already asked
+    /// (the same client, server and build), other than by time passing: readers that keep
+    /// verdicts until their `valid_until` drop them (see `StateView::verdicts_changed`).
+    /// A sighting is not among these: the Decide that sees it answers from its outcome.
+    pub fn changes_verdicts(&self) -> bool {
+        match self {
+            Command::AddConnector { .. }
+            | Command::RemoveConnector { .. }
+            | Command::RemoveTenant { .. }
+            | Command::ImportServer { .. }
+            | Command::Decommission { .. }
+            | Command::Pause { .. }
+            | Command::EndPause { .. }
+            | Command::SetPolicy { .. }
+            | Command::SetTenantMode { .. } => true,
+            Command::AddTenant { .. }
+            | Command::Sight { .. }
+            | Command::Observe { .. }
+            | Command::Count { .. }
+            | Command::SetWebhook { .. }
+            | Command::Notify { .. }
+            | Command::MarkDelivered { .. }
+            | Command::Audit { .. }
+            | Command::Sweep { .. } => false,
+        }
+    }
+
     /// Whether apply runs it in a write batch of its own: it reads stored records past the
     /// changes pending in a batch (a sweep), or deletes key ranges that later entries of
     /// the same batch must not read through (a tenant's removal).

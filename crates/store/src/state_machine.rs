@@ -90,6 +90,8 @@ struct Segment<'a> {
     txn: Txn<'a>,
     last_applied: Option<LogId>,
     membership: Option<StoredMembership>,
+    /// Some entry may change a verdict already given (`Command::changes_verdicts`).
+    verdicts_changed: bool,
 }
 
 impl<'a> Segment<'a> {
@@ -98,6 +100,7 @@ impl<'a> Segment<'a> {
             txn,
             last_applied: None,
             membership: None,
+            verdicts_changed: false,
         }
     }
 }
@@ -162,7 +165,10 @@ impl StateMachine {
         let applied: Option<LogId> = self.store.get(CF_META, APPLIED)?;
         *self.caches.policy.write().expect("policy lock") = Arc::new(policy);
         self.publish_tenants(Arc::new(tenants));
-        self.notifiers.applied.send_replace(applied.map_or(0, |id| id.index));
+        // A whole new state (a snapshot installed): any verdict may have changed.
+        let index = applied.map_or(0, |id| id.index);
+        self.notifiers.verdicts.send_replace(index);
+        self.notifiers.applied.send_replace(index);
         Ok(())
     }
 
@@ -209,6 +215,7 @@ impl StateMachine {
                 segment = self.write_and_renew(segment, clock)?;
             }
             segment.last_applied = Some(entry.log_id);
+            segment.verdicts_changed |= matches!(&entry.payload, EntryPayload::Normal(request) if request.command.changes_verdicts());
             let response = match entry.payload {
                 EntryPayload::Blank => Ok(Applied::Nothing),
                 EntryPayload::Normal(request) => {
@@ -260,6 +267,7 @@ impl StateMachine {
             txn,
             last_applied,
             membership,
+            verdicts_changed,
         } = segment;
         let mut batch = WriteBatch::default();
         for (family, from, to) in &txn.deleted_ranges {
@@ -322,6 +330,9 @@ impl StateMachine {
             self.publish_tenants(txn.tenants);
         }
         if let Some(id) = last_applied {
+            if verdicts_changed {
+                self.notifiers.verdicts.send_replace(id.index);
+            }
             self.notifiers.applied.send_replace(id.index);
         }
         Ok(())

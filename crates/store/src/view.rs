@@ -32,12 +32,15 @@ pub struct StateView {
     caches: Arc<Caches>,
     connectors: watch::Receiver<Arc<ConnectorTable>>,
     applied: watch::Receiver<u64>,
+    verdicts: watch::Receiver<u64>,
 }
 
 /// Senders that apply uses to tell readers that something changed.
 pub(crate) struct Notifiers {
     pub connectors: watch::Sender<Arc<ConnectorTable>>,
     pub applied: watch::Sender<u64>,
+    /// The index of the last entry applied that may change a verdict already given.
+    pub verdicts: watch::Sender<u64>,
 }
 
 impl Notifiers {
@@ -45,6 +48,7 @@ impl Notifiers {
         Notifiers {
             connectors: watch::Sender::new(Arc::new(ConnectorTable::default())),
             applied: watch::Sender::new(0),
+            verdicts: watch::Sender::new(0),
         }
     }
 }
@@ -56,6 +60,7 @@ impl StateView {
             caches,
             connectors: notifiers.connectors.subscribe(),
             applied: notifiers.applied.subscribe(),
+            verdicts: notifiers.verdicts.subscribe(),
         }
     }
 
@@ -86,6 +91,14 @@ impl StateView {
     /// The last applied log index, and a receiver that changes when it does.
     pub fn applied(&self) -> watch::Receiver<u64> {
         self.applied.clone()
+    }
+
+    /// Changes with every applied entry that may change a verdict already given for the
+    /// same question (a pause, a mode, a policy, a connector, an import; see
+    /// `Command::changes_verdicts`): its value is that entry's index. Fronts that remember
+    /// verdicts until their `valid_until` drop them when it changes.
+    pub fn verdicts_changed(&self) -> watch::Receiver<u64> {
+        self.verdicts.clone()
     }
 
     /// A server in the report: decommissioned ones are not.
