@@ -129,8 +129,9 @@ pub struct EdgeConfig {
     pub relay_data_timeout_secs: u64,
     /// Idle SMTP sessions to the next hop kept for the next message (per next hop;
     /// default 32): a message takes one and starts with MAIL on it (in TLS still, if it
-    /// was), and gives it back after the final dot instead of QUIT. 0 turns the pool off: a
-    /// new connection and QUIT for every message. There is no pool with
+    /// was), and gives it back after the final dot instead of QUIT; MAIL, RCPT and DATA go
+    /// in one write when the next hop offers PIPELINING. 0 turns the pool off: a new
+    /// connection, one command at a time, and QUIT for every message, as before the pool. There is no pool with
     /// `next_hop_forward_client = "xclient"`, since XCLIENT makes a session one client's;
     /// XFORWARD is sent again before each MAIL. A pooled session found closed before its
     /// MAIL was accepted is replaced by a new connection once; a message is never sent

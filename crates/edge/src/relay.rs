@@ -15,6 +15,8 @@
 //! A session whose transaction ended is given back to `relay_pool` (unless the pool is off
 //! or XCLIENT made it one client's) and the next message starts with MAIL on it; a pooled
 //! session found gone before its MAIL was accepted is replaced by a new connection once.
+//! With the pool on, MAIL, the RCPTs and DATA go in one write to a next hop that offers
+//! PIPELINING (RFC 2920), their replies read in order.
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,7 +24,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use smtp_proto::{EhloResponse, EXT_8BIT_MIME, EXT_SIZE, EXT_START_TLS};
+use smtp_proto::{EhloResponse, EXT_8BIT_MIME, EXT_PIPELINING, EXT_SIZE, EXT_START_TLS};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -125,7 +127,7 @@ async fn send(
             (true, _) => &[true, false],
         };
         if let Some(mut session) = pool.take(kinds) {
-            let result = session.transaction(config, envelope, trace_header, message).await;
+            let result = session.transaction(config, true, envelope, trace_header, message).await;
             match result {
                 Err(failure) if !session.mail_accepted && failure.gone() => {
                     tracing::debug!(next_hop = %config.next_hop, error = %failure, "a pooled session to the next hop was gone before MAIL; trying a new connection");
@@ -183,6 +185,10 @@ fn split_enhanced(text: &str) -> (Option<&str>, &str) {
 struct Client<S> {
     stream: BufReader<S>,
     command_timeout: Duration,
+    /// The next hop took a pipelined DATA after refusing MAIL or a RCPT: it waits for
+    /// content that must not come (it would be an empty message to the recipients it did
+    /// take), so the connection can only be dropped, without QUIT.
+    stuck_in_data: bool,
 }
 
 /// A connection to the next hop: plain TCP, or TLS over it after STARTTLS.
@@ -287,10 +293,12 @@ impl HopSession {
     }
 
     /// RSET when the last transaction was left unfinished, XFORWARD or XCLIENT as
-    /// configured, then the transaction.
+    /// configured, then the transaction, its envelope pipelined if `pipeline` and the next
+    /// hop offers it.
     async fn transaction(
         &mut self,
         config: &EdgeConfig,
+        pipeline: bool,
         envelope: &Envelope<'_>,
         trace_header: &str,
         message: &[u8],
@@ -307,11 +315,14 @@ impl HopSession {
         if let Some(ehlo) = self.client.forward_client(config, &self.ehlo, &envelope.client).await? {
             self.ehlo = ehlo;
         }
+        let extensions = self.ehlo.extensions;
+        let pipeline = pipeline && extensions & EXT_PIPELINING != 0;
         let result = self
             .client
             .transaction(
                 config,
-                self.ehlo.extensions,
+                extensions,
+                pipeline,
                 envelope,
                 trace_header,
                 message,
@@ -325,6 +336,7 @@ impl HopSession {
     /// Why the session can take no more messages after `result`, if it cannot.
     fn spent(&self, result: &Result<Response, Failure>, max_messages: u32) -> Option<HopClosed> {
         match result {
+            _ if self.client.stuck_in_data => Some(HopClosed::Failed),
             Err(failure) if failure.gone() => Some(HopClosed::Failed),
             Err(Failure::Tls(_)) => Some(HopClosed::Failed),
             _ if self.messages >= max_messages => Some(HopClosed::MaxMessages),
@@ -364,7 +376,8 @@ async fn attempt(
     message: &[u8],
 ) -> Result<Response, Failure> {
     let mut session = open(config, tls).await?;
-    let result = session.transaction(config, envelope, trace_header, message).await;
+    // Pool off: exactly as before it, one command at a time.
+    let result = session.transaction(config, pool.enabled(), envelope, trace_header, message).await;
     finish(pool, session, &result).await;
     result
 }
@@ -380,7 +393,9 @@ async fn finish(pool: &RelayPool, mut session: HopSession, result: &Result<Respo
     };
     match reason {
         Some(reason @ (HopClosed::Unpooled | HopClosed::Failed)) => {
-            session.client.quit().await;
+            if !session.client.stuck_in_data {
+                session.client.quit().await;
+            }
             crate::metrics::metrics().hop_closed(reason);
         }
         // Not on the sender's time.
@@ -403,6 +418,7 @@ async fn open(config: &EdgeConfig, tls: Option<&NextHopClient>) -> Result<HopSes
     let client = Client {
         stream: BufReader::new(HopStream::Plain(stream)),
         command_timeout: Duration::from_secs(config.relay_command_timeout_secs),
+        stuck_in_data: false,
     };
     let session = greet(config, tls, client).await;
     if session.is_err() {
@@ -459,6 +475,7 @@ impl Client<HopStream> {
         Ok(Client {
             stream: BufReader::new(HopStream::Tls(Box::new(stream))),
             command_timeout: self.command_timeout,
+            stuck_in_data: false,
         })
     }
 }
@@ -518,6 +535,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         &mut self,
         config: &EdgeConfig,
         extensions: u32,
+        pipeline: bool,
         envelope: &Envelope<'_>,
         trace_header: &str,
         message: &[u8],
@@ -531,18 +549,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             mail.push_str(&format!(" SIZE={}", trace_header.len() + message.len()));
         }
         mail.push_str("\r\n");
-        self.expect("MAIL", Some(mail), 250).await?;
-        *mail_accepted = true;
-        for rcpt in envelope.recipients {
-            let r = self.command("RCPT", format!("RCPT TO:<{rcpt}>\r\n")).await?;
-            if r.code != 250 && r.code != 251 {
-                return Err(Failure::Refused {
-                    stage: "RCPT",
-                    response: r,
-                });
+        if pipeline {
+            self.pipelined_envelope(mail, envelope.recipients, mail_accepted).await?;
+        } else {
+            self.expect("MAIL", Some(mail), 250).await?;
+            *mail_accepted = true;
+            for rcpt in envelope.recipients {
+                let r = self.command("RCPT", format!("RCPT TO:<{rcpt}>\r\n")).await?;
+                if r.code != 250 && r.code != 251 {
+                    return Err(Failure::Refused {
+                        stage: "RCPT",
+                        response: r,
+                    });
+                }
             }
+            self.expect("DATA", Some("DATA\r\n".into()), 354).await?;
         }
-        self.expect("DATA", Some("DATA\r\n".into()), 354).await?;
         let mut body = Vec::with_capacity(trace_header.len() + message.len() + message.len() / 64 + 8);
         body.extend_from_slice(trace_header.as_bytes());
         dot_stuff(message, &mut body);
@@ -564,6 +586,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             });
         }
         Ok(end)
+    }
+
+    /// MAIL (`mail`, a whole line), a RCPT per recipient and DATA in one write (RFC 2920),
+    /// and their replies in order; Ok once DATA got 354 after all went well, else the first
+    /// refusal. Every reply is read, so that the session stays in step for the next
+    /// message, but a `421` ends it at once.
+    async fn pipelined_envelope(&mut self, mut mail: String, recipients: &[String], mail_accepted: &mut bool) -> Result<(), Failure> {
+        for rcpt in recipients {
+            mail.push_str("RCPT TO:<");
+            mail.push_str(rcpt);
+            mail.push_str(">\r\n");
+        }
+        mail.push_str("DATA\r\n");
+        match tokio::time::timeout(self.command_timeout, self.stream.get_mut().write_all(mail.as_bytes())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Failure::Down(format!("sending MAIL: {e}"))),
+            Err(_) => return Err(Failure::Down("sending MAIL timed out".into())),
+        }
+        let mut refused = None;
+        let stages = std::iter::once("MAIL").chain(recipients.iter().map(|_| "RCPT"));
+        for stage in stages {
+            let response = self.read_response().await?;
+            let ok = match stage {
+                "MAIL" => response.code == 250,
+                _ => response.code == 250 || response.code == 251,
+            };
+            if stage == "MAIL" && ok {
+                *mail_accepted = true;
+            }
+            if response.code == 421 {
+                return Err(Failure::Refused { stage, response });
+            }
+            if !ok && refused.is_none() {
+                refused = Some(Failure::Refused { stage, response });
+            }
+        }
+        let data = self.read_response().await?;
+        match refused {
+            None if data.code == 354 => Ok(()),
+            None => Err(Failure::Refused {
+                stage: "DATA",
+                response: data,
+            }),
+            Some(refusal) => {
+                self.stuck_in_data = data.code == 354;
+                Err(refusal)
+            }
+        }
     }
 
     async fn command(&mut self, what: &'static str, line: String) -> Result<Response, Failure> {

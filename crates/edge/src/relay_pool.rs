@@ -6,7 +6,8 @@
 //! That doubled the SMTP work of relaying and cost the `edge_vs_smtp_sink` benchmark most
 //! of its gap. A session whose transaction is over comes back here instead of QUIT, and
 //! the next message starts with MAIL on it (RSET first only if the last transaction was
-//! left unfinished), in TLS still if it was.
+//! left unfinished), in TLS still if it was; MAIL, the RCPTs and DATA go in one write
+//! when the next hop offers PIPELINING (`relay`).
 //!
 //! Sessions are kept by what makes one usable for a message: the next hop's address and
 //! whether it is in TLS (`next_hop_tls = "verify"` takes only those; `opportunistic` takes

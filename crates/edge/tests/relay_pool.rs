@@ -32,7 +32,8 @@ struct Script {
 }
 
 /// What the next hop saw: each connection's commands, in order (a message's content shows
-/// as one `<content Subject>` entry, `<closed>` when the next hop closed it), and the
+/// as one `<content Subject>` entry, `<closed>` when the next hop closed it, `<end of
+/// stream in data>` when the edge did before the final dot), and the
 /// subjects of the messages it took (250 to the final dot).
 #[derive(Default)]
 struct Seen {
@@ -64,6 +65,8 @@ async fn serve(mut s: BufReader<tokio::net::TcpStream>, script: Script, seen: Lo
     let note = |what: String| seen.lock().unwrap().connections[n].push(what);
     let _ = s.get_mut().write_all(b"220 scripted ESMTP\r\n").await;
     let mut transactions = 0;
+    // Recipients taken in this transaction.
+    let mut recipients = 0;
     loop {
         let mut line = String::new();
         if s.read_line(&mut line).await.unwrap_or(0) == 0 {
@@ -90,15 +93,23 @@ async fn serve(mut s: BufReader<tokio::net::TcpStream>, script: Script, seen: Lo
                 note("<closed>".into());
                 return;
             }
+            recipients = 0;
             "250 2.1.0 ok".into()
         } else if upper.starts_with("RCPT TO:<NOBODY@") {
             "550 5.1.1 no such user".into()
+        } else if upper.starts_with("RCPT") {
+            recipients += 1;
+            "250 2.1.5 ok".into()
+        } else if upper.starts_with("DATA") && recipients == 0 {
+            // As Postfix: DATA goes ahead if any recipient was taken.
+            "503 5.5.1 Error: need RCPT command".into()
         } else if upper.starts_with("DATA") {
             let _ = s.get_mut().write_all(b"354 go ahead\r\n").await;
             let mut subject = String::new();
             loop {
                 let mut data = String::new();
                 if s.read_line(&mut data).await.unwrap_or(0) == 0 {
+                    note("<end of stream in data>".into());
                     return;
                 }
                 if data == ".\r\n" {
@@ -310,8 +321,32 @@ async fn rset_comes_only_after_an_aborted_transaction() {
     let seen = commands(&log, 0);
     let rsets: Vec<usize> = seen.iter().enumerate().filter(|(_, c)| *c == "RSET").map(|(i, _)| i).collect();
     assert_eq!(rsets.len(), 1, "{seen:?}");
-    assert_eq!(seen[rsets[0] - 1], "RCPT TO:<nobody@owl.example>", "{seen:?}");
+    // Pipelined: the refused transaction's DATA went with its RCPT, and got 503.
+    assert_eq!(seen[rsets[0] - 2..rsets[0]], ["RCPT TO:<nobody@owl.example>", "DATA"], "{seen:?}");
     assert!(seen[rsets[0] + 1].starts_with("MAIL FROM:"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn the_envelope_is_pipelined_and_a_partly_refused_one_never_gets_content() {
+    let (addr, log) = next_hop(Script::default()).await;
+    let (edge, _d) = edge(addr, |_| {}).await;
+    assert!(send(&edge, "first").await.starts_with("250 2.0.0"));
+    // One recipient refused: the next hop (as Postfix does) still says 354 to DATA, and
+    // gets no content (an empty message to the other), only the connection closed.
+    let mut c = Client::greeted(edge.addr).await;
+    let r = c
+        .message("a@bear.example", &["b@owl.example", "nobody@owl.example"], &body("partly"))
+        .await;
+    assert!(r.starts_with("451 4.4.0 Next hop refused RCPT: 550"), "{r}");
+    eventually("the connection dropped in DATA", || {
+        commands(&log, 0).last().map(String::as_str) == Some("<end of stream in data>")
+    })
+    .await;
+    assert!(send(&edge, "last").await.starts_with("250 2.0.0"));
+    assert_eq!(connections(&log), 2);
+    assert_eq!(taken(&log), HashMap::from([("first".into(), 1), ("last".into(), 1)]));
+    let seen = commands(&log, 0);
+    assert!(!seen.iter().any(|c| c.contains("partly")), "{seen:?}");
 }
 
 #[tokio::test]
