@@ -57,7 +57,7 @@ pub(crate) enum HopClosed {
     /// Given back to a pool already holding `next_hop_pool_max_idle`.
     PoolFull,
     /// Found closed by the next hop (or a `421`) when taken from the pool or used.
-    NextHopClosed,
+    ByNextHop,
     /// A connection error, a timeout or a `421` in a transaction, or a failed greeting.
     Failed,
     /// The edge shut down.
@@ -70,7 +70,7 @@ impl HopClosed {
         HopClosed::Expired,
         HopClosed::MaxMessages,
         HopClosed::PoolFull,
-        HopClosed::NextHopClosed,
+        HopClosed::ByNextHop,
         HopClosed::Failed,
         HopClosed::Shutdown,
     ];
@@ -82,7 +82,7 @@ impl HopClosed {
             HopClosed::Expired => "idle_timeout",
             HopClosed::MaxMessages => "max_messages",
             HopClosed::PoolFull => "pool_full",
-            HopClosed::NextHopClosed => "next_hop_closed",
+            HopClosed::ByNextHop => "next_hop_closed",
             HopClosed::Failed => "failed",
             HopClosed::Shutdown => "shutdown",
         }

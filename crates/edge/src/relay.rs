@@ -129,9 +129,9 @@ async fn send(
         if let Some(mut session) = pool.take(kinds) {
             let result = session.transaction(config, true, envelope, trace_header, message).await;
             match result {
-                Err(failure) if !session.mail_accepted && failure.gone() => {
+                Err(failure) if !session.client.mail_accepted && failure.gone() => {
                     tracing::debug!(next_hop = %config.next_hop, error = %failure, "a pooled session to the next hop was gone before MAIL; trying a new connection");
-                    crate::metrics::metrics().hop_closed(HopClosed::NextHopClosed);
+                    crate::metrics::metrics().hop_closed(HopClosed::ByNextHop);
                 }
                 result => {
                     finish(pool, session, &result).await;
@@ -189,6 +189,8 @@ struct Client<S> {
     /// content that must not come (it would be an empty message to the recipients it did
     /// take), so the connection can only be dropped, without QUIT.
     stuck_in_data: bool,
+    /// The current transaction's MAIL got its 250: from here a failure is the message's.
+    mail_accepted: bool,
 }
 
 /// A connection to the next hop: plain TCP, or TLS over it after STARTTLS.
@@ -255,8 +257,6 @@ pub(crate) struct HopSession {
     messages: u32,
     /// The last transaction did not end with 250 to the final dot: RSET before MAIL.
     needs_rset: bool,
-    /// The current transaction's MAIL got its 250: from here a failure is the message's.
-    mail_accepted: bool,
 }
 
 impl HopSession {
@@ -267,7 +267,6 @@ impl HopSession {
             tls,
             messages: 0,
             needs_rset: false,
-            mail_accepted: false,
         }
     }
 
@@ -304,7 +303,7 @@ impl HopSession {
         message: &[u8],
     ) -> Result<Response, Failure> {
         self.messages += 1;
-        self.mail_accepted = false;
+        self.client.mail_accepted = false;
         if std::mem::replace(&mut self.needs_rset, true) {
             // A next hop that will not reset is no use for another message.
             let r = self.client.command("RSET", "RSET\r\n".into()).await?;
@@ -319,15 +318,7 @@ impl HopSession {
         let pipeline = pipeline && extensions & EXT_PIPELINING != 0;
         let result = self
             .client
-            .transaction(
-                config,
-                extensions,
-                pipeline,
-                envelope,
-                trace_header,
-                message,
-                &mut self.mail_accepted,
-            )
+            .transaction(config, extensions, pipeline, envelope, trace_header, message)
             .await;
         self.needs_rset = result.is_err();
         result
@@ -419,6 +410,7 @@ async fn open(config: &EdgeConfig, tls: Option<&NextHopClient>) -> Result<HopSes
         stream: BufReader::new(HopStream::Plain(stream)),
         command_timeout: Duration::from_secs(config.relay_command_timeout_secs),
         stuck_in_data: false,
+        mail_accepted: false,
     };
     let session = greet(config, tls, client).await;
     if session.is_err() {
@@ -476,6 +468,7 @@ impl Client<HopStream> {
             stream: BufReader::new(HopStream::Tls(Box::new(stream))),
             command_timeout: self.command_timeout,
             stuck_in_data: false,
+            mail_accepted: false,
         })
     }
 }
@@ -539,7 +532,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         envelope: &Envelope<'_>,
         trace_header: &str,
         message: &[u8],
-        mail_accepted: &mut bool,
     ) -> Result<Response, Failure> {
         let mut mail = format!("MAIL FROM:<{}>", envelope.from);
         if envelope.eight_bit && extensions & EXT_8BIT_MIME != 0 {
@@ -550,10 +542,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
         mail.push_str("\r\n");
         if pipeline {
-            self.pipelined_envelope(mail, envelope.recipients, mail_accepted).await?;
+            self.pipelined_envelope(mail, envelope.recipients).await?;
         } else {
             self.expect("MAIL", Some(mail), 250).await?;
-            *mail_accepted = true;
+            self.mail_accepted = true;
             for rcpt in envelope.recipients {
                 let r = self.command("RCPT", format!("RCPT TO:<{rcpt}>\r\n")).await?;
                 if r.code != 250 && r.code != 251 {
@@ -592,7 +584,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// and their replies in order; Ok once DATA got 354 after all went well, else the first
     /// refusal. Every reply is read, so that the session stays in step for the next
     /// message, but a `421` ends it at once.
-    async fn pipelined_envelope(&mut self, mut mail: String, recipients: &[String], mail_accepted: &mut bool) -> Result<(), Failure> {
+    async fn pipelined_envelope(&mut self, mut mail: String, recipients: &[String]) -> Result<(), Failure> {
         for rcpt in recipients {
             mail.push_str("RCPT TO:<");
             mail.push_str(rcpt);
@@ -613,7 +605,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 _ => response.code == 250 || response.code == 251,
             };
             if stage == "MAIL" && ok {
-                *mail_accepted = true;
+                self.mail_accepted = true;
             }
             if response.code == 421 {
                 return Err(Failure::Refused { stage, response });

@@ -106,7 +106,7 @@ impl RelayPool {
                 if candidate.since.elapsed() >= self.idle_for {
                     expired.push(candidate.session);
                 } else if !candidate.session.quiet() {
-                    metrics().hop_closed(HopClosed::NextHopClosed);
+                    metrics().hop_closed(HopClosed::ByNextHop);
                 } else {
                     found = Some(candidate.session);
                     break;
