@@ -212,6 +212,10 @@ async fn metrics_parse_and_move_with_mail() {
         &[("outcome", "relayed")],
         4.0,
     );
+    // Four messages one after the other: one session to the sink, reused, then idle.
+    moved(&edge_before, &edge_after, "ratchet_edge_next_hop_sessions_reused_total", &[], 3.0);
+    assert_eq!(total(&edge_after, "ratchet_edge_next_hop_sessions_idle", &[]), 1.0);
+    assert_eq!(total(&edge_after, "ratchet_edge_next_hop_sessions_opened_total", &[]), 1.0);
     assert_eq!(total(&edge_after, "ratchet_edge_smtp_sessions_active", &[]), 0.0);
     assert!(total(&edge_after, "ratchet_edge_connectors_loaded", &[]) >= 1.0);
 

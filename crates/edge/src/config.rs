@@ -132,6 +132,24 @@ pub struct EdgeConfig {
     pub relay_command_timeout_secs: u64,
     /// Waiting for the next hop's reply to the final dot (RFC 5321 4.5.3.2.6: 10 minutes).
     pub relay_data_timeout_secs: u64,
+    /// Idle SMTP sessions to the next hop kept for the next message (per next hop;
+    /// default 32): a message takes one and starts with MAIL on it (in TLS still, if it
+    /// was), and gives it back after the final dot instead of QUIT; MAIL, RCPT and DATA go
+    /// in one write when the next hop offers PIPELINING. 0 turns the pool off: a new
+    /// connection, one command at a time, and QUIT for every message, as before the pool. There is no pool with
+    /// `next_hop_forward_client = "xclient"`, since XCLIENT makes a session one client's;
+    /// XFORWARD is sent again before each MAIL. A pooled session found closed before its
+    /// MAIL was accepted is replaced by a new connection once; a message is never sent
+    /// twice.
+    pub next_hop_pool_max_idle: usize,
+    /// How long an idle pooled session is kept before it gets QUIT (default 30, 1 to 300:
+    /// servers may drop idle clients after RFC 5321's 5 minutes, Postfix's `smtpd` does,
+    /// smtp-sink sooner). With `next_hop_tls = "verify"`, also how long a session verified
+    /// against a replaced `next_hop_ca_file` may still be used.
+    pub next_hop_pool_idle_secs: u64,
+    /// Messages one pooled session carries before it gets QUIT (default 100, at least 1;
+    /// Postfix's `smtp_connection_reuse_count_limit`).
+    pub next_hop_pool_max_messages: u32,
 
     /// After SIGTERM, how long the edge still accepts sessions while `/readyz` answers 503,
     /// so that a load balancer checking it (HAProxy, a cloud LB) stops sending first. In
@@ -206,6 +224,9 @@ impl Default for EdgeConfig {
             relay_connect_timeout_secs: 30,
             relay_command_timeout_secs: 300,
             relay_data_timeout_secs: 600,
+            next_hop_pool_max_idle: 32,
+            next_hop_pool_idle_secs: 30,
+            next_hop_pool_max_messages: 100,
             shutdown_delay_secs: 0,
             shutdown_grace_secs: 30,
             tls_cert_file: None,
@@ -273,6 +294,12 @@ impl EdgeConfig {
         }
         if self.count_flush_ms == 0 {
             bail!("count_flush_ms: must be at least 1");
+        }
+        if !(1..=300).contains(&self.next_hop_pool_idle_secs) {
+            bail!("next_hop_pool_idle_secs: must be from 1 to 300 (next hops may drop idle clients after 5 minutes); next_hop_pool_max_idle = 0 turns the pool off");
+        }
+        if self.next_hop_pool_max_messages == 0 {
+            bail!("next_hop_pool_max_messages: must be at least 1; next_hop_pool_max_idle = 0 turns the pool off");
         }
         self.validate_tls()
     }
@@ -443,6 +470,38 @@ mod tests {
         c.next_hop = "nowhere".into();
         assert!(c.validate().unwrap_err().to_string().starts_with("next_hop"));
         assert_eq!(EdgeConfig::parse_address_list(" a:1, b:2 ,"), vec!["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn next_hop_pool_keys_have_defaults_and_bounds() {
+        let d = EdgeConfig::default();
+        assert_eq!(
+            (d.next_hop_pool_max_idle, d.next_hop_pool_idle_secs, d.next_hop_pool_max_messages),
+            (32, 30, 100)
+        );
+        let toml = "deciders = [\"d:7001\"]\nnext_hop = \"127.0.0.1:25\"\naccepted_domains = [\"*\"]\n";
+        let off = EdgeConfig::from_toml(&format!("{toml}next_hop_pool_max_idle = 0\n")).unwrap();
+        assert_eq!(off.next_hop_pool_max_idle, 0);
+        off.validate().unwrap();
+        for (line, key) in [
+            ("next_hop_pool_idle_secs = 0", "next_hop_pool_idle_secs: "),
+            ("next_hop_pool_idle_secs = 301", "next_hop_pool_idle_secs: "),
+            ("next_hop_pool_max_messages = 0", "next_hop_pool_max_messages: "),
+        ] {
+            let e = EdgeConfig::from_toml(&format!("{toml}{line}\n"))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(key), "{line}: {e}");
+        }
+        for (line, key) in [
+            ("next_hop_pool_max_idle = -1", "next_hop_pool_max_idle"),
+            ("next_hop_pool_idle = 5", "next_hop_pool_idle"),
+        ] {
+            let e = EdgeConfig::from_toml(&format!("{toml}{line}\n")).unwrap_err().to_string();
+            assert!(e.contains(key), "{line}: {e}");
+        }
     }
 
     #[test]

@@ -18,8 +18,9 @@
 //!   failover, answering a question asked again from `verdict_cache`; [`counting`]: the verdicts given, counted and flushed to the deciders;
 //!   [`client`]: the three started together; [`verdict`]: from stamp to request, from
 //!   answer to reply;
-//! - `relay`: the SMTP client to the next hop; [`forward_client`]: XFORWARD or XCLIENT to it,
-//!   naming the original client; `xtext`: those commands' value encoding;
+//! - `relay`: the SMTP client to the next hop; `relay_pool`: its idle sessions, reused
+//!   across messages; [`forward_client`]: XFORWARD or XCLIENT to it, naming the original
+//!   client; `xtext`: those commands' value encoding;
 //! - `http`: `/healthz`, `/readyz` and `/metrics`; [`metrics`]: the Prometheus metrics;
 //! - `tls`: STARTTLS streams, certificates reloaded from files, client certificate names.
 //!
@@ -40,6 +41,7 @@ mod limits;
 pub mod metrics;
 mod proxy;
 mod relay;
+mod relay_pool;
 pub mod reply;
 mod server;
 mod session;

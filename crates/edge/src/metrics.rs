@@ -1,8 +1,9 @@
 //! The edge's Prometheus metrics, served at `/metrics` by [`crate::http`].
 //!
 //! Labels are bounded: reply code (three digits, 2xx to 5xx) and its class, verdict (a few
-//! outcomes), fallback kind, relay outcome, and the kind and outcome of a client claim (a
-//! PROXY header, XFORWARD). No tenant, server or client address.
+//! outcomes), fallback kind, relay outcome, the kind and outcome of a client claim (a
+//! PROXY header, XFORWARD), and why a next-hop session ended. No tenant, server or client
+//! address.
 //!
 //! The decision client's own metrics ([`DeciderMetrics`]: Decide latency, fallbacks,
 //! connectors loaded) are a set of their own, so that every front that asks the deciders
@@ -38,6 +39,55 @@ pub(crate) struct EdgeMetrics {
     relays: Family<Labels, Counter>,
     client_claims: Family<Labels, Counter>,
     clients_forwarded: Family<Labels, Counter>,
+    hop_opened: Counter,
+    hop_reused: Counter,
+    /// One counter per [`HopClosed`], made once (no label built per message).
+    hop_closed: [Counter; HopClosed::ALL.len()],
+    hop_idle: Gauge,
+}
+
+/// Why a session to the next hop ended, for `ratchet_edge_next_hop_sessions_closed_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HopClosed {
+    /// QUIT after its one message: the pool is off (or XCLIENT).
+    Unpooled,
+    /// Idle longer than `next_hop_pool_idle_secs`.
+    Expired,
+    /// It carried `next_hop_pool_max_messages`.
+    MaxMessages,
+    /// Given back to a pool already holding `next_hop_pool_max_idle`.
+    PoolFull,
+    /// Found closed by the next hop (or a `421`) when taken from the pool or used.
+    ByNextHop,
+    /// A connection error, a timeout or a `421` in a transaction, or a failed greeting.
+    Failed,
+    /// The edge shut down.
+    Shutdown,
+}
+
+impl HopClosed {
+    const ALL: [HopClosed; 7] = [
+        HopClosed::Unpooled,
+        HopClosed::Expired,
+        HopClosed::MaxMessages,
+        HopClosed::PoolFull,
+        HopClosed::ByNextHop,
+        HopClosed::Failed,
+        HopClosed::Shutdown,
+    ];
+
+    /// The `reason` label.
+    fn label(self) -> &'static str {
+        match self {
+            HopClosed::Unpooled => "unpooled",
+            HopClosed::Expired => "idle_timeout",
+            HopClosed::MaxMessages => "max_messages",
+            HopClosed::PoolFull => "pool_full",
+            HopClosed::ByNextHop => "next_hop_closed",
+            HopClosed::Failed => "failed",
+            HopClosed::Shutdown => "shutdown",
+        }
+    }
 }
 
 /// What the decision client measures: Decide latency with failover, fallbacks, the
@@ -128,6 +178,8 @@ pub(crate) fn metrics() -> &'static EdgeMetrics {
 impl EdgeMetrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("ratchet_edge");
+        // The counters of `hop_closed` are made here, once, and kept.
+        let hop_closed = Family::<Labels, Counter>::default();
         let m = EdgeMetrics {
             registry: Registry::default(),
             sessions_active: Gauge::default(),
@@ -140,6 +192,10 @@ impl EdgeMetrics {
             relays: Family::default(),
             client_claims: Family::default(),
             clients_forwarded: Family::default(),
+            hop_opened: Counter::default(),
+            hop_reused: Counter::default(),
+            hop_closed: HopClosed::ALL.map(|reason| hop_closed.get_or_create(&vec![("reason", reason.label().to_owned())]).clone()),
+            hop_idle: Gauge::default(),
         };
         register_build_info(&mut registry);
         registry.register("smtp_sessions_active", "SMTP sessions open now", m.sessions_active.clone());
@@ -176,6 +232,26 @@ impl EdgeMetrics {
             "client_forwarded",
             "Relays that named the original client to the next hop (next_hop_forward_client), by command (xforward, xclient) and outcome (sent, not_offered)",
             m.clients_forwarded.clone(),
+        );
+        registry.register(
+            "next_hop_sessions_opened",
+            "SMTP sessions opened to the next hop (connections)",
+            m.hop_opened.clone(),
+        );
+        registry.register(
+            "next_hop_sessions_reused",
+            "Messages relayed on an idle session taken from the pool",
+            m.hop_reused.clone(),
+        );
+        registry.register(
+            "next_hop_sessions_closed",
+            "SMTP sessions to the next hop ended, by reason (unpooled, idle_timeout, max_messages, pool_full, next_hop_closed, failed, shutdown)",
+            hop_closed,
+        );
+        registry.register(
+            "next_hop_sessions_idle",
+            "Idle SMTP sessions to the next hop held in the pool",
+            m.hop_idle.clone(),
         );
         EdgeMetrics { registry, ..m }
     }
@@ -216,6 +292,24 @@ impl EdgeMetrics {
         self.clients_forwarded
             .get_or_create(&vec![("command", command.to_ascii_lowercase()), ("outcome", outcome.to_owned())])
             .inc();
+    }
+
+    pub(crate) fn hop_opened(&self) {
+        self.hop_opened.inc();
+    }
+
+    pub(crate) fn hop_reused(&self) {
+        self.hop_reused.inc();
+    }
+
+    pub(crate) fn hop_closed(&self, reason: HopClosed) {
+        // `ALL` lists the reasons in declaration order.
+        self.hop_closed[reason as usize].inc();
+    }
+
+    /// Idle sessions given to (`delta` > 0) or taken from the pool.
+    pub(crate) fn hop_idle(&self, delta: i64) {
+        self.hop_idle.inc_by(delta);
     }
 
     pub fn render(&self) -> String {

@@ -11,17 +11,28 @@
 //! fails is followed by one attempt in clear on a new connection, as Postfix's `may` does.
 //! After EHLO (and STARTTLS), XFORWARD or XCLIENT names the original client when configured
 //! (see `forward_client`).
+//!
+//! A session whose transaction ended is given back to `relay_pool` (unless the pool is off
+//! or XCLIENT made it one client's) and the next message starts with MAIL on it; a pooled
+//! session found gone before its MAIL was accepted is replaced by a new connection once.
+//! With the pool on, MAIL, the RCPTs and DATA go in one write to a next hop that offers
+//! PIPELINING (RFC 2920), their replies read in order.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use smtp_proto::{EhloResponse, EXT_8BIT_MIME, EXT_SIZE, EXT_START_TLS};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use smtp_proto::{EhloResponse, EXT_8BIT_MIME, EXT_PIPELINING, EXT_SIZE, EXT_START_TLS};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::config::{EdgeConfig, NextHopTls};
 use crate::forward_client::{self, ForwardClient, OriginalClient};
+use crate::metrics::HopClosed;
+use crate::relay_pool::RelayPool;
 use crate::reply::{self, Reply};
 use crate::tls::{NextHopClient, TlsFacts};
 
@@ -64,18 +75,13 @@ enum Failure {
 pub(crate) async fn relay(
     config: &EdgeConfig,
     tls: Option<&NextHopClient>,
+    pool: &RelayPool,
     envelope: &Envelope<'_>,
     trace_header: &str,
     message: &[u8],
 ) -> Reply {
     let started = std::time::Instant::now();
-    let outcome = match attempt(config, tls, envelope, trace_header, message).await {
-        Err(Failure::Tls(why)) if config.next_hop_tls == NextHopTls::Opportunistic => {
-            tracing::warn!(next_hop = %config.next_hop, error = %why, "STARTTLS to the next hop failed; relaying in clear (next_hop_tls = opportunistic)");
-            attempt(config, None, envelope, trace_header, message).await
-        }
-        outcome => outcome,
-    };
+    let outcome = send(config, tls, pool, envelope, trace_header, message).await;
     let kind = match &outcome {
         Ok(_) => "relayed",
         Err(Failure::Refused { .. }) => "refused",
@@ -97,6 +103,49 @@ pub(crate) async fn relay(
             tracing::info!(next_hop = %config.next_hop, stage, code = response.code, text = %response.text, "next hop refused");
             refusal_reply(stage, &response)
         }
+    }
+}
+
+/// The message on an idle pooled session if there is one, else on a new connection (and,
+/// with `opportunistic`, in clear on another one if STARTTLS failed). A pooled session
+/// found gone (closed, `421`, a timeout) before the next hop accepted MAIL held nothing of
+/// the message: it goes on once on a new connection. Past that point a failure is the
+/// message's, as on a new connection: never sent twice.
+async fn send(
+    config: &EdgeConfig,
+    tls: Option<&NextHopClient>,
+    pool: &RelayPool,
+    envelope: &Envelope<'_>,
+    trace_header: &str,
+    message: &[u8],
+) -> Result<Response, Failure> {
+    if pool.enabled() {
+        // Sessions in TLS are taken first; one in clear only where a new one could be.
+        let kinds: &[bool] = match (tls.is_some(), config.next_hop_tls) {
+            (false, _) => &[false],
+            (true, NextHopTls::Verify) => &[true],
+            (true, _) => &[true, false],
+        };
+        if let Some(mut session) = pool.take(kinds) {
+            let result = session.transaction(config, true, envelope, trace_header, message).await;
+            match result {
+                Err(failure) if !session.client.mail_accepted && failure.gone() => {
+                    tracing::debug!(next_hop = %config.next_hop, error = %failure, "a pooled session to the next hop was gone before MAIL; trying a new connection");
+                    crate::metrics::metrics().hop_closed(HopClosed::ByNextHop);
+                }
+                result => {
+                    finish(pool, session, &result).await;
+                    return result;
+                }
+            }
+        }
+    }
+    match attempt(config, tls, pool, envelope, trace_header, message).await {
+        Err(Failure::Tls(why)) if config.next_hop_tls == NextHopTls::Opportunistic => {
+            tracing::warn!(next_hop = %config.next_hop, error = %why, "STARTTLS to the next hop failed; relaying in clear (next_hop_tls = opportunistic)");
+            attempt(config, None, pool, envelope, trace_header, message).await
+        }
+        outcome => outcome,
     }
 }
 
@@ -136,17 +185,218 @@ fn split_enhanced(text: &str) -> (Option<&str>, &str) {
 struct Client<S> {
     stream: BufReader<S>,
     command_timeout: Duration,
+    /// The next hop took a pipelined DATA after refusing MAIL or a RCPT: it waits for
+    /// content that must not come (it would be an empty message to the recipients it did
+    /// take), so the connection can only be dropped, without QUIT.
+    stuck_in_data: bool,
+    /// The current transaction's MAIL got its 250: from here a failure is the message's.
+    mail_accepted: bool,
 }
 
-/// One try on one connection: greeting, EHLO, STARTTLS when wanted (`tls` is `None` for a
-/// try in clear), the transaction, QUIT.
+/// A connection to the next hop: plain TCP, or TLS over it after STARTTLS.
+enum HopStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl HopStream {
+    /// Whether nothing waits to be read, nor the end of the stream: an idle SMTP session
+    /// that the next hop has not closed or given a `421` since. Looks without waiting.
+    fn quiet(&self) -> bool {
+        let tcp = match self {
+            HopStream::Plain(tcp) => tcp,
+            HopStream::Tls(tls) => tls.get_ref().0,
+        };
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        tcp.poll_peek(&mut cx, &mut buf).is_pending()
+    }
+}
+
+impl AsyncRead for HopStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            HopStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            HopStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for HopStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            HopStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            HopStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            HopStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            HopStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            HopStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            HopStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An SMTP session with the next hop, greeted (and in TLS, if it went so), between
+/// transactions: what `relay_pool` keeps.
+pub(crate) struct HopSession {
+    client: Client<HopStream>,
+    /// The EHLO reply in force: its extensions, and what XFORWARD may name.
+    ehlo: Ehlo,
+    tls: bool,
+    /// Transactions begun on it.
+    messages: u32,
+    /// The last transaction did not end with 250 to the final dot: RSET before MAIL.
+    needs_rset: bool,
+}
+
+impl HopSession {
+    fn new(client: Client<HopStream>, ehlo: Ehlo, tls: bool) -> Self {
+        HopSession {
+            client,
+            ehlo,
+            tls,
+            messages: 0,
+            needs_rset: false,
+        }
+    }
+
+    /// Whether the session runs in TLS (part of the pool's key).
+    pub(crate) fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Whether an idle session is as it was left: nothing buffered or waiting unread, the
+    /// connection not closed by the next hop.
+    pub(crate) fn quiet(&self) -> bool {
+        self.client.stream.buffer().is_empty() && self.client.stream.get_ref().quiet()
+    }
+
+    /// Ends a session that is done with: QUIT, its reply awaited briefly, the connection
+    /// shut; `reason` counted.
+    pub(crate) async fn close(mut self, reason: HopClosed) {
+        crate::metrics::metrics().hop_closed(reason);
+        self.client.command_timeout = Duration::from_secs(1);
+        if self.client.command("QUIT", "QUIT\r\n".into()).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.client.stream.get_mut().shutdown()).await;
+        }
+    }
+
+    /// RSET when the last transaction was left unfinished, XFORWARD or XCLIENT as
+    /// configured, then the transaction, its envelope pipelined if `pipeline` and the next
+    /// hop offers it.
+    async fn transaction(
+        &mut self,
+        config: &EdgeConfig,
+        pipeline: bool,
+        envelope: &Envelope<'_>,
+        trace_header: &str,
+        message: &[u8],
+    ) -> Result<Response, Failure> {
+        self.messages += 1;
+        self.client.mail_accepted = false;
+        if std::mem::replace(&mut self.needs_rset, true) {
+            // A next hop that will not reset is no use for another message.
+            let r = self.client.command("RSET", "RSET\r\n".into()).await?;
+            if r.code != 250 {
+                return Err(Failure::Down(format!("RSET refused: {} {}", r.code, r.text)));
+            }
+        }
+        if let Some(ehlo) = self.client.forward_client(config, &self.ehlo, &envelope.client).await? {
+            self.ehlo = ehlo;
+        }
+        let extensions = self.ehlo.extensions;
+        let pipeline = pipeline && extensions & EXT_PIPELINING != 0;
+        let result = self
+            .client
+            .transaction(config, extensions, pipeline, envelope, trace_header, message)
+            .await;
+        self.needs_rset = result.is_err();
+        result
+    }
+
+    /// Why the session can take no more messages after `result`, if it cannot.
+    fn spent(&self, result: &Result<Response, Failure>, max_messages: u32) -> Option<HopClosed> {
+        match result {
+            _ if self.client.stuck_in_data => Some(HopClosed::Failed),
+            Err(failure) if failure.gone() => Some(HopClosed::Failed),
+            Err(Failure::Tls(_)) => Some(HopClosed::Failed),
+            _ if self.messages >= max_messages => Some(HopClosed::MaxMessages),
+            _ => None,
+        }
+    }
+}
+
+impl Failure {
+    /// The session cannot go on: the connection failed, or the next hop said `421`.
+    fn gone(&self) -> bool {
+        match self {
+            Failure::Down(_) => true,
+            Failure::Refused { response, .. } => response.code == 421,
+            Failure::Tls(_) => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Down(why) | Failure::Tls(why) => f.write_str(why),
+            Failure::Refused { stage, response } => write!(f, "{stage} refused: {} {}", response.code, response.text),
+        }
+    }
+}
+
+/// One try on a new connection: greeting, EHLO, STARTTLS when wanted (`tls` is `None` for
+/// a try in clear), the transaction; then the session goes back to the pool, or QUIT.
 async fn attempt(
     config: &EdgeConfig,
     tls: Option<&NextHopClient>,
+    pool: &RelayPool,
     envelope: &Envelope<'_>,
     trace_header: &str,
     message: &[u8],
 ) -> Result<Response, Failure> {
+    let mut session = open(config, tls).await?;
+    // Pool off: exactly as before it, one command at a time.
+    let result = session.transaction(config, pool.enabled(), envelope, trace_header, message).await;
+    finish(pool, session, &result).await;
+    result
+}
+
+/// After a transaction: QUIT without waiting for its reply (the pool off, or the session
+/// gone, as before the pool), or QUIT in a task of its own (too many messages), or back to
+/// the pool.
+async fn finish(pool: &RelayPool, mut session: HopSession, result: &Result<Response, Failure>) {
+    let reason = if pool.enabled() {
+        session.spent(result, pool.max_messages())
+    } else {
+        Some(HopClosed::Unpooled)
+    };
+    match reason {
+        Some(reason @ (HopClosed::Unpooled | HopClosed::Failed)) => {
+            if !session.client.stuck_in_data {
+                session.client.quit().await;
+            }
+            crate::metrics::metrics().hop_closed(reason);
+        }
+        // Not on the sender's time.
+        Some(reason) => drop(tokio::spawn(session.close(reason))),
+        None => pool.put(session).await,
+    }
+}
+
+/// A new connection, greeted, with STARTTLS when wanted.
+async fn open(config: &EdgeConfig, tls: Option<&NextHopClient>) -> Result<HopSession, Failure> {
     let connect = Duration::from_secs(config.relay_connect_timeout_secs);
     let stream = match tokio::time::timeout(connect, TcpStream::connect(config.next_hop.as_str())).await {
         Ok(Ok(s)) => s,
@@ -154,16 +404,27 @@ async fn attempt(
         Err(_) => return Err(Failure::Down("connect timed out".into())),
     };
     let _ = stream.set_nodelay(true);
-    let mut client = Client {
-        stream: BufReader::new(stream),
+    let metrics = crate::metrics::metrics();
+    metrics.hop_opened();
+    let client = Client {
+        stream: BufReader::new(HopStream::Plain(stream)),
         command_timeout: Duration::from_secs(config.relay_command_timeout_secs),
+        stuck_in_data: false,
+        mail_accepted: false,
     };
+    let session = greet(config, tls, client).await;
+    if session.is_err() {
+        metrics.hop_closed(HopClosed::Failed);
+    }
+    session
+}
+
+async fn greet(config: &EdgeConfig, tls: Option<&NextHopClient>, mut client: Client<HopStream>) -> Result<HopSession, Failure> {
     client.expect("greeting", None, 220).await?;
     let ehlo = client.hello(&config.hostname).await?;
     let offered = ehlo.extensions & EXT_START_TLS != 0;
     let Some(tls) = tls.filter(|_| offered || config.next_hop_tls == NextHopTls::Verify) else {
-        let ehlo = client.forward_client(config, ehlo, &envelope.client).await?;
-        return client.deliver(config, ehlo.extensions, envelope, trace_header, message).await;
+        return Ok(HopSession::new(client, ehlo, false));
     };
     if !offered {
         client.quit().await;
@@ -171,16 +432,15 @@ async fn attempt(
     }
     let mut client = client.start_tls(tls).await?;
     let ehlo = client.hello(&config.hostname).await?;
-    let ehlo = client.forward_client(config, ehlo, &envelope.client).await?;
-    client.deliver(config, ehlo.extensions, envelope, trace_header, message).await
+    Ok(HopSession::new(client, ehlo, true))
 }
 
 /// Says "not offered" in the log once per edge; the metric counts every time.
 static NOT_OFFERED_LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-impl Client<TcpStream> {
+impl Client<HopStream> {
     /// STARTTLS and the handshake; the connection is unusable after an error.
-    async fn start_tls(mut self, tls: &NextHopClient) -> Result<Client<TlsStream<TcpStream>>, Failure> {
+    async fn start_tls(mut self, tls: &NextHopClient) -> Result<Client<HopStream>, Failure> {
         let r = match self.command("STARTTLS", "STARTTLS\r\n".into()).await {
             Ok(r) => r,
             Err(Failure::Down(why)) => return Err(Failure::Tls(format!("STARTTLS: {why}"))),
@@ -193,7 +453,10 @@ impl Client<TcpStream> {
         if !self.stream.buffer().is_empty() {
             return Err(Failure::Tls("the next hop sent data after its reply to STARTTLS".into()));
         }
-        let handshake = tls.connector.current().connect(tls.name.clone(), self.stream.into_inner());
+        let HopStream::Plain(tcp) = self.stream.into_inner() else {
+            return Err(Failure::Tls("TLS is already active".into()));
+        };
+        let handshake = tls.connector.current().connect(tls.name.clone(), tcp);
         let stream = match tokio::time::timeout(self.command_timeout, handshake).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(Failure::Tls(format!("TLS handshake: {e}"))),
@@ -202,8 +465,10 @@ impl Client<TcpStream> {
         let facts = TlsFacts::of(stream.get_ref().1);
         tracing::debug!(version = %facts.version, cipher = %facts.cipher, certificate = ?facts.client_cert_name, "TLS to the next hop");
         Ok(Client {
-            stream: BufReader::new(stream),
+            stream: BufReader::new(HopStream::Tls(Box::new(stream))),
             command_timeout: self.command_timeout,
+            stuck_in_data: false,
+            mail_accepted: false,
         })
     }
 }
@@ -227,12 +492,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 
     /// XFORWARD or XCLIENT naming `client`, as `next_hop_forward_client` asks and if `ehlo`
-    /// offers it; the EHLO reply in force afterwards. XCLIENT starts the session again, as
-    /// the client's: the EHLO that follows says the client's HELO name, which the next hop
-    /// then records (its own, if the client's cannot go on a command line).
-    async fn forward_client(&mut self, config: &EdgeConfig, ehlo: Ehlo, client: &OriginalClient<'_>) -> Result<Ehlo, Failure> {
+    /// offers it; the new EHLO reply in force afterwards, if any. XCLIENT starts the session
+    /// again, as the client's: the EHLO that follows says the client's HELO name, which the
+    /// next hop then records (its own, if the client's cannot go on a command line).
+    /// XFORWARD names the client of the next transaction only (Postfix forgets it at the
+    /// end of each), so it is sent before every MAIL of a pooled session.
+    async fn forward_client(&mut self, config: &EdgeConfig, ehlo: &Ehlo, client: &OriginalClient<'_>) -> Result<Option<Ehlo>, Failure> {
         let Some(verb) = config.next_hop_forward_client.verb() else {
-            return Ok(ehlo);
+            return Ok(None);
         };
         let metrics = crate::metrics::metrics();
         let Some(line) = forward_client::command(verb, &ehlo.text, client) else {
@@ -240,30 +507,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             if !NOT_OFFERED_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
                 tracing::warn!(next_hop = %config.next_hop, command = verb, "the next hop does not offer {verb} to this edge (authorize it there); relaying without naming the client");
             }
-            return Ok(ehlo);
+            return Ok(None);
         };
         metrics.client_forwarded(verb, "sent");
         if config.next_hop_forward_client == ForwardClient::Xclient {
             self.expect("XCLIENT", Some(line), 220).await?;
             let usable = !client.helo.is_empty() && client.helo.len() <= 255 && client.helo.bytes().all(|b| b.is_ascii_graphic());
-            return self.hello(if usable { client.helo } else { &config.hostname }).await;
+            return self.hello(if usable { client.helo } else { &config.hostname }).await.map(Some);
         }
         self.expect("XFORWARD", Some(line), 250).await?;
-        Ok(ehlo)
-    }
-
-    /// The transaction, then QUIT.
-    async fn deliver(
-        mut self,
-        config: &EdgeConfig,
-        extensions: u32,
-        envelope: &Envelope<'_>,
-        trace_header: &str,
-        message: &[u8],
-    ) -> Result<Response, Failure> {
-        let result = self.transaction(config, extensions, envelope, trace_header, message).await;
-        self.quit().await;
-        result
+        Ok(None)
     }
 
     /// Best effort: the outcome is already known.
@@ -275,6 +528,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         &mut self,
         config: &EdgeConfig,
         extensions: u32,
+        pipeline: bool,
         envelope: &Envelope<'_>,
         trace_header: &str,
         message: &[u8],
@@ -287,17 +541,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             mail.push_str(&format!(" SIZE={}", trace_header.len() + message.len()));
         }
         mail.push_str("\r\n");
-        self.expect("MAIL", Some(mail), 250).await?;
-        for rcpt in envelope.recipients {
-            let r = self.command("RCPT", format!("RCPT TO:<{rcpt}>\r\n")).await?;
-            if r.code != 250 && r.code != 251 {
-                return Err(Failure::Refused {
-                    stage: "RCPT",
-                    response: r,
-                });
+        if pipeline {
+            self.pipelined_envelope(mail, envelope.recipients).await?;
+        } else {
+            self.expect("MAIL", Some(mail), 250).await?;
+            self.mail_accepted = true;
+            for rcpt in envelope.recipients {
+                let r = self.command("RCPT", format!("RCPT TO:<{rcpt}>\r\n")).await?;
+                if r.code != 250 && r.code != 251 {
+                    return Err(Failure::Refused {
+                        stage: "RCPT",
+                        response: r,
+                    });
+                }
             }
+            self.expect("DATA", Some("DATA\r\n".into()), 354).await?;
         }
-        self.expect("DATA", Some("DATA\r\n".into()), 354).await?;
         let mut body = Vec::with_capacity(trace_header.len() + message.len() + message.len() / 64 + 8);
         body.extend_from_slice(trace_header.as_bytes());
         dot_stuff(message, &mut body);
@@ -319,6 +578,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             });
         }
         Ok(end)
+    }
+
+    /// MAIL (`mail`, a whole line), a RCPT per recipient and DATA in one write (RFC 2920),
+    /// and their replies in order; Ok once DATA got 354 after all went well, else the first
+    /// refusal. Every reply is read, so that the session stays in step for the next
+    /// message, but a `421` ends it at once.
+    async fn pipelined_envelope(&mut self, mut mail: String, recipients: &[String]) -> Result<(), Failure> {
+        for rcpt in recipients {
+            mail.push_str("RCPT TO:<");
+            mail.push_str(rcpt);
+            mail.push_str(">\r\n");
+        }
+        mail.push_str("DATA\r\n");
+        match tokio::time::timeout(self.command_timeout, self.stream.get_mut().write_all(mail.as_bytes())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Failure::Down(format!("sending MAIL: {e}"))),
+            Err(_) => return Err(Failure::Down("sending MAIL timed out".into())),
+        }
+        let mut refused = None;
+        let stages = std::iter::once("MAIL").chain(recipients.iter().map(|_| "RCPT"));
+        for stage in stages {
+            let response = self.read_response().await?;
+            let ok = match stage {
+                "MAIL" => response.code == 250,
+                _ => response.code == 250 || response.code == 251,
+            };
+            if stage == "MAIL" && ok {
+                self.mail_accepted = true;
+            }
+            if response.code == 421 {
+                return Err(Failure::Refused { stage, response });
+            }
+            if !ok && refused.is_none() {
+                refused = Some(Failure::Refused { stage, response });
+            }
+        }
+        let data = self.read_response().await?;
+        match refused {
+            None if data.code == 354 => Ok(()),
+            None => Err(Failure::Refused {
+                stage: "DATA",
+                response: data,
+            }),
+            Some(refusal) => {
+                self.stuck_in_data = data.code == 354;
+                Err(refusal)
+            }
+        }
     }
 
     async fn command(&mut self, what: &'static str, line: String) -> Result<Response, Failure> {

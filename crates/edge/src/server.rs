@@ -3,7 +3,8 @@
 //! Shutdown turns `/readyz` to 503 at once, stops accepting after `shutdown_delay_secs`
 //! (0 unless a load balancer needs time to notice), lets sessions finish within the grace period, then
 //! tells the rest `421 4.3.2` (a sender keeps and retries whatever was not acknowledged),
-//! so a rolling restart of edges never loses or half-acknowledges mail.
+//! so a rolling restart of edges never loses or half-acknowledges mail. Last, the idle
+//! sessions to the next hop get QUIT.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use crate::client::{ClientSettings, DecisionClient};
 use crate::config::EdgeConfig;
 use crate::connection::Connection;
 use crate::limits::{Refusal, SessionLimits};
+use crate::relay_pool::RelayPool;
 use crate::reply;
 use crate::session::{Session, Shared};
 use crate::tls::{self, EdgeStream};
@@ -63,6 +65,8 @@ pub async fn serve_with_http(
         background.spawn(ratchet_tls::files::keep_checking(tls.clone()));
     }
     let next_hop_tls = config.next_hop_client()?;
+    let relay_pool = Arc::new(RelayPool::new(&config));
+    background.spawn(relay_pool.clone().keep_sweeping());
     if let (Some(client), Some(_)) = (&next_hop_tls, &config.next_hop_ca_file) {
         background.spawn(ratchet_tls::files::keep_checking(client.connector.clone()));
     }
@@ -89,6 +93,7 @@ pub async fn serve_with_http(
         detector: Box::new(ExchangeDetector),
         tls,
         next_hop_tls,
+        relay_pool,
     });
     let (force_tx, force_rx) = watch::channel(false);
     let mut sessions = JoinSet::new();
@@ -129,6 +134,8 @@ pub async fn serve_with_http(
             sessions.abort_all();
         }
     }
+    // Sessions given back from now on get QUIT too.
+    shared.relay_pool.close().await;
     background.abort_all();
     // What the last sessions counted, and anything still unsure; one more try if that fails.
     shared.counts.flush_on_exit(&shared.deciders).await;

@@ -6,6 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::*;
@@ -79,12 +80,21 @@ enum Starttls {
 type Received = Arc<Mutex<Vec<(bool, String)>>>;
 
 async fn next_hop(starttls: Starttls) -> (SocketAddr, Received) {
+    let (addr, received, _) = counting_next_hop(starttls).await;
+    (addr, received)
+}
+
+/// [`next_hop`], and the number of connections it accepted.
+async fn counting_next_hop(starttls: Starttls) -> (SocketAddr, Received, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let received = Received::default();
     let log = received.clone();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = connections.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
             let (starttls, log) = (starttls.clone(), log.clone());
             tokio::spawn(async move {
                 let mut plain = BufReader::new(stream);
@@ -101,7 +111,7 @@ async fn next_hop(starttls: Starttls) -> (SocketAddr, Received) {
             });
         }
     });
-    (addr, received)
+    (addr, received, connections)
 }
 
 /// Serves commands until QUIT or EOF (false) or STARTTLS (true, after its 220).
@@ -173,6 +183,19 @@ async fn opportunistic_uses_starttls_with_any_certificate() {
     let r = send(&edge).await;
     assert!(r.starts_with("250 2.0.0 Ok: relayed (2.0.0 queued)"), "{r}");
     assert_eq!(*received.lock().unwrap(), vec![(true, "MAIL FROM:<a@bear.example>".to_string())]);
+}
+
+#[tokio::test]
+async fn a_session_in_tls_is_kept_for_the_next_messages() {
+    let ca = Ca::new("next hop test CA");
+    let (addr, received, connections) = counting_next_hop(Starttls::With(ca.server(&["localhost"]))).await;
+    let (edge, _d) = edge(addr, NextHopTls::Verify, Some(ca.file()), "localhost").await;
+    for _ in 0..3 {
+        assert!(send(&edge).await.starts_with("250 2.0.0 Ok: relayed"));
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    assert_eq!(received.lock().unwrap().len(), 3);
+    assert!(received.lock().unwrap().iter().all(|(tls, _)| *tls));
 }
 
 #[tokio::test]

@@ -158,6 +158,14 @@ impl Settle<'_> {
             client: self.client,
         };
         let tls = self.shared.next_hop_tls.as_ref();
-        relay::relay(&self.shared.config, tls, &envelope, self.received, self.message).await
+        relay::relay(
+            &self.shared.config,
+            tls,
+            &self.shared.relay_pool,
+            &envelope,
+            self.received,
+            self.message,
+        )
+        .await
     }
 }

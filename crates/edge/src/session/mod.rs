@@ -30,6 +30,7 @@ use crate::connectors::ConnectorTable;
 use crate::counting::{Counted, MessageCounts};
 use crate::deciders::DeciderPool;
 use crate::limits::SessionPermit;
+use crate::relay_pool::RelayPool;
 use crate::reply::{self, Reply};
 use crate::tls::{NextHopClient, TlsFacts, TlsSettings, Transport};
 use xforward::Forwarded;
@@ -45,6 +46,8 @@ pub(crate) struct Shared {
     pub tls: Option<Arc<TlsSettings>>,
     /// STARTTLS to the next hop, unless `next_hop_tls = "none"`.
     pub next_hop_tls: Option<NextHopClient>,
+    /// Idle sessions to the next hop.
+    pub relay_pool: Arc<RelayPool>,
 }
 
 /// Whether the session goes on after a command.
