@@ -5,10 +5,9 @@
 
 use std::pin::Pin;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use futures::Stream;
-use ipnet::IpNet;
-use ratchet_policy::{Policy, TenantMode, Timestamp};
+use ratchet_policy::{Policy, TenantMode};
 use ratchet_proto::limits::{
     DEFAULT_AUDIT_PAGE_SIZE, DEFAULT_EVENTS_PAGE_SIZE, DEFAULT_REPORT_PAGE_SIZE, MAX_AUDIT_PAGE_SIZE, MAX_EVENTS_PAGE_SIZE,
     MAX_REPORT_PAGE_SIZE,
@@ -19,6 +18,8 @@ use ratchet_store::{Applied, Command, PageStart};
 use tonic::{Request, Response, Status};
 
 use crate::authorize::actor_of;
+use crate::convert::{self, key};
+use crate::error::Error;
 use crate::page_token::{self, page_size, Listing};
 use crate::proposer::Proposer;
 use crate::report::tenant_report_page;
@@ -67,65 +68,17 @@ impl std::io::Write for ChunkWriter {
     }
 }
 
-pub fn rfc3339(at: Timestamp) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// An instant to the millisecond: a scheduled policy's time, which may not fall on a second.
-pub fn precise_rfc3339(at: Timestamp) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn parse_instant(field: &str, text: &str) -> Result<Timestamp, Status> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|at| at.with_timezone(&Utc))
-        .map_err(|e| Status::invalid_argument(format!("{field}: {text:?} is not an RFC 3339 instant: {e}")))
-}
-
-/// A connector's source range; none (empty) for a certificate-only connector.
-fn parse_cidr(text: &str) -> Result<Option<IpNet>, Status> {
-    if text.trim().is_empty() {
-        return Ok(None);
-    }
-    text.trim()
-        .parse::<IpNet>()
-        .map(|net| Some(net.trunc()))
-        .map_err(|_| Status::invalid_argument(format!("cidr: {text:?} is not an address range like 203.0.113.0/24")))
-}
-
-/// A connector's claim as a request gives it: a range, a certificate name, or both.
-fn connector_claim(cidr: &str, cert_name: &str) -> Result<(Option<IpNet>, Option<String>), Status> {
-    let cert_name = Some(cert_name.trim().to_owned()).filter(|name| !name.is_empty());
-    Ok((parse_cidr(cidr)?, cert_name))
-}
-
-fn unexpected(applied: Applied) -> Status {
-    Status::internal(format!("unexpected apply result {applied:?}"))
-}
-
-/// Tenant names and server FQDNs are keys in lower case; operators may type them in any.
-fn key(name: &str) -> String {
-    name.trim().to_ascii_lowercase()
-}
-
-/// The wire form of a connector, for the admin and decision APIs alike.
-pub fn connector_message(connector: &ratchet_store::Connector) -> pb::Connector {
-    pb::Connector {
-        tenant: connector.tenant.clone(),
-        cidr: connector.cidr.map(|cidr| cidr.to_string()).unwrap_or_default(),
-        cert_name: connector.cert_name.clone().unwrap_or_default(),
-    }
+/// What apply returned for a command it answers otherwise: a fault of this node's.
+fn unexpected(applied: Applied) -> Error {
+    Error::internal(format!("unexpected apply result {applied:?}"))
 }
 
 impl AdminService {
     /// A tenant as of every write acknowledged before this call.
-    async fn read_tenant(&self, name: &str) -> Result<ratchet_store::Tenant, Status> {
+    async fn read_tenant(&self, name: &str) -> Result<ratchet_store::Tenant, Error> {
         self.proposer.read_barrier().await?;
         let name = key(name);
-        self.proposer
-            .view
-            .tenant(&name)
-            .ok_or_else(|| Status::not_found(format!("tenant: no tenant named {name:?}")))
+        self.proposer.view.tenant(&name).ok_or_else(|| Error::unknown_tenant(&name))
     }
 
     /// The pause budget of the policy in force now.
@@ -145,7 +98,7 @@ impl Admin for AdminService {
         let name = key(&request.into_inner().name);
         match self.proposer.propose_as(actor, Command::AddTenant { name }).await? {
             Applied::TenantAdded { created } => Ok(Response::new(pb::AddTenantResponse { created })),
-            other => Err(unexpected(other)),
+            other => Err(unexpected(other).into()),
         }
     }
 
@@ -155,14 +108,8 @@ impl Admin for AdminService {
         let now = self.proposer.now();
         let mut tenants = Vec::new();
         for tenant in view.tenants().values() {
-            let servers = view.servers(&tenant.name).map_err(|e| Status::internal(e.to_string()))?.len() as u32;
-            tenants.push(pb::TenantSummary {
-                name: tenant.name.clone(),
-                servers,
-                connectors: tenant.connectors.len() as u32,
-                paused_until_unix_ms: tenant.pauses.paused_until(now).map_or(0, |at| at.timestamp_millis()),
-                mode: tenant.mode.to_string(),
-            });
+            let servers = view.servers(&tenant.name).map_err(Error::from)?.len();
+            tenants.push(convert::tenant_summary(tenant, servers, now));
         }
         Ok(Response::new(pb::ListTenantsResponse { tenants }))
     }
@@ -170,11 +117,7 @@ impl Admin for AdminService {
     async fn set_tenant_mode(&self, request: Request<pb::SetTenantModeRequest>) -> Result<Response<pb::SetTenantModeResponse>, Status> {
         let actor = actor_of(&request);
         let request = request.into_inner();
-        let mode: TenantMode = request
-            .mode
-            .trim()
-            .parse()
-            .map_err(|unknown| Status::invalid_argument(format!("mode: {unknown}")))?;
+        let mode: TenantMode = request.mode.trim().parse().map_err(|unknown| Error::bad_field("mode", unknown))?;
         let tenant = key(&request.tenant);
         self.proposer
             .propose_as(
@@ -195,14 +138,14 @@ impl Admin for AdminService {
         let tenant = key(&request.into_inner().tenant);
         match self.proposer.propose_as(actor, Command::RemoveTenant { tenant }).await? {
             Applied::TenantRemoved => Ok(Response::new(pb::RemoveTenantResponse {})),
-            other => Err(unexpected(other)),
+            other => Err(unexpected(other).into()),
         }
     }
 
     async fn add_connector(&self, request: Request<pb::AddConnectorRequest>) -> Result<Response<pb::AddConnectorResponse>, Status> {
         let actor = actor_of(&request);
         let request = request.into_inner();
-        let (cidr, cert_name) = connector_claim(&request.cidr, &request.cert_name)?;
+        let (cidr, cert_name) = convert::connector_claim(&request.cidr, &request.cert_name)?;
         let command = Command::AddConnector {
             tenant: key(&request.tenant),
             cidr,
@@ -210,7 +153,7 @@ impl Admin for AdminService {
         };
         match self.proposer.propose_as(actor, command).await? {
             Applied::ConnectorAdded { created } => Ok(Response::new(pb::AddConnectorResponse { created })),
-            other => Err(unexpected(other)),
+            other => Err(unexpected(other).into()),
         }
     }
 
@@ -220,7 +163,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::RemoveConnectorResponse>, Status> {
         let actor = actor_of(&request);
         let request = request.into_inner();
-        let (cidr, cert_name) = connector_claim(&request.cidr, &request.cert_name)?;
+        let (cidr, cert_name) = convert::connector_claim(&request.cidr, &request.cert_name)?;
         let command = Command::RemoveConnector {
             tenant: key(&request.tenant),
             cidr,
@@ -228,20 +171,20 @@ impl Admin for AdminService {
         };
         match self.proposer.propose_as(actor, command).await? {
             Applied::ConnectorRemoved => Ok(Response::new(pb::RemoveConnectorResponse {})),
-            other => Err(unexpected(other)),
+            other => Err(unexpected(other).into()),
         }
     }
 
     async fn list_connectors(&self, request: Request<pb::ListConnectorsRequest>) -> Result<Response<pb::ListConnectorsResponse>, Status> {
         let tenant = self.read_tenant(&request.into_inner().tenant).await?;
-        let connectors = tenant.connectors.iter().map(connector_message).collect();
+        let connectors = tenant.connectors.iter().map(convert::connector).collect();
         Ok(Response::new(pb::ListConnectorsResponse { connectors }))
     }
 
     async fn import_server(&self, request: Request<pb::ImportServerRequest>) -> Result<Response<pb::ImportServerResponse>, Status> {
         let actor = actor_of(&request);
         let request = request.into_inner();
-        let first_seen = parse_instant("first_seen", &request.first_seen)?;
+        let first_seen = convert::instant("first_seen", &request.first_seen)?;
         let command = Command::ImportServer {
             tenant: key(&request.tenant),
             server_fqdn: key(&request.server_fqdn),
@@ -249,14 +192,8 @@ impl Admin for AdminService {
             first_seen,
         };
         match self.proposer.propose_as(actor, command).await? {
-            Applied::Server { entry } => {
-                let first_seen = entry.record.episode.map(|e| rfc3339(e.first_seen)).unwrap_or_default();
-                Ok(Response::new(pb::ImportServerResponse {
-                    first_seen,
-                    server_fqdn: entry.record.server_fqdn,
-                }))
-            }
-            other => Err(unexpected(other)),
+            Applied::Server { entry } => Ok(Response::new(convert::imported(*entry))),
+            other => Err(unexpected(other).into()),
         }
     }
 
@@ -281,12 +218,7 @@ impl Admin for AdminService {
         let start = page_token::redeem(Listing::Report, &tenant, &request.page_token)?;
         self.proposer.read_barrier().await?;
         let page = tenant_report_page(&self.proposer.view, &tenant, self.proposer.now(), &start, limit)?;
-        let report_json = serde_json::to_string(&page.report).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(pb::ReportResponse {
-            report_json,
-            next_page_token: page.next_page_token.unwrap_or_default(),
-            previous_page_token: page.previous_page_token.unwrap_or_default(),
-        }))
+        Ok(Response::new(convert::report(page)?))
     }
 
     async fn pause(&self, request: Request<pb::PauseRequest>) -> Result<Response<pb::PauseResponse>, Status> {
@@ -303,13 +235,8 @@ impl Admin for AdminService {
             request_id: Some(request_id),
         };
         match self.proposer.propose_as(actor, command).await? {
-            Applied::Paused { grant } => Ok(Response::new(pb::PauseResponse {
-                days: grant.days,
-                paused_from: rfc3339(grant.paused_from),
-                paused_until: rfc3339(grant.paused_until),
-                remaining_days: grant.remaining_days,
-            })),
-            other => Err(unexpected(other)),
+            Applied::Paused { grant } => Ok(Response::new(convert::pause_granted(grant))),
+            other => Err(unexpected(other).into()),
         }
     }
 
@@ -325,79 +252,47 @@ impl Admin for AdminService {
                 ended_at,
                 refunded_days,
                 remaining_days,
-            } => Ok(Response::new(pb::EndPauseResponse {
-                ended_at: rfc3339(ended_at),
-                refunded_days,
-                remaining_days,
-            })),
-            other => Err(unexpected(other)),
+            } => Ok(Response::new(convert::pause_ended(ended_at, refunded_days, remaining_days))),
+            other => Err(unexpected(other).into()),
         }
     }
 
     async fn list_pauses(&self, request: Request<pb::ListPausesRequest>) -> Result<Response<pb::ListPausesResponse>, Status> {
         let tenant = self.read_tenant(&request.into_inner().tenant).await?;
-        let now = self.proposer.now();
-        let pauses = tenant
-            .pauses
-            .pauses()
-            .iter()
-            .map(|p| pb::PauseEntry {
-                start: rfc3339(p.start),
-                end: rfc3339(p.end),
-                ended_early: p.ended_early,
-                days_charged: p.days_charged(),
-                active: p.interval().contains(now),
-                server: p.server.clone().unwrap_or_default(),
-            })
-            .collect();
-        Ok(Response::new(pb::ListPausesResponse {
-            pauses,
-            remaining_days: self.remaining_days(&tenant),
-            paused_until: tenant.pauses.paused_until(now).map(rfc3339).unwrap_or_default(),
-        }))
+        let remaining_days = self.remaining_days(&tenant);
+        Ok(Response::new(convert::pauses(&tenant, remaining_days, self.proposer.now())))
     }
 
     async fn get_policy(&self, _request: Request<pb::GetPolicyRequest>) -> Result<Response<pb::GetPolicyResponse>, Status> {
         self.proposer.read_barrier().await?;
-        let now = self.proposer.now();
         let policies = self.proposer.view.policies();
-        let in_force = policies.at(now);
-        let pending = policies.pending.as_ref().filter(|_| policies.next_change_after(now).is_some());
-        Ok(Response::new(pb::GetPolicyResponse {
-            policy_toml: in_force.policy.to_toml(),
-            version: in_force.version,
-            pending_policy_toml: pending.map(|p| p.policy.to_toml()).unwrap_or_default(),
-            pending_version: pending.map_or(0, |p| p.version),
-            pending_effective_at: pending.and_then(|p| p.effective_at).map(precise_rfc3339).unwrap_or_default(),
-        }))
+        Ok(Response::new(convert::policies(&policies, self.proposer.now())))
     }
 
     async fn set_policy(&self, request: Request<pb::SetPolicyRequest>) -> Result<Response<pb::SetPolicyResponse>, Status> {
         let actor = actor_of(&request);
         let request = request.into_inner();
-        let policy = Policy::from_toml(&request.policy_toml).map_err(|e| Status::invalid_argument(format!("policy: {e}")))?;
+        let policy = Policy::from_toml(&request.policy_toml).map_err(|e| Error::bad_field("policy", e))?;
         let effective_at = match request.effective_at.trim() {
             "" => None,
-            text => Some(parse_instant("effective_at", text)?),
+            text => Some(convert::instant("effective_at", text)?),
         };
         let now = self.proposer.now();
         if let Some(effective_at) = effective_at.filter(|t| *t <= now) {
-            return Err(Status::invalid_argument(format!(
-                "effective_at: {} is not in the future (it is {} now)",
-                precise_rfc3339(effective_at),
-                precise_rfc3339(now)
-            )));
+            let problem = format!(
+                "{} is not in the future (it is {} now)",
+                convert::precise_rfc3339(effective_at),
+                convert::precise_rfc3339(now)
+            );
+            return Err(Error::bad_field("effective_at", problem).into());
         }
         let command = Command::SetPolicy {
             policy: Box::new(policy),
             effective_at,
         };
         match self.proposer.propose_as(actor, command).await? {
-            Applied::PolicySet { version, effective_at } => Ok(Response::new(pb::SetPolicyResponse {
-                version,
-                effective_at: effective_at.map(precise_rfc3339).unwrap_or_default(),
-            })),
-            other => Err(unexpected(other)),
+            Applied::PolicySet { version, effective_at } => Ok(Response::new(convert::policy_set(version, effective_at))),
+            other => Err(unexpected(other).into()),
         }
     }
 
@@ -429,35 +324,12 @@ impl Admin for AdminService {
         let limit = page_size(request.page_size, DEFAULT_EVENTS_PAGE_SIZE, MAX_EVENTS_PAGE_SIZE)?;
         let start = page_token::redeem(Listing::Events, &key(&request.tenant), &request.page_token)?;
         let tenant = self.read_tenant(&request.tenant).await?;
-        let page = self
-            .proposer
-            .view
-            .events_page(&tenant.name, &start, limit)
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let page = self.proposer.view.events_page(&tenant.name, &start, limit).map_err(Error::from)?;
         let next_page_token = match page.items.last() {
             Some((key, _)) if page.has_next => page_token::issue(Listing::Events, &tenant.name, &PageStart::After(key.clone())),
             _ => String::new(),
         };
-        let events = page
-            .items
-            .iter()
-            .map(|(_, e)| pb::Event {
-                id: e.id.clone(),
-                at: rfc3339(e.at),
-                kind: serde_json::to_value(e.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                server_fqdn: e.server_fqdn.clone().unwrap_or_default(),
-                message: e.message.clone(),
-                delivered: e.delivered,
-            })
-            .collect();
-        Ok(Response::new(pb::ListEventsResponse {
-            events,
-            webhook_url: tenant.webhook_url.unwrap_or_default(),
-            next_page_token,
-        }))
+        Ok(Response::new(convert::events(page, &tenant, next_page_token)))
     }
 
     type SaveSnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
@@ -477,7 +349,7 @@ impl Admin for AdminService {
             match written.and_then(|(meta, out)| out.finish().map(|()| meta).map_err(|e| e.to_string())) {
                 Ok(meta) => Ok(meta),
                 Err(error) => {
-                    let _ = chunks.blocking_send(Err(Status::internal(format!("snapshot: {error}"))));
+                    let _ = chunks.blocking_send(Err(Error::Internal(format!("snapshot: {error}")).into()));
                     Err(error)
                 }
             }
@@ -514,23 +386,11 @@ impl Admin for AdminService {
             .proposer
             .view
             .audit_page(Some(tenant.as_str()).filter(|t| !t.is_empty()), since, &start, limit)
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(Error::from)?;
         let next_page_token = match page.items.last() {
             Some((key, _)) if page.has_next => page_token::issue(Listing::Audit, &tenant, &PageStart::After(key.clone())),
             _ => String::new(),
         };
-        let entries = page
-            .items
-            .into_iter()
-            .map(|(_, record)| pb::AuditEntry {
-                index: record.index,
-                at_unix_ms: record.at.timestamp_millis(),
-                actor: record.actor,
-                action: record.action,
-                tenant: record.tenant.unwrap_or_default(),
-                outcome: record.outcome,
-            })
-            .collect();
-        Ok(Response::new(pb::ListAuditResponse { entries, next_page_token }))
+        Ok(Response::new(convert::audit(page, next_page_token)))
     }
 }

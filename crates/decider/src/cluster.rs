@@ -8,17 +8,18 @@ use ratchet_proto::v1 as pb;
 use ratchet_proto::v1::cluster_client::ClusterClient;
 use ratchet_proto::v1::cluster_server::Cluster;
 use ratchet_store::types::Raft;
-use ratchet_store::{Node, NodeId};
+use ratchet_store::{CommandError, Node, NodeId};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use ratchet_store::Command;
 
 use crate::authorize::{actor_of, from_peer};
+use crate::convert;
+use crate::error::Error;
 use crate::identity::Identity;
 use crate::peers::{leader, Leader, Peers};
 use crate::proposer::Proposer;
-use crate::status::cluster_status;
 
 pub struct ClusterService {
     pub raft: Raft,
@@ -31,6 +32,7 @@ pub struct ClusterService {
 impl ClusterService {
     /// Records a membership change in the audit trail, on the node the operator called (a
     /// call passed on to the leader is recorded where it came in).
+    /// The outcome is the call's answer, this node's or the leader's as it gave it.
     async fn audited<T, R>(&self, request: &Request<R>, action: String, outcome: Result<T, Status>) -> Result<T, Status> {
         if !from_peer(request) {
             let note = Command::Audit {
@@ -49,14 +51,14 @@ impl ClusterService {
     }
 
     /// The leader's cluster service, or `None` when this node leads.
-    fn leader_elsewhere(&self) -> Result<Option<ClusterClient<Channel>>, Status> {
+    fn leader_elsewhere(&self) -> Result<Option<ClusterClient<Channel>>, Error> {
         match leader(&self.raft)? {
             Leader::Here => Ok(None),
             Leader::Elsewhere(node) => self.peers.cluster(&node.address).map(Some),
         }
     }
 
-    fn node_id_by_name(&self, name: &str) -> Result<NodeId, Status> {
+    fn node_id_by_name(&self, name: &str) -> Result<NodeId, Error> {
         let metrics = self.raft.metrics().borrow().clone();
         let found = metrics
             .membership_config
@@ -64,38 +66,32 @@ impl ClusterService {
             .nodes()
             .find(|(_, node)| node.name == name)
             .map(|(id, _)| *id);
-        found.ok_or_else(|| Status::not_found(format!("name: no member named {name:?}")))
+        found.ok_or_else(|| Error::Refused(CommandError::not_found("name", format!("no member named {name:?}"))))
     }
 
-    async fn change(&self, changes: ChangeMembers<NodeId, Node>) -> Result<(), Status> {
+    async fn change(&self, changes: ChangeMembers<NodeId, Node>) -> Result<(), Error> {
         self.raft
             .change_membership(changes, true)
             .await
-            .map_err(|e| Status::failed_precondition(format!("membership change refused: {e}")))?;
+            .map_err(|e| Error::Precondition(format!("membership change refused: {e}")))?;
         Ok(())
     }
 
     fn membership(&self) -> pb::MembershipResponse {
-        let metrics = self.raft.metrics().borrow().clone();
-        let membership = metrics.membership_config.membership();
-        let name = |id: NodeId| membership.get_node(&id).map_or_else(|| id.to_string(), |node| node.name.clone());
-        pb::MembershipResponse {
-            voters: membership.voter_ids().map(name).collect(),
-            learners: membership.learner_ids().map(name).collect(),
-        }
+        convert::membership(self.raft.metrics().borrow().membership_config.membership())
     }
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
-        let mut status = cluster_status(&self.raft, &self.identity.name);
+        let mut status = convert::cluster_status(&self.raft.metrics().borrow(), &self.identity.name);
         if request.get_ref().state_digest {
             let view = self.proposer.view.clone();
             let (index, digest) = tokio::task::spawn_blocking(move || view.digest())
                 .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(|e| Status::internal(format!("state digest: {e}")))?;
+                .map_err(Error::internal)?
+                .map_err(|e| Error::Internal(format!("state digest: {e}")))?;
             (status.digest_index, status.state_digest) = (index, digest);
         }
         Ok(Response::new(status))
@@ -120,10 +116,12 @@ impl Cluster for ClusterService {
     }
 }
 
+/// Each call runs on the leader: a follower passes it on, and answers with the leader's
+/// answer as it gave it.
 impl ClusterService {
     async fn add_learner_here(&self, request: pb::AddLearnerRequest) -> Result<Response<pb::AddLearnerResponse>, Status> {
         if request.name.trim().is_empty() || request.address.trim().is_empty() {
-            return Err(Status::invalid_argument("name and address: both are required"));
+            return Err(Error::bad_field("name and address", "both are required").into());
         }
         if let Some(mut leader) = self.leader_elsewhere()? {
             return leader.add_learner(request).await;
@@ -133,13 +131,14 @@ impl ClusterService {
         let identity = peer
             .identify(pb::IdentifyRequest {})
             .await
-            .map_err(|s| Status::unavailable(format!("address: cannot reach {}: {}", request.address, s.message())))?
+            .map_err(|s| Error::Unavailable(format!("address: cannot reach {}: {}", request.address, s.message())))?
             .into_inner();
         if identity.name != request.name {
-            return Err(Status::invalid_argument(format!(
-                "name: the node at {} is named {:?}, not {:?}",
+            let problem = format!(
+                "the node at {} is named {:?}, not {:?}",
                 request.address, identity.name, request.name
-            )));
+            );
+            return Err(Error::bad_field("name", problem).into());
         }
         let node = Node {
             name: request.name,
@@ -148,7 +147,7 @@ impl ClusterService {
         self.raft
             .add_learner(identity.id, node, true)
             .await
-            .map_err(|e| Status::failed_precondition(format!("adding learner: {e}")))?;
+            .map_err(|e| Error::Precondition(format!("adding learner: {e}")))?;
         Ok(Response::new(pb::AddLearnerResponse { id: identity.id }))
     }
 
@@ -169,10 +168,11 @@ impl ClusterService {
         let voters: Vec<NodeId> = self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
         let is_voter = voters.contains(&id);
         if is_voter && voters.len() == 1 {
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::Precondition(format!(
                 "{} is the last voter: the group would have none; add and promote another node first",
                 request.name
-            )));
+            ))
+            .into());
         }
         if is_voter {
             self.change(ChangeMembers::RemoveVoters(BTreeSet::from([id]))).await?;

@@ -27,6 +27,7 @@ use ratchet_store::types::Raft;
 use ratchet_store::NodeId;
 use tokio::time::Instant;
 
+use crate::error::Error;
 use crate::network::TARGET_NODE_HEADER;
 use crate::peers::Peers;
 use crate::proposer::Proposer;
@@ -169,7 +170,7 @@ async fn offer(raft: &Raft, peers: &Peers, me: NodeId, term: u64, candidate: Nod
         .get_node(&candidate)
         .cloned()
         .ok_or_else(|| format!("node {candidate} is not in the membership"))?;
-    let mut client = peers.raft(&node.address).map_err(|status| status.message().to_owned())?;
+    let mut client = peers.raft(&node.address).map_err(|error| error.to_string())?;
     let mut request = tonic::Request::new(pb::HandOverRequest { leader_id: me, term });
     request.set_timeout(Duration::from_secs(1));
     request.metadata_mut().insert(TARGET_NODE_HEADER, candidate.into());
@@ -179,19 +180,19 @@ async fn offer(raft: &Raft, peers: &Peers, me: NodeId, term: u64, candidate: Nod
 
 /// A follower's side: stands for election if the offer comes from the leader it follows,
 /// in the term it knows, and if it may lead at all (a voter whose clock is trusted).
-pub async fn take_over(proposer: &Proposer, request: &pb::HandOverRequest) -> Result<(), tonic::Status> {
+pub async fn take_over(proposer: &Proposer, request: &pb::HandOverRequest) -> Result<(), Error> {
     let metrics = proposer.raft.metrics().borrow().clone();
     if metrics.current_leader != Some(request.leader_id) || metrics.current_term != request.term {
-        return Err(tonic::Status::failed_precondition(format!(
+        return Err(Error::Precondition(format!(
             "hand-over from node {} in term {}: this node follows {:?} in term {}",
             request.leader_id, request.term, metrics.current_leader, metrics.current_term
         )));
     }
     if !metrics.membership_config.membership().voter_ids().any(|id| id == metrics.id) {
-        return Err(tonic::Status::failed_precondition("this node is not a voter"));
+        return Err(Error::Precondition("this node is not a voter".into()));
     }
     if let Some(fault) = proposer.freshness.clock_fault() {
-        return Err(tonic::Status::failed_precondition(format!("this node may not lead: {fault}")));
+        return Err(Error::Precondition(format!("this node may not lead: {fault}")));
     }
     tracing::info!(
         from = request.leader_id,
@@ -203,5 +204,5 @@ pub async fn take_over(proposer: &Proposer, request: &pb::HandOverRequest) -> Re
         .trigger()
         .elect()
         .await
-        .map_err(|fatal| tonic::Status::unavailable(format!("raft is not running on this node: {fatal}")))
+        .map_err(|fatal| Error::Unavailable(format!("raft is not running on this node: {fatal}")))
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use ratchet_tls::Watched;
 use tokio::net::TcpListener;
 
+use crate::error::Error;
 use crate::http_state::HttpState;
 use crate::page;
 use crate::page_token::{self, page_size, Listing};
@@ -56,26 +57,15 @@ struct PageQuery {
 
 /// The report JSON of `ctl report --json`: the whole report, or with `page_size` or
 /// `page_token` one page of it and the tokens of the pages around it.
-async fn report(State(state): State<HttpState>, Path(name): Path<String>, Query(query): Query<PageQuery>) -> Response {
+/// A refusal is its message as plain text, with the status `Error::http_status` gives.
+async fn report(State(state): State<HttpState>, Path(name): Path<String>, Query(query): Query<PageQuery>) -> Result<Response, Error> {
     let (tenant, now) = (name.to_ascii_lowercase(), state.clock.now());
-    let answer = if query.page_size.is_none() && query.page_token.is_none() {
-        tenant_report(&state.view, &tenant, now).map(|report| Json(report).into_response())
-    } else {
-        page_size(query.page_size.unwrap_or(0), DEFAULT_REPORT_PAGE_SIZE, MAX_REPORT_PAGE_SIZE)
-            .and_then(|limit| {
-                let start = page_token::redeem(Listing::Report, &tenant, query.page_token.as_deref().unwrap_or(""))?;
-                tenant_report_page(&state.view, &tenant, now, &start, limit)
-            })
-            .map(|page| Json(page).into_response())
-    };
-    answer.unwrap_or_else(|status| {
-        let code = match status.code() {
-            tonic::Code::NotFound => StatusCode::NOT_FOUND,
-            tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        (code, format!("{}\n", status.message())).into_response()
-    })
+    if query.page_size.is_none() && query.page_token.is_none() {
+        return Ok(Json(tenant_report(&state.view, &tenant, now)?).into_response());
+    }
+    let limit = page_size(query.page_size.unwrap_or(0), DEFAULT_REPORT_PAGE_SIZE, MAX_REPORT_PAGE_SIZE)?;
+    let start = page_token::redeem(Listing::Report, &tenant, query.page_token.as_deref().unwrap_or(""))?;
+    Ok(Json(tenant_report_page(&state.view, &tenant, now, &start, limit)?).into_response())
 }
 
 /// Serves plaintext, or TLS with the page roles of `http_tls` when given a configuration.

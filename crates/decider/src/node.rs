@@ -425,7 +425,7 @@ async fn identify_members(
 ) -> Result<Option<BTreeMap<NodeId, Node>>, String> {
     let mut members = BTreeMap::from([me.clone()]);
     for (name, address) in initial_cluster.iter().filter(|(name, _)| *name != me.1.name) {
-        let mut client = peers.raft(address).map_err(|e| format!("{name} ({})", e.message()))?;
+        let mut client = peers.raft(address).map_err(|e| format!("{name} ({e})"))?;
         let reply = tokio::time::timeout(Duration::from_secs(1), client.identify(pb::IdentifyRequest {}))
             .await
             .map_err(|_| format!("{name} at {address} (timed out)"))?

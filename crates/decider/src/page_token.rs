@@ -6,7 +6,7 @@
 //! the key the page starts from, and ends with the first 16 bytes of a SHA-256 of all of
 //! that, the whole in URL-safe base64 (so it goes in a query string as it is). Taking one
 //! back checks, in order, that it decodes, that its checksum holds, and that it was issued
-//! for this listing and this tenant; each failure is INVALID_ARGUMENT naming which.
+//! for this listing and this tenant; each failure is a bad `page_token` field, saying which.
 //!
 //! The checksum is not a key: a token is no credential. Everything a token can select the
 //! caller may ask for directly (any viewer may read any tenant), so a hand-made token gains
@@ -18,7 +18,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ratchet_store::PageStart;
 use serde::{Deserialize, Serialize};
-use tonic::Status;
+
+use crate::error::Error;
 
 /// The field every listing's token travels in.
 const FIELD: &str = "page_token";
@@ -62,8 +63,8 @@ fn checksum(payload: &[u8]) -> Vec<u8> {
     context.finish().as_ref()[..CHECKSUM_BYTES].to_vec()
 }
 
-fn invalid(problem: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("{FIELD}: {problem}"))
+fn invalid(problem: impl std::fmt::Display) -> Error {
+    Error::bad_field(FIELD, problem)
 }
 
 /// The token of a page starting at `start` (`First` has none: an empty token).
@@ -87,7 +88,7 @@ pub fn issue(listing: Listing, tenant: &str, start: &PageStart) -> String {
 }
 
 /// Where the page a token names starts; an empty token is the first page.
-pub fn redeem(listing: Listing, tenant: &str, text: &str) -> Result<PageStart, Status> {
+pub fn redeem(listing: Listing, tenant: &str, text: &str) -> Result<PageStart, Error> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(PageStart::First);
@@ -125,10 +126,10 @@ pub fn redeem(listing: Listing, tenant: &str, text: &str) -> Result<PageStart, S
 }
 
 /// The page size a request asked for: `default` for 0, refused over `max`.
-pub fn page_size(asked: u32, default: u32, max: u32) -> Result<usize, Status> {
+pub fn page_size(asked: u32, default: u32, max: u32) -> Result<usize, Error> {
     match asked {
         0 => Ok(default as usize),
-        n if n > max => Err(Status::invalid_argument(format!("page_size: {n} is over the limit of {max}"))),
+        n if n > max => Err(Error::bad_field("page_size", format!("{n} is over the limit of {max}"))),
         n => Ok(n as usize),
     }
 }
@@ -150,7 +151,7 @@ mod tests {
     #[test]
     fn another_tenant_another_listing_or_an_altered_token_is_refused_by_name() {
         let token = issue(Listing::Report, "bear", &PageStart::After(b"exch1.bear".to_vec()));
-        let refusal = |listing, tenant, text: &str| redeem(listing, tenant, text).unwrap_err().message().to_owned();
+        let refusal = |listing, tenant, text: &str| redeem(listing, tenant, text).unwrap_err().to_string();
         assert_eq!(
             refusal(Listing::Report, "owl", &token),
             "page_token: was issued for tenant \"bear\", not \"owl\""
@@ -176,7 +177,7 @@ mod tests {
         assert_eq!(page_size(0, 100, 1000).unwrap(), 100);
         assert_eq!(page_size(1000, 100, 1000).unwrap(), 1000);
         assert_eq!(
-            page_size(1001, 100, 1000).unwrap_err().message(),
+            page_size(1001, 100, 1000).unwrap_err().to_string(),
             "page_size: 1001 is over the limit of 1000"
         );
     }

@@ -15,18 +15,18 @@ use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use ratchet_proto::v1 as pb;
-use ratchet_store::codec::{Codec, DecodeError};
+use ratchet_store::codec::Codec;
 use ratchet_store::types::Raft;
-use ratchet_store::{Applied, Command, CommandError, ErrorKind, Node, NodeId, Request, Response, StateView};
+use ratchet_store::{Applied, Command, Node, NodeId, Request, Response, StateView};
 use tokio::time::{sleep, timeout, Instant};
-use tonic::Status;
 use tracing::Instrument;
 
 use crate::clock::Clock;
+use crate::error::Error;
 use crate::freshness::Freshness;
 use crate::handover::WriteGate;
 use crate::metrics::{metrics, WriteOutcome};
-use crate::peers::{leader, Leader, Peers};
+use crate::peers::{leader, never_sent, Leader, Peers};
 
 const NO_LEADER_RETRY: Duration = Duration::from_millis(100);
 
@@ -44,7 +44,8 @@ pub struct Proposer {
     pub gate: Arc<WriteGate>,
 }
 
-/// What proposing on one node came to; sent back to a follower that forwarded the write.
+/// What proposing on one node came to; sent back to a follower that forwarded the write
+/// (see `convert` for its message).
 #[derive(Debug)]
 pub enum ProposeOutcome {
     Applied(Response),
@@ -53,59 +54,6 @@ pub enum ProposeOutcome {
     },
     /// The write may or may not have been made.
     Unavailable(String),
-}
-
-impl Codec for ProposeOutcome {
-    type Message = pb::ForwardResponse;
-
-    fn to_message(&self) -> pb::ForwardResponse {
-        use pb::forward_response::Outcome;
-        let outcome = match self {
-            ProposeOutcome::Applied(response) => Outcome::Applied(response.to_message()),
-            ProposeOutcome::NotLeader { leader } => Outcome::NotLeader(pb::NotLeader {
-                leader: leader.as_ref().map(Codec::to_message),
-            }),
-            ProposeOutcome::Unavailable(reason) => Outcome::Unavailable(reason.clone()),
-        };
-        pb::ForwardResponse { outcome: Some(outcome) }
-    }
-
-    fn from_message(message: pb::ForwardResponse) -> Result<Self, DecodeError> {
-        use pb::forward_response::Outcome;
-        Ok(match message.outcome.ok_or(DecodeError::Missing("forward_response.outcome"))? {
-            Outcome::Applied(response) => ProposeOutcome::Applied(Response::from_message(response)?),
-            Outcome::NotLeader(not_leader) => ProposeOutcome::NotLeader {
-                leader: not_leader.leader.map(Node::from_message).transpose()?,
-            },
-            Outcome::Unavailable(reason) => ProposeOutcome::Unavailable(reason),
-        })
-    }
-}
-
-/// Why a write did not succeed, told apart by what the caller may do next.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// Refused before it reached the log (bad input, unknown tenant): asking again is futile.
-    #[error("{0}")]
-    Invalid(CommandError),
-    /// Refused by apply: it is in the log, changed nothing, and asking again is futile.
-    #[error("{0}")]
-    Refused(#[from] CommandError),
-    /// Certainly not written (no leader in time): safe to try again.
-    #[error("{0}")]
-    NotMade(String),
-    /// May or may not have been written: try again only with the same request id.
-    #[error("{0}")]
-    Indeterminate(String),
-}
-
-impl From<WriteError> for Status {
-    fn from(error: WriteError) -> Status {
-        match error {
-            WriteError::Invalid(refusal) | WriteError::Refused(refusal) => command_status(refusal),
-            WriteError::NotMade(reason) | WriteError::Indeterminate(reason) => Status::unavailable(reason),
-        }
-    }
 }
 
 /// Cut to what an audit note may hold (user input may be long: it may be why it was refused).
@@ -119,16 +67,6 @@ fn truncated(mut text: String) -> String {
     text
 }
 
-pub fn command_status(error: CommandError) -> Status {
-    let message = error.to_string();
-    match error.kind {
-        ErrorKind::InvalidArgument => Status::invalid_argument(message),
-        ErrorKind::NotFound => Status::not_found(message),
-        ErrorKind::AlreadyExists => Status::already_exists(message),
-        ErrorKind::FailedPrecondition => Status::failed_precondition(message),
-    }
-}
-
 impl Proposer {
     pub fn now(&self) -> ratchet_policy::Timestamp {
         self.clock.now()
@@ -136,17 +74,17 @@ impl Proposer {
 
     /// Validates and commits one of the system's own writes (sightings, counts, notices),
     /// wherever the leader is.
-    pub async fn propose(&self, command: Command) -> Result<Applied, WriteError> {
+    pub async fn propose(&self, command: Command) -> Result<Applied, Error> {
         self.propose_by(None, command).await
     }
 
     /// Validates and commits an admin write asked for by `actor` (see
     /// `authorize::actor_of`), recorded in the audit trail with its outcome, whether apply
-    /// or validation refuses it.
-    pub async fn propose_as(&self, actor: String, command: Command) -> Result<Applied, WriteError> {
+    /// or validation refuses it (apply records its own refusals: they are in the log).
+    pub async fn propose_as(&self, actor: String, command: Command) -> Result<Applied, Error> {
         let (action, tenant) = (command.describe(), command.target_tenant().map(str::to_owned));
         let outcome = self.propose_by(Some(actor.clone()), command).await;
-        if let Err(WriteError::Invalid(refusal)) = &outcome {
+        if let Err(Error::Refused(refusal)) = &outcome {
             let note = Command::Audit {
                 action: truncated(action),
                 tenant: tenant.filter(|t| t.len() <= ratchet_store::command::MAX_TENANT_LEN),
@@ -160,15 +98,15 @@ impl Proposer {
     }
 
     #[tracing::instrument(name = "raft.propose", skip_all)]
-    async fn propose_by(&self, actor: Option<String>, command: Command) -> Result<Applied, WriteError> {
-        command.validate(self.clock.now()).map_err(WriteError::Invalid)?;
+    async fn propose_by(&self, actor: Option<String>, command: Command) -> Result<Applied, Error> {
+        command.validate(self.clock.now()).map_err(Error::Refused)?;
         // Refused here rather than at apply, so that it does not even reach the log. This
         // node may not have applied the write that created the tenant yet: it catches up
         // with the leader before it refuses. Apply checks again in any case.
         if let Some(tenant) = command.target_tenant().filter(|name| !self.view.tenants().contains_key(*name)) {
             let _ = self.read_barrier().await;
             if !self.view.tenants().contains_key(tenant) {
-                return Err(WriteError::Invalid(CommandError::unknown_tenant(tenant)));
+                return Err(Error::unknown_tenant(tenant));
             }
         }
         let deadline = Instant::now() + self.write_timeout;
@@ -183,16 +121,16 @@ impl Proposer {
             match outcome {
                 ProposeOutcome::Applied(response) => {
                     metrics().write(made);
-                    return Ok(response?);
+                    return response.map_err(Error::RefusedAtApply);
                 }
                 ProposeOutcome::Unavailable(reason) => {
                     metrics().write(WriteOutcome::Failed);
-                    return Err(WriteError::Indeterminate(reason));
+                    return Err(Error::Indeterminate(reason));
                 }
                 ProposeOutcome::NotLeader { .. } if Instant::now() < deadline => self.leader_changed(leader_before).await,
                 ProposeOutcome::NotLeader { .. } => {
                     metrics().write(WriteOutcome::Failed);
-                    return Err(WriteError::NotMade("no leader: the write was not made".into()));
+                    return Err(Error::NoLeader("no leader: the write was not made".into()));
                 }
             }
         }
@@ -262,7 +200,7 @@ impl Proposer {
     async fn forward(&self, leader: &Node, command: &Command, actor: Option<&str>) -> ProposeOutcome {
         let mut client = match self.peers.raft(&leader.address) {
             Ok(client) => client,
-            Err(status) => return ProposeOutcome::Unavailable(status.message().to_owned()),
+            Err(error) => return ProposeOutcome::Unavailable(error.to_string()),
         };
         let mut call = tonic::Request::new(pb::ForwardRequest {
             command: Some(command.to_message()),
@@ -274,49 +212,54 @@ impl Proposer {
             Ok(reply) => ProposeOutcome::from_message(reply.into_inner())
                 .unwrap_or_else(|e| ProposeOutcome::Unavailable(format!("leader answered garbage: {e}"))),
             // Never sent: the leader could not be reached at all, so trying again is safe.
-            Err(status) if status.code() == tonic::Code::Unavailable && status.message().contains("connect") => {
-                ProposeOutcome::NotLeader { leader: None }
-            }
+            Err(status) if never_sent(&status) => ProposeOutcome::NotLeader { leader: None },
             Err(status) => ProposeOutcome::Unavailable(format!("forwarding to leader {leader}: {}", status.message())),
         }
     }
 
     /// Returns once this node has applied everything committed before the call. While the
     /// group has no reachable leader (an election), it retries until the write timeout.
-    pub async fn read_barrier(&self) -> Result<(), Status> {
+    pub async fn read_barrier(&self) -> Result<(), Error> {
         let deadline = Instant::now() + self.write_timeout;
         loop {
             match self.read_index_once().await {
                 Ok(index) => break self.wait_applied(index).await,
-                Err(reason) if Instant::now() >= deadline => break Err(Status::unavailable(format!("linearizable read: {reason}"))),
+                Err(reason) if Instant::now() >= deadline => break Err(Error::Unavailable(format!("linearizable read: {reason}"))),
                 Err(_) => sleep(NO_LEADER_RETRY).await,
             }
         }
     }
 
     /// The leader's read index: what must be applied here before a linearizable read.
-    async fn read_index_once(&self) -> Result<u64, String> {
-        match leader(&self.raft).map_err(|s| s.message().to_owned())? {
+    async fn read_index_once(&self) -> Result<u64, Error> {
+        match leader(&self.raft)? {
             Leader::Here => {
-                let read_log_id = self.raft.ensure_linearizable().await.map_err(|e| e.to_string())?;
+                let read_log_id = self
+                    .raft
+                    .ensure_linearizable()
+                    .await
+                    .map_err(|e| Error::Unavailable(e.to_string()))?;
                 Ok(read_log_id.map_or(0, |id| id.index))
             }
             Leader::Elsewhere(node) => {
-                let mut client = self.peers.raft(&node.address).map_err(|s| s.message().to_owned())?;
+                let mut client = self.peers.raft(&node.address)?;
                 let mut call = tonic::Request::new(pb::ReadIndexRequest {});
                 call.set_timeout(self.write_timeout);
-                let reply = client.read_index(call).await.map_err(|s| s.message().to_owned())?;
+                let reply = client
+                    .read_index(call)
+                    .await
+                    .map_err(|status| Error::Unavailable(status.message().to_owned()))?;
                 Ok(reply.into_inner().index)
             }
         }
     }
 
-    async fn wait_applied(&self, index: u64) -> Result<(), Status> {
+    async fn wait_applied(&self, index: u64) -> Result<(), Error> {
         let mut applied = self.view.applied();
         timeout(self.write_timeout, applied.wait_for(|applied| *applied >= index))
             .await
-            .map_err(|_| Status::unavailable(format!("linearizable read: not caught up to index {index} in time")))?
-            .map_err(|_| Status::unavailable("linearizable read: state machine stopped"))?;
+            .map_err(|_| Error::Unavailable(format!("linearizable read: not caught up to index {index} in time")))?
+            .map_err(|_| Error::Unavailable("linearizable read: state machine stopped".into()))?;
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ use ratchet_store::types::Raft;
 use ratchet_store::Command;
 use tonic::{Request, Response, Status};
 
+use crate::error::Error;
 use crate::identity::Identity;
 use crate::network::TARGET_NODE_HEADER;
 use crate::proposer::Proposer;
@@ -19,18 +20,18 @@ pub struct RaftService {
     pub identity: Identity,
 }
 
-fn decode<T: Codec>(message: T::Message) -> Result<T, Status> {
-    T::from_message(message).map_err(|e: DecodeError| Status::invalid_argument(format!("not a valid raft message: {e}")))
+fn decode<T: Codec>(message: T::Message) -> Result<T, Error> {
+    T::from_message(message).map_err(|e: DecodeError| Error::bad_field("request", format!("not a valid raft message: {e}")))
 }
 
 /// A Raft call that failed on this node (its Raft has stopped): the sender backs off.
-fn stopped(error: impl std::fmt::Display) -> Status {
-    Status::unavailable(format!("raft is not running on this node: {error}"))
+fn stopped(error: impl std::fmt::Display) -> Error {
+    Error::Unavailable(format!("raft is not running on this node: {error}"))
 }
 
 impl RaftService {
     /// Refuses a Raft message meant for another node id (see `TARGET_NODE_HEADER`).
-    fn check_target<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    fn check_target<T>(&self, request: &Request<T>) -> Result<(), Error> {
         let target = request
             .metadata()
             .get(TARGET_NODE_HEADER)
@@ -38,11 +39,11 @@ impl RaftService {
             .and_then(|v| v.parse::<u64>().ok());
         match target {
             Some(id) if id == self.identity.id => Ok(()),
-            Some(id) => Err(Status::failed_precondition(format!(
+            Some(id) => Err(Error::Precondition(format!(
                 "raft message for node {id} reached node {} ({}): that member is gone from this address",
                 self.identity.id, self.identity.name
             ))),
-            None => Err(Status::invalid_argument(format!("{TARGET_NODE_HEADER}: missing or not a node id"))),
+            None => Err(Error::bad_field(TARGET_NODE_HEADER, "missing or not a node id")),
         }
     }
 }
@@ -77,7 +78,7 @@ impl RaftRpc for RaftService {
         let answer = match self.raft.install_snapshot(decode(request.into_inner())?).await {
             Ok(response) => Ok(response),
             Err(RaftError::APIError(mismatch)) => Err(mismatch),
-            Err(RaftError::Fatal(fatal)) => return Err(stopped(fatal)),
+            Err(RaftError::Fatal(fatal)) => return Err(stopped(fatal).into()),
         };
         Ok(Response::new(answer.to_message()))
     }
@@ -86,7 +87,7 @@ impl RaftRpc for RaftService {
     /// forwarding peer's word for who asked it, which a peer (and only a peer) may give.
     async fn forward(&self, request: Request<pb::ForwardRequest>) -> Result<Response<pb::ForwardResponse>, Status> {
         let request = request.into_inner();
-        let command: Command = decode(request.command.ok_or_else(|| Status::invalid_argument("command: missing"))?)?;
+        let command: Command = decode(request.command.ok_or_else(|| Error::bad_field("command", "missing"))?)?;
         let actor = Some(request.actor).filter(|actor| !actor.is_empty());
         Ok(Response::new(self.proposer.propose_here(command, actor).await.to_message()))
     }
@@ -96,7 +97,7 @@ impl RaftRpc for RaftService {
             .raft
             .ensure_linearizable()
             .await
-            .map_err(|e| Status::unavailable(format!("not the leader: {e}")))?;
+            .map_err(|e| Error::Unavailable(format!("not the leader: {e}")))?;
         Ok(Response::new(pb::ReadIndexResponse {
             index: read_log_id.map_or(0, |id| id.index),
         }))
@@ -115,7 +116,7 @@ impl RaftRpc for RaftService {
     }
 
     async fn identify(&self, _request: Request<pb::IdentifyRequest>) -> Result<Response<pb::IdentifyResponse>, Status> {
-        let initialized = self.raft.is_initialized().await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let initialized = self.raft.is_initialized().await.map_err(|e| Error::Unavailable(e.to_string()))?;
         Ok(Response::new(pb::IdentifyResponse {
             id: self.identity.id,
             name: self.identity.name.clone(),

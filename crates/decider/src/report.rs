@@ -6,13 +6,12 @@
 
 use std::collections::BTreeMap;
 
+use crate::error::Error;
+use crate::page_token::{self, Listing};
 use ratchet_policy::{server_report, ReportStatus, ServerReport, TenantMode, Timestamp};
 use ratchet_store::model::Counts;
 use ratchet_store::{PageStart, PolicySchedule, ServerEntry, StateView};
 use serde::{Deserialize, Serialize};
-use tonic::Status;
-
-use crate::page_token::{self, Listing};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TenantReport {
@@ -156,10 +155,8 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(view: &StateView, tenant: &str, now: Timestamp) -> Result<Self, Status> {
-        let record = view
-            .tenant(tenant)
-            .ok_or_else(|| Status::not_found(format!("tenant: no tenant named {tenant:?}")))?;
+    fn new(view: &StateView, tenant: &str, now: Timestamp) -> Result<Self, Error> {
+        let record = view.tenant(tenant).ok_or_else(|| Error::unknown_tenant(tenant))?;
         let policies = view.policies();
         let header = TenantReport {
             tenant: tenant.to_owned(),
@@ -215,23 +212,18 @@ pub fn upcoming(policies: &PolicySchedule, now: Timestamp) -> Option<UpcomingPol
     Some(UpcomingPolicy { version, effective_at })
 }
 
-fn internal(error: ratchet_store::rocks::StoreError) -> Status {
-    Status::internal(error.to_string())
-}
-
 /// A tenant's whole report, every server in it.
-pub fn tenant_report(view: &StateView, tenant: &str, now: Timestamp) -> Result<TenantReport, Status> {
+pub fn tenant_report(view: &StateView, tenant: &str, now: Timestamp) -> Result<TenantReport, Error> {
     let reader = Reader::new(view, tenant, now)?;
     let mut servers = Vec::new();
-    view.for_each_server(tenant, |entry| servers.push(reader.row(entry)))
-        .map_err(internal)?;
+    view.for_each_server(tenant, |entry| servers.push(reader.row(entry)))?;
     Ok(TenantReport { servers, ..reader.header })
 }
 
 /// One page of a tenant's report: at most `limit` servers, in FQDN order, from `start`.
-pub fn tenant_report_page(view: &StateView, tenant: &str, now: Timestamp, start: &PageStart, limit: usize) -> Result<ReportPage, Status> {
+pub fn tenant_report_page(view: &StateView, tenant: &str, now: Timestamp, start: &PageStart, limit: usize) -> Result<ReportPage, Error> {
     let reader = Reader::new(view, tenant, now)?;
-    let page = view.servers_page(tenant, start, limit).map_err(internal)?;
+    let page = view.servers_page(tenant, start, limit)?;
     let token = |start: PageStart| page_token::issue(Listing::Report, &reader.tenant, &start);
     let next_page_token = match page.items.last() {
         Some((key, _)) if page.has_next => Some(token(PageStart::After(key.clone()))),
@@ -250,10 +242,9 @@ pub fn tenant_report_page(view: &StateView, tenant: &str, now: Timestamp, start:
 }
 
 /// The tenant's header (pause state, daily counts; no servers) and its totals over every server.
-pub fn tenant_totals(view: &StateView, tenant: &str, now: Timestamp) -> Result<(TenantReport, TenantTotals), Status> {
+pub fn tenant_totals(view: &StateView, tenant: &str, now: Timestamp) -> Result<(TenantReport, TenantTotals), Error> {
     let reader = Reader::new(view, tenant, now)?;
     let mut totals = TenantTotals::default();
-    view.for_each_server(tenant, |entry| totals.add(&reader.row(entry)))
-        .map_err(internal)?;
+    view.for_each_server(tenant, |entry| totals.add(&reader.row(entry)))?;
     Ok((reader.header, totals))
 }

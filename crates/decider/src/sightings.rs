@@ -114,7 +114,7 @@ impl SightingQueue {
 }
 
 /// Proposes one batch, traced as a child of its first traced offer.
-async fn commit(proposer: &Proposer, batch: &[Pending]) -> Result<(), crate::proposer::WriteError> {
+async fn commit(proposer: &Proposer, batch: &[Pending]) -> Result<(), crate::error::Error> {
     let span = tracing::info_span!("sightings.commit", servers = batch.len());
     if let Some(parent) = batch.iter().find_map(|(_, trace_parent)| trace_parent.as_deref()) {
         let _ = span.set_parent(ratchet_proto::trace_context::context_of(parent));

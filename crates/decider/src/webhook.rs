@@ -20,7 +20,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 const POST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
-pub struct WebhookClient {
+pub(crate) struct WebhookClient {
     http: reqwest::Client,
     allow_private: bool,
 }
@@ -79,7 +79,7 @@ fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
 
 /// Whether an address is on the public internet: not loopback, private, link-local,
 /// shared (CGNAT), documentation, multicast, unspecified or otherwise reserved.
-pub fn is_public(ip: IpAddr) -> bool {
+fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             let [a, b, ..] = v4.octets();

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ratchet_decider::clock::Clock;
+use ratchet_decider::Clock;
 use ratchet_decider::{Decider, DeciderConfig, DeciderOptions};
 use ratchet_proto::v1 as pb;
 use ratchet_proto::v1::admin_client::AdminClient;

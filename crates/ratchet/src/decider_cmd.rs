@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ratchet_decider::clock::Clock;
+use ratchet_decider::Clock;
 use ratchet_decider::{Decider, DeciderConfig, DeciderOptions};
 
 use crate::listen::{bind, bind_optional};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
-use ratchet_decider::clock::Clock;
+use ratchet_decider::Clock;
 use ratchet_decider::{Decider, DeciderConfig, DeciderOptions};
 use ratchet_edge::EdgeConfig;
 use ratchet_store::Command;

@@ -1,4 +1,4 @@
-//! Why this exists: the admin HTTP pages of a decider (`/`, `/tenants/NAME` and its pause
+//! The admin HTTP pages of a decider (`/`, `/tenants/NAME` and its pause
 //! form), for operators and tenant admins who would rather look than type `ratchet ctl`.
 //! A tenant's page shows one page of its servers (`?page_size=N&page_token=T`, with links
 //! to the next and previous pages) and totals read over all of them, a server at a time.
@@ -20,15 +20,14 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
-use ratchet_store::{Command, ErrorKind};
+use ratchet_store::Command;
 use serde::Deserialize;
-use tonic::Code;
 
 use self::html::message_page;
+use crate::convert::key;
 use crate::http_state::HttpState;
 use crate::http_tls::PageCaller;
 use crate::page_token::{self, page_size, Listing};
-use crate::proposer::WriteError;
 use crate::report::{tenant_report_page, tenant_totals};
 use ratchet_proto::limits::MAX_REPORT_PAGE_SIZE;
 
@@ -42,23 +41,8 @@ pub struct PauseForm {
     request_id: String,
 }
 
-/// Tenant names are keys in lower case, as in the admin API.
-fn key(name: &str) -> String {
-    name.trim().to_ascii_lowercase()
-}
-
 fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
-}
-
-fn status_code(code: Code) -> StatusCode {
-    match code {
-        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
-        Code::NotFound => StatusCode::NOT_FOUND,
-        Code::FailedPrecondition | Code::AlreadyExists => StatusCode::CONFLICT,
-        Code::Unavailable | Code::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
 }
 
 fn unknown_tenant(name: &str) -> Response {
@@ -78,8 +62,8 @@ pub async fn index(State(state): State<HttpState>) -> Response {
     for name in state.view.tenants().keys() {
         match tenant_totals(&state.view, name, now) {
             Ok(totals) => tenants.push(totals),
-            Err(status) if status.code() == Code::NotFound => {}
-            Err(status) => return message_page(StatusCode::INTERNAL_SERVER_ERROR, "Error", status.message()),
+            Err(error) if error.is_unknown_tenant() => {}
+            Err(error) => return message_page(error.http_status(), "Error", &error.to_string()),
         }
     }
     let budget = state.view.policies().at(now).policy.pause_budget_days;
@@ -101,7 +85,7 @@ const PAGE_SERVERS: u32 = 200;
 
 /// `GET /tenants/{name}`: the report page.
 pub async fn tenant_page(State(state): State<HttpState>, Path(name): Path<String>, Query(query): Query<PageQuery>) -> Response {
-    let stale = state.proposer.read_barrier().await.err().map(|status| status.message().to_owned());
+    let stale = state.proposer.read_barrier().await.err().map(|error| error.to_string());
     let shown = Shown {
         status: StatusCode::OK,
         stale: stale.as_deref(),
@@ -126,18 +110,18 @@ fn render_tenant(state: &HttpState, name: &str, query: &PageQuery, shown: Shown)
     let now = state.clock.now();
     let page_size = match page_size(query.page_size.unwrap_or(PAGE_SERVERS), PAGE_SERVERS, MAX_REPORT_PAGE_SIZE) {
         Ok(size) => size,
-        Err(refusal) => return message_page(StatusCode::BAD_REQUEST, "Bad page size", refusal.message()),
+        Err(refusal) => return message_page(refusal.http_status(), "Bad page size", &refusal.to_string()),
     };
     let start = match page_token::redeem(Listing::Report, name, &query.page_token) {
         Ok(start) => start,
-        Err(refusal) => return message_page(StatusCode::BAD_REQUEST, "Bad page link", refusal.message()),
+        Err(refusal) => return message_page(refusal.http_status(), "Bad page link", &refusal.to_string()),
     };
     let read = tenant_report_page(&state.view, name, now, &start, page_size)
         .and_then(|page| tenant_totals(&state.view, name, now).map(|(_, totals)| (page, totals)));
     let (page, totals) = match read {
         Ok(read) => read,
-        Err(refusal) if refusal.code() == Code::NotFound => return unknown_tenant(name),
-        Err(refusal) => return message_page(StatusCode::INTERNAL_SERVER_ERROR, "Error", refusal.message()),
+        Err(error) if error.is_unknown_tenant() => return unknown_tenant(name),
+        Err(error) => return message_page(error.http_status(), "Error", &error.to_string()),
     };
     let policies = state.view.policies();
     let policy = policies.at(now);
@@ -219,10 +203,7 @@ pub async fn pause(
     };
     match state.proposer.propose_as(actor, command).await {
         Ok(_) => Redirect::to(&format!("/tenants/{name}")).into_response(),
-        Err(WriteError::Invalid(refusal)) if refusal.kind == ErrorKind::NotFound && refusal.field == "tenant" => unknown_tenant(&name),
-        Err(error) => {
-            let status = tonic::Status::from(error);
-            refused(status_code(status.code()), status.message())
-        }
+        Err(error) if error.is_unknown_tenant() => unknown_tenant(&name),
+        Err(error) => refused(error.http_status(), &error.to_string()),
     }
 }

@@ -13,7 +13,7 @@ use std::io::Write;
 use anyhow::Context;
 use chrono::SecondsFormat;
 use clap::{ArgGroup, Args, ValueEnum};
-use ratchet_decider::report::{ReportPage, ServerRow, TenantReport};
+use ratchet_decider::{ReportPage, ServerRow, TenantReport};
 use ratchet_policy::{Timestamp, Verdict};
 use ratchet_proto::v1 as pb;
 use serde::Serialize;
