@@ -197,16 +197,19 @@ impl DeciderPool {
         };
         let started = Instant::now();
         let (answer, attempts) = self
-            .call_with_failover("Decide", request.clone(), deadline, |mut client, call| async move {
-                client.decide(call).await
-            })
+            .call_with_failover(
+                "Decide",
+                request,
+                deadline,
+                |mut client, call| async move { client.decide(call).await },
+            )
             .await;
         self.metrics.decided(started.elapsed());
         (1..attempts).for_each(|_| self.metrics.fallback(Fallback::Failover));
         match answer {
             Ok(answer) => {
                 if let (Some(cache), Some(asked)) = (cache, asked) {
-                    cache.remember(&request, asked, &answer, chrono::Utc::now().timestamp_millis());
+                    cache.remember(asked, &answer, chrono::Utc::now().timestamp_millis());
                 }
                 Some(answer)
             }

@@ -75,9 +75,13 @@ pub struct VerdictCache {
     generation: AtomicU64,
 }
 
-/// When a question was asked, as the cache counts time: see `VerdictCache::generation`.
-#[derive(Clone, Copy)]
-pub struct Asked(u64);
+/// A question to ask a decider: when it was asked, as the cache counts time (see
+/// `VerdictCache::generation`), and the question itself to keep the answer under (none
+/// for a linearizable one, whose answer is not kept).
+pub struct Asked {
+    generation: u64,
+    question: Option<Question>,
+}
 
 impl VerdictCache {
     /// A cache of at most `entries` answers; `None` for 0 (remember nothing).
@@ -88,17 +92,24 @@ impl VerdictCache {
         })
     }
 
-    /// The answer a decider gave to this question, while it holds at `now_ms`; or, for a
-    /// question to ask a decider, the moment it is asked, for `remember`.
+    /// The answer a decider gave to this question, while it holds at `now_ms`; or the
+    /// question to ask a decider, for `remember`.
     pub fn get(&self, request: &DecideRequest, now_ms: i64) -> Result<DecideResponse, Asked> {
-        let asked = Asked(self.generation.load(Ordering::Acquire));
+        let generation = self.generation.load(Ordering::Acquire);
         if request.linearizable {
-            return Err(asked);
+            return Err(Asked {
+                generation,
+                question: None,
+            });
         }
-        self.answers
-            .get(&AskedAs::of(request))
-            .filter(|answer| now_ms < answer.valid_until_unix_ms)
-            .ok_or(asked)
+        let question = AskedAs::of(request);
+        match self.answers.get(&question) {
+            Some(answer) if now_ms < answer.valid_until_unix_ms => Ok(answer),
+            _ => Err(Asked {
+                generation,
+                question: Some(question.to_owned()),
+            }),
+        }
     }
 
     pub fn clear(&self) {
@@ -109,10 +120,13 @@ impl VerdictCache {
     /// Keeps `answer` to a question `asked` for as long as it says it holds, unless the
     /// cache was cleared since it was asked (an answer that says nothing of when it ends,
     /// such as the accept for mail no connector attributes, is not kept).
-    pub fn remember(&self, request: &DecideRequest, asked: Asked, answer: &DecideResponse, now_ms: i64) {
-        let cleared_since = self.generation.load(Ordering::Acquire) != asked.0;
-        if !request.linearizable && now_ms < answer.valid_until_unix_ms && !cleared_since {
-            self.answers.insert(AskedAs::of(request).to_owned(), answer.clone());
+    pub fn remember(&self, asked: Asked, answer: &DecideResponse, now_ms: i64) {
+        let cleared_since = self.generation.load(Ordering::Acquire) != asked.generation;
+        match asked.question {
+            Some(question) if now_ms < answer.valid_until_unix_ms && !cleared_since => {
+                self.answers.insert(question, answer.clone());
+            }
+            _ => {}
         }
     }
 }
@@ -159,7 +173,7 @@ mod tests {
         let cache = VerdictCache::new(16).unwrap();
         let request = asked("192.0.2.7", "exch1.bear.example", "15.0.1497.2");
         let when = cache.get(&request, 1_000).unwrap_err();
-        cache.remember(&request, when, &block_until(60_000), 1_000);
+        cache.remember(when, &block_until(60_000), 1_000);
         assert_eq!(cache.get(&request, 59_999).map(|a| a.verdict).ok(), Some(Verdict::Block.into()));
         assert!(cache.get(&request, 60_000).is_err(), "expired at valid_until");
         for other in [
@@ -179,12 +193,12 @@ mod tests {
         let cache = VerdictCache::new(16).unwrap();
         let request = asked("192.0.2.7", "exch1.bear.example", "15.0.1497.2");
         let when = cache.get(&request, 1_000).unwrap_err();
-        cache.remember(&request, when, &block_until(60_000), 1_000);
+        cache.remember(when, &block_until(60_000), 1_000);
         let other = asked("192.0.2.7", "exch2.bear.example", "15.0.1497.2");
         let asked_before_the_clear = cache.get(&other, 1_000).unwrap_err();
         cache.clear();
         assert!(cache.get(&request, 2_000).is_err());
-        cache.remember(&other, asked_before_the_clear, &block_until(60_000), 2_000);
+        cache.remember(asked_before_the_clear, &block_until(60_000), 2_000);
         assert!(
             cache.get(&other, 2_000).is_err(),
             "an answer that may predate the change is not kept"
@@ -196,10 +210,11 @@ mod tests {
         let cache = VerdictCache::new(16).unwrap();
         let mut request = asked("192.0.2.7", "exch1.bear.example", "15.0.1497.2");
         let when = cache.get(&request, 1_000).unwrap_err();
-        cache.remember(&request, when, &block_until(0), 1_000);
+        cache.remember(when, &block_until(0), 1_000);
         assert!(cache.get(&request, 1_000).is_err());
         request.linearizable = true;
-        cache.remember(&request, when, &block_until(60_000), 1_000);
+        let when = cache.get(&request, 1_000).unwrap_err();
+        cache.remember(when, &block_until(60_000), 1_000);
         assert!(cache.get(&request, 1_000).is_err());
         request.linearizable = false;
         assert!(
