@@ -98,18 +98,30 @@ impl Decision for DecisionService {
 
     type WatchConnectorsStream = ConnectorStream;
 
-    /// The connector table, only from a fresh node: a snapshot now, after each change of
-    /// the connectors, and after each change that may alter a verdict already given (on
-    /// which fronts drop the verdicts they remember), each with the applied index it was
-    /// read at. The stream ends with UNAVAILABLE as soon as this node stops being fresh, so
-    /// an edge moves to another decider.
-    async fn watch_connectors(&self, _request: Request<pb::WatchConnectorsRequest>) -> Result<Response<ConnectorStream>, Status> {
+    /// The connector table, only from a fresh node: the whole table now; then after each
+    /// change of the connectors, and after each change that may alter a verdict already
+    /// given (on which fronts drop the verdicts they remember), the whole table again or,
+    /// to a watcher that asked for deltas, what changed since its last message. Each
+    /// message has the applied index it was read at. The stream ends with UNAVAILABLE as
+    /// soon as this node stops being fresh, so an edge moves to another decider.
+    async fn watch_connectors(&self, request: Request<pb::WatchConnectorsRequest>) -> Result<Response<ConnectorStream>, Status> {
         self.fresh()?;
+        let deltas = request.into_inner().deltas;
         let view = self.proposer.view.clone();
         let changes = WatchStream::new(view.connectors())
             .map(drop)
             .merge(WatchStream::from_changes(view.verdicts_changed()).map(drop));
-        let snapshots = changes.map(move |()| Ok(convert::connector_snapshot(&view.connector_table(), *view.applied().borrow())));
+        // The version of the table the watcher has, once it has one and wants deltas.
+        let mut seen: Option<u64> = None;
+        let snapshots = changes.map(move |()| {
+            let (feed, applied) = (view.connector_feed(), *view.applied().borrow());
+            let message = match seen.and_then(|seen| feed.changes_since(seen)) {
+                Some(delta) => convert::connector_delta(&delta, applied),
+                None => convert::connector_snapshot(&feed.table, applied),
+            };
+            seen = deltas.then_some(feed.index);
+            Ok(message)
+        });
         let (raft, freshness) = (self.proposer.raft.clone(), self.freshness.clone());
         let stale = IntervalStream::new(tokio::time::interval(WATCH_FRESHNESS_EVERY)).filter_map(move |_| {
             freshness

@@ -425,3 +425,102 @@ async fn bad_requests_are_refused_naming_the_field_and_change_nothing() {
     assert_eq!(tenants.tenants[0].paused_until_unix_ms, 0);
     assert!(first_seen(&group, 2).await.is_empty());
 }
+
+/// The connectors an edge would hold after each message of a watch, and the messages.
+struct Watcher {
+    stream: tonic::Streaming<pb::ConnectorSnapshot>,
+    table: std::collections::BTreeSet<(String, String)>,
+    messages: Vec<pb::ConnectorSnapshot>,
+}
+
+impl Watcher {
+    async fn open(group: &Group, i: usize, deltas: bool) -> Watcher {
+        let mut decision = group.decision(i).await;
+        let stream = decision
+            .watch_connectors(pb::WatchConnectorsRequest { deltas })
+            .await
+            .unwrap()
+            .into_inner();
+        Watcher {
+            stream,
+            table: Default::default(),
+            messages: Vec::new(),
+        }
+    }
+
+    /// Reads messages until the table holds exactly `expected` (tenant, cidr) pairs.
+    async fn until(&mut self, expected: &[(&str, &str)]) {
+        let expected: std::collections::BTreeSet<(String, String)> = expected.iter().map(|(t, c)| (t.to_string(), c.to_string())).collect();
+        let pair = |c: &pb::Connector| (c.tenant.clone(), c.cidr.clone());
+        while self.table != expected {
+            let message = tokio::time::timeout(Duration::from_secs(10), self.stream.message())
+                .await
+                .unwrap_or_else(|_| panic!("the table never became {expected:?}: {:?}", self.table))
+                .unwrap()
+                .unwrap();
+            if !message.delta {
+                self.table.clear();
+            }
+            for gone in &message.removed {
+                self.table.remove(&pair(gone));
+            }
+            self.table.extend(message.connectors.iter().map(pair));
+            self.messages.push(message);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connector_watch_sends_the_whole_table_then_only_what_changed() {
+    let group = Group::found().await;
+    let leader = group.wait_for_leader().await;
+    group.add_bear(leader).await;
+    group.converged().await;
+    let follower = (leader + 1) % 3;
+    let mut deltas = Watcher::open(&group, follower, true).await;
+    let mut whole = Watcher::open(&group, follower, false).await;
+    let bear = (TENANT, "10.1.2.3/32");
+    deltas.until(&[bear]).await;
+    whole.until(&[bear]).await;
+
+    let mut admin = group.admin(leader).await;
+    admin.add_tenant(pb::AddTenantRequest { name: "owl".into() }).await.unwrap();
+    let owl_connector = pb::AddConnectorRequest {
+        tenant: "owl".into(),
+        cidr: "192.0.2.0/24".into(),
+        ..Default::default()
+    };
+    admin.add_connector(owl_connector.clone()).await.unwrap();
+    let owl = ("owl", "192.0.2.0/24");
+    deltas.until(&[bear, owl]).await;
+    whole.until(&[bear, owl]).await;
+    admin
+        .remove_connector(pb::RemoveConnectorRequest {
+            tenant: TENANT.into(),
+            cidr: "10.1.2.3/32".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    deltas.until(&[owl]).await;
+    whole.until(&[owl]).await;
+
+    assert!(!deltas.messages[0].delta, "the first message is the whole table");
+    for later in &deltas.messages[1..] {
+        assert!(later.delta, "{later:?}");
+        assert!(later.connectors.len() + later.removed.len() <= 1, "only what changed: {later:?}");
+    }
+    let added: Vec<&str> = deltas
+        .messages
+        .iter()
+        .skip(1)
+        .flat_map(|m| &m.connectors)
+        .map(|c| c.tenant.as_str())
+        .collect();
+    let removed: Vec<&str> = deltas.messages.iter().flat_map(|m| &m.removed).map(|c| c.tenant.as_str()).collect();
+    assert_eq!((added, removed), (vec!["owl"], vec![TENANT]));
+    assert!(
+        whole.messages.iter().all(|m| !m.delta),
+        "a watcher that did not ask gets whole tables"
+    );
+}

@@ -7,15 +7,15 @@
 //! that requires a certificate over one that does not. Mail that matches no connector
 //! belongs to no tenant and is never enforced.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
+use imbl::{HashMap, OrdSet};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use prefix_trie::PrefixMap;
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Ordered by tenant, then claim: the order `ConnectorTable::connectors` lists them in.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Connector {
     pub tenant: String,
     /// The source address range; `None` for a certificate-only connector (any address).
@@ -27,13 +27,19 @@ pub struct Connector {
 }
 
 impl Connector {
-    /// The address range the connector claims: its CIDR, or every address of `family`
-    /// (`0.0.0.0/0` or `::/0`) for a certificate-only connector.
-    fn ranges(&self) -> Vec<IpNet> {
-        match self.cidr {
-            Some(cidr) => vec![cidr],
-            None => vec![IpNet::V4(Ipv4Net::default()), IpNet::V6(Ipv6Net::default())],
-        }
+    /// The address ranges the connector claims, with host bits cleared: its CIDR, or every
+    /// address of both families (`0.0.0.0/0`, `::/0`) for a certificate-only connector.
+    fn ranges(&self) -> impl Iterator<Item = IpNet> {
+        let (one, both) = match self.cidr {
+            Some(cidr) => (Some(cidr.trunc()), None),
+            None => (None, Some([IpNet::V4(Ipv4Net::default()), IpNet::V6(Ipv6Net::default())])),
+        };
+        one.into_iter().chain(both.into_iter().flatten())
+    }
+
+    /// Whether it makes exactly this claim (the same range as written, the same name).
+    pub fn claims(&self, cidr: Option<IpNet>, cert_name: Option<&str>) -> bool {
+        self.cidr == cidr && self.cert_name.as_deref() == cert_name
     }
 
     /// How the connector reads in a line: `203.0.113.0/24`, `cert mx.bear.example`, or both.
@@ -47,98 +53,178 @@ impl Connector {
     }
 }
 
-/// The connectors that claim one prefix: indexes into `ConnectorTable::connectors`.
-#[derive(Default)]
-struct Claims {
-    /// The connector that needs no certificate; of several, the last one listed.
-    plain: Option<usize>,
-    /// Connectors that need a certificate, by its ASCII-lowercased name; of several with
-    /// the same name, the last one listed.
-    by_cert: HashMap<String, usize>,
+/// The connectors that claim one prefix and one certificate name (or none), in
+/// `Connector` order; the last one wins. Normally exactly one: two tenants cannot make the
+/// same claim, so more are left only by claims that differ in host bits or in the case of
+/// the name.
+type Claimants = Vec<Connector>;
+
+/// The connectors whose ranges are one prefix.
+#[derive(Clone, Default)]
+struct Prefix {
+    plain: Claimants,
+    /// By the ASCII-lowercased certificate name.
+    certified: HashMap<String, Claimants>,
 }
 
-impl Claims {
+impl Prefix {
     /// The claim that wins at this prefix: a matching certificate's, else the plain one.
-    fn pick(&self, cert_name: Option<&str>) -> Option<usize> {
-        cert_name.and_then(|name| self.by_cert.get(name)).or(self.plain.as_ref()).copied()
+    fn pick(&self, cert_name: Option<&str>) -> Option<&Connector> {
+        cert_name
+            .and_then(|name| self.certified.get(name))
+            .and_then(|claimants| claimants.last())
+            .or_else(|| self.plain.last())
+    }
+
+    fn claimants_mut(&mut self, cert_name: Option<&str>) -> &mut Claimants {
+        match cert_name {
+            Some(name) => self.certified.entry(name.to_ascii_lowercase()).or_default(),
+            None => &mut self.plain,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.plain.is_empty() && self.certified.is_empty()
     }
 }
 
-/// Every connector, indexed for attribution by longest-prefix match. Built once per
-/// connector set (when it changes) and shared behind an `Arc`; `attribute` is a walk down
-/// a prefix trie, not a scan of the list.
+/// Every connector, indexed for attribution by longest-prefix match.
+///
+/// Persistent (structurally shared, on `imbl`): a clone costs a few pointer copies and
+/// adding or removing a connector O(log n), so the state machine and the fronts keep one
+/// table current with each change instead of rebuilding it, and readers hold it behind an
+/// `Arc` without copying. Attribution looks the address up at each prefix length that some
+/// connector uses, longest first: a hash lookup per distinct length (a handful in
+/// practice), not a scan of the connectors. Written here rather than on a prefix-trie crate
+/// because none of those shares structure between versions: each change would copy the
+/// whole trie.
+#[derive(Clone)]
 pub struct ConnectorTable {
-    connectors: Vec<Connector>,
-    v4: PrefixMap<Ipv4Net, Claims>,
-    v6: PrefixMap<Ipv6Net, Claims>,
+    all: OrdSet<Connector>,
+    prefixes: HashMap<IpNet, Prefix>,
+    /// How many ranges of each length (IPv4 /0-/32, IPv6 /0-/128) the table holds.
+    v4_lengths: [u32; 33],
+    v6_lengths: [u32; 129],
 }
 
 impl ConnectorTable {
-    pub fn new(connectors: Vec<Connector>) -> Self {
-        let (mut v4, mut v6) = (PrefixMap::new(), PrefixMap::new());
-        for (index, connector) in connectors.iter().enumerate() {
-            for range in connector.ranges() {
-                let claims: &mut Claims = match range {
-                    IpNet::V4(net) => v4.entry(net.trunc()).or_default(),
-                    IpNet::V6(net) => v6.entry(net.trunc()).or_default(),
-                };
-                match &connector.cert_name {
-                    Some(name) => {
-                        claims.by_cert.insert(name.to_ascii_lowercase(), index);
-                    }
-                    None => claims.plain = Some(index),
-                }
-            }
+    pub fn new(connectors: impl IntoIterator<Item = Connector>) -> Self {
+        let mut table = ConnectorTable::default();
+        for connector in connectors {
+            table.insert(connector);
         }
-        ConnectorTable { connectors, v4, v6 }
+        table
     }
 
-    /// The connectors, in the order the table was built from.
-    pub fn connectors(&self) -> &[Connector] {
-        &self.connectors
+    /// Adds a connector; false if the table has it already.
+    pub fn insert(&mut self, connector: Connector) -> bool {
+        if self.all.contains(&connector) {
+            return false;
+        }
+        for range in connector.ranges() {
+            *self.length_count(range) += 1;
+            let claimants = self
+                .prefixes
+                .entry(range)
+                .or_default()
+                .claimants_mut(connector.cert_name.as_deref());
+            let at = claimants.binary_search(&connector).unwrap_or_else(|at| at);
+            claimants.insert(at, connector.clone());
+        }
+        self.all.insert(connector);
+        true
+    }
+
+    /// Removes a connector; false if the table does not have it.
+    pub fn remove(&mut self, connector: &Connector) -> bool {
+        if self.all.remove(connector).is_none() {
+            return false;
+        }
+        for range in connector.ranges() {
+            *self.length_count(range) -= 1;
+            let prefix = self.prefixes.get_mut(&range).expect("a listed connector is indexed");
+            let claimants = prefix.claimants_mut(connector.cert_name.as_deref());
+            claimants.retain(|c| c != connector);
+            if claimants.is_empty() {
+                if let Some(name) = &connector.cert_name {
+                    prefix.certified.remove(&name.to_ascii_lowercase());
+                }
+            }
+            if prefix.is_empty() {
+                self.prefixes.remove(&range);
+            }
+        }
+        true
+    }
+
+    fn length_count(&mut self, range: IpNet) -> &mut u32 {
+        match range {
+            IpNet::V4(net) => &mut self.v4_lengths[usize::from(net.prefix_len())],
+            IpNet::V6(net) => &mut self.v6_lengths[usize::from(net.prefix_len())],
+        }
+    }
+
+    /// The connectors, ordered by tenant, then claim.
+    pub fn connectors(&self) -> impl Iterator<Item = &Connector> {
+        self.all.iter()
+    }
+
+    /// The connectors that make exactly this claim (normally none or one).
+    pub fn claimants<'a>(&'a self, cidr: Option<IpNet>, cert_name: Option<&'a str>) -> impl Iterator<Item = &'a Connector> + 'a {
+        let probe = Connector {
+            tenant: String::new(),
+            cidr,
+            cert_name: cert_name.map(str::to_owned),
+        };
+        let prefix = probe.ranges().next().and_then(|range| self.prefixes.get(&range));
+        let claimants = prefix.map(|prefix| match cert_name {
+            Some(name) => prefix.certified.get(&name.to_ascii_lowercase()).map_or(&[][..], Vec::as_slice),
+            None => prefix.plain.as_slice(),
+        });
+        claimants.unwrap_or_default().iter().filter(move |c| c.claims(cidr, cert_name))
     }
 
     pub fn len(&self) -> usize {
-        self.connectors.len()
+        self.all.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.connectors.is_empty()
+        self.all.is_empty()
     }
 
     /// The connector the connection belongs to, if any: of those whose range holds
     /// `client_ip` and whose certificate, if they need one, is `cert_name` (ASCII case
     /// ignored), the one with the longest prefix; at equal length one that needs a
-    /// certificate over one that does not.
+    /// certificate over one that does not; of claims still equal, the last in `Connector`
+    /// order.
     pub fn attribute(&self, client_ip: IpAddr, cert_name: Option<&str>) -> Option<&Connector> {
         let cert_name = cert_name.map(str::to_ascii_lowercase);
-        let cert_name = cert_name.as_deref();
-        // `cover` yields the prefixes holding the address from the shortest to the longest.
-        let index = match client_ip {
-            IpAddr::V4(ip) => self
-                .v4
-                .cover(&Ipv4Net::from(ip))
-                .filter_map(|(_, claims)| claims.pick(cert_name))
-                .last(),
-            IpAddr::V6(ip) => self
-                .v6
-                .cover(&Ipv6Net::from(ip))
-                .filter_map(|(_, claims)| claims.pick(cert_name))
-                .last(),
-        }?;
-        Some(&self.connectors[index])
+        let lengths = match client_ip {
+            IpAddr::V4(_) => &self.v4_lengths[..],
+            IpAddr::V6(_) => &self.v6_lengths[..],
+        };
+        (0..lengths.len()).rev().filter(|&len| lengths[len] > 0).find_map(|len| {
+            let len = u8::try_from(len).expect("a prefix length fits a u8");
+            let range = IpNet::new(client_ip, len).expect("a length the family has").trunc();
+            self.prefixes.get(&range)?.pick(cert_name.as_deref())
+        })
     }
 }
 
 impl Default for ConnectorTable {
     fn default() -> Self {
-        ConnectorTable::new(Vec::new())
+        ConnectorTable {
+            all: OrdSet::new(),
+            prefixes: HashMap::new(),
+            v4_lengths: [0; 33],
+            v6_lengths: [0; 129],
+        }
     }
 }
 
 impl PartialEq for ConnectorTable {
     fn eq(&self, other: &Self) -> bool {
-        self.connectors == other.connectors
+        self.all == other.all
     }
 }
 
@@ -146,7 +232,7 @@ impl Eq for ConnectorTable {}
 
 impl fmt::Debug for ConnectorTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnectorTable").field("connectors", &self.connectors).finish()
+        f.debug_struct("ConnectorTable").field("connectors", &self.all).finish()
     }
 }
 
@@ -233,7 +319,11 @@ mod tests {
                 };
                 cert_ok && c.cidr.is_none_or(|cidr| cidr.contains(&client_ip))
             })
-            .max_by_key(|c| (c.cidr.map_or(0, |cidr| cidr.prefix_len()), c.cert_name.is_some()))
+            .max_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)))
+    }
+
+    fn rank(connector: &Connector) -> (u8, bool) {
+        (connector.cidr.map_or(0, |cidr| cidr.prefix_len()), connector.cert_name.is_some())
     }
 
     /// Addresses from a small space (the top byte and a few low bits) so that ranges overlap.
@@ -285,6 +375,44 @@ mod tests {
                     table.attribute(ip, cert.as_deref()),
                     attribute_by_scan(&connectors, ip, cert.as_deref()),
                     "{} with {:?}", ip, cert
+                );
+            }
+        }
+
+        /// A table kept current one change at a time answers as one built afresh, and the
+        /// version it was cloned from is left as it was.
+        #[test]
+        fn a_table_changed_in_place_agrees_with_a_scan(
+            connectors in connectors(),
+            removed in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
+            probes in prop::collection::vec((address(), cert_name()), 1..16),
+        ) {
+            let full = ConnectorTable::new(connectors.clone());
+            let mut table = full.clone();
+            let mut kept = connectors.clone();
+            for index in removed {
+                if kept.is_empty() {
+                    break;
+                }
+                let gone = kept.remove(index.index(kept.len()));
+                prop_assert!(table.remove(&gone));
+                prop_assert!(!table.remove(&gone), "removed twice");
+            }
+            prop_assert_eq!(table.len(), kept.len());
+            prop_assert_eq!(table.claimants(None, None).count(), 0);
+            for c in &kept {
+                prop_assert!(table.claimants(c.cidr, c.cert_name.as_deref()).any(|claimant| claimant == c));
+            }
+            for (ip, cert) in probes {
+                prop_assert_eq!(
+                    table.attribute(ip, cert.as_deref()),
+                    attribute_by_scan(&kept, ip, cert.as_deref()),
+                    "{} with {:?}", ip, cert
+                );
+                prop_assert_eq!(
+                    full.attribute(ip, cert.as_deref()),
+                    attribute_by_scan(&connectors, ip, cert.as_deref()),
+                    "the original, {} with {:?}", ip, cert
                 );
             }
         }

@@ -9,12 +9,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::Duration;
+use ratchet_policy::connectors::ConnectorTable;
 use ratchet_policy::pause::{PauseError, PauseLedger};
 use ratchet_policy::products::{classify, BuildStatus};
 use ratchet_policy::{Episode, Policy, Sighting, SightingEffect, TenantMode, Timestamp};
 
 use crate::command::{Applied, Command, CommandError, ErrorKind, Notice, Observation, Response, ServerSighting};
-use crate::model::{count_key, flush_key, AuditRecord, Connector, Counts, Event, EventKind, LastFlush, ServerEntry, Tenant};
+use crate::connector_feed::ConnectorChange;
+use crate::model::{count_key, flush_key, AuditRecord, Connector, Counts, Event, EventKind, LastFlush, ServerEntry, Tenant, Tenants};
 use crate::retention::{self, SweepCursor};
 use crate::rocks::{
     after_tenant, event_key, server_key, tenant_prefix, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_SERVERS,
@@ -24,9 +26,13 @@ use crate::schedule::{PolicySchedule, VersionedPolicy};
 /// Pending changes of one apply batch, read through before the stored state.
 pub(crate) struct Txn<'a> {
     store: &'a Store,
-    pub tenants: Arc<BTreeMap<String, Tenant>>,
+    pub tenants: Tenants,
     /// Names of the tenants this batch changed.
     pub tenants_dirty: BTreeSet<String>,
+    /// Every tenant's connectors, indexed for attribution and kept in step with `tenants`.
+    pub connectors: ConnectorTable,
+    /// What this batch did to `connectors`, in order.
+    pub connector_changes: Vec<ConnectorChange>,
     pub policy: Arc<PolicySchedule>,
     pub policy_changed: bool,
     /// Servers written (Some) or deleted (None) by this batch.
@@ -47,11 +53,13 @@ pub(crate) struct Txn<'a> {
 }
 
 impl<'a> Txn<'a> {
-    pub fn new(store: &'a Store, tenants: Arc<BTreeMap<String, Tenant>>, policy: Arc<PolicySchedule>) -> Self {
+    pub fn new(store: &'a Store, tenants: Tenants, connectors: ConnectorTable, policy: Arc<PolicySchedule>) -> Self {
         Txn {
             store,
             tenants,
             tenants_dirty: BTreeSet::new(),
+            connectors,
+            connector_changes: Vec::new(),
             policy,
             policy_changed: false,
             servers: HashMap::new(),
@@ -75,7 +83,7 @@ impl<'a> Txn<'a> {
             return Err(CommandError::unknown_tenant(name));
         }
         self.tenants_dirty.insert(name.to_owned());
-        Ok(Arc::make_mut(&mut self.tenants).get_mut(name).expect("checked above"))
+        Ok(self.tenants.get_mut(name).expect("checked above"))
     }
 
     fn server(&self, tenant: &str, server_fqdn: &str) -> Result<Option<ServerEntry>, StoreError> {
@@ -243,7 +251,7 @@ impl<'a> Txn<'a> {
             return Applied::TenantAdded { created: false };
         }
         self.tenants_dirty.insert(name.clone());
-        Arc::make_mut(&mut self.tenants).insert(name.clone(), Tenant::new(name, at));
+        self.tenants.insert(name.clone(), Tenant::new(name, at));
         Applied::TenantAdded { created: true }
     }
 
@@ -251,10 +259,12 @@ impl<'a> Txn<'a> {
     /// key ranges, its servers and events. Applied in a batch of its own
     /// (`Command::applies_alone`): nothing pending can hide under the ranges it deletes.
     fn remove_tenant(&mut self, tenant: &str) -> Response {
-        if !self.tenants.contains_key(tenant) {
+        let Some(removed) = self.tenants.remove(tenant) else {
             return Err(CommandError::unknown_tenant(tenant));
+        };
+        for connector in removed.connectors {
+            self.change_connector(connector, false);
         }
-        Arc::make_mut(&mut self.tenants).remove(tenant);
         self.tenants_dirty.insert(tenant.to_owned());
         let (from, to) = (tenant_prefix(tenant), after_tenant(tenant.as_bytes()));
         for family in [CF_SERVERS, CF_EVENTS, CF_PENDING_EVENTS] {
@@ -264,7 +274,7 @@ impl<'a> Txn<'a> {
     }
 
     fn remove_connector(&mut self, connector: Connector, at: Timestamp) -> Response {
-        let same_claim = |c: &Connector| c.cidr == connector.cidr && c.cert_name == connector.cert_name;
+        let same_claim = |c: &Connector| c.claims(connector.cidr, connector.cert_name.as_deref());
         let tenant = self
             .tenants
             .get(&connector.tenant)
@@ -282,6 +292,7 @@ impl<'a> Txn<'a> {
             connector.tenant
         );
         self.raise(&connector.tenant, EventKind::ConnectorRemoved, None, message, at);
+        self.change_connector(connector, false);
         Ok(Applied::ConnectorRemoved)
     }
 
@@ -316,12 +327,11 @@ impl<'a> Txn<'a> {
     }
 
     fn add_connector(&mut self, connector: Connector) -> Response {
-        let same_claim = |c: &Connector| c.cidr == connector.cidr && c.cert_name == connector.cert_name;
+        let same_claim = |c: &Connector| c.claims(connector.cidr, connector.cert_name.as_deref());
         if let Some(owner) = self
-            .tenants
-            .values()
-            .flat_map(|t| &t.connectors)
-            .find(|c| same_claim(c) && c.tenant != connector.tenant)
+            .connectors
+            .claimants(connector.cidr, connector.cert_name.as_deref())
+            .find(|c| c.tenant != connector.tenant)
         {
             return Err(CommandError {
                 kind: ErrorKind::AlreadyExists,
@@ -333,8 +343,22 @@ impl<'a> Txn<'a> {
         if tenant.connectors.iter().any(same_claim) {
             return Ok(Applied::ConnectorAdded { created: false });
         }
-        tenant.connectors.push(connector);
+        tenant.connectors.push(connector.clone());
+        self.change_connector(connector, true);
         Ok(Applied::ConnectorAdded { created: true })
+    }
+
+    /// Keeps the connector table in step with a tenant's list, and journals the change.
+    fn change_connector(&mut self, connector: Connector, added: bool) {
+        match added {
+            true => self.connectors.insert(connector.clone()),
+            false => self.connectors.remove(&connector),
+        };
+        self.connector_changes.push(ConnectorChange {
+            index: self.index,
+            connector,
+            added,
+        });
     }
 
     /// Applies one piece of evidence about a server, seen at `seen_at` by the node that

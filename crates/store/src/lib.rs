@@ -33,6 +33,7 @@
 pub mod apply;
 pub mod codec;
 pub mod command;
+pub mod connector_feed;
 pub mod log_store;
 pub mod model;
 pub mod observe;
@@ -46,6 +47,7 @@ pub mod types;
 pub mod view;
 
 pub use command::{Applied, Command, CommandError, ErrorKind, Notice, Observation, Request, Response, ServerSighting};
+pub use connector_feed::{ConnectorChange, ConnectorDelta, ConnectorFeed};
 pub use log_store::LogStore;
 pub use model::{AuditRecord, Connector, Event, EventKind, ServerEntry, Tenant};
 pub use observe::StorageObserver;

@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 /// How many days of per-tenant daily counts the report keeps.
 pub const DAILY_COUNT_DAYS: usize = 90;
 
+/// Every tenant by name: a persistent map, so that a copy costs a pointer and a change
+/// copies one path of it and the one tenant, whatever the number of tenants.
+pub type Tenants = imbl::OrdMap<String, Tenant>;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Tenant {
     pub name: String,

@@ -8,7 +8,6 @@
 //! in the middle finishes the install from the same file when it opens again, and never
 //! runs on half a state.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Seek};
 use std::path::{Path, PathBuf};
@@ -24,7 +23,8 @@ use rocksdb::{IteratorMode, WriteBatch};
 
 use crate::apply::Txn;
 use crate::command::{Applied, Response};
-use crate::model::{audit_key, Connector, Tenant};
+use crate::connector_feed::ConnectorFeed;
+use crate::model::{audit_key, Tenant, Tenants};
 use crate::observe::{StorageObserver, Unobserved};
 use crate::rocks::{
     decode, encode, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_RAFT, CF_SERVERS, CF_TENANTS, STATE_FAMILIES,
@@ -156,32 +156,22 @@ impl StateMachine {
             current: self.store.get(CF_META, POLICY)?.unwrap_or_default(),
             pending: self.store.get(CF_META, PENDING_POLICY)?,
         };
-        let mut tenants = BTreeMap::new();
+        let mut tenants = Tenants::new();
         for item in self.store.db().iterator_cf(self.store.cf(CF_TENANTS), IteratorMode::Start) {
             let (key, value) = item?;
             let tenant: Tenant = decode(&key, &value)?;
             tenants.insert(tenant.name.clone(), tenant);
         }
+        let connectors = ConnectorTable::new(tenants.values().flat_map(|t| t.connectors.iter().cloned()));
         let applied: Option<LogId> = self.store.get(CF_META, APPLIED)?;
-        *self.caches.policy.write().expect("policy lock") = Arc::new(policy);
-        self.publish_tenants(Arc::new(tenants));
-        // A whole new state (a snapshot installed): any verdict may have changed.
         let index = applied.map_or(0, |id| id.index);
+        *self.caches.policy.write().expect("policy lock") = Arc::new(policy);
+        *self.caches.tenants.write().expect("tenants lock") = tenants;
+        self.notifiers.connectors.send_replace(ConnectorFeed::loaded(connectors, index));
+        // A whole new state (a snapshot installed): any verdict may have changed.
         self.notifiers.verdicts.send_replace(index);
         self.notifiers.applied.send_replace(index);
         Ok(())
-    }
-
-    fn publish_tenants(&self, tenants: Arc<BTreeMap<String, Tenant>>) {
-        let connectors: Vec<Connector> = tenants.values().flat_map(|t| t.connectors.iter().cloned()).collect();
-        *self.caches.tenants.write().expect("tenants lock") = tenants;
-        self.notifiers.connectors.send_if_modified(|current| {
-            let changed = current.connectors() != connectors.as_slice();
-            if changed {
-                *current = Arc::new(ConnectorTable::new(connectors));
-            }
-            changed
-        });
     }
 
     fn read_applied_state(&self) -> Result<(Option<LogId>, StoredMembership), StoreError> {
@@ -194,6 +184,7 @@ impl StateMachine {
         Txn::new(
             &self.store,
             self.caches.tenants.read().expect("tenants lock").clone(),
+            ConnectorTable::clone(&self.notifiers.connectors.borrow().table),
             self.caches.policy.read().expect("policy lock").clone(),
         )
     }
@@ -327,7 +318,11 @@ impl StateMachine {
             *self.caches.policy.write().expect("policy lock") = txn.policy.clone();
         }
         if !txn.tenants_dirty.is_empty() {
-            self.publish_tenants(txn.tenants);
+            *self.caches.tenants.write().expect("tenants lock") = txn.tenants;
+        }
+        if !txn.connector_changes.is_empty() {
+            let next = self.notifiers.connectors.borrow().changed(txn.connectors, txn.connector_changes);
+            self.notifiers.connectors.send_replace(next);
         }
         if let Some(id) = last_applied {
             if verdicts_changed {

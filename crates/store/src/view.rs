@@ -5,14 +5,14 @@
 //! replaced by apply after each committed batch and on snapshot install, so the hot path
 //! of a decision parses nothing but one server record.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use ratchet_policy::connectors::ConnectorTable;
 use ratchet_policy::Timestamp;
 use tokio::sync::watch;
 
-use crate::model::{AuditRecord, Event, ServerEntry, Tenant, AUDIT_PREFIX};
+use crate::connector_feed::ConnectorFeed;
+use crate::model::{AuditRecord, Event, ServerEntry, Tenant, Tenants, AUDIT_PREFIX};
 use crate::paging::{Page, PageStart};
 use crate::rocks::{server_key, tenant_prefix, Store, StoreError, CF_EVENTS, CF_META, CF_PENDING_EVENTS, CF_SERVERS, STATE_FAMILIES};
 use crate::schedule::PolicySchedule;
@@ -22,7 +22,7 @@ use crate::state_machine::APPLIED_KEY;
 #[derive(Default)]
 pub(crate) struct Caches {
     pub policy: RwLock<Arc<PolicySchedule>>,
-    pub tenants: RwLock<Arc<BTreeMap<String, Tenant>>>,
+    pub tenants: RwLock<Tenants>,
 }
 
 /// A cheap, cloneable reader of the applied state.
@@ -30,14 +30,14 @@ pub(crate) struct Caches {
 pub struct StateView {
     store: Store,
     caches: Arc<Caches>,
-    connectors: watch::Receiver<Arc<ConnectorTable>>,
+    connectors: watch::Receiver<ConnectorFeed>,
     applied: watch::Receiver<u64>,
     verdicts: watch::Receiver<u64>,
 }
 
 /// Senders that apply uses to tell readers that something changed.
 pub(crate) struct Notifiers {
-    pub connectors: watch::Sender<Arc<ConnectorTable>>,
+    pub connectors: watch::Sender<ConnectorFeed>,
     pub applied: watch::Sender<u64>,
     /// The index of the last entry applied that may change a verdict already given.
     pub verdicts: watch::Sender<u64>,
@@ -46,7 +46,7 @@ pub(crate) struct Notifiers {
 impl Notifiers {
     pub fn new() -> Self {
         Notifiers {
-            connectors: watch::Sender::new(Arc::new(ConnectorTable::default())),
+            connectors: watch::Sender::new(ConnectorFeed::default()),
             applied: watch::Sender::new(0),
             verdicts: watch::Sender::new(0),
         }
@@ -69,7 +69,8 @@ impl StateView {
         self.caches.policy.read().expect("policy lock").clone()
     }
 
-    pub fn tenants(&self) -> Arc<BTreeMap<String, Tenant>> {
+    /// Every tenant, as of the last applied batch: a shared copy, not a deep one.
+    pub fn tenants(&self) -> Tenants {
         self.caches.tenants.read().expect("tenants lock").clone()
     }
 
@@ -77,14 +78,20 @@ impl StateView {
         self.tenants().get(name).cloned()
     }
 
-    /// Every connector of every tenant, indexed for attribution, and a receiver that
-    /// changes when they do. The table is built once per change (at apply) and shared.
-    pub fn connectors(&self) -> watch::Receiver<Arc<ConnectorTable>> {
+    /// Every connector of every tenant, indexed for attribution, with its recent changes,
+    /// and a receiver that changes when they do. Apply keeps the table current one change
+    /// at a time and shares it.
+    pub fn connectors(&self) -> watch::Receiver<ConnectorFeed> {
         self.connectors.clone()
     }
 
     /// The current connector table: a shared reference, not a copy.
     pub fn connector_table(&self) -> Arc<ConnectorTable> {
+        self.connectors.borrow().table.clone()
+    }
+
+    /// The current connector table with the changes that led to it.
+    pub fn connector_feed(&self) -> ConnectorFeed {
         self.connectors.borrow().clone()
     }
 

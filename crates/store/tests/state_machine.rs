@@ -226,7 +226,7 @@ async fn a_snapshot_installs_the_same_state_elsewhere_and_state_survives_reopeni
         "the stale tenant is gone, the pause is there"
     );
     assert_eq!(target.machine.applied_state().await.unwrap().0, snapshot.meta.last_log_id);
-    assert_eq!(target_view.connectors().borrow().len(), 1);
+    assert_eq!(target_view.connector_table().len(), 1);
     // Views share the open database; all must go before it can be opened again.
     drop((target_view, target));
 
@@ -735,10 +735,7 @@ async fn removing_a_tenant_leaves_no_record_under_its_name_and_the_name_starts_a
     let view = m.machine.view();
     assert!(view.tenant("bear").is_none());
     let connectors = view.connector_table();
-    assert!(
-        connectors.connectors().iter().all(|c| c.tenant != "bear"),
-        "edges stop attributing to it"
-    );
+    assert!(connectors.connectors().all(|c| c.tenant != "bear"), "edges stop attributing to it");
 
     // Added again, and sighted in the same batch: nothing of the old tenant comes back.
     m.apply(vec![
@@ -823,7 +820,7 @@ async fn removing_a_connector_removes_exactly_that_one_and_tells_the_tenant() {
 
     assert_eq!(m.one(day(1), remove("10.0.0.0/8")).await.unwrap(), Applied::ConnectorRemoved);
     let view = m.machine.view();
-    let left: Vec<String> = view.connector_table().connectors().iter().map(|c| c.describe()).collect();
+    let left: Vec<String> = view.connector_table().connectors().map(|c| c.describe()).collect();
     assert_eq!(left, ["192.0.2.0/24"]);
     let events = view.events("bear").unwrap();
     assert_eq!(events.len(), 1, "{events:?}");

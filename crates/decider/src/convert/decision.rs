@@ -6,7 +6,7 @@ use ratchet_policy::products::BuildStatus;
 use ratchet_policy::{Mode, Verdict};
 use ratchet_proto::v1 as pb;
 use ratchet_store::model::Counts;
-use ratchet_store::Observation;
+use ratchet_store::{ConnectorDelta, Observation};
 
 use crate::error::Error;
 use crate::verdict::{Decided, Question, Tally};
@@ -136,7 +136,18 @@ pub fn connector(connector: &ratchet_store::Connector) -> pb::Connector {
 /// The connector table an edge watches, with the applied index it was read at.
 pub fn connector_snapshot(table: &ConnectorTable, applied_index: u64) -> pb::ConnectorSnapshot {
     pb::ConnectorSnapshot {
-        connectors: table.connectors().iter().map(connector).collect(),
+        connectors: table.connectors().map(connector).collect(),
         applied_index,
+        ..Default::default()
+    }
+}
+
+/// What changed in the table since the watcher's last message.
+pub fn connector_delta(delta: &ConnectorDelta, applied_index: u64) -> pb::ConnectorSnapshot {
+    pb::ConnectorSnapshot {
+        connectors: delta.added.iter().map(connector).collect(),
+        applied_index,
+        delta: true,
+        removed: delta.removed.iter().map(connector).collect(),
     }
 }

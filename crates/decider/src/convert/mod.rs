@@ -18,4 +18,4 @@ pub use admin::{
     report, tenant_summary,
 };
 pub use cluster::{cluster_status, membership};
-pub use decision::{connector, connector_snapshot, observation, question};
+pub use decision::{connector, connector_delta, connector_snapshot, observation, question};

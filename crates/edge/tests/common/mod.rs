@@ -287,6 +287,7 @@ impl Decision for FakeDecider {
         let snapshot = ConnectorSnapshot {
             connectors: self.connectors.clone(),
             applied_index: 1,
+            ..Default::default()
         };
         let stream = tokio_stream::StreamExt::chain(tokio_stream::iter(vec![Ok(snapshot)]), tokio_stream::pending());
         Ok(tonic::Response::new(Box::pin(stream)))
