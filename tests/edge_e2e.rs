@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::report;
-use common::metrics::{scrape, total};
+use common::metrics::{connector_updates, scrape, total, wait_for_connector_update};
 use common::smtp::{final_reply, swaks, EdgeProcess, SmtpSink};
 use common::stages::{blocked, throttled, StagedDecider, COMPLIANT, OUT_OF_DATE, TENANT};
 
@@ -138,8 +138,10 @@ fn a_verdict_holds_across_sessions_until_a_pause_changes_it() {
     // the end of the decider's minute (the decider's clock starts 2 s into one).
     assert_eq!((lookups("miss"), lookups("hit")), (1.0, 2.0));
 
-    // A pause applies to the very next message, not at the end of the remembered minute.
+    // A pause applies as soon as the edge hears of it, not at the end of the remembered minute.
+    let updates = connector_updates(edge.http.unwrap(), "ratchet_edge");
     common::ctl(&decider.endpoint(), &["pause", "--tenant", TENANT, "--days", "1"]);
+    wait_for_connector_update(edge.http.unwrap(), "ratchet_edge", updates);
     let reply = final_reply(&swaks(edge.addr, &server, OUT_OF_DATE, &[]));
     assert!(reply.starts_with("250 "), "paused: {reply}");
     assert_eq!(sink.wait_for_messages(1).len(), 1);

@@ -10,6 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::browser::get;
+use common::metrics::{connector_updates, wait_for_connector_update};
 use common::smtp::{deliver, EdgeProcess, SmtpSink};
 use common::stages::{blocked, StagedDecider, OUT_OF_DATE, TENANT};
 use ratchet_policy::{Mode, Policy};
@@ -93,7 +94,15 @@ fn a_report_only_tenant_is_accepted_and_told_what_enforcing_would_have_done() {
     let decider = StagedDecider::start();
     let endpoint = decider.endpoint();
     let sink = SmtpSink::start();
-    let edge = EdgeProcess::start(&endpoint, sink.addr, None);
+    let http = common::cluster::free_port().to_string();
+    let edge = EdgeProcess::start_with(&endpoint, sink.addr, None, &["--http", &http], &[]);
+    // Runs `ctl tenant mode`, and waits until the edge has heard of it.
+    let set_mode = |mode: &str| {
+        let updates = connector_updates(edge.http.unwrap(), "ratchet_edge");
+        let set = common::ctl(&endpoint, &["tenant", "mode", "--tenant", TENANT, mode]);
+        wait_for_connector_update(edge.http.unwrap(), "ratchet_edge", updates);
+        set
+    };
     // First seen 100 days ago: stage 8, blocked every minute of the hour.
     let server = "old.bear.local";
     decider.import(server, 100);
@@ -101,7 +110,7 @@ fn a_report_only_tenant_is_accepted_and_told_what_enforcing_would_have_done() {
     assert_eq!(deliver(edge.addr, server, OUT_OF_DATE, "enforced"), blocked(60));
     assert_eq!(tenant_mode(&endpoint), "enforce");
 
-    let set = common::ctl(&endpoint, &["tenant", "mode", "--tenant", TENANT, "report-only"]);
+    let set = set_mode("report-only");
     assert_eq!(set.trim(), format!("tenant {TENANT}: mode report-only"));
     assert_eq!(tenant_mode(&endpoint), "report-only");
     let reply = deliver(edge.addr, server, OUT_OF_DATE, "reported only");
@@ -136,7 +145,7 @@ fn a_report_only_tenant_is_accepted_and_told_what_enforcing_would_have_done() {
     common::ctl(&endpoint, &["tenant", "mode", "--tenant", TENANT, "report-only"]);
     assert_eq!(mode_changes(&endpoint), before);
 
-    common::ctl(&endpoint, &["tenant", "mode", "--tenant", TENANT, "enforce"]);
+    set_mode("enforce");
     assert_eq!(deliver(edge.addr, server, OUT_OF_DATE, "enforced again"), blocked(60));
     let row = server_row(&endpoint, server);
     assert_eq!((row["mode"].as_str(), row["would_verdict"].as_null()), (Some("enforce"), Some(())));

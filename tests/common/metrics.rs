@@ -80,6 +80,25 @@ pub fn total(samples: &Samples, name: &str, with: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// How many connector tables (whole or delta) the front at `http` has taken from the deciders.
+pub fn connector_updates(http: SocketAddr, prefix: &str) -> f64 {
+    total(&scrape(http), &format!("{prefix}_connector_updates_total"), &[])
+}
+
+/// Waits until the front at `http` has taken a connector table after the `before`-th: a
+/// change an admin just made (a pause, a mode) has reached it, and the verdicts it
+/// remembered are dropped. Fronts hear of changes a moment after they commit.
+pub fn wait_for_connector_update(http: SocketAddr, prefix: &str, before: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while connector_updates(http, prefix) <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the front at {http} never heard of the change"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// GET /metrics from `addr` (waiting up to 10 s for it to answer), parsed.
 pub fn scrape(addr: SocketAddr) -> Samples {
     parse_metrics(&wait_http_ok(addr, "/metrics", Duration::from_secs(10)))

@@ -130,7 +130,7 @@ pub async fn keep_watching(pool: Arc<DeciderPool>, table: watch::Sender<Table>, 
                             }
                         };
                         tracing::debug!(decider = %decider.addr, applied_index = index, delta, connectors = next.len(), "connector table");
-                        pool.metrics.connectors_loaded(next.len());
+                        pool.metrics.connectors_loaded(next.len(), delta);
                         pool.answered();
                         pool.set_watching(true);
                         // Every message may follow a change that alters verdicts given.

@@ -97,9 +97,33 @@ pub struct DeciderMetrics {
     decide_seconds: Histogram,
     fallbacks: Family<Labels, Counter>,
     connectors_loaded: Gauge,
+    connector_updates: Family<ConnectorUpdate, Counter>,
     count_flushes: Family<Labels, Counter>,
     counts_pending: Gauge,
     verdict_cache_lookups: Family<CacheLookup, Counter>,
+}
+
+/// The label of `..._connector_updates_total`: whether the decider sent the whole table
+/// or only what changed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectorUpdate {
+    kind: UpdateKind,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+enum UpdateKind {
+    Whole,
+    Delta,
+}
+
+impl EncodeLabelValue for UpdateKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        use std::fmt::Write;
+        encoder.write_str(match self {
+            UpdateKind::Whole => "whole",
+            UpdateKind::Delta => "delta",
+        })
+    }
 }
 
 /// The label of `..._verdict_cache_lookups_total`: a typed set, so that counting a lookup
@@ -324,6 +348,7 @@ impl DeciderMetrics {
             decide_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             fallbacks: Family::default(),
             connectors_loaded: Gauge::default(),
+            connector_updates: Family::default(),
             count_flushes: Family::default(),
             counts_pending: Gauge::default(),
             verdict_cache_lookups: Family::default(),
@@ -343,6 +368,11 @@ impl DeciderMetrics {
             "connectors_loaded",
             "Connectors in the snapshot loaded from the deciders (-1: none loaded yet)",
             m.connectors_loaded.clone(),
+        );
+        registry.register(
+            "connector_updates",
+            "Connector tables taken from the deciders: whole, or as a delta; each one also drops the remembered verdicts",
+            m.connector_updates.clone(),
         );
         registry.register(
             "count_flushes",
@@ -381,8 +411,10 @@ impl DeciderMetrics {
         self.fallbacks.get_or_create(&vec![("kind", kind.to_owned())]).inc();
     }
 
-    pub(crate) fn connectors_loaded(&self, count: usize) {
+    pub(crate) fn connectors_loaded(&self, count: usize, delta: bool) {
         self.connectors_loaded.set(count as i64);
+        let kind = if delta { UpdateKind::Delta } else { UpdateKind::Whole };
+        self.connector_updates.get_or_create(&ConnectorUpdate { kind }).inc();
     }
 
     pub(crate) fn count_flush(&self, outcome: CountFlush) {
