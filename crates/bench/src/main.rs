@@ -5,10 +5,14 @@
 //! One module per benchmark, each saying at its top what it measures and how:
 //! `decide` (vs Redis GET), `sightings` (vs etcd put), `smtp` (edge vs smtp-sink),
 //! `scale` (memory per server, snapshot, restart), `failover`, `connectors` (Decide with
-//! many tenants' connectors against few) and `milter` (Postfix with the milter vs alone).
+//! many tenants' connectors against few), `milter` (Postfix with the milter vs alone) and
+//! `admin_writes` (creating 100,000 tenants and connectors vs etcd put). `etcd` is the
+//! etcd anchor that `sightings` and `admin_writes` share.
 
+mod admin_writes;
 mod connectors;
 mod decide;
+mod etcd;
 mod failover;
 mod load;
 mod milter;
@@ -39,16 +43,21 @@ struct Args {
     /// Tiny counts and durations: checks that every benchmark runs, for CI.
     #[arg(long)]
     smoke: bool,
-    /// Run only these benchmarks (decide, sightings, smtp, scale, failover, connectors, milter); default all.
+    /// Run only these benchmarks (decide, sightings, smtp, scale, failover, connectors, milter,
+    /// admin); default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Servers to import for `bytes_per_server` (default: 1,000,000; smoke: 2,000).
     #[arg(long)]
     scale_servers: Option<u64>,
-    /// Connectors (one per tenant) for `decide_100k_connectors_vs_10` (default: 20,000;
+    /// Connectors (one per tenant) for `decide_100k_connectors_vs_10` (default: 100,000;
     /// smoke: 50).
     #[arg(long)]
     many_connectors: Option<u64>,
+    /// Tenants (each with one connector) to create for `admin_writes_100k_tenants`
+    /// (default: 100,000; smoke: 200; at least 10).
+    #[arg(long)]
+    admin_tenants: Option<u64>,
 }
 
 /// Sizes and durations of one run.
@@ -63,6 +72,8 @@ pub struct Settings {
     pub many_connectors: u64,
     /// Servers imported for the `connectors` benchmark's Decide.
     pub decide_connector_servers: u64,
+    /// Tenants (each with one connector) created by `admin_writes`.
+    pub admin_tenants: u64,
     pub redis_requests: u64,
     pub smtp_messages: u64,
     pub smtp_sessions: u64,
@@ -83,6 +94,7 @@ impl Settings {
                 decide_servers: 500,
                 many_connectors: 50,
                 decide_connector_servers: 50,
+                admin_tenants: 200,
                 redis_requests: 20_000,
                 smtp_messages: 200,
                 smtp_sessions: 20,
@@ -98,10 +110,9 @@ impl Settings {
                 warmup: Duration::from_secs(2),
                 measure: Duration::from_secs(15),
                 decide_servers: 10_000,
-                // Not 100,000: creating tenants and connectors through the admin API costs
-                // O(connectors) per write today, so 100,000 takes too long to set up.
-                many_connectors: 20_000,
+                many_connectors: 100_000,
                 decide_connector_servers: 1_000,
+                admin_tenants: 100_000,
                 redis_requests: 1_000_000,
                 smtp_messages: 20_000,
                 smtp_sessions: 20,
@@ -121,7 +132,7 @@ impl Settings {
     }
 }
 
-pub const BENCHMARKS: [(&str, &str); 7] = [
+pub const BENCHMARKS: [(&str, &str); 8] = [
     ("decide", "decide_vs_redis_get"),
     ("sightings", "sightings_vs_etcd_put"),
     ("smtp", "edge_vs_smtp_sink"),
@@ -129,6 +140,7 @@ pub const BENCHMARKS: [(&str, &str); 7] = [
     ("failover", "failover_ms"),
     ("connectors", "decide_100k_connectors_vs_10"),
     ("milter", "milter_vs_postfix_alone"),
+    ("admin", "admin_writes_100k_tenants"),
 ];
 
 #[tokio::main]
@@ -140,6 +152,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(connectors) = args.many_connectors {
         settings.many_connectors = connectors;
+    }
+    if let Some(tenants) = args.admin_tenants {
+        settings.admin_tenants = tenants;
     }
     std::fs::create_dir_all(&args.out)?;
     let ratchet = std::fs::canonicalize(&args.ratchet)?;
@@ -165,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
             "failover" => failover::run(&env, &settings).await,
             "connectors" => connectors::run(&env, &settings).await,
             "milter" => milter::run(&env, &settings).await,
+            "admin" => admin_writes::run(&env, &settings).await,
             _ => unreachable!(),
         };
         let secs = started.elapsed().as_secs_f64();

@@ -322,6 +322,27 @@ impl Cluster {
         Ok(Cluster { nodes })
     }
 
+    /// Starts `size` founding members, then waits until they agree on a leader and every
+    /// one is ready; returns the group and its leader's index.
+    pub async fn start_serving(env: &Env, prefix: &str, size: usize, config_toml: &str) -> anyhow::Result<(Cluster, usize)> {
+        let cluster = Cluster::start(env, prefix, size, config_toml)?;
+        let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
+        for node in &cluster.nodes {
+            node.wait_ready(Duration::from_secs(30))?;
+        }
+        Ok((cluster, leader))
+    }
+
+    /// Admin clients for `workers` load workers, worker `w` on its own connection to node
+    /// `w % size`, as operators spread over deciders (followers forward writes to the leader).
+    pub async fn spread_admin_clients(&self, workers: usize) -> anyhow::Result<Vec<AdminClient<Channel>>> {
+        let mut clients = Vec::with_capacity(workers);
+        for worker in 0..workers {
+            clients.push(AdminClient::new(self.nodes[worker % self.nodes.len()].channel().await?));
+        }
+        Ok(clients)
+    }
+
     /// The index of the node every running node agrees leads, once all are ready.
     pub async fn wait_leader(&self, within: Duration) -> anyhow::Result<usize> {
         let deadline = Instant::now() + within;
@@ -348,7 +369,11 @@ impl Cluster {
 
 /// Adds a tenant and one connector, through `node`.
 pub async fn add_tenant(node: &Decider, tenant: &str, cidr: &str) -> anyhow::Result<()> {
-    let mut admin = AdminClient::new(node.channel().await?);
+    add_tenant_via(&mut AdminClient::new(node.channel().await?), tenant, cidr).await
+}
+
+/// Adds a tenant, then its connector, through `admin`: done once both are acknowledged.
+pub async fn add_tenant_via(admin: &mut AdminClient<Channel>, tenant: &str, cidr: &str) -> anyhow::Result<()> {
     admin.add_tenant(pb::AddTenantRequest { name: tenant.into() }).await?;
     admin
         .add_connector(pb::AddConnectorRequest {

@@ -74,6 +74,7 @@ pub fn write(out: &Path, settings: &Settings, results: Value) -> anyhow::Result<
             "failover_trials": settings.failover_trials,
             "many_connectors": settings.many_connectors,
             "decide_connector_servers": settings.decide_connector_servers,
+            "admin_tenants": settings.admin_tenants,
         },
         "benchmarks": results,
     });
@@ -197,6 +198,20 @@ fn markdown(doc: &Value) -> String {
             num(&p["anchor"]["msgs_per_sec"]),
             num(&p["ratio"]),
             met(p)
+        );
+    }
+
+    let a = &b["admin_writes_100k_tenants"];
+    if a.is_object() {
+        let _ = writeln!(
+            md,
+            "| `admin_writes_100k_tenants` | {} creations/s growing to {} tenants (flatness {}) | {} puts/s | {} | ≥ 0.5 | {} |",
+            num(&a["ratchet"]["result"]["ops_per_sec"]),
+            num(&a["tenants"]),
+            num(&a["flatness"]),
+            num(&a["anchor"]["result"]["ops_per_sec"]),
+            num(&a["ratio"]),
+            met(a)
         );
     }
 
@@ -358,6 +373,49 @@ fn markdown(doc: &Value) -> String {
         let _ = writeln!(md, "| | msg/s | s |\n|---|---|---|");
         for (label, side) in [("Postfix with the milter", &p["ratchet"]), ("Postfix alone", &p["anchor"])] {
             let _ = writeln!(md, "| {label} | {} | {} |", num(&side["msgs_per_sec"]), num(&side["secs"]));
+        }
+        let _ = writeln!(md);
+    }
+    if a.is_object() {
+        let _ = writeln!(md, "### 7. Admin writes while growing: `admin_writes_100k_tenants`\n");
+        let _ = writeln!(
+            md,
+            "Three deciders (default config, snapshots included) vs three etcd members ({}), as in section 2. \
+             Ratchet grows from no tenant to {}: each creation is an AddTenant of a new tenant, then an AddConnector \
+             of its own /28, both acknowledged (two Raft writes); {} workers, worker *w* on its own connection to \
+             decider *w* mod 3 (followers forward to the leader), each taking the next tenant until all are created. \
+             Afterwards the leader lists exactly that many tenants, each with one connector. etcd: puts of new keys \
+             from as many workers, as in section 2. The ratio is creations/s over the whole growth ÷ puts/s (a \
+             creation is two writes, so 0.5 is write-for-write parity). Flatness is the last tenth's rate ÷ the \
+             first's: {}.\n",
+            a["anchor"]["etcd_version"].as_str().unwrap_or("etcd"),
+            num(&a["tenants"]),
+            num(&a["clients"]),
+            num(&a["flatness"])
+        );
+        let _ = writeln!(md, "| | ops/s | p50 ms | p99 ms |\n|---|---|---|---|");
+        for (label, side) in [
+            ("Ratchet creations (tenant + connector)", &a["ratchet"]),
+            ("etcd put", &a["anchor"]),
+        ] {
+            let _ = writeln!(
+                md,
+                "| {label} | {} | {} | {} |",
+                num(&side["result"]["ops_per_sec"]),
+                num(&side["result"]["p50_ms"]),
+                num(&side["result"]["p99_ms"])
+            );
+        }
+        let _ = writeln!(md, "\n| tenants | s | creations/s |\n|---|---|---|");
+        for tenth in a["tenths"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                md,
+                "| {}-{} | {} | {} |",
+                num(&tenth["from"]),
+                num(&tenth["to"]),
+                num(&tenth["secs"]),
+                num(&tenth["creations_per_sec"])
+            );
         }
         let _ = writeln!(md);
     }
