@@ -255,8 +255,8 @@ fn markdown(doc: &Value) -> String {
         md,
         "Three deciders (default config) vs three etcd members ({}), WAL/log fsync on in both, data directories on \
          the same disk. The same load generator drives both: worker *w* on its own connection to member *w* mod 3 \
-         (followers forward to the leader in both systems). Ratchet: Decide for a server never seen before \
-         (out-of-date build), answered once committed. etcd: put of a new key, 256-byte value, through the \
+         (followers forward to the leader in both systems). Ratchet: ImportServer of a server never seen \
+         before, acknowledged once committed (a Decide no longer waits for its sighting to commit). etcd: put of a new key, 256-byte value, through the \
          `etcd-client` crate (gRPC; it is on tonic 0.14, the one tonic in the tree).\n",
         e["anchor"]["etcd_version"].as_str().unwrap_or("etcd")
     );
@@ -281,8 +281,8 @@ fn markdown(doc: &Value) -> String {
         "`smtp-source -s {} -m {} -F message` (one message per session, {} bytes, with an Exchange `Received:` \
          header of a compliant build, from a tenant's connector) straight to `smtp-sink`, and through `ratchet edge` \
          (one decider behind it) to the same `smtp-sink`. Throughput = messages ÷ smtp-source's wall time. The edge \
-         accepted {} messages with {} Decide calls (it remembers a verdict within one session only, and each \
-         message here is a session of its own). smtp-source gives no per-message latency: the mean is approximated by Little's law (sessions ÷ \
+         accepted {} messages with {} Decide calls (each message here is a session of its own; the edge remembers \
+         a decider's answer across sessions until its `valid_until`). smtp-source gives no per-message latency: the mean is approximated by Little's law (sessions ÷ \
          throughput), and a probe of ours times {} sequential sessions (connect to the final 250), unloaded, for \
          p50/p99.\n",
         num(&x["sessions"]),
@@ -350,7 +350,7 @@ fn markdown(doc: &Value) -> String {
     let _ = writeln!(
         md,
         "Three deciders, default timeouts (heartbeat 150 ms, election timeout 500-1000 ms). Four writers on the two \
-         followers Decide new servers back to back; kill -9 of the leader; time to the first acknowledgement of a \
+         followers import new servers back to back; kill -9 of the leader; time to the first acknowledgement of a \
          write sent after the kill. Trials (ms): {}; median {} ms.\n",
         f["trials_ms"],
         num(&f["value"])
