@@ -68,7 +68,7 @@ impl Error {
 
     /// Whether this is `unknown_tenant`: the pages show their own page for it.
     pub fn is_unknown_tenant(&self) -> bool {
-        matches!(self, Error::Refused(refusal) if refusal.kind == ErrorKind::NotFound && refusal.field == "tenant")
+        matches!(self, Error::Refused(refusal) | Error::RefusedAtApply(refusal) if refusal.kind == ErrorKind::NotFound && refusal.field == "tenant")
     }
 
     /// The answer of the HTTP listener (the report API and the pages) to this error.

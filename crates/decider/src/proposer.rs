@@ -100,13 +100,19 @@ impl Proposer {
     #[tracing::instrument(name = "raft.propose", skip_all)]
     async fn propose_by(&self, actor: Option<String>, command: Command) -> Result<Applied, Error> {
         command.validate(self.clock.now()).map_err(Error::Refused)?;
-        // Refused here rather than at apply, so that it does not even reach the log. This
-        // node may not have applied the write that created the tenant yet: it catches up
-        // with the leader before it refuses. Apply checks again in any case.
+        // A write for a tenant this node does not know. The leader refuses it here, so that
+        // it does not even reach the log, once it has applied all that is committed (a new
+        // leader may not have yet). A follower may just not have applied the write that
+        // created the tenant (acknowledged a moment ago through another node, or through
+        // this one); rather than wait a round trip to the leader and then forward, it
+        // forwards at once, and the leader's apply refuses a tenant that truly is not there
+        // (audited in the log as any refusal at apply).
         if let Some(tenant) = command.target_tenant().filter(|name| !self.view.tenants().contains_key(*name)) {
-            let _ = self.read_barrier().await;
-            if !self.view.tenants().contains_key(tenant) {
-                return Err(Error::unknown_tenant(tenant));
+            if matches!(leader(&self.raft), Ok(Leader::Here)) {
+                let _ = self.read_barrier().await;
+                if !self.view.tenants().contains_key(tenant) {
+                    return Err(Error::unknown_tenant(tenant));
+                }
             }
         }
         let deadline = Instant::now() + self.write_timeout;
