@@ -40,6 +40,9 @@ use crate::procs::{add_tenant_via, Cluster, Decider, Env};
 use crate::Settings;
 
 const GOAL: f64 = 0.5;
+/// "Flat, not falling as the count grows": the last tenth's rate within a tenth of the
+/// first's (the issue names no number; this is ours).
+const FLAT: f64 = 0.9;
 
 /// The growth is split in this many parts, each of which must create at least one tenant.
 const PARTS: usize = 10;
@@ -52,8 +55,8 @@ pub async fn run(env: &Env, settings: &Settings) -> anyhow::Result<serde_json::V
     let flatness = tenths[PARTS - 1].creations_per_sec() / tenths[0].creations_per_sec();
     Ok(json!({
         "ratio": round(ratio, 3),
-        "goal": format!(">= {GOAL}"),
-        "met": ratio >= GOAL,
+        "goal": format!(">= {GOAL}, flatness >= {FLAT}"),
+        "met": ratio >= GOAL && flatness >= FLAT,
         "flatness": round(flatness, 3),
         "clients": settings.clients,
         "tenants": tenants,

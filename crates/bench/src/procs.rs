@@ -1,7 +1,8 @@
 //! The processes a benchmark starts: `ratchet decider` nodes and clusters, `ratchet edge`,
-//! and the anchors' servers (redis-server, etcd, smtp-sink). Every process is killed when
-//! its handle drops, so a failed benchmark leaves nothing running. Also: free loopback
-//! ports, waiting for a listener, a bare HTTP GET for /readyz and /metrics, and VmRSS.
+//! and the anchors' servers (redis-server, smtp-sink; etcd's three members are in `etcd`).
+//! Every process is killed when its handle drops, so a failed benchmark leaves nothing
+//! running. Also: free loopback ports, waiting for a listener, a bare HTTP GET for /readyz
+//! and /metrics, and VmRSS.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
