@@ -27,14 +27,9 @@ pub struct Connector {
 }
 
 impl Connector {
-    /// The address ranges the connector claims, with host bits cleared: its CIDR, or every
-    /// address of both families (`0.0.0.0/0`, `::/0`) for a certificate-only connector.
+    /// The address ranges the connector claims (see `claimed_ranges`).
     fn ranges(&self) -> impl Iterator<Item = IpNet> {
-        let (one, both) = match self.cidr {
-            Some(cidr) => (Some(cidr.trunc()), None),
-            None => (None, Some([IpNet::V4(Ipv4Net::default()), IpNet::V6(Ipv6Net::default())])),
-        };
-        one.into_iter().chain(both.into_iter().flatten())
+        claimed_ranges(self.cidr)
     }
 
     /// Whether it makes exactly this claim (the same range as written, the same name).
@@ -51,6 +46,16 @@ impl Connector {
             (None, None) => "no claim".to_owned(),
         }
     }
+}
+
+/// The address ranges a claim of `cidr` covers, with host bits cleared: the CIDR, or every
+/// address of both families (`0.0.0.0/0`, `::/0`) for a certificate-only claim.
+fn claimed_ranges(cidr: Option<IpNet>) -> impl Iterator<Item = IpNet> {
+    let (one, both) = match cidr {
+        Some(cidr) => (Some(cidr.trunc()), None),
+        None => (None, Some([IpNet::V4(Ipv4Net::default()), IpNet::V6(Ipv6Net::default())])),
+    };
+    one.into_iter().chain(both.into_iter().flatten())
 }
 
 /// The connectors that claim one prefix and one certificate name (or none), in
@@ -171,12 +176,8 @@ impl ConnectorTable {
 
     /// The connectors that make exactly this claim (normally none or one).
     pub fn claimants<'a>(&'a self, cidr: Option<IpNet>, cert_name: Option<&'a str>) -> impl Iterator<Item = &'a Connector> + 'a {
-        let probe = Connector {
-            tenant: String::new(),
-            cidr,
-            cert_name: cert_name.map(str::to_owned),
-        };
-        let prefix = probe.ranges().next().and_then(|range| self.prefixes.get(&range));
+        // Every range of a claim holds the same claimants: the first one is enough.
+        let prefix = claimed_ranges(cidr).next().and_then(|range| self.prefixes.get(&range));
         let claimants = prefix.map(|prefix| match cert_name {
             Some(name) => prefix.certified.get(&name.to_ascii_lowercase()).map_or(&[][..], Vec::as_slice),
             None => prefix.plain.as_slice(),
