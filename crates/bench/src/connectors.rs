@@ -22,7 +22,7 @@ use ratchet_proto::v1::admin_client::AdminClient;
 use ratchet_proto::v1::decision_client::DecisionClient;
 use serde_json::json;
 
-use crate::decide::{import_servers, measure_decide};
+use crate::decide::{import_servers, measure_decide, Ask};
 use crate::load::{self, round, Limit};
 use crate::procs::{add_tenant, add_tenant_via, decide_request, http_get, metric_sum, Decider, Env, OUT_OF_DATE_BUILD, QUIET_LOG};
 use crate::Settings;
@@ -110,7 +110,7 @@ async fn side(env: &Env, settings: &Settings, count: u64) -> anyhow::Result<(f64
     }
     let servers = settings.decide_connector_servers;
     import_servers(&node, "bench", servers, settings.clients).await?;
-    let result = measure_decide(&node, settings, servers).await?;
+    let result = measure_decide(&node, settings, servers, Ask::Stream).await?;
     let metrics = http_get(node.http, "/metrics").map(|(_, body)| body).unwrap_or_default();
     let server_us = 1e6 * metric_sum(&metrics, "ratchet_decider_decide_duration_seconds_sum")
         / metric_sum(&metrics, "ratchet_decider_decide_duration_seconds_count").max(1.0);

@@ -6,8 +6,10 @@
 //! a server drawn at random among them, one request outstanding each, for a fixed time.
 //! A known server with an unchanged episode is a local read: no consensus.
 //!
-//! Ratchet runs twice, with mutual TLS (the deployed configuration, the one the ratio is
-//! of) and without; the report gives both.
+//! Each worker asks as an edge does, on a `DecideStream` of its own (the edge's client,
+//! `ratchet_edge::decide_stream`), then, on the same node, with unary Decide. Ratchet runs
+//! twice, with mutual TLS (the deployed configuration, the one the ratio is of) and
+//! without; the report gives all four.
 //!
 //! Anchor: `redis-benchmark -t get -c <clients> -n N -r <servers> --csv` against a local
 //! `redis-server --save '' --appendonly no`, keys populated first with `-t set`.
@@ -15,6 +17,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use ratchet_edge::decide_stream::DecideStream;
 use ratchet_proto::v1 as pb;
 use ratchet_proto::v1::admin_client::AdminClient;
 use ratchet_proto::v1::decision_client::DecisionClient;
@@ -30,8 +33,8 @@ pub const CLIENT_IP: &str = "10.1.2.3";
 /// without TLS is reported beside it, and what TLS costs.
 pub async fn run(env: &Env, settings: &Settings) -> anyhow::Result<serde_json::Value> {
     let certs = Certs::make(env)?;
-    let with_tls = ratchet_side(env, settings, Some(&certs)).await?;
-    let plaintext = ratchet_side(env, settings, None).await?;
+    let (with_tls, unary) = ratchet_side(env, settings, Some(&certs)).await?;
+    let (plaintext, plaintext_unary) = ratchet_side(env, settings, None).await?;
     let redis = redis_side(env, settings)?;
     let ratio = with_tls.ops_per_sec() / redis.ops_per_sec;
     Ok(json!({
@@ -40,14 +43,24 @@ pub async fn run(env: &Env, settings: &Settings) -> anyhow::Result<serde_json::V
         "met": ratio >= 1.0,
         "clients": settings.clients,
         "ratchet": {
-            "what": format!("Decide for {} known servers, one decider, mutual TLS", settings.decide_servers),
+            "what": format!("Decide for {} known servers, one decider, mutual TLS, on a DecideStream per client", settings.decide_servers),
             "servers": settings.decide_servers,
             "result": with_tls.summary(),
         },
+        "ratchet_unary": {
+            "what": "the same with unary Decide",
+            "result": unary.summary(),
+            "ratio": round(unary.ops_per_sec() / redis.ops_per_sec, 3),
+        },
         "ratchet_plaintext": {
-            "what": "the same without TLS",
+            "what": "the same without TLS, on a DecideStream per client",
             "result": plaintext.summary(),
             "ratio": round(plaintext.ops_per_sec() / redis.ops_per_sec, 3),
+        },
+        "ratchet_plaintext_unary": {
+            "what": "without TLS, unary Decide",
+            "result": plaintext_unary.summary(),
+            "ratio": round(plaintext_unary.ops_per_sec() / redis.ops_per_sec, 3),
         },
         "tls_throughput_share": round(with_tls.ops_per_sec() / plaintext.ops_per_sec(), 3),
         "anchor": {
@@ -95,7 +108,8 @@ pub async fn import_servers(node: &Decider, tenant: &str, count: u64, clients: u
     Ok(result)
 }
 
-async fn ratchet_side(env: &Env, settings: &Settings, tls: Option<&Certs>) -> anyhow::Result<load::LoadResult> {
+/// Decide on one decider, first on streams, then unary.
+async fn ratchet_side(env: &Env, settings: &Settings, tls: Option<&Certs>) -> anyhow::Result<(load::LoadResult, load::LoadResult)> {
     let name = if tls.is_some() { "decide-tls" } else { "decide0" };
     let mut node = Decider::new(env, name, "", QUIET_LOG)?;
     if let Some(certs) = tls {
@@ -107,32 +121,48 @@ async fn ratchet_side(env: &Env, settings: &Settings, tls: Option<&Certs>) -> an
     add_tenant(&node, "bench", "10.0.0.0/8").await?;
     let servers = settings.decide_servers;
     import_servers(&node, "bench", servers, settings.clients).await?;
-    measure_decide(&node, settings, servers).await
+    let streamed = measure_decide(&node, settings, servers, Ask::Stream).await?;
+    let unary = measure_decide(&node, settings, servers, Ask::Unary).await?;
+    Ok((streamed, unary))
 }
+
+/// How the workers of `measure_decide` ask.
+#[derive(Clone, Copy)]
+pub enum Ask {
+    /// Each on a `DecideStream` of its own, as an edge asks.
+    Stream,
+    /// A unary Decide per question.
+    Unary,
+}
+
+/// The deadline of a unary Decide; generous, as errors are counted, not retried.
+const UNARY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Decide from `CLIENT_IP` (tenant `bench`) for one of the `servers` imported servers
 /// `srv{i}.bench.local` at random, `clients` workers for the configured time.
-pub async fn measure_decide(node: &Decider, settings: &Settings, servers: u64) -> anyhow::Result<load::LoadResult> {
+pub async fn measure_decide(node: &Decider, settings: &Settings, servers: u64, ask: Ask) -> anyhow::Result<load::LoadResult> {
     // One connection per client, as redis-benchmark opens one per client.
     let mut clients = Vec::new();
     for _ in 0..settings.clients {
-        clients.push(DecisionClient::new(node.edge_channel().await?));
+        let client = DecisionClient::new(node.edge_channel().await?);
+        clients.push(match ask {
+            Ask::Stream => Asker::Stream(DecideStream::new(client)),
+            Ask::Unary => Asker::Unary(client),
+        });
     }
     let check = clients[0]
-        .clone()
         .decide(decide_request(CLIENT_IP, "srv0.bench.local".into(), OUT_OF_DATE_BUILD))
-        .await?
-        .into_inner();
+        .await?;
     if check.tenant != "bench" || check.first_seen_unix_ms == 0 {
         bail!("Decide did not see the imported server: {check:?}");
     }
     let clients = std::sync::Arc::new(clients);
     let result = load::run(settings.clients, settings.time_limit(), move |worker, sequence| {
-        let mut client = clients[worker].clone();
+        let clients = clients.clone();
         let server = mix(sequence) % servers;
         let request = decide_request(CLIENT_IP, format!("srv{server}.bench.local"), OUT_OF_DATE_BUILD);
         async move {
-            let reply = client.decide(request).await?.into_inner();
+            let reply = clients[worker].decide(request).await?;
             if reply.verdict != pb::Verdict::Accept as i32 {
                 bail!("unexpected verdict {reply:?}");
             }
@@ -144,6 +174,20 @@ pub async fn measure_decide(node: &Decider, settings: &Settings, servers: u64) -
         bail!("no Decide succeeded: {:?}", result.first_error);
     }
     Ok(result)
+}
+
+enum Asker {
+    Stream(DecideStream),
+    Unary(DecisionClient<tonic::transport::Channel>),
+}
+
+impl Asker {
+    async fn decide(&self, request: pb::DecideRequest) -> Result<pb::DecideResponse, tonic::Status> {
+        match self {
+            Asker::Stream(stream) => stream.decide(request, UNARY_TIMEOUT).await,
+            Asker::Unary(client) => Ok(client.clone().decide(request).await?.into_inner()),
+        }
+    }
 }
 
 pub struct RedisResult {

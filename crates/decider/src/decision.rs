@@ -8,6 +8,12 @@
 //! verdict is accept and `would_verdict` carries the one the rules reached, for the edge
 //! to count; fronts need not know modes to keep accepting.
 //!
+//! Fronts ask on one long-lived `DecideStream` per decider: each call is one frame each
+//! way on it, where a unary Decide is a whole HTTP/2 request (headers, data, trailers, a
+//! task on each side). Calls on a stream are decided concurrently (a linearizable one
+//! waits for its read barrier without holding up the rest) and answered as they finish,
+//! tagged with the caller's id.
+//!
 //! Decide counts nothing: the edge counts the verdicts it gives (a message it answered
 //! from a remembered verdict too, none it asked twice about) and sends them with `Count`,
 //! in numbered flushes that apply counts once. Counting here lost what a node held when
@@ -23,7 +29,9 @@ use ratchet_proto::v1::decision_server::Decision;
 use ratchet_store::{Applied, Command};
 use tokio_stream::wrappers::{IntervalStream, WatchStream};
 use tokio_stream::StreamExt;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::convert;
 use crate::error::Error;
@@ -36,6 +44,11 @@ use crate::verdict::{self, Decided};
 /// How often an open connector watch checks that this node is still fresh.
 const WATCH_FRESHNESS_EVERY: Duration = Duration::from_secs(1);
 
+/// The calls of one stream decided at once, at most: more wait on the stream (and, past
+/// HTTP/2's flow-control window, at the caller) until one is answered.
+const STREAM_CALLS_IN_FLIGHT: usize = 256;
+
+#[derive(Clone)]
 pub struct DecisionService {
     pub proposer: Proposer,
     pub sightings: Arc<SightingQueue>,
@@ -68,14 +81,63 @@ impl DecisionService {
         }
         Ok(decided.into())
     }
+
+    /// One call of a stream: its answer, or the status a unary Decide would have failed
+    /// with, under the caller's id. The call's span joins the caller's trace when it sent one.
+    async fn answer(&self, call: pb::DecideCall) -> pb::DecideResult {
+        let span = if call.traceparent.is_empty() {
+            tracing::Span::none()
+        } else {
+            let span = tracing::info_span!(
+                "grpc.server",
+                otel.name = "ratchet.v1.Decision/DecideStream",
+                otel.kind = "server",
+                rpc.system = "grpc"
+            );
+            let _ = span.set_parent(ratchet_proto::trace_context::context_of(&call.traceparent));
+            span
+        };
+        let answered = match call.request {
+            Some(request) => self.decide(request).instrument(span).await.map_err(Status::from),
+            None => Err(Status::invalid_argument(format!("DecideCall {} has no request", call.id))),
+        };
+        let outcome = match answered {
+            Ok(response) => pb::decide_result::Outcome::Response(response),
+            Err(status) => pb::decide_result::Outcome::Failure(pb::CallFailure {
+                code: status.code() as i32,
+                message: status.message().to_owned(),
+            }),
+        };
+        pb::DecideResult {
+            id: call.id,
+            outcome: Some(outcome),
+        }
+    }
 }
 
 type ConnectorStream = Pin<Box<dyn Stream<Item = Result<pb::ConnectorSnapshot, Status>> + Send>>;
+type DecideResults = Pin<Box<dyn Stream<Item = Result<pb::DecideResult, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Decision for DecisionService {
     async fn decide(&self, request: Request<pb::DecideRequest>) -> Result<Response<pb::DecideResponse>, Status> {
         Ok(Response::new(DecisionService::decide(self, request.into_inner()).await?))
+    }
+
+    type DecideStreamStream = DecideResults;
+
+    /// Decides every call of the stream, up to `STREAM_CALLS_IN_FLIGHT` at once, and
+    /// answers each as it is decided. The stream ends when the caller ends it or breaks it.
+    async fn decide_stream(&self, request: Request<Streaming<pb::DecideCall>>) -> Result<Response<DecideResults>, Status> {
+        let service = Arc::new(self.clone());
+        let answers = request.into_inner().map(move |call| {
+            let service = service.clone();
+            async move { Ok::<_, Status>(service.answer(call?).await) }
+        });
+        Ok(Response::new(Box::pin(futures::StreamExt::buffer_unordered(
+            answers,
+            STREAM_CALLS_IN_FLIGHT,
+        ))))
     }
 
     /// Commits one numbered flush of a caller's counts (see `Command::Count`).

@@ -373,11 +373,11 @@ async fn follow_readiness(reporter: tonic_health::server::HealthReporter, raft: 
 /// The span of one incoming gRPC call, child of the trace context the caller sent (W3C
 /// `traceparent` in the metadata). Only calls that are part of a request's path get one:
 /// Decide, Forward and the admin API; Raft's own traffic (heartbeats, replication) and
-/// health checks run without, so they add neither cost nor noise.
+/// health checks run without, so they add neither cost nor noise. A DecideStream lives as
+/// long as its front: each of its calls gets a span of its own (see `decision`).
 fn grpc_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
     let path = request.uri().path();
-    let traced =
-        path.starts_with("/ratchet.v1.Decision/Decide") || path == "/ratchet.v1.Raft/Forward" || path.starts_with("/ratchet.v1.Admin/");
+    let traced = path == "/ratchet.v1.Decision/Decide" || path == "/ratchet.v1.Raft/Forward" || path.starts_with("/ratchet.v1.Admin/");
     if !traced {
         return tracing::Span::none();
     }

@@ -524,3 +524,97 @@ async fn a_connector_watch_sends_the_whole_table_then_only_what_changed() {
         "a watcher that did not ask gets whole tables"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_on_a_decide_stream_are_answered_by_id_and_a_bad_one_fails_alone() {
+    let group = Group::found().await;
+    group.add_bear(0).await;
+    group.converged().await;
+    let mut decision = group.decision(1).await;
+    let servers: Vec<String> = (0..20).map(|i| format!("s{i}.bear.example")).collect();
+    // The servers are sighted first, so that the stream asks about known servers, and its
+    // answers must agree with unary Decide's.
+    for server in &servers {
+        decision.decide(decide_request(server, OUT_OF_DATE)).await.unwrap();
+    }
+    let mut unary = Vec::new();
+    for server in &servers {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let known = loop {
+            let answer = decision.decide(decide_request(server, OUT_OF_DATE)).await.unwrap().into_inner();
+            if answer.first_seen_unix_ms > 0 {
+                break answer;
+            }
+            assert!(Instant::now() < deadline, "{server}'s first sighting never committed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        unary.push(known);
+    }
+
+    let mut calls: Vec<pb::DecideCall> = servers
+        .iter()
+        .enumerate()
+        .map(|(i, server)| pb::DecideCall {
+            id: 100 + i as u64,
+            request: Some(decide_request(server, OUT_OF_DATE)),
+            traceparent: String::new(),
+        })
+        .collect();
+    calls[7].request.as_mut().unwrap().connection.as_mut().unwrap().client_ip = "not-an-ip".into();
+    calls[8].request = None;
+    let (send, outgoing) = tokio::sync::mpsc::unbounded_channel();
+    let mut results = decision
+        .decide_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(outgoing))
+        .await
+        .unwrap()
+        .into_inner();
+    for call in calls {
+        send.send(call).unwrap();
+    }
+    let mut answered = std::collections::BTreeMap::new();
+    while answered.len() < servers.len() {
+        let result = tokio::time::timeout(Duration::from_secs(10), results.message())
+            .await
+            .expect("every call is answered")
+            .unwrap()
+            .unwrap();
+        assert!(answered.insert(result.id, result.outcome.unwrap()).is_none(), "one answer per call");
+    }
+    use pb::decide_result::Outcome;
+    for (i, (id, outcome)) in answered.into_iter().enumerate() {
+        assert_eq!(id, 100 + i as u64);
+        match (i, outcome) {
+            (7, Outcome::Failure(failure)) => {
+                assert_eq!(failure.code, tonic::Code::InvalidArgument as i32);
+                assert!(failure.message.starts_with("connection.client_ip: "), "{failure:?}");
+            }
+            (8, Outcome::Failure(failure)) => {
+                assert_eq!(failure.code, tonic::Code::InvalidArgument as i32);
+                assert!(failure.message.contains("108 has no request"), "{failure:?}");
+            }
+            (_, Outcome::Response(response)) => {
+                let expected = &unary[i];
+                assert_eq!(
+                    (&response.tenant, response.verdict, response.stage, response.first_seen_unix_ms),
+                    (&expected.tenant, expected.verdict, expected.stage, expected.first_seen_unix_ms),
+                    "call {id}"
+                );
+            }
+            (i, outcome) => panic!("call {i}: unexpected {outcome:?}"),
+        }
+    }
+    // The stream stays open after the failures: one more call is answered.
+    send.send(pb::DecideCall {
+        id: 1,
+        request: Some(decide_request(&servers[0], OUT_OF_DATE)),
+        traceparent: String::new(),
+    })
+    .unwrap();
+    let last = results.message().await.unwrap().unwrap();
+    assert!(matches!(last.outcome, Some(Outcome::Response(_))), "{last:?}");
+    drop(send);
+    assert!(
+        results.message().await.unwrap().is_none(),
+        "the stream ends when the caller ends it"
+    );
+}

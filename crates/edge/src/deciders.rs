@@ -6,6 +6,8 @@
 //! are spread over every address found, round-robin; a name that fails to resolve keeps
 //! its last known addresses, so a DNS blip does not take the deciders away.
 //!
+//! Decide goes over one stream per decider (see `decide_stream`); Count is a unary call.
+//!
 //! Every front that enforces (the edge, the milter) asks through a pool of its own, which
 //! records into the front's [`DeciderMetrics`].
 
@@ -24,6 +26,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::decide_stream::{unary_request, DecideStream};
 use crate::metrics::{DeciderMetrics, Fallback};
 use crate::verdict_cache::VerdictCache;
 
@@ -34,6 +37,7 @@ const RETRY_ROUND: Duration = Duration::from_millis(25);
 pub struct Decider {
     pub addr: SocketAddr,
     pub client: DecisionClient<Channel>,
+    pub decide: Arc<DecideStream>,
 }
 
 pub struct DeciderPool {
@@ -138,12 +142,16 @@ impl DeciderPool {
             .into_iter()
             .map(|addr| match current.iter().find(|d| d.addr == addr) {
                 Some(existing) => existing.clone(),
-                None => Decider {
-                    addr,
-                    client: DecisionClient::new(self.channel(addr))
+                None => {
+                    let client = DecisionClient::new(self.channel(addr))
                         .max_decoding_message_size(MAX_REPLY_BYTES)
-                        .max_encoding_message_size(MAX_REQUEST_BYTES),
-                },
+                        .max_encoding_message_size(MAX_REQUEST_BYTES);
+                    Decider {
+                        addr,
+                        decide: Arc::new(DecideStream::new(client.clone())),
+                        client,
+                    }
+                }
             })
             .collect();
         if deciders.iter().map(|d| d.addr).ne(current.iter().map(|d| d.addr)) {
@@ -197,12 +205,9 @@ impl DeciderPool {
         };
         let started = Instant::now();
         let (answer, attempts) = self
-            .call_with_failover(
-                "Decide",
-                request,
-                deadline,
-                |mut client, call| async move { client.decide(call).await },
-            )
+            .call_with_failover("Decide", request, deadline, |decider, request, budget| async move {
+                decider.decide.decide(request, budget).await
+            })
             .await;
         self.metrics.decided(started.elapsed());
         (1..attempts).for_each(|_| self.metrics.fallback(Fallback::Failover));
@@ -224,12 +229,10 @@ impl DeciderPool {
     #[tracing::instrument(name = "edge.count", skip_all, fields(otel.kind = "client", sequence = request.sequence))]
     pub async fn count(&self, request: CountRequest, deadline: Duration) -> Result<CountResponse, Status> {
         let (answer, _) = self
-            .call_with_failover(
-                "Count",
-                request,
-                deadline,
-                |mut client, call| async move { client.count(call).await },
-            )
+            .call_with_failover("Count", request, deadline, |decider, request, budget| async move {
+                let answer = decider.client.clone().count(unary_request(request, budget)).await?;
+                Ok(answer.into_inner())
+            })
             .await;
         answer
     }
@@ -249,8 +252,8 @@ impl DeciderPool {
     ) -> (Result<Resp, Status>, usize)
     where
         Req: Clone,
-        Call: Fn(DecisionClient<Channel>, tonic::Request<Req>) -> Answer,
-        Answer: Future<Output = Result<tonic::Response<Resp>, Status>>,
+        Call: Fn(Decider, Req, Duration) -> Answer,
+        Answer: Future<Output = Result<Resp, Status>>,
     {
         let until = Instant::now() + deadline;
         let mut order = self.rotation();
@@ -268,13 +271,10 @@ impl DeciderPool {
                 }
                 let budget = if order.len() == 1 { left } else { left / 2 };
                 attempts += 1;
-                let mut request = tonic::Request::new(request.clone());
-                request.set_timeout(budget);
-                ratchet_proto::trace_context::inject(request.metadata_mut());
-                match tokio::time::timeout(budget, call(decider.client.clone(), request)).await {
-                    Ok(Ok(response)) => {
+                match tokio::time::timeout(budget, call(decider.clone(), request.clone(), budget)).await {
+                    Ok(Ok(answer)) => {
                         self.answered();
-                        return (Ok(response.into_inner()), attempts);
+                        return (Ok(answer), attempts);
                     }
                     Ok(Err(status)) if status.code() == Code::InvalidArgument => return (Err(status), attempts),
                     Ok(Err(status)) => {

@@ -15,7 +15,8 @@
 //!   deliver);
 //! - [`build`]: build detection behind [`BuildDetector`];
 //! - [`connectors`]: the connector table and its watch; [`deciders`]: Decide and Count with
-//!   failover, answering a question asked again from `verdict_cache`; [`counting`]: the verdicts given, counted and flushed to the deciders;
+//!   failover, answering a question asked again from `verdict_cache`; [`decide_stream`]:
+//!   Decide over one stream per decider; [`counting`]: the verdicts given, counted and flushed to the deciders;
 //!   [`client`]: the three started together; [`verdict`]: from stamp to request, from
 //!   answer to reply;
 //! - `relay`: the SMTP client to the next hop; `relay_pool`: its idle sessions, reused
@@ -34,6 +35,7 @@ pub mod config;
 mod connection;
 pub mod connectors;
 pub mod counting;
+pub mod decide_stream;
 pub mod deciders;
 pub mod forward_client;
 mod http;

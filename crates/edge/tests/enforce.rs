@@ -269,6 +269,30 @@ async fn a_dead_decider_is_skipped_for_a_live_one() {
 }
 
 #[tokio::test]
+async fn the_edge_asks_on_a_stream_and_a_decider_without_one_by_unary_decide() {
+    for decider in [
+        FakeDecider::new("127.0.0.0/8", block()),
+        FakeDecider::without_stream("127.0.0.0/8", block()),
+    ] {
+        let addr = decider.clone().serve().await;
+        let sink = SmtpSink::start(&[]).await;
+        let edge = Edge::start(config(&[addr], sink.addr)).await;
+        decider.watched().await;
+        for _ in 0..3 {
+            let mut c = Client::greeted(edge.addr).await;
+            assert_eq!(c.message("a@bear.example", &["b@owl.example"], BODY).await, BLOCK);
+        }
+        let streamed = if decider.without_stream { 0 } else { 3 };
+        assert_eq!(
+            (decider.calls(), decider.streamed.load(Ordering::SeqCst)),
+            (3, streamed),
+            "asked, and of those on the stream (without_stream: {})",
+            decider.without_stream
+        );
+    }
+}
+
+#[tokio::test]
 async fn next_hop_trouble_is_never_a_250() {
     let decider = FakeDecider::new("10.0.0.0/8", accept());
     let d = decider.clone().serve().await;

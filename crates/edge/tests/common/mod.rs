@@ -15,7 +15,8 @@ use std::time::Duration;
 use ratchet_edge::EdgeConfig;
 use ratchet_proto::v1::decision_server::{Decision, DecisionServer};
 use ratchet_proto::v1::{
-    Connector, ConnectorSnapshot, CountRequest, CountResponse, DecideRequest, DecideResponse, Verdict, WatchConnectorsRequest,
+    decide_result, Connector, ConnectorSnapshot, CountRequest, CountResponse, DecideCall, DecideRequest, DecideResponse, DecideResult,
+    Verdict, WatchConnectorsRequest,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -174,6 +175,10 @@ pub struct FakeDecider {
     pub flushes: Arc<Mutex<Vec<CountRequest>>>,
     /// How many Count calls to answer UNAVAILABLE (after taking them) before committing.
     pub fail_counts: Arc<AtomicUsize>,
+    /// Of `requests`, those asked on a DecideStream.
+    pub streamed: Arc<AtomicUsize>,
+    /// Answers DecideStream UNIMPLEMENTED, as a decider that predates it.
+    pub without_stream: bool,
 }
 
 pub fn accept() -> DecideResponse {
@@ -225,7 +230,25 @@ impl FakeDecider {
             watches: Arc::default(),
             flushes: Arc::default(),
             fail_counts: Arc::default(),
+            streamed: Arc::default(),
+            without_stream: false,
         }
+    }
+
+    /// The same, as a decider that predates DecideStream.
+    pub fn without_stream(cidr: &str, verdict: DecideResponse) -> Self {
+        FakeDecider {
+            without_stream: true,
+            ..FakeDecider::new(cidr, verdict)
+        }
+    }
+
+    /// The scripted answer, after the scripted delay.
+    async fn answer(&self, request: DecideRequest) -> DecideResponse {
+        let delay = *self.delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
+        self.requests.lock().unwrap().push(request);
+        self.verdict.lock().unwrap().clone()
     }
 
     pub async fn serve(self) -> SocketAddr {
@@ -257,14 +280,42 @@ impl FakeDecider {
 }
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<ConnectorSnapshot, tonic::Status>> + Send>>;
+type ResultStream = Pin<Box<dyn Stream<Item = Result<DecideResult, tonic::Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Decision for FakeDecider {
     async fn decide(&self, request: tonic::Request<DecideRequest>) -> Result<tonic::Response<DecideResponse>, tonic::Status> {
-        let delay = *self.delay.lock().unwrap();
-        tokio::time::sleep(delay).await;
-        self.requests.lock().unwrap().push(request.into_inner());
-        Ok(tonic::Response::new(self.verdict.lock().unwrap().clone()))
+        Ok(tonic::Response::new(self.answer(request.into_inner()).await))
+    }
+
+    type DecideStreamStream = ResultStream;
+
+    /// Each call answered as Decide answers, concurrently, as the deciders do.
+    async fn decide_stream(
+        &self,
+        request: tonic::Request<tonic::Streaming<DecideCall>>,
+    ) -> Result<tonic::Response<ResultStream>, tonic::Status> {
+        if self.without_stream {
+            return Err(tonic::Status::unimplemented("DecideStream"));
+        }
+        let (results, answered) = tokio::sync::mpsc::unbounded_channel();
+        let (fake, mut calls) = (self.clone(), request.into_inner());
+        tokio::spawn(async move {
+            while let Ok(Some(call)) = calls.message().await {
+                let (fake, results) = (fake.clone(), results.clone());
+                tokio::spawn(async move {
+                    fake.streamed.fetch_add(1, Ordering::SeqCst);
+                    let response = fake.answer(call.request.unwrap_or_default()).await;
+                    let _ = results.send(Ok(DecideResult {
+                        id: call.id,
+                        outcome: Some(decide_result::Outcome::Response(response)),
+                    }));
+                });
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(answered),
+        )))
     }
 
     async fn count(&self, request: tonic::Request<CountRequest>) -> Result<tonic::Response<CountResponse>, tonic::Status> {
