@@ -24,7 +24,7 @@ use serde_json::json;
 
 use crate::decide::import_servers;
 use crate::load::round;
-use crate::procs::{add_tenant, du, Decider, Env, QUIET_LOG};
+use crate::procs::{add_tenant, du, Decider, Env};
 use crate::Settings;
 
 /// Also logs openraft's snapshot worker, for the build time.
@@ -100,7 +100,8 @@ fn last_snapshot_build(log: &str) -> (Option<f64>, Option<u64>) {
 
 /// Adds a fresh node as a learner; ms until it has applied the leader's last log index.
 async fn learner_catchup(env: &Env, leader: &Decider) -> anyhow::Result<f64> {
-    let mut learner = Decider::new(env, "scale1", "", QUIET_LOG)?;
+    // Logs its "installed snapshot" line, to see the receive apart from the install.
+    let mut learner = Decider::new(env, "scale1", "", SNAPSHOT_LOG)?;
     learner.start(None)?;
     crate::procs::wait_listening(learner.grpc, "learner", Duration::from_secs(30))?;
     let target = leader.status().await.context("leader status")?.last_log_index;

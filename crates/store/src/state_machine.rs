@@ -424,15 +424,31 @@ impl StateMachine {
         }
     }
 
+    /// Where a snapshot being received from the leader is written (one at a time: Raft
+    /// receives one snapshot at a time, and a new one starts the file over).
+    fn receiving_path(&self) -> PathBuf {
+        self.snapshot_dir.join(format!("receiving-{}.part", std::process::id()))
+    }
+
     /// Takes a received snapshot file: checks it whole and against the description Raft
     /// announced, keeps it as the current snapshot, and replaces the state with its records.
+    /// The file Raft wrote at `receiving_path` is kept where it is (renamed); any other (Raft
+    /// may hand over another file in its place) is copied there first.
     fn receive(&self, mut received: File, announced: &SnapshotMeta) -> Result<(), StoreError> {
-        let part = self.snapshot_dir.join(format!("received-{}.part", std::process::id()));
+        use std::os::unix::fs::MetadataExt;
+        let part = self.receiving_path();
         let io = |e: std::io::Error| StoreError::Format(format!("keeping a received snapshot in {}: {e}", part.display()));
-        received.rewind().map_err(io)?;
-        let mut copy = BufWriter::new(File::create(&part).map_err(io)?);
-        std::io::copy(&mut received, &mut copy).map_err(io)?;
-        copy.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
+        let inode = |metadata: std::fs::Metadata| (metadata.dev(), metadata.ino());
+        let written_there = std::fs::metadata(&part).is_ok_and(|at| inode(at) == received.metadata().map(inode).unwrap_or_default());
+        if written_there {
+            received.sync_all().map_err(io)?;
+        } else {
+            received.rewind().map_err(io)?;
+            let mut copy = BufWriter::new(File::create(&part).map_err(io)?);
+            std::io::copy(&mut received, &mut copy).map_err(io)?;
+            copy.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
+        }
+        drop(received);
         let meta = verify(BufReader::new(File::open(&part).map_err(io)?), STATE_FAMILIES.len()).map_err(refused)?;
         if meta != *announced {
             let _ = std::fs::remove_file(&part);
@@ -578,7 +594,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
-        let path = self.snapshot_dir.join(format!("receiving-{}.part", std::process::id()));
+        let path = self.receiving_path();
         let file = tokio::fs::OpenOptions::new()
             .read(true)
             .write(true)

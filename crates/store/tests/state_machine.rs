@@ -85,6 +85,14 @@ fn sight(seen_at: DateTime<Utc>, server: &str, build: &str) -> Command {
 }
 
 impl Machine {
+    /// Receives `snapshot` as Raft does from a leader (into the file this machine opens for
+    /// it, written through), then installs it.
+    async fn receive(&mut self, snapshot: &mut openraft::storage::Snapshot<TypeConfig>) {
+        let mut into = self.machine.begin_receiving_snapshot().await.unwrap();
+        tokio::io::copy(&mut *snapshot.snapshot, &mut *into).await.unwrap();
+        self.machine.install_snapshot(&snapshot.meta, into).await.unwrap();
+    }
+
     fn first_seen(&self, server: &str) -> DateTime<Utc> {
         let entry = self.machine.view().server("bear", server).unwrap().expect("the server is recorded");
         entry.record.episode.expect("an episode").first_seen
@@ -212,12 +220,12 @@ async fn a_snapshot_installs_the_same_state_elsewhere_and_state_survives_reopeni
         )
         .await
         .unwrap();
-    let snapshot = source.machine.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let mut snapshot = source.machine.get_snapshot_builder().await.build_snapshot().await.unwrap();
 
     let target_dir = tempfile::tempdir().unwrap();
     let mut target = Machine::open(target_dir.path());
     target.one(day(0), Command::AddTenant { name: "stale".into() }).await.unwrap();
-    target.machine.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+    target.receive(&mut snapshot).await;
     let (source_view, target_view) = (source.machine.view(), target.machine.view());
     assert_eq!(target_view.servers("bear").unwrap(), source_view.servers("bear").unwrap());
     assert_eq!(
@@ -287,10 +295,10 @@ async fn an_install_cut_short_by_a_crash_is_finished_when_the_node_opens_again()
     for i in 0..20 {
         source.one(day(i), sight(day(i), &format!("exch{i}"), OUT_OF_DATE)).await.unwrap();
     }
-    let snapshot = source.machine.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let mut snapshot = source.machine.get_snapshot_builder().await.build_snapshot().await.unwrap();
     let target_dir = tempfile::tempdir().unwrap();
     let mut target = Machine::open(target_dir.path());
-    target.machine.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+    target.receive(&mut snapshot).await;
     let installed = target.dump();
 
     // A crash in the middle of the install: the marker is still there, half the state gone.
@@ -525,10 +533,10 @@ async fn a_scheduled_policy_is_kept_aside_until_its_instant_and_survives_reopeni
     assert_eq!(policies.at(day(20)).version, version, "readers switch at the instant");
 
     // A snapshot carries the schedule; a reopened node still has it.
-    let snapshot = machine.machine.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let mut snapshot = machine.machine.get_snapshot_builder().await.build_snapshot().await.unwrap();
     let other_dir = tempfile::tempdir().unwrap();
     let mut other = Machine::open(other_dir.path());
-    other.machine.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+    other.receive(&mut snapshot).await;
     assert_eq!(other.machine.view().policies(), policies);
     drop(machine);
     let mut machine = Machine::open(dir.path());
