@@ -58,6 +58,10 @@ struct Args {
     /// (default: 100,000; smoke: 200; at least 10).
     #[arg(long)]
     admin_tenants: Option<u64>,
+    /// Keep each benchmark's directory (data directories and logs) and print where; by
+    /// default only a failed benchmark's is kept.
+    #[arg(long)]
+    keep_work: bool,
 }
 
 /// Sizes and durations of one run.
@@ -188,6 +192,9 @@ async fn main() -> anyhow::Result<()> {
             Ok(mut value) => {
                 value["bench_secs"] = serde_json::json!(load::round(secs, 1));
                 eprintln!("ratchet-bench: {key} done in {secs:.1} s: {value}");
+                if args.keep_work {
+                    eprintln!("ratchet-bench: {key}: logs and data kept in {}", work.keep().display());
+                }
                 results.insert(key.to_owned(), value);
             }
             Err(error) => {

@@ -20,6 +20,11 @@ pub struct DeciderConfig {
     pub snapshot_every_entries: u64,
     /// Log entries kept behind the last snapshot, for followers that lag a little.
     pub keep_entries_after_snapshot: u64,
+    /// How long the leader waits for each snapshot chunk a lagging follower or a new
+    /// learner receives, the last one included, whose answer comes once the follower has
+    /// installed the whole snapshot: seconds per million servers. A leader that gives up
+    /// sends the whole snapshot again.
+    pub snapshot_install_timeout_ms: u64,
     /// Ignored: deciders no longer count messages, edges do (the edge's `count_flush_ms`).
     /// Still accepted, with a warning at start, so that a config written for an older
     /// release loads.
@@ -57,6 +62,7 @@ impl Default for DeciderConfig {
             election_timeout_max_ms: 1000,
             snapshot_every_entries: 20_000,
             keep_entries_after_snapshot: 5_000,
+            snapshot_install_timeout_ms: 60_000,
             counter_flush_ms: None,
             write_timeout_ms: 5_000,
             notify_scan_ms: 60_000,
@@ -76,6 +82,7 @@ impl DeciderConfig {
         let config: DeciderConfig = toml::from_str(text)?;
         config.raft_config()?;
         for (key, value) in [
+            ("snapshot_install_timeout_ms", config.snapshot_install_timeout_ms),
             ("notify_scan_ms", config.notify_scan_ms),
             ("sweep_every_ms", config.sweep_every_ms),
             ("max_staleness_ms", config.max_staleness_ms),
@@ -100,6 +107,7 @@ impl DeciderConfig {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
             max_in_snapshot_log_to_keep: self.keep_entries_after_snapshot,
             snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+            install_snapshot_timeout: self.snapshot_install_timeout_ms,
             ..Default::default()
         };
         Ok(config.validate()?)
