@@ -2,25 +2,37 @@
 //! and read as a stream, so that no snapshot is ever held whole in memory.
 //!
 //! ```text
-//! "ratchet-snapshot\n" | format (u8) | meta length (u32 BE) | SnapshotMeta (codec)
-//! records:  family (u8) | key length (u32 BE) | key | value length (u32 BE) | value
-//! trailer:  0xFF | record count (u64 BE) | CRC-32 of every byte before it (u32 BE)
+//! "ratchet-snapshot\n" | layout (u8) | meta length (u32 BE) | SnapshotMeta (codec)
+//! body, one LZ4 frame (layout 2) or as it is (layout 1, written before 2026-12-08):
+//!   records:  family (u8) | key length (u32 BE) | key | value length (u32 BE) | value
+//!   trailer:  0xFF | record count (u64 BE) | CRC-32 of every byte before it (u32 BE)
 //! ```
 //!
 //! The values are the stored bytes as they are (already in the stored schema), so a
 //! snapshot is built by one scan of a RocksDB snapshot with no re-encoding. The header
 //! carries the snapshot's description, so a file is self-describing: the same file is a
 //! Raft snapshot sent to a lagging follower and an operator's backup (`ctl snapshot save`).
-//! The trailer makes truncation and corruption detectable: a reader refuses a file whose
-//! count or checksum does not match, and every length is checked against a limit before
-//! anything is allocated. Hand-written because it is small and must stay exactly this.
+//! The body is compressed: the records repeat tenant names, server names and builds, and
+//! come out about ten times smaller, so a snapshot costs that much less disk, and a learner
+//! receives it that much sooner. The CRC is of the uncompressed bytes. Both layouts are
+//! read, so a backup of an older release restores; an older release refuses layout 2 by
+//! its number. The trailer makes truncation and corruption detectable: a reader refuses a
+//! file whose count or checksum does not match, and every length is checked against a
+//! limit before anything is allocated. Hand-written because it is small and must stay
+//! exactly this.
 
 use std::io::{self, BufRead, Read, Write};
 
-use crate::codec::{self, FORMAT_VERSION};
+use lz4_flex::frame::{FrameDecoder, FrameEncoder};
+
+use crate::codec;
 use crate::types::SnapshotMeta;
 
 const MAGIC: &[u8] = b"ratchet-snapshot\n";
+/// The body as it is.
+const PLAIN: u8 = 1;
+/// The body in one LZ4 frame: what this release writes.
+const LZ4: u8 = 2;
 const TRAILER: u8 = 0xFF;
 /// Longest key and value a snapshot may hold: far above any record, far below memory.
 const MAX_KEY_BYTES: u32 = 64 << 10;
@@ -30,8 +42,8 @@ const MAX_VALUE_BYTES: u32 = 64 << 20;
 pub enum SnapshotFormatError {
     #[error("not a ratchet snapshot")]
     BadMagic,
-    #[error("snapshot written in format v{0}; this release reads v{FORMAT_VERSION}")]
-    UnknownVersion(u8),
+    #[error("snapshot written in layout {0}; this release reads layouts {PLAIN} and {LZ4}")]
+    UnknownLayout(u8),
     #[error("snapshot header: {0}")]
     BadHeader(#[from] codec::DecodeError),
     #[error("snapshot names column family #{0}, which does not exist")]
@@ -46,20 +58,23 @@ pub enum SnapshotFormatError {
     Io(#[from] io::Error),
 }
 
-/// Writes a snapshot to `out`, checksumming as it goes.
+/// Writes a snapshot to `out` (layout 2), checksumming as it goes.
 pub struct SnapshotWriter<W: Write> {
-    out: Checksummed<W>,
+    out: Checksummed<FrameEncoder<W>>,
     records: u64,
 }
 
 impl<W: Write> SnapshotWriter<W> {
-    pub fn new(out: W, meta: &SnapshotMeta) -> io::Result<Self> {
-        let mut out = Checksummed::new(out);
-        out.write_all(MAGIC)?;
-        out.write_all(&[FORMAT_VERSION])?;
+    pub fn new(mut out: W, meta: &SnapshotMeta) -> io::Result<Self> {
         let meta = codec::encode(meta);
-        out.write_all(&(meta.len() as u32).to_be_bytes())?;
-        out.write_all(&meta)?;
+        let mut header = Vec::with_capacity(MAGIC.len() + 5 + meta.len());
+        header.extend_from_slice(MAGIC);
+        header.push(LZ4);
+        header.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+        header.extend_from_slice(&meta);
+        out.write_all(&header)?;
+        let mut out = Checksummed::new(FrameEncoder::new(out));
+        out.hasher.update(&header);
         Ok(SnapshotWriter { out, records: 0 })
     }
 
@@ -73,15 +88,47 @@ impl<W: Write> SnapshotWriter<W> {
         Ok(())
     }
 
-    /// Writes the trailer and hands back the output, flushed.
+    /// Writes the trailer, ends the frame and hands back the output, flushed.
     pub fn finish(mut self) -> io::Result<W> {
         self.out.write_all(&[TRAILER])?;
         self.out.write_all(&self.records.to_be_bytes())?;
         let crc = self.out.hasher.clone().finalize();
-        let mut out = self.out.inner;
-        out.write_all(&crc.to_be_bytes())?;
+        let mut body = self.out.inner;
+        body.write_all(&crc.to_be_bytes())?;
+        let mut out = body.finish().map_err(io::Error::other)?;
         out.flush()?;
         Ok(out)
+    }
+}
+
+/// A snapshot's body as it is read: decompressed if it was compressed.
+enum Body<R: BufRead> {
+    Plain(R),
+    Lz4(io::BufReader<FrameDecoder<R>>),
+}
+
+impl<R: BufRead> Read for Body<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Body::Plain(input) => input.read(buffer),
+            Body::Lz4(input) => input.read(buffer),
+        }
+    }
+}
+
+impl<R: BufRead> BufRead for Body<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        match self {
+            Body::Plain(input) => input.fill_buf(),
+            Body::Lz4(input) => input.fill_buf(),
+        }
+    }
+
+    fn consume(&mut self, amount: usize) {
+        match self {
+            Body::Plain(input) => input.consume(amount),
+            Body::Lz4(input) => input.consume(amount),
+        }
     }
 }
 
@@ -91,8 +138,8 @@ pub type Record = (u8, Vec<u8>, Vec<u8>);
 /// Reads a snapshot as a stream: the header at once, then one record at a time. The
 /// last call of `next_record` checks the trailer; only a reader that got `Ok(None)` has
 /// seen a whole, undamaged snapshot.
-pub struct SnapshotReader<R: Read> {
-    input: Checksummed<R>,
+pub struct SnapshotReader<R: BufRead> {
+    input: Checksummed<Body<R>>,
     families: usize,
     records: u64,
     pub meta: SnapshotMeta,
@@ -100,20 +147,27 @@ pub struct SnapshotReader<R: Read> {
 
 impl<R: BufRead> SnapshotReader<R> {
     pub fn new(input: R, families: usize) -> Result<Self, SnapshotFormatError> {
-        let mut input = Checksummed::new(input);
+        let mut header = Checksummed::new(input);
         let mut magic = [0u8; MAGIC.len()];
-        input.read_exact(&mut magic).map_err(|_| SnapshotFormatError::BadMagic)?;
+        header.read_exact(&mut magic).map_err(|_| SnapshotFormatError::BadMagic)?;
         if magic != MAGIC {
             return Err(SnapshotFormatError::BadMagic);
         }
-        let version = read_u8(&mut input)?;
-        if version != FORMAT_VERSION {
-            return Err(SnapshotFormatError::UnknownVersion(version));
-        }
-        let meta = read_part(&mut input, MAX_KEY_BYTES)?;
+        let layout = read_u8(&mut header)?;
+        let meta = match layout {
+            PLAIN | LZ4 => read_part(&mut header, MAX_KEY_BYTES)?,
+            other => return Err(SnapshotFormatError::UnknownLayout(other)),
+        };
+        let body = match layout {
+            PLAIN => Body::Plain(header.inner),
+            _ => Body::Lz4(io::BufReader::new(FrameDecoder::new(header.inner))),
+        };
         Ok(SnapshotReader {
             meta: codec::decode(&meta)?,
-            input,
+            input: Checksummed {
+                inner: body,
+                hasher: header.hasher,
+            },
             families,
             records: 0,
         })
@@ -150,10 +204,10 @@ impl<R: BufRead> SnapshotReader<R> {
         if u32::from_be_bytes(crc) != expected_crc {
             return Err(SnapshotFormatError::Damaged("its checksum does not match its contents".into()));
         }
-        if self.input.inner.fill_buf()?.is_empty() {
-            Ok(())
-        } else {
-            Err(SnapshotFormatError::Damaged("bytes follow its trailer".into()))
+        match self.input.inner.fill_buf() {
+            Ok(rest) if rest.is_empty() => Ok(()),
+            Ok(_) => Err(SnapshotFormatError::Damaged("bytes follow its trailer".into())),
+            Err(e) => Err(SnapshotFormatError::Damaged(format!("what follows its trailer does not read: {e}"))),
         }
     }
 }
@@ -242,12 +296,34 @@ mod tests {
         }
     }
 
+    /// A snapshot as this release writes it (layout 2).
     fn snapshot(records: &[(u8, &[u8], &[u8])]) -> Vec<u8> {
         let mut writer = SnapshotWriter::new(Vec::new(), &meta()).unwrap();
         for (family, key, value) in records {
             writer.record(*family, key, value).unwrap();
         }
         writer.finish().unwrap()
+    }
+
+    /// The same in layout 1, as earlier releases wrote it, composed by hand.
+    fn plain(records: &[(u8, &[u8], &[u8])]) -> Vec<u8> {
+        let meta = codec::encode(&meta());
+        let mut bytes = MAGIC.to_vec();
+        bytes.push(PLAIN);
+        bytes.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&meta);
+        for (family, key, value) in records {
+            bytes.push(*family);
+            for part in [key, value] {
+                bytes.extend_from_slice(&(part.len() as u32).to_be_bytes());
+                bytes.extend_from_slice(part);
+            }
+        }
+        bytes.push(TRAILER);
+        bytes.extend_from_slice(&(records.len() as u64).to_be_bytes());
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_be_bytes());
+        bytes
     }
 
     fn read_all(bytes: &[u8], families: usize) -> Result<Vec<Record>, SnapshotFormatError> {
@@ -259,47 +335,95 @@ mod tests {
         Ok(records)
     }
 
+    const THREE: [(u8, &[u8], &[u8]); 3] = [(0, b"applied", b"x"), (1, b"tenant", b"t"), (2, b"demo\0exch1", b"")];
+
     #[test]
-    fn records_survive_a_round_trip() {
-        let bytes = snapshot(&[(0, b"applied", b"x"), (2, b"demo\0exch1", b"")]);
-        assert_eq!(
-            read_all(&bytes, 3).unwrap(),
-            vec![(0, b"applied".to_vec(), b"x".to_vec()), (2, b"demo\0exch1".to_vec(), vec![])]
-        );
-        assert_eq!(verify(&bytes[..], 3).unwrap().snapshot_id, "test-1");
+    fn records_survive_a_round_trip_in_either_layout() {
+        for bytes in [snapshot(&THREE), plain(&THREE)] {
+            let expected: Vec<Record> = THREE.iter().map(|(f, k, v)| (*f, k.to_vec(), v.to_vec())).collect();
+            assert_eq!(read_all(&bytes, 3).unwrap(), expected);
+            assert_eq!(verify(&bytes[..], 3).unwrap().snapshot_id, "test-1");
+        }
     }
 
     #[test]
-    fn a_snapshot_cut_at_any_byte_is_refused() {
-        let bytes = snapshot(&[(0, b"applied", b"x"), (1, b"tenant", b"t"), (2, b"server", b"s")]);
-        for cut in 0..bytes.len() {
-            assert!(
-                read_all(&bytes[..cut], 3).is_err(),
-                "cut at {cut} of {} was read as whole",
-                bytes.len()
-            );
+    fn the_body_is_compressed() {
+        let servers: Vec<(u8, Vec<u8>, Vec<u8>)> = (0..1_000)
+            .map(|i| {
+                (
+                    2,
+                    format!("bear\0exch{i}.bear.example").into_bytes(),
+                    b"\x01 15.0.1497.48 2026-03-01".to_vec(),
+                )
+            })
+            .collect();
+        let records: Vec<(u8, &[u8], &[u8])> = servers.iter().map(|(f, k, v)| (*f, k.as_slice(), v.as_slice())).collect();
+        let (compressed, as_is) = (snapshot(&records), plain(&records));
+        assert!(
+            compressed.len() * 3 < as_is.len(),
+            "{} bytes, {} as is",
+            compressed.len(),
+            as_is.len()
+        );
+        assert_eq!(read_all(&compressed, 3).unwrap(), read_all(&as_is, 3).unwrap());
+    }
+
+    /// What a damaged copy of `whole` may read as: an error, or every record as written
+    /// (a compressed body may lose bytes that hold no data, like the frame's end mark, or
+    /// have a match point at another copy of the same bytes). Never other records.
+    fn refused_or_intact(damaged: &[u8], whole: &[u8]) -> bool {
+        read_all(damaged, 3).map_or(true, |records| records == read_all(whole, 3).unwrap())
+    }
+
+    #[test]
+    fn a_snapshot_cut_at_any_byte_is_refused_or_loses_nothing() {
+        for bytes in [snapshot(&THREE), plain(&THREE)] {
+            for cut in 0..bytes.len() {
+                assert!(
+                    refused_or_intact(&bytes[..cut], &bytes),
+                    "cut at {cut} of {} was read as other records",
+                    bytes.len()
+                );
+            }
         }
+        // The plain body has nothing to spare: any cut is refused.
+        let bytes = plain(&THREE);
+        assert!((0..bytes.len()).all(|cut| read_all(&bytes[..cut], 3).is_err()));
     }
 
     #[test]
     fn damaged_snapshots_are_refused() {
         assert!(matches!(read_all(b"garbage", 3), Err(SnapshotFormatError::BadMagic)));
-        assert!(matches!(
-            read_all(&snapshot(&[(7, b"k", b"v")]), 3),
-            Err(SnapshotFormatError::UnknownFamily(7))
-        ));
-        let mut flipped = snapshot(&[(0, b"key", b"value")]);
-        let middle = flipped.len() - 10;
-        flipped[middle] ^= 1;
-        assert!(read_all(&flipped, 3).is_err());
-        let mut longer = snapshot(&[(0, b"key", b"value")]);
+        let mut unknown = plain(&[]);
+        unknown[MAGIC.len()] = 3;
+        assert!(matches!(read_all(&unknown, 3), Err(SnapshotFormatError::UnknownLayout(3))));
+        for write in [snapshot as fn(&[(u8, &[u8], &[u8])]) -> Vec<u8>, plain] {
+            assert!(matches!(
+                read_all(&write(&[(7, b"k", b"v")]), 3),
+                Err(SnapshotFormatError::UnknownFamily(7))
+            ));
+            let whole = write(&[(0, b"key", b"value"), (1, b"other key", b"other value")]);
+            for at in 0..whole.len() {
+                let mut flipped = whole.clone();
+                flipped[at] ^= 1;
+                assert!(
+                    refused_or_intact(&flipped, &whole),
+                    "a bit flipped at {at} of {} read as other records",
+                    whole.len()
+                );
+            }
+            let mut longer = whole.clone();
+            longer.push(0);
+            assert!(refused_or_intact(&longer, &whole));
+        }
+        let mut longer = plain(&[(0, b"key", b"value")]);
         longer.push(0);
         assert!(matches!(read_all(&longer, 3), Err(SnapshotFormatError::Damaged(_))));
     }
 
     #[test]
     fn lengths_are_checked_before_anything_is_allocated() {
-        let mut bytes = snapshot(&[]);
+        let mut bytes = plain(&[]);
         bytes.truncate(bytes.len() - 13);
         bytes.extend_from_slice(&[0, 0xFF, 0xFF, 0xFF, 0xFF]);
         assert!(matches!(read_all(&bytes, 3), Err(SnapshotFormatError::TooLong { .. })));
