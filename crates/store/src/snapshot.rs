@@ -13,7 +13,7 @@
 //! carries the snapshot's description, so a file is self-describing: the same file is a
 //! Raft snapshot sent to a lagging follower and an operator's backup (`ctl snapshot save`).
 //! The body is compressed: the records repeat tenant names, server names and builds, and
-//! come out about ten times smaller, so a snapshot costs that much less disk, and a learner
+//! come out about six times smaller, so a snapshot costs that much less disk, and a learner
 //! receives it that much sooner. The CRC is of the uncompressed bytes. Both layouts are
 //! read, so a backup of an older release restores; an older release refuses layout 2 by
 //! its number. The trailer makes truncation and corruption detectable: a reader refuses a
