@@ -22,6 +22,8 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
+use crate::deciders::unary_request;
+
 /// How long a decider that did not know `DecideStream` is asked with unary Decide before
 /// the stream is tried again.
 const RETRY_STREAM_AFTER: Duration = Duration::from_secs(60);
@@ -57,12 +59,10 @@ impl DecideStream {
     /// The decider's answer to `request`. `budget` is sent as the call's gRPC timeout when
     /// it goes unary; on the stream the caller bounds the wait.
     pub async fn decide(&self, request: DecideRequest, budget: Duration) -> Result<DecideResponse, Status> {
-        let stream = match self.stream().await {
-            Ok(Some(stream)) => stream,
-            Ok(None) => return self.decide_unary(request, budget).await,
-            Err(status) => return Err(status),
-        };
-        stream.call(request).await
+        match self.stream().await? {
+            Some(stream) => stream.call(request).await,
+            None => self.decide_unary(request, budget).await,
+        }
     }
 
     async fn decide_unary(&self, request: DecideRequest, budget: Duration) -> Result<DecideResponse, Status> {
@@ -110,14 +110,6 @@ impl DecideStream {
             None => false,
         }
     }
-}
-
-/// A unary call with the caller's budget as its gRPC timeout and the current trace context.
-pub fn unary_request<T>(message: T, budget: Duration) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(budget);
-    ratchet_proto::trace_context::inject(request.metadata_mut());
-    request
 }
 
 impl OpenStream {

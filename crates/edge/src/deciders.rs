@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::decide_stream::{unary_request, DecideStream};
+use crate::decide_stream::DecideStream;
 use crate::metrics::{DeciderMetrics, Fallback};
 use crate::verdict_cache::VerdictCache;
 
@@ -294,6 +294,14 @@ impl DeciderPool {
             tokio::time::sleep(RETRY_ROUND.min(left)).await;
         }
     }
+}
+
+/// A unary call with the caller's budget as its gRPC timeout and the current trace context.
+pub(crate) fn unary_request<T>(message: T, budget: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(budget);
+    ratchet_proto::trace_context::inject(request.metadata_mut());
+    request
 }
 
 /// Re-resolves the decider names forever.
